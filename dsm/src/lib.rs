@@ -1,0 +1,1 @@
+//! memlink-dsm: a page-coherent distributed shared memory across node processes.

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs memlink's whole test suite: unit, integration, multi-process and doc tests,
+# then the loom models (a separate build with --cfg memlink_loom).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+echo "== loom models (RUSTFLAGS=--cfg memlink_loom)"
+RUSTFLAGS="--cfg memlink_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
+  cargo test --release --target-dir target/loom -p memlink-loom-tests

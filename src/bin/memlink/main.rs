@@ -1,0 +1,32 @@
+//! The `memlink` command-line tool.
+
+mod doctor;
+
+use clap::{Parser, Subcommand};
+
+/// memlink: shared-memory parallel programming on Linux.
+///
+/// Processes pass messages through shared memory with one copy (synchronous channels)
+/// or none (loan channels), hold references to shared objects (same-address windows,
+/// translated references, revocable capabilities), and share one address space across
+/// machines as a page-coherent distributed shared memory.
+#[derive(Parser)]
+#[command(name = "memlink", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that this kernel offers what memlink uses (memfd, sealing, fixed mappings,
+    /// futex, pidfd, userfaultfd) and say what is missing.
+    Doctor,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Doctor => doctor::run(),
+    }
+}

@@ -1,0 +1,10 @@
+//! memlink: shared-memory parallel programming on Linux.
+//!
+//! This facade re-exports the layers:
+//! - [`capability`]: segments, the shared window, shared references and capabilities;
+//! - [`channels`]: zero-copy synchronous channels, loan channels, the buffered baseline, ports;
+//! - [`dsm`]: a page-coherent distributed shared memory across node processes.
+
+pub use memlink_capability as capability;
+pub use memlink_channels as channels;
+pub use memlink_dsm as dsm;
