@@ -1,1 +1,4 @@
 //! memlink-dsm: a page-coherent distributed shared memory across node processes.
+
+pub mod types;
+pub use types::*;

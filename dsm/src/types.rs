@@ -1,0 +1,316 @@
+//! The types shared by every part of the DSM: node and page names, access levels, the
+//! configuration of a node, its statistics, its error type, and the two traits at the seam
+//! between the node runtime (network and protocol) and the memory mapping (pages and faults).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The id of a node in the cluster: its index in [`NodeConfig::peers`].
+pub type NodeId = u16;
+
+/// The number of a page of the shared region: page `p` covers region offsets
+/// `p * PAGE_SIZE .. (p + 1) * PAGE_SIZE`.
+pub type PageNo = u32;
+
+/// The coherence unit of the DSM, in bytes.
+pub const PAGE_SIZE: usize = 4096;
+
+/// What a node may do with its local copy of a page.
+///
+/// Ordered: `None < Read < Write`, so "at least read" is `access >= Access::Read`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// No valid copy here: any access faults.
+    None,
+    /// A read copy: reads proceed, writes fault.
+    Read,
+    /// The only copy, writable: this node is the owner.
+    Write,
+}
+
+/// How page faults are caught on a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `mprotect` protection and a SIGSEGV handler that waits for the protocol.
+    Sigsegv,
+    /// `userfaultfd` (user-mode faults only, no root needed), filled with `UFFDIO_COPY`.
+    Uffd,
+}
+
+/// Which of IVY's page managers locates the owner of a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ManagerKind {
+    /// One manager (node 0) for every page.
+    Central,
+    /// Each page's manager is fixed by its number: `page % nodes`.
+    Fixed,
+    /// No manager: requests follow each node's probable owner of the page.
+    Dynamic,
+}
+
+/// A name that is not one of the accepted spellings of a [`Backend`] or [`ManagerKind`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseKindError {
+    /// What was being parsed ("backend" or "manager").
+    pub what: &'static str,
+    /// The text that did not parse.
+    pub got: String,
+    /// The accepted spellings.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ParseKindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown {} {:?}: expected one of {}",
+            self.what, self.got, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ParseKindError {}
+
+impl FromStr for Backend {
+    type Err = ParseKindError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sigsegv" => Ok(Backend::Sigsegv),
+            "uffd" => Ok(Backend::Uffd),
+            _ => Err(ParseKindError {
+                what: "backend",
+                got: s.to_string(),
+                expected: "sigsegv, uffd",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sigsegv => "sigsegv",
+            Backend::Uffd => "uffd",
+        })
+    }
+}
+
+impl FromStr for ManagerKind {
+    type Err = ParseKindError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "central" => Ok(ManagerKind::Central),
+            "fixed" => Ok(ManagerKind::Fixed),
+            "dynamic" => Ok(ManagerKind::Dynamic),
+            _ => Err(ParseKindError {
+                what: "manager",
+                got: s.to_string(),
+                expected: "central, fixed, dynamic",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ManagerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ManagerKind::Central => "central",
+            ManagerKind::Fixed => "fixed",
+            ManagerKind::Dynamic => "dynamic",
+        })
+    }
+}
+
+/// Everything that can go wrong in a DSM operation.
+#[derive(Debug)]
+pub enum DsmError {
+    /// A peer died or its connection broke: the cluster cannot continue.
+    NodeLost {
+        /// The peer that was lost.
+        node: NodeId,
+        /// What was seen (EOF, reset, a bad frame, ...).
+        reason: String,
+    },
+    /// A peer could not be reached at start before the connect timeout.
+    Unreachable {
+        /// The peer that did not answer.
+        node: NodeId,
+        /// The address that was tried.
+        addr: String,
+    },
+    /// A peer sent something the protocol does not allow.
+    Protocol(String),
+    /// An operating-system error (listen, accept, read, write).
+    Io(std::io::Error),
+    /// The shared region has no free block of `requested` bytes.
+    OutOfMemory {
+        /// The size that was asked for, in bytes.
+        requested: usize,
+    },
+    /// `free` of an offset that is not the start of an allocated block.
+    InvalidFree {
+        /// The offset that was passed to `free`.
+        offset: usize,
+    },
+    /// A page number outside the shared region.
+    PageOutOfRange {
+        /// The page that was asked for.
+        page: PageNo,
+        /// The number of pages in the region.
+        pages: u32,
+    },
+    /// The configuration cannot work (own id not among the peers, zero pages, ...).
+    Config(String),
+    /// This node has shut down; no more operations are served.
+    ShutDown,
+}
+
+impl fmt::Display for DsmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DsmError::NodeLost { node, reason } => write!(
+                f,
+                "lost node {node} ({reason}); the cluster cannot continue: restart all nodes"
+            ),
+            DsmError::Unreachable { node, addr } => write!(
+                f,
+                "node {node} at {addr} could not be reached before the connect timeout: \
+                 check that it runs, that the address is right and that no firewall blocks it"
+            ),
+            DsmError::Protocol(what) => write!(
+                f,
+                "protocol violation: {what} (are all nodes running the same memlink version?)"
+            ),
+            DsmError::Io(e) => write!(f, "I/O error: {e}"),
+            DsmError::OutOfMemory { requested } => write!(
+                f,
+                "out of shared memory: no free block of {requested} bytes; \
+                 free something or start the cluster with more pages"
+            ),
+            DsmError::InvalidFree { offset } => write!(
+                f,
+                "free of offset {offset}, which is not the start of an allocated block"
+            ),
+            DsmError::PageOutOfRange { page, pages } => write!(
+                f,
+                "page {page} is outside the shared region of {pages} pages"
+            ),
+            DsmError::Config(what) => write!(f, "bad node configuration: {what}"),
+            DsmError::ShutDown => write!(f, "this node has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for DsmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DsmError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for DsmError {
+    fn from(e: std::io::Error) -> Self {
+        DsmError::Io(e)
+    }
+}
+
+/// How one node joins the cluster.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id: its index in `peers`.
+    pub id: NodeId,
+    /// The address this node listens on for its peers.
+    pub listen: SocketAddr,
+    /// The listen address of every node, this one included; index = node id.
+    pub peers: Vec<SocketAddr>,
+    /// The number of shared pages in the region.
+    pub pages: u32,
+    /// Which page manager the cluster uses (the same on every node).
+    pub manager: ManagerKind,
+    /// How long to keep retrying to reach the peers at start.
+    pub connect_timeout: Duration,
+}
+
+/// What a node has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Faults for read access served by the protocol.
+    pub read_faults: u64,
+    /// Faults for write access served by the protocol.
+    pub write_faults: u64,
+    /// Messages (frames) sent by this node.
+    pub messages: u64,
+    /// Bytes sent by this node, frame headers included.
+    pub bytes: u64,
+}
+
+/// The local memory of a node, as the node runtime sees it.
+///
+/// Implemented by the mapping (dsm-runtime); the node runtime calls it to move page contents
+/// and to change what application threads may do with a page.
+pub trait LocalPages: Send + Sync {
+    /// Copy the current contents of `page` into `out` (PAGE_SIZE bytes), e.g. to send it.
+    fn read_page(&self, page: PageNo, out: &mut [u8]);
+    /// Fill `page` with `data` and then make it accessible with `access`, atomically for app
+    /// threads (fill through the private view, then change protection / UFFDIO_COPY).
+    fn install_page(&self, page: PageNo, data: &[u8], access: Access);
+    /// Change the access of a page whose contents are already current here (downgrade on a
+    /// remote read, invalidate on a remote write, upgrade when ownership arrives without data).
+    fn set_access(&self, page: PageNo, access: Access);
+}
+
+/// Serves page faults; implemented by the node runtime (dsm-core).
+///
+/// Fault backends call it from their service thread.
+pub trait FaultResolver: Send + Sync {
+    /// Block until `page` is accessible here with at least `access`; `Err(NodeLost)` if the
+    /// cluster failed.
+    fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_is_ordered() {
+        assert!(Access::None < Access::Read);
+        assert!(Access::Read < Access::Write);
+        assert_eq!(Access::Read.max(Access::Write), Access::Write);
+    }
+
+    #[test]
+    fn kinds_parse_and_print() {
+        for m in [
+            ManagerKind::Central,
+            ManagerKind::Fixed,
+            ManagerKind::Dynamic,
+        ] {
+            assert_eq!(m.to_string().parse::<ManagerKind>(), Ok(m));
+        }
+        for b in [Backend::Sigsegv, Backend::Uffd] {
+            assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
+        }
+        let e = "paxos".parse::<ManagerKind>().unwrap_err();
+        assert!(e.to_string().contains("central, fixed, dynamic"));
+    }
+
+    #[test]
+    fn errors_name_what_to_do() {
+        let e = DsmError::Unreachable {
+            node: 2,
+            addr: "127.0.0.1:7002".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("node 2") && text.contains("127.0.0.1:7002"));
+        let e = DsmError::NodeLost {
+            node: 1,
+            reason: "connection reset".into(),
+        };
+        assert!(e.to_string().contains("lost node 1"));
+    }
+}
