@@ -79,7 +79,11 @@ fn probe_memfd() -> Result<(), String> {
             libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
         )
     };
-    let result = if sealed < 0 { Err(last_os_error()) } else { Ok(()) };
+    let result = if sealed < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(())
+    };
     // SAFETY: fd is ours and closed exactly once.
     unsafe { libc::close(fd) };
     result
@@ -136,7 +140,11 @@ fn probe_futex() -> Result<(), String> {
             std::ptr::null::<libc::timespec>(),
         )
     };
-    if woken < 0 { Err(last_os_error()) } else { Ok(()) }
+    if woken < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn probe_pidfd() -> Result<(), String> {

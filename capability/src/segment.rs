@@ -1,0 +1,641 @@
+//! Segments: sealed memfd-backed shared memory objects with a checked header.
+//!
+//! A segment file is one header page (4096 bytes) followed by the payload, rounded up
+//! to whole pages. The file is sealed against shrinking and growing, so a mapping of it
+//! can never hit SIGBUS, and every [`Segment::attach`] checks the header before any
+//! payload byte is trusted. Holding the file descriptor is the authority to map the
+//! segment; the [`SegmentId`] only names it.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::mapping::{MapError, Mapping, PAGE, Placement, Protection};
+
+/// Size of the header at the start of every segment file; the payload starts here.
+pub const HEADER_LEN: usize = 4096;
+/// "MEMLINKS" as a little-endian u64: the first bytes of every segment.
+pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"MEMLINKS");
+/// Version of the header layout written by this build.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Largest payload a segment may have: offsets inside it must fit scheme 2's 32 bits.
+pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
+
+/// The name of a segment, unique across the processes of a machine: 32 random bits,
+/// never zero, so that it fits a scheme 2 reference next to a 32-bit offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(u64);
+
+impl SegmentId {
+    /// The id with this raw value, or `None` for zero or a value wider than 32 bits.
+    pub fn from_raw(raw: u64) -> Option<SegmentId> {
+        (raw != 0 && raw <= u32::MAX as u64).then_some(SegmentId(raw))
+    }
+
+    /// The raw value (nonzero, at most `u32::MAX`).
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    fn random() -> std::io::Result<SegmentId> {
+        loop {
+            let mut buf = [0u8; 4];
+            // SAFETY: `buf` is a writable 4-byte buffer owned by this frame.
+            let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n as usize != buf.len() {
+                continue;
+            }
+            if let Some(id) = SegmentId::from_raw(u32::from_le_bytes(buf) as u64) {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seg:{:08x}", self.0)
+    }
+}
+
+/// The header at offset 0 of every segment. All fields are atomics because a peer with
+/// write access may change them at any time; their values are copied and checked once
+/// on attach and never trusted again afterwards (except `generation`, which is meant to
+/// change).
+#[repr(C)]
+struct SegmentHeader {
+    magic: AtomicU64,
+    layout_version: AtomicU32,
+    header_len: AtomicU32,
+    payload_len: AtomicU64,
+    file_len: AtomicU64,
+    id: AtomicU64,
+    owner_pid: AtomicU32,
+    _reserved: AtomicU32,
+    generation: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_LEN);
+
+/// Byte offsets of the header fields, for tests and tools that inspect raw files.
+pub mod header_offsets {
+    /// The magic number (u64).
+    pub const MAGIC: usize = 0;
+    /// The layout version (u32).
+    pub const LAYOUT_VERSION: usize = 8;
+    /// The header length (u32).
+    pub const HEADER_LEN: usize = 12;
+    /// The payload length (u64).
+    pub const PAYLOAD_LEN: usize = 16;
+    /// The file length (u64).
+    pub const FILE_LEN: usize = 24;
+    /// The segment id (u64).
+    pub const ID: usize = 32;
+    /// The creator's pid (u32).
+    pub const OWNER_PID: usize = 40;
+    /// The generation (u64), bumped on revocation.
+    pub const GENERATION: usize = 48;
+}
+
+fn file_len_for(payload_len: usize) -> usize {
+    HEADER_LEN + payload_len.div_ceil(PAGE) * PAGE
+}
+
+/// Why [`Segment::create`] failed.
+#[derive(Debug)]
+pub enum CreateError {
+    /// The payload length was zero.
+    EmptyPayload,
+    /// The payload length exceeds [`MAX_PAYLOAD_LEN`].
+    TooLarge {
+        /// The requested length.
+        requested: usize,
+    },
+    /// The name contains a NUL byte.
+    InvalidName,
+    /// The system page size is not 4096 bytes, which the segment layout assumes.
+    UnsupportedPageSize(usize),
+    /// memfd_create, ftruncate, sealing or mapping failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::EmptyPayload => write!(f, "a segment needs a payload of at least 1 byte"),
+            CreateError::TooLarge { requested } => write!(
+                f,
+                "payload of {requested} bytes exceeds the limit of {MAX_PAYLOAD_LEN} bytes; split it into several segments"
+            ),
+            CreateError::InvalidName => write!(f, "segment names must not contain NUL bytes"),
+            CreateError::UnsupportedPageSize(p) => {
+                write!(
+                    f,
+                    "page size {p} is not supported; memlink needs 4096-byte pages"
+                )
+            }
+            CreateError::Io(e) => write!(f, "creating the segment failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+/// Why [`Segment::attach`] refused a file descriptor.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The file is not sealed against shrinking and growing, so mapping it could SIGBUS.
+    NotSealed,
+    /// The file is shorter than a header plus one payload page.
+    TooSmall {
+        /// The file's length.
+        file_len: u64,
+    },
+    /// The first 8 bytes are not [`SEGMENT_MAGIC`]: not a memlink segment.
+    BadMagic {
+        /// The value found.
+        found: u64,
+    },
+    /// The header was written by an incompatible layout version.
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+        /// The version this build understands.
+        expected: u32,
+    },
+    /// The header's lengths disagree with each other or with the file's real size.
+    SizeMismatch {
+        /// The payload length the header claims.
+        payload_len: u64,
+        /// The file length the header claims.
+        header_file_len: u64,
+        /// The file's real length (fstat).
+        file_len: u64,
+    },
+    /// The header carries an id of zero or wider than 32 bits.
+    InvalidId {
+        /// The raw id found.
+        found: u64,
+    },
+    /// fstat, fcntl or mmap failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::NotSealed => write!(
+                f,
+                "the file descriptor is not a sealed memlink segment (missing F_SEAL_SHRINK/F_SEAL_GROW)"
+            ),
+            AttachError::TooSmall { file_len } => write!(
+                f,
+                "the file is {file_len} bytes, smaller than a segment header plus one page"
+            ),
+            AttachError::BadMagic { found } => write!(
+                f,
+                "bad segment magic {found:#018x}: this is not a memlink segment, or its header was overwritten"
+            ),
+            AttachError::UnsupportedVersion { found, expected } => write!(
+                f,
+                "segment layout version {found} is not supported (this build reads version {expected}); rebuild both sides from the same memlink"
+            ),
+            AttachError::SizeMismatch {
+                payload_len,
+                header_file_len,
+                file_len,
+            } => write!(
+                f,
+                "segment header claims payload {payload_len} bytes / file {header_file_len} bytes but the file is {file_len} bytes: the header is corrupt"
+            ),
+            AttachError::InvalidId { found } => {
+                write!(f, "segment header carries an invalid id {found:#x}")
+            }
+            AttachError::Io(e) => write!(f, "attaching the segment failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+/// Why [`Segment::bump_generation`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeError {
+    /// This process holds the segment read-only.
+    ReadOnly,
+    /// Only the process that created the segment may revoke.
+    NotOwner,
+}
+
+impl fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevokeError::ReadOnly => {
+                write!(f, "cannot revoke: this process holds the segment read-only")
+            }
+            RevokeError::NotOwner => {
+                write!(f, "cannot revoke: only the segment's creator may revoke")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RevokeError {}
+
+/// A shared memory segment mapped into this process (at an address the kernel chose).
+pub struct Segment {
+    fd: OwnedFd,
+    id: SegmentId,
+    payload_len: usize,
+    file_len: usize,
+    protection: Protection,
+    map: Mapping,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("id", &self.id)
+            .field("payload_len", &self.payload_len)
+            .field("protection", &self.protection)
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+fn io_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn fstat_len(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable stat buffer; fstat fills it on success.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io_err());
+    }
+    // SAFETY: fstat returned 0, so it initialised `st`.
+    Ok(unsafe { st.assume_init() }.st_size as u64)
+}
+
+fn access_of(fd: BorrowedFd<'_>) -> std::io::Result<Protection> {
+    // SAFETY: F_GETFL only reads the descriptor's status flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io_err());
+    }
+    Ok(if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        Protection::ReadOnly
+    } else {
+        Protection::ReadWrite
+    })
+}
+
+impl Segment {
+    /// Creates a segment with room for `payload_len` bytes (zero-filled), sealed against
+    /// shrink and grow, and maps it read-write.
+    ///
+    /// ```
+    /// use memlink_capability::segment::Segment;
+    /// let seg = Segment::create("example", 100).unwrap();
+    /// assert_eq!(seg.payload_len(), 100);
+    /// assert_eq!(seg.payload_ptr() as usize % 4096, 0);
+    /// ```
+    pub fn create(name: &str, payload_len: usize) -> Result<Segment, CreateError> {
+        if payload_len == 0 {
+            return Err(CreateError::EmptyPayload);
+        }
+        if payload_len > MAX_PAYLOAD_LEN {
+            return Err(CreateError::TooLarge {
+                requested: payload_len,
+            });
+        }
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        if page != PAGE {
+            return Err(CreateError::UnsupportedPageSize(page));
+        }
+        let cname =
+            CString::new(format!("memlink:{name}")).map_err(|_| CreateError::InvalidName)?;
+        // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
+        let raw = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if raw < 0 {
+            return Err(CreateError::Io(io_err()));
+        }
+        // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let file_len = file_len_for(payload_len);
+        // SAFETY: ftruncate on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), file_len as libc::off_t) } != 0 {
+            return Err(CreateError::Io(io_err()));
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: F_ADD_SEALS on a memfd we own created with MFD_ALLOW_SEALING.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(CreateError::Io(io_err()));
+        }
+        let map = Mapping::map(
+            fd.as_fd(),
+            0,
+            file_len,
+            Protection::ReadWrite,
+            Placement::Anywhere,
+        )
+        .map_err(|e| match e {
+            MapError::Io(e) => CreateError::Io(e),
+            other => CreateError::Io(std::io::Error::other(other.to_string())),
+        })?;
+        let id = SegmentId::random().map_err(CreateError::Io)?;
+        let seg = Segment {
+            fd,
+            id,
+            payload_len,
+            file_len,
+            protection: Protection::ReadWrite,
+            map,
+        };
+        let h = seg.header();
+        h.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        h.header_len.store(HEADER_LEN as u32, Ordering::Relaxed);
+        h.payload_len.store(payload_len as u64, Ordering::Relaxed);
+        h.file_len.store(file_len as u64, Ordering::Relaxed);
+        h.id.store(id.raw(), Ordering::Relaxed);
+        h.owner_pid.store(std::process::id(), Ordering::Relaxed);
+        h.generation.store(1, Ordering::Relaxed);
+        // The magic goes last: a header with the magic is a complete header.
+        h.magic.store(SEGMENT_MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Attaches a segment received as a file descriptor (for example over a port),
+    /// checking seals, magic, layout version, id and sizes before mapping the payload.
+    /// A descriptor opened read-only yields a read-only segment.
+    pub fn attach(fd: OwnedFd) -> Result<Segment, AttachError> {
+        // SAFETY: F_GET_SEALS only reads the descriptor's seals.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0
+            || seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+                != (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+        {
+            return Err(AttachError::NotSealed);
+        }
+        let file_len = fstat_len(fd.as_fd()).map_err(AttachError::Io)?;
+        if file_len < (HEADER_LEN + PAGE) as u64 {
+            return Err(AttachError::TooSmall { file_len });
+        }
+        let protection = access_of(fd.as_fd()).map_err(AttachError::Io)?;
+        // The file is sealed, so mapping all `file_len` bytes can never fault past EOF.
+        let map = Mapping::map(
+            fd.as_fd(),
+            0,
+            file_len as usize,
+            protection,
+            Placement::Anywhere,
+        )
+        .map_err(|e| match e {
+            MapError::Io(e) => AttachError::Io(e),
+            other => AttachError::Io(std::io::Error::other(other.to_string())),
+        })?;
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and the header
+        // consists of atomics, valid for any bytes a peer may have written.
+        let h = unsafe { &*(map.as_ptr() as *const SegmentHeader) };
+        let magic = h.magic.load(Ordering::Acquire);
+        if magic != SEGMENT_MAGIC {
+            return Err(AttachError::BadMagic { found: magic });
+        }
+        let version = h.layout_version.load(Ordering::Relaxed);
+        if version != LAYOUT_VERSION || h.header_len.load(Ordering::Relaxed) != HEADER_LEN as u32 {
+            return Err(AttachError::UnsupportedVersion {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let payload_len = h.payload_len.load(Ordering::Relaxed);
+        let header_file_len = h.file_len.load(Ordering::Relaxed);
+        if payload_len == 0
+            || payload_len > MAX_PAYLOAD_LEN as u64
+            || header_file_len != file_len
+            || file_len_for(payload_len as usize) as u64 != file_len
+        {
+            return Err(AttachError::SizeMismatch {
+                payload_len,
+                header_file_len,
+                file_len,
+            });
+        }
+        let raw_id = h.id.load(Ordering::Relaxed);
+        let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
+        Ok(Segment {
+            fd,
+            id,
+            payload_len: payload_len as usize,
+            file_len: file_len as usize,
+            protection,
+            map,
+        })
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: `map` covers the whole file, which starts with a header page; the header
+        // is all atomics, so shared access from any process is sound.
+        unsafe { &*(self.map.as_ptr() as *const SegmentHeader) }
+    }
+
+    /// The segment's id.
+    pub fn id(&self) -> SegmentId {
+        self.id
+    }
+
+    /// The payload length in bytes, as created.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// The mapped payload length: the payload rounded up to whole pages.
+    pub fn payload_capacity(&self) -> usize {
+        self.file_len - HEADER_LEN
+    }
+
+    /// The first payload byte in this process (page-aligned). Stores through it fault if
+    /// the segment is held read-only.
+    pub fn payload_ptr(&self) -> *mut u8 {
+        // SAFETY: HEADER_LEN < file_len, so the result stays inside the mapping.
+        unsafe { self.map.as_ptr().add(HEADER_LEN) }
+    }
+
+    /// The segment's file descriptor, for sending it to another process.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A new descriptor for the same segment with the same access.
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// A new descriptor for the same segment that can only be mapped read-only (a fresh
+    /// open of the memfd with O_RDONLY: a writable mapping through it is refused by the
+    /// kernel, so a receiver cannot upgrade itself).
+    pub fn read_only_fd(&self) -> std::io::Result<OwnedFd> {
+        let path = CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .map_err(std::io::Error::other)?;
+        // SAFETY: `path` is a valid NUL-terminated string.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(io_err());
+        }
+        // SAFETY: open returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// How this process holds the segment.
+    pub fn protection(&self) -> Protection {
+        self.protection
+    }
+
+    /// The pid of the process that created the segment (as its header says).
+    pub fn owner_pid(&self) -> u32 {
+        self.header().owner_pid.load(Ordering::Relaxed)
+    }
+
+    /// The current generation (starts at 1; each revocation bumps it).
+    pub fn generation(&self) -> u64 {
+        self.header().generation.load(Ordering::Acquire)
+    }
+
+    /// The generation word itself, for protocols that check it atomically.
+    pub fn generation_word(&self) -> &AtomicU64 {
+        &self.header().generation
+    }
+
+    /// Bumps the generation (revokes every capability minted at an older one); only the
+    /// creating process may, and only through a writable descriptor. Returns the new value.
+    pub fn bump_generation(&self) -> Result<u64, RevokeError> {
+        if self.protection != Protection::ReadWrite {
+            return Err(RevokeError::ReadOnly);
+        }
+        if self.owner_pid() != std::process::id() {
+            return Err(RevokeError::NotOwner);
+        }
+        Ok(self.header().generation.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Maps the payload again, wherever the kernel chooses, with `protection`.
+    pub fn map_payload(&self, protection: Protection) -> Result<Mapping, MapError> {
+        Mapping::map(
+            self.fd.as_fd(),
+            HEADER_LEN,
+            self.payload_capacity(),
+            protection,
+            Placement::Anywhere,
+        )
+    }
+
+    /// Maps the payload again at exactly `addr` (page-aligned), failing with
+    /// [`MapError::AddressInUse`] if anything is mapped there.
+    pub fn map_payload_at(&self, addr: usize, protection: Protection) -> Result<Mapping, MapError> {
+        Mapping::map(
+            self.fd.as_fd(),
+            HEADER_LEN,
+            self.payload_capacity(),
+            protection,
+            Placement::FixedNoReplace(addr),
+        )
+    }
+
+    /// Maps the payload over a reservation this crate owns (a window slot).
+    ///
+    /// # Safety
+    ///
+    /// `addr..addr + payload_capacity()` must be a PROT_NONE reservation owned by the
+    /// caller with nothing pointing into it.
+    pub(crate) unsafe fn map_payload_over(
+        &self,
+        addr: usize,
+        protection: Protection,
+    ) -> Result<Mapping, MapError> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            Mapping::map_over_reservation(
+                self.fd.as_fd(),
+                HEADER_LEN,
+                addr,
+                self.payload_capacity(),
+                protection,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_then_attach_sees_same_bytes() {
+        let a = Segment::create("t", 10_000).unwrap();
+        assert_eq!(a.payload_capacity(), 12_288);
+        // SAFETY: the payload is at least 10_000 bytes and mapped read-write.
+        unsafe { a.payload_ptr().add(9_999).write(42) };
+        let b = Segment::attach(a.try_clone_fd().unwrap()).unwrap();
+        assert_eq!(b.id(), a.id());
+        assert_eq!(b.payload_len(), 10_000);
+        assert_ne!(b.payload_ptr(), a.payload_ptr());
+        // SAFETY: same segment, mapped at least 10_000 bytes.
+        assert_eq!(unsafe { b.payload_ptr().add(9_999).read() }, 42);
+        assert_eq!(b.generation(), 1);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert!(matches!(
+            Segment::create("x", 0),
+            Err(CreateError::EmptyPayload)
+        ));
+        assert!(matches!(
+            Segment::create("a\0b", 1),
+            Err(CreateError::InvalidName)
+        ));
+        // An unsealed memfd is refused.
+        let name = CString::new("plain").unwrap();
+        // SAFETY: valid C string.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert!(matches!(Segment::attach(fd), Err(AttachError::NotSealed)));
+    }
+
+    #[test]
+    fn read_only_descriptor_cannot_map_writable() {
+        let a = Segment::create("ro", 4096).unwrap();
+        let ro = Segment::attach(a.read_only_fd().unwrap()).unwrap();
+        assert_eq!(ro.protection(), Protection::ReadOnly);
+        assert!(matches!(
+            ro.map_payload(Protection::ReadWrite),
+            Err(MapError::ReadOnlyDescriptor)
+        ));
+        assert_eq!(ro.bump_generation(), Err(RevokeError::ReadOnly));
+        assert_eq!(a.bump_generation(), Ok(2));
+        assert_eq!(ro.generation(), 2);
+    }
+
+    #[test]
+    fn fixed_address_mapping_refuses_a_used_address() {
+        let a = Segment::create("fx", 4096).unwrap();
+        let used = a.payload_ptr() as usize;
+        assert!(matches!(
+            a.map_payload_at(used, Protection::ReadOnly),
+            Err(MapError::AddressInUse { .. })
+        ));
+    }
+}

@@ -1,0 +1,174 @@
+//! Multi-process checks of the primitives: segments shared through fork and through a
+//! rendezvous socket between separately started processes, futex wake-up across
+//! processes, and a waiter that learns its peer died.
+
+#![cfg(not(memlink_loom))]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use memlink_capability::fd_passing::{recv_message, send_with_fds};
+use memlink_capability::liveness::PeerLiveness;
+use memlink_capability::process::{BlockOutcome, ProcessDescriptor};
+use memlink_capability::rendezvous::{RendezvousListener, connect_within};
+use memlink_capability::segment::Segment;
+
+/// Forks; the child runs `f` and exits with its return code via `_exit`.
+fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: fork has no memory preconditions; the child only runs `f` and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Waits for `pid`; returns Ok(exit code) or Err(signal).
+fn wait_child(pid: libc::pid_t) -> Result<i32, i32> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; pid is our child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(libc::WTERMSIG(status))
+    }
+}
+
+#[repr(C)]
+struct Shared {
+    parent: ProcessDescriptor,
+    child: ProcessDescriptor,
+    value: AtomicU64,
+}
+
+#[test]
+fn futex_wake_crosses_processes() {
+    let seg = Segment::create("futex-x", std::mem::size_of::<Shared>()).unwrap();
+    // SAFETY: the payload is page-aligned, zero-filled and large enough for Shared,
+    // whose all-zero bytes are valid (atomics).
+    let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
+    shared.parent.reset(std::process::id());
+    let child = fork_child(|| {
+        shared.child.claim();
+        // Tell the parent we are ready, then block until it publishes the value.
+        shared.parent.wake();
+        loop {
+            match shared.child.block(
+                Some(Duration::from_secs(20)),
+                None,
+                Duration::from_millis(50),
+            ) {
+                BlockOutcome::Woken if shared.value.load(Ordering::Acquire) == 0xfeed => return 0,
+                BlockOutcome::Woken => continue,
+                _ => return 1,
+            }
+        }
+    });
+    assert_eq!(
+        shared.parent.block(
+            Some(Duration::from_secs(20)),
+            None,
+            Duration::from_millis(50)
+        ),
+        BlockOutcome::Woken
+    );
+    assert_eq!(shared.child.pid(), child as u32);
+    shared.value.store(0xfeed, Ordering::Release);
+    shared.child.wake();
+    assert_eq!(wait_child(child), Ok(0));
+}
+
+#[test]
+fn blocked_waiter_learns_peer_died() {
+    let seg = Segment::create("futex-dead", std::mem::size_of::<Shared>()).unwrap();
+    // SAFETY: as above: page-aligned zeroed payload, all-atomic struct.
+    let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
+    shared.parent.reset(std::process::id());
+    let child = fork_child(|| {
+        shared.parent.wake();
+        // Block forever: the parent kills us.
+        loop {
+            shared.child.block(None, None, Duration::from_secs(1));
+        }
+    });
+    let peer = PeerLiveness::watch(child).unwrap();
+    assert_eq!(
+        shared.parent.block(
+            Some(Duration::from_secs(20)),
+            None,
+            Duration::from_millis(50)
+        ),
+        BlockOutcome::Woken
+    );
+    // SAFETY: kill has no memory preconditions; `child` is our child.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    // Nobody will ever wake the parent: the block must end with PeerDied.
+    assert_eq!(
+        shared
+            .parent
+            .block(None, Some(&peer), Duration::from_millis(10)),
+        BlockOutcome::PeerDied
+    );
+    assert_eq!(wait_child(child), Err(libc::SIGKILL));
+}
+
+const ROLE_ENV: &str = "MEMLINK_TEST_RENDEZVOUS_PATH";
+
+/// Runs as the separately started process (re-executed test binary): connects to the
+/// path, receives a segment, adds 1 to every u64 and reports the sum.
+#[test]
+fn rendezvous_peer_role() {
+    let Ok(path) = std::env::var(ROLE_ENV) else {
+        return; // Only meaningful when started by `unrelated_processes_exchange_segment`.
+    };
+    let stream = connect_within(&path, Duration::from_secs(20)).unwrap();
+    let (msg, fds) = recv_message(&stream).unwrap();
+    assert_eq!(msg, b"segment");
+    let seg = Segment::attach(fds.into_iter().next().unwrap()).unwrap();
+    let words = seg.payload_len() / 8;
+    let p = seg.payload_ptr() as *const AtomicU64;
+    let mut sum = 0u64;
+    for i in 0..words {
+        // SAFETY: i < payload_len / 8 and the payload is 8-aligned and mapped read-write.
+        let w = unsafe { &*p.add(i) };
+        sum += w.fetch_add(1, Ordering::AcqRel) + 1;
+    }
+    send_with_fds(&stream, &sum.to_le_bytes(), &[]).unwrap();
+}
+
+#[test]
+fn unrelated_processes_exchange_segment() {
+    let path = std::env::temp_dir().join(format!("memlink-rv-test-{}", std::process::id()));
+    let listener = RendezvousListener::bind(&path).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rendezvous_peer_role",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, &path)
+        .spawn()
+        .unwrap();
+    let stream = listener.accept().unwrap();
+    let seg = Segment::create("rv", 64 * 8).unwrap();
+    let p = seg.payload_ptr() as *const AtomicU64;
+    for i in 0..64 {
+        // SAFETY: 64 u64 slots fit the payload; atomics are valid for any bytes.
+        unsafe { &*p.add(i) }.store(i as u64, Ordering::Relaxed);
+    }
+    send_with_fds(&stream, b"segment", &[seg.as_fd()]).unwrap();
+    let (reply, _) = recv_message(&stream).unwrap();
+    let sum = u64::from_le_bytes(reply.as_slice().try_into().unwrap());
+    assert_eq!(sum, (1..=64).sum::<u64>());
+    for i in 0..64 {
+        // SAFETY: as above.
+        assert_eq!(unsafe { &*p.add(i) }.load(Ordering::Acquire), i as u64 + 1);
+    }
+    assert!(child.wait().unwrap().success());
+}
