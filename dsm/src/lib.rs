@@ -2,3 +2,5 @@
 
 pub mod types;
 pub use types::*;
+pub mod protocol;
+pub mod remote;

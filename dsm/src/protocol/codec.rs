@@ -1,0 +1,182 @@
+//! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access, flag), then
+//! the page contents for a Grant that carries data.
+
+use std::fmt;
+
+use super::message::Message;
+use crate::types::{Access, NodeId, PAGE_SIZE, PageNo};
+
+/// Bytes of a message without page contents.
+pub const MESSAGE_LEN: usize = 9;
+
+/// A coherence message that cannot be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer or more bytes than the message needs.
+    BadLength(usize),
+    /// An unknown message tag.
+    UnknownTag(u8),
+    /// An access value other than 0, 1, 2.
+    BadAccess(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadLength(n) => write!(f, "coherence message of {n} bytes"),
+            DecodeError::UnknownTag(t) => write!(f, "unknown coherence message tag {t}"),
+            DecodeError::BadAccess(a) => write!(f, "bad access value {a}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn access_byte(a: Access) -> u8 {
+    match a {
+        Access::None => 0,
+        Access::Read => 1,
+        Access::Write => 2,
+    }
+}
+
+fn byte_access(b: u8) -> Result<Access, DecodeError> {
+    match b {
+        0 => Ok(Access::None),
+        1 => Ok(Access::Read),
+        2 => Ok(Access::Write),
+        _ => Err(DecodeError::BadAccess(b)),
+    }
+}
+
+/// Append `msg` (and `data`, the page contents, when it carries data) to `out`.
+pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
+    let (tag, page, node, access, flag): (u8, PageNo, NodeId, Access, bool) = match *msg {
+        Message::ReadRequest { page } => (1, page, 0, Access::None, false),
+        Message::WriteRequest { page } => (2, page, 0, Access::None, false),
+        Message::ReadForward { page, to } => (3, page, to, Access::None, false),
+        Message::WriteForward {
+            page,
+            to,
+            send_data,
+        } => (4, page, to, Access::None, send_data),
+        Message::Invalidate { page } => (5, page, 0, Access::None, false),
+        Message::InvalidateAck { page } => (6, page, 0, Access::None, false),
+        Message::Grant {
+            page,
+            access,
+            with_data,
+        } => (7, page, 0, access, with_data),
+        Message::Confirm { page, access } => (8, page, 0, access, false),
+    };
+    out.push(tag);
+    out.extend_from_slice(&page.to_le_bytes());
+    out.extend_from_slice(&node.to_le_bytes());
+    out.push(access_byte(access));
+    out.push(flag as u8);
+    if msg.carries_data() {
+        if let Some(d) = data {
+            out.extend_from_slice(d);
+        }
+    }
+}
+
+/// Decode a message; the page contents (exactly PAGE_SIZE bytes) come back for a Grant that
+/// carries data.
+pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
+    if b.len() < MESSAGE_LEN {
+        return Err(DecodeError::BadLength(b.len()));
+    }
+    let page = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+    let node = u16::from_le_bytes([b[5], b[6]]);
+    let access = byte_access(b[7])?;
+    let flag = match b[8] {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::BadLength(b.len())),
+    };
+    let msg = match b[0] {
+        1 => Message::ReadRequest { page },
+        2 => Message::WriteRequest { page },
+        3 => Message::ReadForward { page, to: node },
+        4 => Message::WriteForward {
+            page,
+            to: node,
+            send_data: flag,
+        },
+        5 => Message::Invalidate { page },
+        6 => Message::InvalidateAck { page },
+        7 => Message::Grant {
+            page,
+            access,
+            with_data: flag,
+        },
+        8 => Message::Confirm { page, access },
+        t => return Err(DecodeError::UnknownTag(t)),
+    };
+    let rest = &b[MESSAGE_LEN..];
+    if msg.carries_data() {
+        if rest.len() != PAGE_SIZE {
+            return Err(DecodeError::BadLength(b.len()));
+        }
+        Ok((msg, Some(rest)))
+    } else if rest.is_empty() {
+        Ok((msg, None))
+    } else {
+        Err(DecodeError::BadLength(b.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips() {
+        let page = vec![0xabu8; PAGE_SIZE];
+        let msgs = [
+            Message::ReadRequest { page: 7 },
+            Message::WriteRequest { page: 7 },
+            Message::ReadForward { page: 1, to: 3 },
+            Message::WriteForward {
+                page: 2,
+                to: 4,
+                send_data: true,
+            },
+            Message::Invalidate { page: 9 },
+            Message::InvalidateAck { page: 9 },
+            Message::Grant {
+                page: 5,
+                access: Access::Write,
+                with_data: true,
+            },
+            Message::Grant {
+                page: 5,
+                access: Access::Read,
+                with_data: false,
+            },
+            Message::Confirm {
+                page: 5,
+                access: Access::Read,
+            },
+        ];
+        for m in msgs {
+            let mut b = Vec::new();
+            encode(&m, Some(&page), &mut b);
+            let (d, data) = decode(&b).unwrap();
+            assert_eq!(d, m);
+            assert_eq!(data.is_some(), m.carries_data());
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[99, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(
+            decode(&[7, 0, 0, 0, 0, 0, 0, 1, 1]).is_err(),
+            "grant without its page"
+        );
+        assert!(decode(&[1, 0, 0, 0, 0, 0, 0, 9, 0]).is_err());
+    }
+}

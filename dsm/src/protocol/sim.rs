@@ -1,0 +1,190 @@
+//! A whole cluster of protocol state machines in memory, with the network as a bag of
+//! messages that the caller delivers in any order. Page contents are version numbers: the
+//! simulator attaches the sender's version to a Grant with data, exactly as the runtime
+//! attaches the page's bytes. Tests (and models) use it to drive the very code the runtime
+//! runs, and [`SimCluster::check`] states the coherence invariants.
+
+use super::coherence::{Coherence, ProtocolError};
+use super::message::{Effect, Message};
+use crate::types::{Access, ManagerKind, NodeId, PageNo};
+
+/// A message in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Envelope {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The message.
+    pub msg: Message,
+    /// The page version it carries (Grant with data).
+    pub data: Option<u64>,
+}
+
+/// Several nodes' state machines, their page contents, and the messages between them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SimCluster {
+    /// Each node's protocol state.
+    pub nodes: Vec<Coherence>,
+    /// `contents[node][page]`: the version of the page in that node's memory.
+    pub contents: Vec<Vec<u64>>,
+    /// The last version written to each page.
+    pub latest: Vec<u64>,
+    /// Messages sent and not yet delivered.
+    pub in_flight: Vec<Envelope>,
+}
+
+impl SimCluster {
+    /// A cluster at start: node 0 owns every page, all versions 0.
+    pub fn new(nodes: usize, pages: u32, kind: ManagerKind) -> Result<SimCluster, ProtocolError> {
+        Ok(SimCluster {
+            nodes: (0..nodes)
+                .map(|i| Coherence::new(i as NodeId, nodes, pages, kind))
+                .collect::<Result<_, _>>()?,
+            contents: vec![vec![0; pages as usize]; nodes],
+            latest: vec![0; pages as usize],
+            in_flight: Vec::new(),
+        })
+    }
+
+    fn apply(&mut self, node: NodeId, effects: Vec<Effect>, data: Option<u64>) {
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } => {
+                    let data = msg
+                        .carries_data()
+                        .then(|| self.contents[node as usize][msg.page() as usize]);
+                    self.in_flight.push(Envelope {
+                        from: node,
+                        to,
+                        msg,
+                        data,
+                    });
+                }
+                Effect::Install { page, .. } => {
+                    if let Some(v) = data {
+                        self.contents[node as usize][page as usize] = v;
+                    }
+                }
+                Effect::SetAccess { .. } | Effect::Served { .. } => {}
+            }
+        }
+    }
+
+    /// Node `node` faults on `page` for `access`.
+    pub fn fault(
+        &mut self,
+        node: NodeId,
+        page: PageNo,
+        access: Access,
+    ) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].fault(page, access)?;
+        self.apply(node, effects, None);
+        Ok(())
+    }
+
+    /// Deliver the in-flight message at `index`.
+    pub fn deliver(&mut self, index: usize) -> Result<(), ProtocolError> {
+        let env = self.in_flight.remove(index);
+        let effects = self.nodes[env.to as usize].handle(env.from, env.msg)?;
+        self.apply(env.to, effects, env.data);
+        Ok(())
+    }
+
+    /// The local access of `node` to `page`.
+    pub fn access(&self, node: NodeId, page: PageNo) -> Access {
+        self.nodes[node as usize]
+            .page(page)
+            .map(|s| s.access)
+            .unwrap_or(Access::None)
+    }
+
+    /// A write by `node` to `page` (it must have write access): a new version.
+    pub fn write(&mut self, node: NodeId, page: PageNo) -> Result<u64, ProtocolError> {
+        if self.access(node, page) != Access::Write {
+            return Err(ProtocolError(format!(
+                "node {node} writes page {page} without access"
+            )));
+        }
+        let v = self.latest[page as usize] + 1;
+        self.latest[page as usize] = v;
+        self.contents[node as usize][page as usize] = v;
+        Ok(v)
+    }
+
+    /// A read by `node` of `page` (it must have read access): the version it sees.
+    pub fn read(&self, node: NodeId, page: PageNo) -> Result<u64, ProtocolError> {
+        if self.access(node, page) < Access::Read {
+            return Err(ProtocolError(format!(
+                "node {node} reads page {page} without access"
+            )));
+        }
+        Ok(self.contents[node as usize][page as usize])
+    }
+
+    /// The coherence invariants; the first one broken is described in the error.
+    ///
+    /// - at most one writer per page, and no reader beside a writer;
+    /// - at most one owner per page;
+    /// - every node that can read a page sees its last written version (no write is lost);
+    /// - every non-owner with a read copy is in the manager's copyset, or is the requester
+    ///   whose transaction the manager is still finishing.
+    pub fn check(&self) -> Result<(), String> {
+        for page in 0..self.latest.len() as u32 {
+            let states: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.page(page).unwrap_or(super::coherence::PageState {
+                        access: Access::None,
+                        owner: false,
+                        pending: None,
+                    })
+                })
+                .collect();
+            let writers = states.iter().filter(|s| s.access == Access::Write).count();
+            let readers = states.iter().filter(|s| s.access == Access::Read).count();
+            if writers > 1 || (writers == 1 && readers > 0) {
+                return Err(format!(
+                    "page {page}: {writers} writers and {readers} readers"
+                ));
+            }
+            if states.iter().filter(|s| s.owner).count() > 1 {
+                return Err(format!("page {page}: more than one owner"));
+            }
+            let manager = self.nodes[0].manager_of(page);
+            let entry = self.nodes[manager as usize].manager_entry(page);
+            for (n, s) in states.iter().enumerate() {
+                if s.access >= Access::Read
+                    && self.contents[n][page as usize] != self.latest[page as usize]
+                {
+                    return Err(format!(
+                        "page {page}: node {n} can read version {} but {} was written",
+                        self.contents[n][page as usize], self.latest[page as usize]
+                    ));
+                }
+                if s.access == Access::Read && !s.owner {
+                    let listed = entry.is_some_and(|e| {
+                        e.copyset.contains(n as NodeId)
+                            || e.busy.is_some_and(|t| t.requester == n as NodeId)
+                    });
+                    if !listed {
+                        return Err(format!(
+                            "page {page}: node {n} holds a read copy but is not in the copyset"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every node's faults are served and no message is in flight.
+    pub fn quiescent(&self) -> bool {
+        self.in_flight.is_empty()
+            && self
+                .nodes
+                .iter()
+                .all(|n| (0..n.pages()).all(|p| n.page(p).is_some_and(|s| s.pending.is_none())))
+    }
+}

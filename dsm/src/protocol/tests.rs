@@ -1,0 +1,211 @@
+//! The state machine driving several nodes in memory, with deliveries reordered.
+
+use super::sim::SimCluster;
+use super::{Effect, Message};
+use crate::types::{Access, ManagerKind, NodeId, PageNo};
+
+/// A small deterministic random generator (xorshift64*), so each seed replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+fn drain_in_order(c: &mut SimCluster) {
+    while !c.in_flight.is_empty() {
+        c.deliver(0).unwrap();
+        c.check().unwrap();
+    }
+}
+
+#[test]
+fn a_write_is_read_elsewhere_and_invalidates_copies() {
+    for kind in [ManagerKind::Central, ManagerKind::Fixed] {
+        let mut c = SimCluster::new(4, 3, kind).unwrap();
+        // Nodes 1, 2 and 3 take read copies of page 2.
+        for n in 1..4 {
+            c.fault(n, 2, Access::Read).unwrap();
+            drain_in_order(&mut c);
+            assert_eq!(c.read(n, 2).unwrap(), 0);
+        }
+        assert_eq!(c.access(0, 2), Access::Read, "the owner was downgraded");
+        // Node 3 writes: every other copy is invalidated, and node 3 got no data
+        // (its copy was current).
+        c.fault(3, 2, Access::Write).unwrap();
+        let mut saw_data = false;
+        while !c.in_flight.is_empty() {
+            saw_data |= c.in_flight[0].data.is_some();
+            c.deliver(0).unwrap();
+            c.check().unwrap();
+        }
+        assert!(
+            !saw_data,
+            "ownership moved to a current copy without the contents"
+        );
+        for n in 0..3 {
+            assert_eq!(c.access(n, 2), Access::None);
+        }
+        let v = c.write(3, 2).unwrap();
+        c.fault(1, 2, Access::Read).unwrap();
+        drain_in_order(&mut c);
+        assert_eq!(c.read(1, 2).unwrap(), v);
+        assert!(c.quiescent());
+    }
+}
+
+#[test]
+fn the_owner_upgrades_in_place() {
+    let mut c = SimCluster::new(2, 1, ManagerKind::Central).unwrap();
+    c.fault(1, 0, Access::Read).unwrap();
+    drain_in_order(&mut c);
+    assert_eq!(c.access(0, 0), Access::Read);
+    c.fault(0, 0, Access::Write).unwrap();
+    drain_in_order(&mut c);
+    assert_eq!(c.access(0, 0), Access::Write);
+    assert_eq!(c.access(1, 0), Access::None);
+    assert!(c.quiescent());
+}
+
+#[test]
+fn a_fault_already_satisfied_is_served_at_once() {
+    let mut c = SimCluster::new(2, 1, ManagerKind::Central).unwrap();
+    let e = c.nodes[0].fault(0, Access::Write).unwrap();
+    assert_eq!(e, vec![Effect::Served { page: 0 }]);
+    // A second fault while one is pending sends nothing more.
+    assert_eq!(c.nodes[1].fault(0, Access::Read).unwrap().len(), 1);
+    assert!(c.nodes[1].fault(0, Access::Write).unwrap().is_empty());
+}
+
+#[test]
+fn messages_that_do_not_fit_the_state_are_errors() {
+    let mut c = SimCluster::new(3, 1, ManagerKind::Central).unwrap();
+    let grant = Message::Grant {
+        page: 0,
+        access: Access::Write,
+        with_data: true,
+    };
+    assert!(
+        c.nodes[1].handle(0, grant).is_err(),
+        "grant that was not asked for"
+    );
+    let fwd = Message::ReadForward { page: 0, to: 2 };
+    assert!(c.nodes[1].handle(0, fwd).is_err(), "forward to a non-owner");
+    assert!(
+        c.nodes[1]
+            .handle(0, Message::ReadRequest { page: 0 })
+            .is_err()
+    );
+    assert!(
+        c.nodes[0]
+            .handle(9, Message::ReadRequest { page: 0 })
+            .is_err()
+    );
+    assert!(
+        c.nodes[0]
+            .handle(1, Message::ReadRequest { page: 5 })
+            .is_err()
+    );
+    let confirm = Message::Confirm {
+        page: 0,
+        access: Access::Read,
+    };
+    assert!(
+        c.nodes[0].handle(1, confirm).is_err(),
+        "confirm with no transaction"
+    );
+}
+
+/// Random programs of reads and writes on every node, messages delivered in random order;
+/// the invariants hold after every step, every read sees the last write, and every fault is
+/// eventually served.
+fn random_run(kind: ManagerKind, nodes: usize, pages: u32, seed: u64, steps: usize) {
+    let mut c = SimCluster::new(nodes, pages, kind).unwrap();
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    // What each node's (single) application thread is waiting for.
+    let mut waiting: Vec<Option<(PageNo, Access)>> = vec![None; nodes];
+    let mut reads = 0;
+    for _ in 0..steps {
+        if !c.in_flight.is_empty() && rng.below(3) > 0 {
+            let i = rng.below(c.in_flight.len());
+            c.deliver(i).unwrap();
+        } else {
+            let n = rng.below(nodes);
+            let (page, access) = waiting[n].unwrap_or_else(|| {
+                let a = if rng.below(2) == 0 {
+                    Access::Read
+                } else {
+                    Access::Write
+                };
+                (rng.below(pages as usize) as PageNo, a)
+            });
+            if c.access(n as NodeId, page) >= access {
+                waiting[n] = None;
+                if access == Access::Write {
+                    c.write(n as NodeId, page).unwrap();
+                } else {
+                    assert_eq!(c.read(n as NodeId, page).unwrap(), c.latest[page as usize]);
+                    reads += 1;
+                }
+            } else {
+                waiting[n] = Some((page, access));
+                c.fault(n as NodeId, page, access).unwrap();
+            }
+        }
+        if let Err(e) = c.check() {
+            panic!("{kind:?} seed {seed}: {e}");
+        }
+    }
+    // Liveness: deliver everything left, in random order, re-faulting as threads would.
+    let mut guard = 0;
+    loop {
+        for (n, w) in waiting.iter_mut().enumerate() {
+            if let Some((page, access)) = *w {
+                if c.access(n as NodeId, page) >= access {
+                    *w = None;
+                } else {
+                    c.fault(n as NodeId, page, access).unwrap();
+                }
+            }
+        }
+        if c.in_flight.is_empty() {
+            break;
+        }
+        let i = rng.below(c.in_flight.len());
+        c.deliver(i).unwrap();
+        c.check().unwrap();
+        guard += 1;
+        assert!(guard < 100_000, "{kind:?} seed {seed}: no progress");
+    }
+    assert!(
+        waiting.iter().all(Option::is_none),
+        "{kind:?} seed {seed}: a fault was never served"
+    );
+    assert!(c.quiescent());
+    assert!(reads > 0);
+}
+
+#[test]
+fn random_programs_with_reordered_deliveries_stay_coherent() {
+    for kind in [ManagerKind::Central, ManagerKind::Fixed] {
+        for seed in 0..200 {
+            random_run(kind, 4, 3, seed, 400);
+        }
+        for seed in 0..50 {
+            random_run(kind, 2, 1, seed, 200);
+        }
+    }
+}
+
+#[test]
+fn fixed_manager_spreads_pages() {
+    let c = SimCluster::new(3, 6, ManagerKind::Fixed).unwrap();
+    let managers: Vec<_> = (0..6).map(|p| c.nodes[0].manager_of(p)).collect();
+    assert_eq!(managers, vec![0, 1, 2, 0, 1, 2]);
+    assert!(c.nodes[1].manager_entry(1).is_some());
+    assert!(c.nodes[1].manager_entry(0).is_none());
+}
