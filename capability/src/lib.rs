@@ -11,13 +11,21 @@
 //! - [`liveness`]: pidfd-based peer liveness;
 //! - [`fd_passing`], [`rendezvous`]: bytes + descriptors over unix sockets, and finding
 //!   a peer by socket path;
-//! - [`window`]: scheme 1, a window reserved at the same base in every process.
+//! - [`window`]: scheme 1, a window reserved at the same base in every process;
+//! - [`shared_ref`]: scheme 2, (segment id, offset) references and translation tables;
+//! - [`capability`], [`guard_count`], [`capability_transfer`]: scheme 3, capabilities
+//!   with rights, acquire/release guards, revocation, and passing them between processes.
 
 pub mod futex;
+pub mod guard_count;
 pub mod process;
 pub mod shareable;
 pub mod sync;
 
+#[cfg(not(memlink_loom))]
+pub mod capability;
+#[cfg(not(memlink_loom))]
+pub mod capability_transfer;
 #[cfg(not(memlink_loom))]
 pub mod fd_passing;
 #[cfg(not(memlink_loom))]
@@ -28,6 +36,8 @@ pub mod mapping;
 pub mod rendezvous;
 #[cfg(not(memlink_loom))]
 pub mod segment;
+#[cfg(not(memlink_loom))]
+pub mod shared_ref;
 #[cfg(not(memlink_loom))]
 pub mod window;
 

@@ -298,6 +298,96 @@ fn access_of(fd: BorrowedFd<'_>) -> std::io::Result<Protection> {
     })
 }
 
+/// Opens the file behind `fd` again, read-only (through /proc/self/fd): a writable
+/// mapping through the new descriptor is refused by the kernel.
+pub(crate) fn reopen_read_only(fd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    let path =
+        CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(std::io::Error::other)?;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(io_err());
+    }
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A header that passed every check, with the header page mapped read-only.
+#[derive(Debug)]
+pub(crate) struct HeaderCheck {
+    pub(crate) id: SegmentId,
+    pub(crate) payload_len: usize,
+    pub(crate) file_len: usize,
+    pub(crate) protection: Protection,
+    header_map: Mapping,
+}
+
+impl HeaderCheck {
+    /// The segment's generation word, read through the read-only header mapping.
+    pub(crate) fn generation_word(&self) -> &AtomicU64 {
+        // SAFETY: `header_map` maps the header page, which starts with a SegmentHeader of
+        // atomics (valid for any bytes); it lives as long as `self`.
+        &unsafe { &*(self.header_map.as_ptr() as *const SegmentHeader) }.generation
+    }
+}
+
+/// Checks seals, magic, layout version, id and sizes of a segment file, mapping only its
+/// header page (read-only).
+pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachError> {
+    // SAFETY: F_GET_SEALS only reads the descriptor's seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    if seals < 0 || seals & needed != needed {
+        return Err(AttachError::NotSealed);
+    }
+    let file_len = fstat_len(fd).map_err(AttachError::Io)?;
+    if file_len < (HEADER_LEN + PAGE) as u64 {
+        return Err(AttachError::TooSmall { file_len });
+    }
+    let protection = access_of(fd).map_err(AttachError::Io)?;
+    let header_map = Mapping::map(fd, 0, HEADER_LEN, Protection::ReadOnly, Placement::Anywhere)
+        .map_err(|e| match e {
+            MapError::Io(e) => AttachError::Io(e),
+            other => AttachError::Io(std::io::Error::other(other.to_string())),
+        })?;
+    // SAFETY: the mapping is HEADER_LEN bytes, page-aligned, and the header consists of
+    // atomics, valid for any bytes a peer may have written.
+    let h = unsafe { &*(header_map.as_ptr() as *const SegmentHeader) };
+    let magic = h.magic.load(Ordering::Acquire);
+    if magic != SEGMENT_MAGIC {
+        return Err(AttachError::BadMagic { found: magic });
+    }
+    let version = h.layout_version.load(Ordering::Relaxed);
+    if version != LAYOUT_VERSION || h.header_len.load(Ordering::Relaxed) != HEADER_LEN as u32 {
+        return Err(AttachError::UnsupportedVersion {
+            found: version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    let payload_len = h.payload_len.load(Ordering::Relaxed);
+    let header_file_len = h.file_len.load(Ordering::Relaxed);
+    if payload_len == 0
+        || payload_len > MAX_PAYLOAD_LEN as u64
+        || header_file_len != file_len
+        || file_len_for(payload_len as usize) as u64 != file_len
+    {
+        return Err(AttachError::SizeMismatch {
+            payload_len,
+            header_file_len,
+            file_len,
+        });
+    }
+    let raw_id = h.id.load(Ordering::Relaxed);
+    let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
+    Ok(HeaderCheck {
+        id,
+        payload_len: payload_len as usize,
+        file_len: file_len as usize,
+        protection,
+        header_map,
+    })
+}
+
 impl Segment {
     /// Creates a segment with room for `payload_len` bytes (zero-filled), sealed against
     /// shrink and grow, and maps it read-write.
@@ -380,66 +470,25 @@ impl Segment {
     /// checking seals, magic, layout version, id and sizes before mapping the payload.
     /// A descriptor opened read-only yields a read-only segment.
     pub fn attach(fd: OwnedFd) -> Result<Segment, AttachError> {
-        // SAFETY: F_GET_SEALS only reads the descriptor's seals.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0
-            || seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
-                != (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
-        {
-            return Err(AttachError::NotSealed);
-        }
-        let file_len = fstat_len(fd.as_fd()).map_err(AttachError::Io)?;
-        if file_len < (HEADER_LEN + PAGE) as u64 {
-            return Err(AttachError::TooSmall { file_len });
-        }
-        let protection = access_of(fd.as_fd()).map_err(AttachError::Io)?;
+        let check = check_header(fd.as_fd())?;
         // The file is sealed, so mapping all `file_len` bytes can never fault past EOF.
         let map = Mapping::map(
             fd.as_fd(),
             0,
-            file_len as usize,
-            protection,
+            check.file_len,
+            check.protection,
             Placement::Anywhere,
         )
         .map_err(|e| match e {
             MapError::Io(e) => AttachError::Io(e),
             other => AttachError::Io(std::io::Error::other(other.to_string())),
         })?;
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and the header
-        // consists of atomics, valid for any bytes a peer may have written.
-        let h = unsafe { &*(map.as_ptr() as *const SegmentHeader) };
-        let magic = h.magic.load(Ordering::Acquire);
-        if magic != SEGMENT_MAGIC {
-            return Err(AttachError::BadMagic { found: magic });
-        }
-        let version = h.layout_version.load(Ordering::Relaxed);
-        if version != LAYOUT_VERSION || h.header_len.load(Ordering::Relaxed) != HEADER_LEN as u32 {
-            return Err(AttachError::UnsupportedVersion {
-                found: version,
-                expected: LAYOUT_VERSION,
-            });
-        }
-        let payload_len = h.payload_len.load(Ordering::Relaxed);
-        let header_file_len = h.file_len.load(Ordering::Relaxed);
-        if payload_len == 0
-            || payload_len > MAX_PAYLOAD_LEN as u64
-            || header_file_len != file_len
-            || file_len_for(payload_len as usize) as u64 != file_len
-        {
-            return Err(AttachError::SizeMismatch {
-                payload_len,
-                header_file_len,
-                file_len,
-            });
-        }
-        let raw_id = h.id.load(Ordering::Relaxed);
-        let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
         Ok(Segment {
             fd,
-            id,
-            payload_len: payload_len as usize,
-            file_len: file_len as usize,
-            protection,
+            id: check.id,
+            payload_len: check.payload_len,
+            file_len: check.file_len,
+            protection: check.protection,
             map,
         })
     }
@@ -486,15 +535,7 @@ impl Segment {
     /// open of the memfd with O_RDONLY: a writable mapping through it is refused by the
     /// kernel, so a receiver cannot upgrade itself).
     pub fn read_only_fd(&self) -> std::io::Result<OwnedFd> {
-        let path = CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-            .map_err(std::io::Error::other)?;
-        // SAFETY: `path` is a valid NUL-terminated string.
-        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(io_err());
-        }
-        // SAFETY: open returned a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        reopen_read_only(self.fd.as_fd())
     }
 
     /// How this process holds the segment.
@@ -515,6 +556,12 @@ impl Segment {
     /// The generation word itself, for protocols that check it atomically.
     pub fn generation_word(&self) -> &AtomicU64 {
         &self.header().generation
+    }
+
+    /// Revokes every capability minted from this segment so far (see
+    /// [`bump_generation`](Self::bump_generation)); returns the new generation.
+    pub fn revoke(&self) -> Result<u64, RevokeError> {
+        self.bump_generation()
     }
 
     /// Bumps the generation (revokes every capability minted at an older one); only the

@@ -21,6 +21,12 @@ pub use loom::sync::atomic::{
 #[cfg(not(memlink_loom))]
 pub use std::cell::UnsafeCell;
 
+#[cfg(not(memlink_loom))]
+pub use std::sync::{Arc, Mutex, MutexGuard};
+
+#[cfg(memlink_loom)]
+pub use loom::sync::{Arc, Mutex, MutexGuard};
+
 #[cfg(memlink_loom)]
 pub use loom::cell::UnsafeCell;
 
