@@ -111,10 +111,10 @@ impl<M> GuardCount<M> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         // A slow acquire may have revived the mapping before we got the lock.
         if self.count.load(Ordering::Acquire) == 0 {
-            let m = slot.take();
+            // Unmap under the lock: a slow acquire waiting for it maps afresh only after
+            // the old mapping is gone, so at most one mapping exists at a time.
             self.addr.store(0, Ordering::Relaxed);
-            drop(slot);
-            drop(m);
+            *slot = None;
         }
     }
 

@@ -120,7 +120,9 @@ impl ProcessDescriptor {
         {
             // Either a wake arrived in between (consume it), or the word held garbage
             // written by a peer: reset it, report a (spurious) wake, the caller re-checks.
-            self.state.store(EMPTY, Ordering::Release);
+            // A swap, not a store: reading the latest token synchronises with the last
+            // waker, so its writes are visible (a plain store lost wake-ups under loom).
+            self.state.swap(EMPTY, Ordering::Acquire);
             return BlockOutcome::Woken;
         }
         loop {
