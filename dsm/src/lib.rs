@@ -4,3 +4,8 @@ pub mod types;
 pub use types::*;
 pub mod protocol;
 pub mod remote;
+
+#[cfg(not(memlink_loom))]
+pub mod fault;
+#[cfg(not(memlink_loom))]
+pub mod mapping;

@@ -1,0 +1,372 @@
+//! The memory mapping of a node: the shared region at the cluster-wide fixed address, with the
+//! coherence state of each page reflected in what application threads may do with it.
+//!
+//! The region is a memfd mapped twice. Application threads use the *application view*, at the
+//! same address on every node, whose per-page access follows the coherence protocol. The
+//! runtime moves page contents through the *fill view*, a private writable mapping of the same
+//! memfd that is never handed out, or with `UFFDIO_COPY`; in both cases a page becomes visible
+//! to application threads only once it is complete, so no thread ever reads a half-written page.
+//!
+//! How access is enforced depends on the fault backend:
+//! - [`Backend::Sigsegv`]: the application view's protection per page (`mprotect`): none,
+//!   read-only, read-write; the fill view is written while the page is inaccessible.
+//! - [`Backend::Uffd`]: the application view is registered with userfaultfd (missing and
+//!   write-protect modes). A page without access has no backing page (its hole is punched), so
+//!   any access is a missing fault; a read-only page is write-protected; installing a page is one
+//!   `UFFDIO_COPY`, which fills and maps it atomically.
+//!
+//! ```no_run
+//! use memlink_dsm::mapping::{Mapping, DEFAULT_BASE};
+//! use memlink_dsm::{Access, Backend, LocalPages, PAGE_SIZE};
+//!
+//! let mapping = Mapping::create(DEFAULT_BASE, 16, Backend::Sigsegv).unwrap();
+//! mapping.install_page(3, &[7u8; PAGE_SIZE], Access::Read);
+//! // Page 3 is now readable at the same address on every node that installed it.
+//! let byte = unsafe { *mapping.base().add(3 * PAGE_SIZE) };
+//! assert_eq!(byte, 7);
+//! ```
+
+mod page_table;
+mod region;
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use crate::fault::userfaultfd::Userfaultfd;
+use crate::types::{Access, Backend, LocalPages, PAGE_SIZE, PageNo};
+use page_table::PageTable;
+use region::Region;
+
+/// The default address of the shared region on every node: high in the 47-bit user address
+/// space, far from where Linux places heaps, stacks, libraries and executables.
+/// Override it with [`Mapping::create`]'s `base` or the `MEMLINK_DSM_BASE` environment
+/// variable (hexadecimal, read by [`base_from_env`]).
+pub const DEFAULT_BASE: usize = 0x3d5a_0000_0000;
+
+/// The region base: `MEMLINK_DSM_BASE` (hex, with or without `0x`) if set and valid, else
+/// [`DEFAULT_BASE`].
+pub fn base_from_env() -> Result<usize, MapError> {
+    match std::env::var("MEMLINK_DSM_BASE") {
+        Err(_) => Ok(DEFAULT_BASE),
+        Ok(text) => {
+            let digits = text.trim().trim_start_matches("0x");
+            usize::from_str_radix(digits, 16).map_err(|_| MapError::BadBase { text })
+        }
+    }
+}
+
+/// Why the shared region could not be mapped.
+#[derive(Debug)]
+pub enum MapError {
+    /// Something is already mapped in the region's address range on this node.
+    AddressInUse {
+        /// The requested base address.
+        base: usize,
+        /// The region's length in bytes.
+        len: usize,
+    },
+    /// The base address is zero or not page-aligned.
+    Misaligned {
+        /// The requested base address.
+        base: usize,
+    },
+    /// `MEMLINK_DSM_BASE` is not a hexadecimal address.
+    BadBase {
+        /// The variable's text.
+        text: String,
+    },
+    /// A region of zero pages.
+    Empty,
+    /// memfd_create or ftruncate failed.
+    Memfd(io::Error),
+    /// mmap failed for another reason than a clash.
+    Map(io::Error),
+    /// userfaultfd could not be opened, negotiated or registered.
+    Userfaultfd(io::Error),
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::AddressInUse { base, len } => write!(
+                f,
+                "the DSM region {base:#x}..{:#x} clashes with an existing mapping in this \
+                 process; choose another base with MEMLINK_DSM_BASE (the same on every node)",
+                base + len
+            ),
+            MapError::Misaligned { base } => write!(
+                f,
+                "the DSM region base {base:#x} must be non-zero and a multiple of {PAGE_SIZE}"
+            ),
+            MapError::BadBase { text } => write!(
+                f,
+                "MEMLINK_DSM_BASE={text:?} is not a hexadecimal address (e.g. 0x3d5a00000000)"
+            ),
+            MapError::Empty => write!(f, "the DSM region needs at least one page"),
+            MapError::Memfd(e) => write!(f, "cannot create the region's memfd: {e}"),
+            MapError::Map(e) => write!(f, "cannot map the DSM region: {e}"),
+            MapError::Userfaultfd(e) => write!(
+                f,
+                "userfaultfd is not usable here ({e}); run `memlink doctor`, or use \
+                 --backend sigsegv"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MapError::Memfd(e) | MapError::Map(e) | MapError::Userfaultfd(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Number of locks that serialise changes to pages (page `p` uses lock `p % STRIPES`).
+const STRIPES: usize = 64;
+
+/// A page of zeros: the contents of a page that was never written.
+static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+/// The shared region of one node and the access of each of its pages. Implements
+/// [`LocalPages`] for the node runtime.
+pub struct Mapping {
+    region: Region,
+    table: PageTable,
+    uffd: Option<Arc<Userfaultfd>>,
+    backend: Backend,
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("base", &self.region.app_base())
+            .field("pages", &self.pages())
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Mapping {
+    /// Maps a region of `pages` pages at `base` for `backend`, every page without access
+    /// (and, for userfaultfd, without contents: the first access of any page faults).
+    pub fn create(base: usize, pages: u32, backend: Backend) -> Result<Arc<Mapping>, MapError> {
+        let (region, uffd) = match backend {
+            Backend::Sigsegv => (Region::create(base, pages, libc::PROT_NONE)?, None),
+            Backend::Uffd => {
+                let uffd = Userfaultfd::open().map_err(MapError::Userfaultfd)?;
+                let region = Region::create(base, pages, libc::PROT_READ | libc::PROT_WRITE)?;
+                uffd.register(region.app_base() as usize, region.len())
+                    .map_err(MapError::Userfaultfd)?;
+                (region, Some(Arc::new(uffd)))
+            }
+        };
+        Ok(Arc::new(Mapping {
+            region,
+            table: PageTable::new(pages),
+            uffd,
+            backend,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }))
+    }
+
+    /// The start of the region: the same address on every node of the cluster.
+    pub fn base(&self) -> *mut u8 {
+        self.region.app_base()
+    }
+
+    /// The region's length in bytes.
+    pub fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Always false: a region has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The number of pages in the region.
+    pub fn pages(&self) -> u32 {
+        self.table.pages()
+    }
+
+    /// The fault backend this mapping was made for.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The page that holds `addr`, if `addr` is inside the region.
+    pub fn page_of(&self, addr: usize) -> Option<PageNo> {
+        let base = self.region.app_base() as usize;
+        if addr >= base && addr < base + self.region.len() {
+            Some(((addr - base) / PAGE_SIZE) as PageNo)
+        } else {
+            None
+        }
+    }
+
+    /// What application threads may currently do with `page` (async-signal-safe: one atomic
+    /// load). A page outside the region reads as [`Access::None`].
+    pub fn access(&self, page: PageNo) -> Access {
+        self.table.access(page)
+    }
+
+    /// The userfaultfd this mapping is registered with (userfaultfd backend only).
+    pub(crate) fn userfaultfd(&self) -> Option<&Arc<Userfaultfd>> {
+        self.uffd.as_ref()
+    }
+
+    fn in_range(&self, page: PageNo) -> bool {
+        page < self.pages()
+    }
+
+    fn lock(&self, page: PageNo) -> std::sync::MutexGuard<'_, ()> {
+        // A poisoned stripe only means another thread panicked while holding it; the page
+        // table is updated last, so the state it records is still the kernel's state.
+        self.stripes[page as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn prot(access: Access) -> libc::c_int {
+        match access {
+            Access::None => libc::PROT_NONE,
+            Access::Read => libc::PROT_READ,
+            Access::Write => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+
+    /// userfaultfd: maps `data` at `page` in one step (the page must have no backing page).
+    fn uffd_fill(&self, uffd: &Userfaultfd, page: PageNo, data: &[u8], access: Access) {
+        let dst = self.region.app_page(page as usize) as usize;
+        let wp = access == Access::Read;
+        // Recorded before the copy wakes the faulting threads, so that they see it.
+        self.table.set(page, access, true);
+        if let Err(e) = uffd.copy(dst, data, wp) {
+            // EEXIST: a backing page appeared (only a kernel-side access could do that):
+            // drop it and fill again.
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                self.region.discard(page as usize);
+                if let Err(e) = uffd.copy(dst, data, wp) {
+                    panic!("UFFDIO_COPY of page {page} failed twice: {e}");
+                }
+            } else {
+                panic!("UFFDIO_COPY of page {page} failed: {e}");
+            }
+        }
+    }
+}
+
+impl LocalPages for Mapping {
+    fn read_page(&self, page: PageNo, out: &mut [u8]) {
+        let len = out.len().min(PAGE_SIZE);
+        if !self.in_range(page) {
+            out[..len].fill(0);
+            return;
+        }
+        let _guard = self.lock(page);
+        if self.backend == Backend::Uffd && !self.table.present(page) {
+            // No backing page: the contents are zero (never written). Reading the fill view
+            // would create a backing page behind userfaultfd's back.
+            out[..len].copy_from_slice(&ZERO_PAGE[..len]);
+            return;
+        }
+        let src = self.region.fill_page(page as usize);
+        // SAFETY: `src` is the start of page `page` in the fill view, mapped read-write for the
+        // mapping's lifetime; `len <= PAGE_SIZE`; `out` is a distinct, live buffer.
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len) };
+    }
+
+    fn install_page(&self, page: PageNo, data: &[u8], access: Access) {
+        if !self.in_range(page) {
+            return;
+        }
+        let len = data.len().min(PAGE_SIZE);
+        let _guard = self.lock(page);
+        match &self.uffd {
+            None => {
+                if self.table.access(page) != Access::None {
+                    // No application thread may see the page while it is being filled.
+                    self.region.protect(page as usize, libc::PROT_NONE);
+                }
+                let dst = self.region.fill_page(page as usize);
+                // SAFETY: `dst` is page `page` in the fill view (read-write); the application
+                // view of this page is PROT_NONE, so no thread reads it during the copy;
+                // `data` is a live slice of at least `len` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst, len);
+                    std::ptr::write_bytes(dst.add(len), 0, PAGE_SIZE - len);
+                }
+                self.table.set(page, access, true);
+                self.region.protect(page as usize, Self::prot(access));
+            }
+            Some(uffd) => {
+                if self.table.present(page) {
+                    self.region.discard(page as usize);
+                    self.table.set(page, Access::None, false);
+                }
+                if access == Access::None {
+                    return;
+                }
+                if len == PAGE_SIZE {
+                    self.uffd_fill(uffd, page, data, access);
+                } else {
+                    let mut full = [0u8; PAGE_SIZE];
+                    full[..len].copy_from_slice(&data[..len]);
+                    self.uffd_fill(uffd, page, &full, access);
+                }
+            }
+        }
+    }
+
+    fn set_access(&self, page: PageNo, access: Access) {
+        if !self.in_range(page) {
+            return;
+        }
+        let _guard = self.lock(page);
+        match &self.uffd {
+            None => {
+                let current = self.table.access(page);
+                if access > current {
+                    // Recorded first, so that a thread woken by the change sees it.
+                    self.table.set(page, access, true);
+                    self.region.protect(page as usize, Self::prot(access));
+                } else if access < current {
+                    self.region.protect(page as usize, Self::prot(access));
+                    self.table.set(page, access, true);
+                }
+            }
+            Some(uffd) => {
+                let present = self.table.present(page);
+                match access {
+                    Access::None => {
+                        if present {
+                            self.region.discard(page as usize);
+                        }
+                        self.table.set(page, Access::None, false);
+                    }
+                    Access::Read | Access::Write if !present => {
+                        // Never filled here: its contents are the initial zeros.
+                        self.uffd_fill(uffd, page, &ZERO_PAGE, access);
+                    }
+                    Access::Read | Access::Write => {
+                        let addr = self.region.app_page(page as usize) as usize;
+                        let upgrade = access > self.table.access(page);
+                        if upgrade {
+                            // Recorded before lifting the protection wakes the faulting thread.
+                            self.table.set(page, access, true);
+                        }
+                        if let Err(e) = uffd.write_protect(addr, PAGE_SIZE, access == Access::Read)
+                        {
+                            panic!("UFFDIO_WRITEPROTECT of page {page} failed: {e}");
+                        }
+                        self.table.set(page, access, true);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The raw memory of a node: a memfd of the region's size, mapped twice. The application
+//! view sits at the cluster-wide fixed address (reserved with `MAP_FIXED_NOREPLACE`, so a clash
+//! is an error, never a silent move); the fill view sits wherever the kernel likes, is always
+//! writable, and is never handed out.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::MapError;
+use crate::types::PAGE_SIZE;
+
+/// The memfd and its two mappings. Unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Region {
+    memfd: OwnedFd,
+    app: *mut u8,
+    fill: *mut u8,
+    len: usize,
+}
+
+// SAFETY: Region only holds addresses of mappings it owns; every access through them is
+// made by Mapping under its own per-page rules, from any thread.
+unsafe impl Send for Region {}
+// SAFETY: as above: the raw pointers are shared addresses, not exclusive borrows.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Creates the memfd and maps both views. The application view starts with `app_prot`.
+    pub(crate) fn create(
+        base: usize,
+        pages: u32,
+        app_prot: libc::c_int,
+    ) -> Result<Region, MapError> {
+        if pages == 0 {
+            return Err(MapError::Empty);
+        }
+        if base % PAGE_SIZE != 0 || base == 0 {
+            return Err(MapError::Misaligned { base });
+        }
+        let len = pages as usize * PAGE_SIZE;
+        // SAFETY: the name is a NUL-terminated literal; memfd_create has no other inputs.
+        let raw = unsafe { libc::memfd_create(c"memlink-dsm".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(MapError::Memfd(io::Error::last_os_error()));
+        }
+        // SAFETY: raw is a fresh fd that nothing else owns.
+        let memfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own memfd; the size fits in off_t (checked by the kernel).
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(MapError::Memfd(io::Error::last_os_error()));
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
+        // instead, so no memory of ours can be clobbered.
+        let app = unsafe {
+            libc::mmap(
+                base as *mut libc::c_void,
+                len,
+                app_prot,
+                libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if app == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EEXIST) {
+                MapError::AddressInUse { base, len }
+            } else {
+                MapError::Map(e)
+            });
+        }
+        if app as usize != base {
+            // An old kernel that ignores MAP_FIXED_NOREPLACE gave us another address.
+            // SAFETY: `app` is the mapping of `len` bytes just made; nothing refers to it.
+            unsafe { libc::munmap(app, len) };
+            return Err(MapError::AddressInUse { base, len });
+        }
+        // SAFETY: a shared mapping of our memfd at an address of the kernel's choosing.
+        let fill = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if fill == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: `app` is our mapping of `len` bytes; nothing refers to it yet.
+            unsafe { libc::munmap(app, len) };
+            return Err(MapError::Map(e));
+        }
+        Ok(Region {
+            memfd,
+            app: app.cast(),
+            fill: fill.cast(),
+            len,
+        })
+    }
+
+    /// The application view's address of page `page`.
+    pub(crate) fn app_page(&self, page: usize) -> *mut u8 {
+        debug_assert!((page + 1) * PAGE_SIZE <= self.len);
+        self.app.wrapping_add(page * PAGE_SIZE)
+    }
+
+    /// The fill view's address of page `page`.
+    pub(crate) fn fill_page(&self, page: usize) -> *mut u8 {
+        debug_assert!((page + 1) * PAGE_SIZE <= self.len);
+        self.fill.wrapping_add(page * PAGE_SIZE)
+    }
+
+    /// The start of the application view.
+    pub(crate) fn app_base(&self) -> *mut u8 {
+        self.app
+    }
+
+    /// The length of each view in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Sets the protection of one page of the application view.
+    pub(crate) fn protect(&self, page: usize, prot: libc::c_int) {
+        // SAFETY: the page lies inside our application view; changing its protection cannot
+        // invalidate Rust references because the view is only reached through raw pointers.
+        let rc = unsafe { libc::mprotect(self.app_page(page).cast(), PAGE_SIZE, prot) };
+        // mprotect on our own, page-aligned, mapped range can only fail on ENOMEM (out of
+        // kernel memory for the VMA split): nothing sensible is left to do.
+        assert!(rc == 0, "mprotect failed: {}", io::Error::last_os_error());
+    }
+
+    /// Drops the backing page of `page` from the memfd, so that the next access to the
+    /// application view is a missing-page fault (userfaultfd's invalidation).
+    pub(crate) fn discard(&self, page: usize) {
+        // SAFETY: fallocate punches a hole inside our own memfd; every mapping of that page
+        // (both views) is zapped by the kernel and refaults.
+        let rc = unsafe {
+            libc::fallocate(
+                self.memfd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (page * PAGE_SIZE) as libc::off_t,
+                PAGE_SIZE as libc::off_t,
+            )
+        };
+        assert!(rc == 0, "hole punch failed: {}", io::Error::last_os_error());
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: both views are ours, `len` bytes each; the Mapping that owns this Region is
+        // being dropped, so no fault service or runtime uses them any more.
+        unsafe {
+            libc::munmap(self.app.cast(), self.len);
+            libc::munmap(self.fill.cast(), self.len);
+        }
+    }
+}

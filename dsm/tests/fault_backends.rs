@@ -1,0 +1,311 @@
+//! The fault backends, each served by a local resolver that keeps the "remote" copy of every
+//! page in memory: first-touch read and write faults, invalidation and refetch, concurrent
+//! faulting threads, a forked child, and a real segmentation fault that must still crash.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use memlink_dsm::fault::FaultService;
+use memlink_dsm::mapping::{DEFAULT_BASE, MapError, Mapping};
+use memlink_dsm::{Access, Backend, DsmError, FaultResolver, LocalPages, PAGE_SIZE, PageNo};
+
+/// Serves pages from an in-memory store, as a remote owner would: a read fault installs a
+/// read-only copy, a write fault installs (or upgrades to) a writable one.
+struct MemoryResolver {
+    mapping: Arc<Mapping>,
+    store: Mutex<HashMap<PageNo, Vec<u8>>>,
+    read_faults: AtomicU64,
+    write_faults: AtomicU64,
+}
+
+impl MemoryResolver {
+    fn new(mapping: Arc<Mapping>) -> Arc<MemoryResolver> {
+        Arc::new(MemoryResolver {
+            mapping,
+            store: Mutex::new(HashMap::new()),
+            read_faults: AtomicU64::new(0),
+            write_faults: AtomicU64::new(0),
+        })
+    }
+
+    /// What the "remote owner" holds for `page`: its own contents, else a pattern.
+    fn remote(&self, page: PageNo) -> Vec<u8> {
+        self.store
+            .lock()
+            .unwrap()
+            .entry(page)
+            .or_insert_with(|| pattern(page, 0))
+            .clone()
+    }
+
+    /// A "remote write": take the page back (contents included) and invalidate it here.
+    fn take_back(&self, page: PageNo, generation: u8) {
+        let mut local = vec![0u8; PAGE_SIZE];
+        self.mapping.read_page(page, &mut local);
+        self.mapping.set_access(page, Access::None);
+        for b in &mut local[..8] {
+            *b = generation;
+        }
+        self.store.lock().unwrap().insert(page, local);
+    }
+}
+
+impl FaultResolver for MemoryResolver {
+    fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
+        if self.mapping.access(page) >= access {
+            // Served by an earlier fault of another thread.
+            return Ok(());
+        }
+        match access {
+            Access::Write => {
+                self.write_faults.fetch_add(1, Ordering::Relaxed);
+                if self.mapping.access(page) == Access::Read {
+                    self.mapping.set_access(page, Access::Write);
+                } else {
+                    let data = self.remote(page);
+                    self.mapping.install_page(page, &data, Access::Write);
+                }
+            }
+            _ => {
+                self.read_faults.fetch_add(1, Ordering::Relaxed);
+                let data = self.remote(page);
+                self.mapping.install_page(page, &data, Access::Read);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pattern(page: PageNo, salt: u8) -> Vec<u8> {
+    (0..PAGE_SIZE)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (page as u8) ^ salt)
+        .collect()
+}
+
+/// Each test maps its own region at its own base, so tests can run in parallel threads.
+fn base(slot: usize) -> usize {
+    DEFAULT_BASE + slot * (1 << 30)
+}
+
+fn setup(
+    slot: usize,
+    pages: u32,
+    backend: Backend,
+) -> (Arc<Mapping>, Arc<MemoryResolver>, FaultService) {
+    let mapping = Mapping::create(base(slot), pages, backend).expect("map region");
+    let resolver = MemoryResolver::new(mapping.clone());
+    let service = FaultService::start(mapping.clone(), resolver.clone()).expect("start faults");
+    (mapping, resolver, service)
+}
+
+fn byte(mapping: &Mapping, offset: usize) -> u8 {
+    // SAFETY: offset is inside the region; the fault backend makes it readable.
+    unsafe { std::ptr::read_volatile(mapping.base().add(offset)) }
+}
+
+fn write_byte(mapping: &Mapping, offset: usize, value: u8) {
+    // SAFETY: offset is inside the region; the fault backend makes it writable.
+    unsafe { std::ptr::write_volatile(mapping.base().add(offset), value) }
+}
+
+fn read_then_write(slot: usize, backend: Backend) {
+    let (mapping, resolver, service) = setup(slot, 8, backend);
+    for page in 0..8u32 {
+        let expect = pattern(page, 0);
+        for i in [0, 1, 1000, PAGE_SIZE - 1] {
+            assert_eq!(byte(&mapping, page as usize * PAGE_SIZE + i), expect[i]);
+        }
+    }
+    assert_eq!(resolver.read_faults.load(Ordering::Relaxed), 8);
+    assert_eq!(resolver.write_faults.load(Ordering::Relaxed), 0);
+    for page in 0..8u32 {
+        write_byte(&mapping, page as usize * PAGE_SIZE + 5, 200);
+        assert_eq!(mapping.access(page), Access::Write);
+    }
+    assert_eq!(resolver.write_faults.load(Ordering::Relaxed), 8);
+    // A write fault on an untouched page after invalidation installs a writable copy at once.
+    resolver.take_back(3, 9);
+    write_byte(&mapping, 3 * PAGE_SIZE + 6, 77);
+    assert_eq!(byte(&mapping, 3 * PAGE_SIZE), 9, "remote contents arrived");
+    assert_eq!(byte(&mapping, 3 * PAGE_SIZE + 6), 77);
+    assert_eq!(resolver.write_faults.load(Ordering::Relaxed), 9);
+    drop(service);
+}
+
+#[test]
+fn sigsegv_read_then_write_faults() {
+    read_then_write(0, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_read_then_write_faults() {
+    read_then_write(1, Backend::Uffd);
+}
+
+fn invalidate_and_refetch(slot: usize, backend: Backend) {
+    let (mapping, resolver, _service) = setup(slot, 4, backend);
+    write_byte(&mapping, 100, 1);
+    for generation in 2..20u8 {
+        resolver.take_back(0, generation);
+        // The remote side changed the page: the next read sees its data, not the old copy.
+        assert_eq!(byte(&mapping, 0), generation);
+        assert_eq!(
+            byte(&mapping, 100),
+            1,
+            "our own earlier write travelled with the page"
+        );
+    }
+    assert_eq!(resolver.read_faults.load(Ordering::Relaxed), 18);
+}
+
+#[test]
+fn sigsegv_invalidate_and_refetch() {
+    invalidate_and_refetch(2, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_invalidate_and_refetch() {
+    invalidate_and_refetch(3, Backend::Uffd);
+}
+
+fn threads_fault_concurrently(slot: usize, backend: Backend) {
+    const THREADS: usize = 4;
+    const PAGES: u32 = 32;
+    let (mapping, resolver, _service) = setup(slot, PAGES, backend);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let mapping = &mapping;
+            s.spawn(move || {
+                for page in 0..PAGES {
+                    let expect = pattern(page, 0);
+                    assert_eq!(byte(mapping, page as usize * PAGE_SIZE + 17), expect[17]);
+                }
+                // Each thread writes its own byte of every page.
+                for page in 0..PAGES {
+                    write_byte(mapping, page as usize * PAGE_SIZE + 2000 + t, t as u8 + 1);
+                }
+            });
+        }
+    });
+    for page in 0..PAGES {
+        for t in 0..THREADS {
+            assert_eq!(
+                byte(&mapping, page as usize * PAGE_SIZE + 2000 + t),
+                t as u8 + 1
+            );
+        }
+    }
+    let reads = resolver.read_faults.load(Ordering::Relaxed);
+    assert!(
+        reads >= PAGES as u64,
+        "every page faulted at least once: {reads}"
+    );
+}
+
+#[test]
+fn sigsegv_threads_fault_concurrently() {
+    threads_fault_concurrently(4, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_threads_fault_concurrently() {
+    threads_fault_concurrently(5, Backend::Uffd);
+}
+
+/// Runs `work` in a forked child and returns its wait status.
+fn in_child(work: impl FnOnce() -> bool) -> libc::c_int {
+    // SAFETY: the child only runs `work` (its own mapping, service thread and memory) and then
+    // leaves with _exit, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(false);
+        // SAFETY: ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; status is a live c_int.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid);
+    status
+}
+
+fn forked_child_serves_faults(slot: usize, backend: Backend) {
+    let status = in_child(move || {
+        let (mapping, resolver, _service) = setup(slot, 16, backend);
+        let mut sum = 0u64;
+        for page in 0..16u32 {
+            write_byte(&mapping, page as usize * PAGE_SIZE + 1, 42);
+            sum += byte(&mapping, page as usize * PAGE_SIZE + 3) as u64;
+        }
+        let expect: u64 = (0..16).map(|p| pattern(p, 0)[3] as u64).sum();
+        sum == expect && resolver.write_faults.load(Ordering::Relaxed) == 16
+    });
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}"
+    );
+}
+
+#[test]
+fn sigsegv_forked_child_serves_faults() {
+    forked_child_serves_faults(6, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_forked_child_serves_faults() {
+    forked_child_serves_faults(7, Backend::Uffd);
+}
+
+#[test]
+fn sigsegv_real_segfault_outside_the_region_still_crashes() {
+    let status = in_child(|| {
+        let (mapping, _resolver, _service) = setup(8, 2, Backend::Sigsegv);
+        write_byte(&mapping, 0, 1);
+        // Just past the region: no page of ours. This must kill the child with SIGSEGV.
+        // SAFETY: deliberately invalid: the test checks that the fault is not swallowed.
+        unsafe { std::ptr::write_volatile(mapping.base().add(2 * PAGE_SIZE + 8), 1u8) };
+        true
+    });
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+        "the child should die of SIGSEGV, status {status:#x}"
+    );
+}
+
+#[test]
+fn unservable_fault_exits_the_process_with_a_message() {
+    struct Lost;
+    impl FaultResolver for Lost {
+        fn resolve_fault(&self, _: PageNo, _: Access) -> Result<(), DsmError> {
+            Err(DsmError::NodeLost {
+                node: 1,
+                reason: "test".into(),
+            })
+        }
+    }
+    for (slot, backend) in [(9, Backend::Sigsegv), (10, Backend::Uffd)] {
+        let status = in_child(move || {
+            let mapping = Mapping::create(base(slot), 2, backend).unwrap();
+            let _service = FaultService::start(mapping.clone(), Arc::new(Lost)).unwrap();
+            byte(&mapping, 0);
+            true
+        });
+        assert!(
+            libc::WIFEXITED(status)
+                && libc::WEXITSTATUS(status) == memlink_dsm::fault::UNSERVABLE_FAULT_EXIT,
+            "{backend}: status {status:#x}"
+        );
+    }
+}
+
+#[test]
+fn a_clash_at_the_base_is_a_clear_error() {
+    let first = Mapping::create(base(11), 4, Backend::Sigsegv).unwrap();
+    let err = Mapping::create(base(11) + PAGE_SIZE, 4, Backend::Sigsegv).unwrap_err();
+    assert!(matches!(err, MapError::AddressInUse { .. }), "{err}");
+    assert!(err.to_string().contains("MEMLINK_DSM_BASE"));
+    drop(first);
+    Mapping::create(base(11), 4, Backend::Sigsegv).expect("free again after unmap");
+}
