@@ -8,3 +8,6 @@
 pub use memlink_capability as capability;
 pub use memlink_channels as channels;
 pub use memlink_dsm as dsm;
+
+#[cfg(not(memlink_loom))]
+pub mod ipc_bench;

@@ -1,5 +1,7 @@
 //! The `memlink` command-line tool.
 
+mod bench;
+mod demo;
 mod doctor;
 
 use clap::{Parser, Subcommand};
@@ -22,11 +24,19 @@ enum Command {
     /// Check that this kernel offers what memlink uses (memfd, sealing, fixed mappings,
     /// futex, pidfd, userfaultfd) and say what is missing.
     Doctor,
+    /// Measure: `memlink bench ipc` times round trips between two processes over
+    /// memlink's channels, pipes, sockets and the raw floors.
+    Bench(bench::BenchArgs),
+    /// Show memlink at work: real processes pass checked messages through every channel
+    /// kind and the pipe/socket baselines, then a table compares them.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor => doctor::run(),
+        Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a),
     }
 }

@@ -1,0 +1,190 @@
+//! `memlink bench ipc`: round trips between two processes over every transport, as a
+//! table, JSON and an SVG plot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use memlink::ipc_bench::size::{format_size, parse_sizes};
+use memlink::ipc_bench::{
+    MAX_MESSAGE, Measurement, Plan, RunError, Transport, Wait, format_table, measure, plot_svg,
+};
+
+/// Which benchmark to run.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: BenchKind,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Ping-pong between two processes over memlink's channels (loan: 0 copies, sync:
+    /// 1 copy, buffered: 2 copies), pipes, a unix socket, iceoryx2 (if built with
+    /// --features iceoryx2) and the raw floors (a cache-line and a futex ping-pong).
+    Ipc(IpcArgs),
+}
+
+/// How the memlink channels wait.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum WaitArg {
+    /// Busy-wait (lowest latency, burns a core per waiting side).
+    Spin,
+    /// Sleep on a futex (a context switch per wait).
+    Block,
+}
+
+impl From<WaitArg> for Wait {
+    fn from(w: WaitArg) -> Wait {
+        match w {
+            WaitArg::Spin => Wait::Spin,
+            WaitArg::Block => Wait::Block,
+        }
+    }
+}
+
+#[derive(Args)]
+struct IpcArgs {
+    /// Message sizes, comma-separated, with binary suffixes K, M (at least 8 bytes, at
+    /// most the 16 MiB loan slot).
+    #[arg(long, default_value = "8,64,4K,64K,1M,16M")]
+    sizes: String,
+    /// How memlink's channels wait.
+    #[arg(long, value_enum, default_value = "spin")]
+    wait: WaitArg,
+    /// Timed round trips per size (large sizes get fewer: at most 1 GiB per direction,
+    /// never fewer than 20).
+    #[arg(long, default_value_t = 10_000)]
+    iters: usize,
+    /// Write the results as a JSON array to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Plot median round trip against size (log-log SVG) to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Transports to run, comma-separated (default: every one in this build).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    transports: Option<Vec<String>>,
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    match args.which {
+        BenchKind::Ipc(a) => match ipc(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Parses a transport list, refusing unknown names and transports not in this build.
+pub fn parse_transports(names: Option<&[String]>) -> Result<Vec<Transport>, String> {
+    let Some(names) = names else {
+        return Ok(Transport::ALL
+            .into_iter()
+            .filter(|t| t.is_built())
+            .collect());
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.trim();
+        let t = Transport::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+            format!(
+                "unknown transport {name:?}: choose from {}",
+                known.join(", ")
+            )
+        })?;
+        if !t.is_built() {
+            return Err(format!(
+                "transport {name} is not part of this build: rebuild with `cargo build --release --features {name}`"
+            ));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    if out.is_empty() {
+        return Err("no transports given".into());
+    }
+    Ok(out)
+}
+
+/// Runs each transport over `plan` with a progress bar on stderr.
+pub fn run_with_progress(
+    transports: &[Transport],
+    plan: &Plan,
+    wait: Wait,
+) -> Result<Vec<Measurement>, RunError> {
+    let steps: usize = transports
+        .iter()
+        .map(|t| if t.is_floor() { 1 } else { plan.sizes.len() })
+        .sum();
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    for &t in transports {
+        let first = plan.sizes.first().copied().unwrap_or(8);
+        bar.set_message(format!("{t} {}", format_size(first)));
+        let plan_t = match t.max_size() {
+            Some(limit) => plan.restricted_to(limit),
+            None => plan.clone(),
+        };
+        let next: Vec<usize> = plan_t.sizes.iter().skip(1).copied().collect();
+        let mut k = 0;
+        let result = measure(t, &plan_t, wait, &mut |_done| {
+            bar.inc(1);
+            if let Some(&s) = next.get(k) {
+                bar.set_message(format!("{t} {}", format_size(s)));
+            }
+            k += 1;
+        });
+        match result {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+fn ipc(a: IpcArgs) -> Result<(), String> {
+    let sizes = parse_sizes(&a.sizes, MAX_MESSAGE).map_err(|e| e.to_string())?;
+    if a.iters == 0 {
+        return Err("--iters must be at least 1".into());
+    }
+    let transports = parse_transports(a.transports.as_deref())?;
+    if let Some(p) = &a.plot {
+        if p.extension().is_none_or(|e| e != "svg") {
+            return Err(format!(
+                "--plot {}: the plot is an SVG file; give a name ending in .svg",
+                p.display()
+            ));
+        }
+    }
+    let wait = Wait::from(a.wait);
+    let plan = Plan::new(sizes, a.iters);
+    let rows = run_with_progress(&transports, &plan, wait).map_err(|e| e.to_string())?;
+    print!("{}", format_table(&rows));
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        plot_svg(&rows, path).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

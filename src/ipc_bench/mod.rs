@@ -1,0 +1,182 @@
+//! The inter-process round-trip benchmark behind `memlink bench ipc`, `memlink demo` and
+//! the `ipc` criterion bench.
+//!
+//! Every transport runs the same ping-pong between two real processes (the measuring
+//! process forks its peer): the client sends a message of the current size, the peer
+//! checks it and answers with a message of the same size, the client checks the answer.
+//! Per size: warm-up round trips with every byte checked, then timed round trips with
+//! stamps checked (see [`pattern`]); the figures are round-trip p50/p99, one-way
+//! messages per second and payload GB/s.
+//!
+//! ```no_run
+//! use memlink::ipc_bench::{Plan, Transport, Wait, measure};
+//! let plan = Plan::new(vec![8, 4096], 1000);
+//! let rows = measure(Transport::Pipe, &plan, Wait::Block, &mut |_size| {}).unwrap();
+//! println!("pipe 8 B p50: {} ns", rows[0].rtt_ns_p50);
+//! ```
+//!
+//! The measuring process must be single-threaded when it calls [`measure`] (the CLI and
+//! the criterion bench are): the peer is forked from it.
+
+mod cache_line;
+mod error;
+mod futex_floor;
+#[cfg(feature = "iceoryx2")]
+mod iceoryx2_pubsub;
+mod measurement;
+pub mod pattern;
+mod peer;
+mod pipe;
+mod plan;
+mod report;
+mod shared_words;
+pub mod size;
+mod spin_wait;
+mod stream;
+mod unix_socket;
+
+pub use error::RunError;
+pub use measurement::Measurement;
+pub use plan::{Msg, Plan, SizeTiming};
+pub use report::{PlotError, format_table, plot_svg};
+
+use std::fmt;
+
+/// The loan pool's slot size in this benchmark, and so the largest message size.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// How the waiting side of a memlink channel waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// Busy-wait on shared memory.
+    Spin,
+    /// Sleep on a futex (a context switch per wait).
+    Block,
+}
+
+impl Wait {
+    /// `spin` or `block`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Spin => "spin",
+            Wait::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A way to move a message between two processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A pipe each way (two kernel copies per message).
+    Pipe,
+    /// A unix stream socket pair (two kernel copies per message).
+    UnixSocket,
+    /// Raw floor: an 8-byte sequence number bounced through two shared cache lines.
+    CacheLine,
+    /// Raw floor: two futex words in shared memory, wake and wait each way.
+    Futex,
+    /// iceoryx2 publish-subscribe with loaned slices (needs the `iceoryx2` feature).
+    Iceoryx2,
+}
+
+impl Transport {
+    /// Every transport, in table order.
+    pub const ALL: [Transport; 5] = [
+        Transport::Pipe,
+        Transport::UnixSocket,
+        Transport::CacheLine,
+        Transport::Futex,
+        Transport::Iceoryx2,
+    ];
+
+    /// The name used on the command line, in tables and in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Pipe => "pipe",
+            Transport::UnixSocket => "unix-socket",
+            Transport::CacheLine => "cache-line",
+            Transport::Futex => "futex",
+            Transport::Iceoryx2 => "iceoryx2",
+        }
+    }
+
+    /// The transport with this name.
+    pub fn from_name(name: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Copies of the payload per one-way message.
+    pub fn copies(self) -> u32 {
+        match self {
+            Transport::Pipe | Transport::UnixSocket => 2,
+            Transport::CacheLine | Transport::Futex | Transport::Iceoryx2 => 0,
+        }
+    }
+
+    /// How this transport waits when the memlink channels wait by `wait`: the kernel
+    /// transports and the futex floor block, the cache-line floor and iceoryx2 poll.
+    pub fn wait_label(self, wait: Wait) -> Wait {
+        let _ = wait;
+        match self {
+            Transport::Pipe | Transport::UnixSocket | Transport::Futex => Wait::Block,
+            Transport::CacheLine | Transport::Iceoryx2 => Wait::Spin,
+        }
+    }
+
+    /// Whether the transport is a raw floor (always 8-byte messages, whatever the sizes).
+    pub fn is_floor(self) -> bool {
+        matches!(self, Transport::CacheLine | Transport::Futex)
+    }
+
+    /// Whether this build includes the transport.
+    pub fn is_built(&self) -> bool {
+        *self != Transport::Iceoryx2 || cfg!(feature = "iceoryx2")
+    }
+
+    /// The largest message the transport carries in this benchmark, if limited.
+    pub fn max_size(self) -> Option<usize> {
+        None
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs `transport`'s ping-pong over `plan` and summarises each size. `size_done` is
+/// told each size as it finishes (for progress). Floors run at 8 bytes only.
+pub fn measure(
+    transport: Transport,
+    plan: &Plan,
+    wait: Wait,
+    size_done: &mut dyn FnMut(usize),
+) -> Result<Vec<Measurement>, RunError> {
+    let timings = match transport {
+        Transport::Pipe => pipe::run(plan, size_done)?,
+        Transport::UnixSocket => unix_socket::run(plan, size_done)?,
+        Transport::CacheLine => cache_line::run(plan, size_done)?,
+        Transport::Futex => futex_floor::run(plan, size_done)?,
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2 => iceoryx2_pubsub::run(plan, size_done)?,
+        #[cfg(not(feature = "iceoryx2"))]
+        Transport::Iceoryx2 => {
+            return Err(RunError::NotBuilt {
+                transport: "iceoryx2",
+                hint: "rebuild with `cargo build --release --features iceoryx2`",
+            });
+        }
+    };
+    let label = transport.wait_label(wait);
+    Ok(timings
+        .iter()
+        .map(|t| Measurement::from_timing(transport.name(), transport.copies(), label.name(), t))
+        .collect())
+}
