@@ -1,2 +1,51 @@
-//! Placeholder; replaced below.
-fn main() {}
+//! Round trips between two processes: memlink's channels against pipes, a unix socket,
+//! iceoryx2 (with `--features iceoryx2`) and the raw floors, at a few sizes.
+//!
+//! `cargo bench --bench ipc` (add `--features iceoryx2` for the iceoryx2 rows). Each
+//! sample forks a peer, warms up with fully checked messages, then times `iters` checked
+//! round trips; criterion reports the time per round trip.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use memlink::ipc_bench::{Plan, Transport, Wait, round_trips};
+
+const SIZES: [usize; 3] = [8, 4 << 10, 1 << 20];
+
+fn ipc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ipc_round_trip");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for transport in Transport::ALL.into_iter().filter(|t| t.is_built()) {
+        let sizes: &[usize] = if transport.is_floor() {
+            &SIZES[..1]
+        } else {
+            &SIZES
+        };
+        let wait = Wait::Spin;
+        for &size in sizes {
+            group.throughput(Throughput::Bytes(2 * size as u64));
+            let id = BenchmarkId::new(format!("{transport}/{}", transport.wait_label(wait)), size);
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let plan = Plan::new(vec![size], iters.max(1) as usize);
+                    let timings = round_trips(transport, &plan, wait, &mut |_| {})
+                        .unwrap_or_else(|e| panic!("{transport} at {size} bytes: {e}"));
+                    let ns: u64 = timings[0].rtt_ns.iter().sum();
+                    // The plan may run fewer round trips at large sizes: scale to `iters`.
+                    let ran = timings[0].rtt_ns.len().max(1) as u64;
+                    Duration::from_nanos(ns / ran * iters)
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ipc);
+criterion_main!(benches);

@@ -159,24 +159,34 @@ pub fn measure(
     wait: Wait,
     size_done: &mut dyn FnMut(usize),
 ) -> Result<Vec<Measurement>, RunError> {
-    let timings = match transport {
-        Transport::Pipe => pipe::run(plan, size_done)?,
-        Transport::UnixSocket => unix_socket::run(plan, size_done)?,
-        Transport::CacheLine => cache_line::run(plan, size_done)?,
-        Transport::Futex => futex_floor::run(plan, size_done)?,
-        #[cfg(feature = "iceoryx2")]
-        Transport::Iceoryx2 => iceoryx2_pubsub::run(plan, size_done)?,
-        #[cfg(not(feature = "iceoryx2"))]
-        Transport::Iceoryx2 => {
-            return Err(RunError::NotBuilt {
-                transport: "iceoryx2",
-                hint: "rebuild with `cargo build --release --features iceoryx2`",
-            });
-        }
-    };
+    let timings = round_trips(transport, plan, wait, size_done)?;
     let label = transport.wait_label(wait);
     Ok(timings
         .iter()
         .map(|t| Measurement::from_timing(transport.name(), transport.copies(), label.name(), t))
         .collect())
+}
+
+/// Runs `transport`'s ping-pong over `plan` and returns every timed round trip, per
+/// size (for criterion's `iter_custom`, which wants the raw durations).
+pub fn round_trips(
+    transport: Transport,
+    plan: &Plan,
+    wait: Wait,
+    size_done: &mut dyn FnMut(usize),
+) -> Result<Vec<SizeTiming>, RunError> {
+    let _ = wait;
+    match transport {
+        Transport::Pipe => pipe::run(plan, size_done),
+        Transport::UnixSocket => unix_socket::run(plan, size_done),
+        Transport::CacheLine => cache_line::run(plan, size_done),
+        Transport::Futex => futex_floor::run(plan, size_done),
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2 => iceoryx2_pubsub::run(plan, size_done),
+        #[cfg(not(feature = "iceoryx2"))]
+        Transport::Iceoryx2 => Err(RunError::NotBuilt {
+            transport: "iceoryx2",
+            hint: "rebuild with `cargo build --release --features iceoryx2`",
+        }),
+    }
 }
