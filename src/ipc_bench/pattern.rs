@@ -140,7 +140,13 @@ mod tests {
             assert!(verify(&buf, 43, Check::Stamps).is_err());
             let last = len - 1;
             buf[last] ^= 1;
-            assert_eq!(verify(&buf, 42, Check::Full).unwrap_err().offset, last);
+            // A damaged byte inside a word is reported at the word's start.
+            let reported = if last < len / 8 * 8 {
+                last / 8 * 8
+            } else {
+                last
+            };
+            assert_eq!(verify(&buf, 42, Check::Full).unwrap_err().offset, reported);
         }
     }
 
