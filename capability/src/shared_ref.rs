@@ -139,25 +139,27 @@ impl fmt::Display for InsertError {
 
 impl std::error::Error for InsertError {}
 
+/// One table slot: `key` packs the segment id (high 32 bits) with the payload length
+/// (low 32 bits), in the same layout as a [`SharedRef`], so that one XOR and one compare
+/// check a reference against it. `key == 0` marks an empty slot.
 #[derive(Clone, Copy)]
+#[repr(C, align(16))]
 struct Slot {
-    /// Segment id; 0 marks an empty slot.
-    id: u64,
+    key: u64,
     base: *mut u8,
-    len: usize,
 }
 
 const EMPTY: Slot = Slot {
-    id: 0,
+    key: 0,
     base: std::ptr::null_mut(),
-    len: 0,
 };
 
 /// This process's table from segment id to where it mapped that segment. It owns the
 /// segments it translates, so a resolved address stays valid until the segment is
 /// removed (which needs `&mut self`).
 pub struct TranslationTable {
-    /// Open addressing with linear probing; the length is a power of two, at most half full.
+    /// Open addressing with linear probing; the length is a power of two, at most a
+    /// quarter full.
     slots: Box<[Slot]>,
     mask: usize,
     segments: Vec<Segment>,
@@ -210,7 +212,9 @@ impl TranslationTable {
             return Err(InsertError::Duplicate(segment));
         }
         self.segments.push(segment);
-        if self.segments.len() * 2 > self.slots.len() {
+        // At most a quarter full, so nearly every segment sits in its home slot and
+        // resolves on the fast path.
+        if self.segments.len() * 4 > self.slots.len() {
             self.rebuild(self.slots.len() * 2);
         } else {
             let s = self.segments.last().expect("just pushed");
@@ -234,13 +238,12 @@ impl TranslationTable {
 
     fn place(slots: &mut [Slot], mask: usize, s: &Segment) {
         let mut i = Self::home(s.id().raw(), mask);
-        while slots[i].id != 0 {
+        while slots[i].key != 0 {
             i = (i + 1) & mask;
         }
         slots[i] = Slot {
-            id: s.id().raw(),
+            key: (s.id().raw() << 32) | s.payload_len() as u64,
             base: s.payload_ptr(),
-            len: s.payload_len(),
         };
     }
 
@@ -256,8 +259,20 @@ impl TranslationTable {
 
     #[inline(always)]
     fn home(id: u64, mask: usize) -> usize {
-        // Fibonacci hashing spreads sequential or random ids alike.
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+        // Segment ids are random, so their low bits already spread evenly.
+        id as usize & mask
+    }
+
+    /// Whether `r` names a `T` that lies wholly inside the segment of `slot`, aligned.
+    #[inline(always)]
+    fn fits<T>(slot: &Slot, r: u64) -> bool {
+        // One combined test, so the fast path has a single branch: any nonzero bit
+        // means another segment, past the end, or misaligned.
+        let other_segment = (slot.key ^ r) >> 32;
+        let end = (r as u32 as u64) + std::mem::size_of::<T>() as u64;
+        let past_end = (end > slot.key as u32 as u64) as u64;
+        let misaligned = r & (std::mem::align_of::<T>() as u64 - 1);
+        other_segment | past_end | misaligned == 0
     }
 
     /// Translates `r` to this process's address of a `T`, checking that the whole `T`
@@ -266,21 +281,49 @@ impl TranslationTable {
     /// The result is valid while the segment stays in the table. Reading or writing
     /// through it is subject to the usual shared-memory rules (atomics for data that
     /// other processes write concurrently; writes fault if the segment is read-only).
-    #[inline]
+    #[inline(always)]
     pub fn resolve<T: Shareable>(&self, r: SharedRef) -> Result<*mut T, ResolveError> {
         let raw = r.raw();
+        let i = Self::home(raw >> 32, self.mask);
+        // SAFETY: `mask` is `slots.len() - 1` and `slots.len()` is a power of two, so
+        // `i <= mask` is in bounds.
+        let slot = unsafe { self.slots.get_unchecked(i) };
+        // A zero-sized T always takes the slow path, which rejects null and zero ids;
+        // for any other T an empty slot (key 0) can never fit it.
+        if std::mem::size_of::<T>() != 0 && Self::fits::<T>(slot, raw) {
+            // SAFETY: `fits` checked offset + size <= payload length of this segment,
+            // whose mapping the table owns, so the result stays inside it.
+            return Ok(unsafe { slot.base.add(raw as u32 as usize) }.cast());
+        }
+        self.resolve_slow(raw)
+    }
+
+    /// Probing past the home slot, and every error.
+    #[cold]
+    #[inline(never)]
+    fn resolve_slow<T: Shareable>(&self, raw: u64) -> Result<*mut T, ResolveError> {
         let id = raw >> 32;
         let offset = raw as u32;
+        if raw == 0 {
+            return Err(ResolveError::Null);
+        }
+        if id == 0 {
+            return Err(ResolveError::UnknownSegment(0));
+        }
         let mut i = Self::home(id, self.mask);
         loop {
             let s = &self.slots[i];
-            if s.id == id && id != 0 {
+            if s.key == 0 {
+                return Err(ResolveError::UnknownSegment(id));
+            }
+            if s.key >> 32 == id {
                 let size = std::mem::size_of::<T>();
-                if offset as usize + size > s.len {
+                let payload_len = s.key as u32 as usize;
+                if offset as usize + size > payload_len {
                     return Err(ResolveError::OutOfRange {
                         offset,
                         size,
-                        payload_len: s.len,
+                        payload_len,
                     });
                 }
                 if offset as usize % std::mem::align_of::<T>() != 0 {
@@ -289,16 +332,9 @@ impl TranslationTable {
                         align: std::mem::align_of::<T>(),
                     });
                 }
-                // SAFETY: offset + size <= len, so the result stays inside the payload
-                // mapping of this segment, which the table owns.
+                // SAFETY: offset + size <= payload length of this segment, whose mapping
+                // the table owns.
                 return Ok(unsafe { s.base.add(offset as usize) }.cast());
-            }
-            if s.id == 0 {
-                return Err(if raw == 0 {
-                    ResolveError::Null
-                } else {
-                    ResolveError::UnknownSegment(id)
-                });
             }
             i = (i + 1) & self.mask;
         }
