@@ -81,6 +81,36 @@ struct SegmentHeader {
     owner_pid: AtomicU32,
     _reserved: AtomicU32,
     generation: AtomicU64,
+    checksum: AtomicU64,
+}
+
+/// FNV-1a over the fields that never change after creation, so that any corruption of
+/// them (even one that leaves the sizes consistent) is caught on attach.
+fn header_checksum(
+    version: u32,
+    header_len: u32,
+    payload_len: u64,
+    file_len: u64,
+    id: u64,
+    owner_pid: u32,
+) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let fields = [
+        SEGMENT_MAGIC,
+        version as u64,
+        header_len as u64,
+        payload_len,
+        file_len,
+        id,
+        owner_pid as u64,
+    ];
+    for f in fields {
+        for b in f.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_LEN);
@@ -103,6 +133,8 @@ pub mod header_offsets {
     pub const OWNER_PID: usize = 40;
     /// The generation (u64), bumped on revocation.
     pub const GENERATION: usize = 48;
+    /// Checksum of the fields that never change (u64).
+    pub const CHECKSUM: usize = 56;
 }
 
 fn file_len_for(payload_len: usize) -> usize {
@@ -180,6 +212,13 @@ pub enum AttachError {
         /// The file's real length (fstat).
         file_len: u64,
     },
+    /// The header's fields do not match its checksum: some header byte was changed.
+    ChecksumMismatch {
+        /// The checksum stored in the header.
+        stored: u64,
+        /// The checksum of the fields as found.
+        computed: u64,
+    },
     /// The header carries an id of zero or wider than 32 bits.
     InvalidId {
         /// The raw id found.
@@ -215,6 +254,10 @@ impl fmt::Display for AttachError {
             } => write!(
                 f,
                 "segment header claims payload {payload_len} bytes / file {header_file_len} bytes but the file is {file_len} bytes: the header is corrupt"
+            ),
+            AttachError::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "segment header checksum {stored:#018x} does not match its fields ({computed:#018x}): the header was corrupted"
             ),
             AttachError::InvalidId { found } => {
                 write!(f, "segment header carries an invalid id {found:#x}")
@@ -366,6 +409,22 @@ pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachErro
     }
     let payload_len = h.payload_len.load(Ordering::Relaxed);
     let header_file_len = h.file_len.load(Ordering::Relaxed);
+    let raw_id = h.id.load(Ordering::Relaxed);
+    let sum = header_checksum(
+        version,
+        HEADER_LEN as u32,
+        payload_len,
+        header_file_len,
+        raw_id,
+        h.owner_pid.load(Ordering::Relaxed),
+    );
+    let stored = h.checksum.load(Ordering::Relaxed);
+    if sum != stored {
+        return Err(AttachError::ChecksumMismatch {
+            stored,
+            computed: sum,
+        });
+    }
     if payload_len == 0
         || payload_len > MAX_PAYLOAD_LEN as u64
         || header_file_len != file_len
@@ -377,7 +436,6 @@ pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachErro
             file_len,
         });
     }
-    let raw_id = h.id.load(Ordering::Relaxed);
     let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
     Ok(HeaderCheck {
         id,
@@ -461,6 +519,17 @@ impl Segment {
         h.id.store(id.raw(), Ordering::Relaxed);
         h.owner_pid.store(std::process::id(), Ordering::Relaxed);
         h.generation.store(1, Ordering::Relaxed);
+        h.checksum.store(
+            header_checksum(
+                LAYOUT_VERSION,
+                HEADER_LEN as u32,
+                payload_len as u64,
+                file_len as u64,
+                id.raw(),
+                std::process::id(),
+            ),
+            Ordering::Relaxed,
+        );
         // The magic goes last: a header with the magic is a complete header.
         h.magic.store(SEGMENT_MAGIC, Ordering::Release);
         Ok(seg)
