@@ -2,8 +2,14 @@
 
 pub mod types;
 pub use types::*;
+pub mod alloc;
+#[cfg(not(memlink_loom))]
+pub mod node;
 pub mod protocol;
 pub mod remote;
+pub mod sync;
+#[cfg(not(memlink_loom))]
+pub use node::NodeRuntime;
 
 #[cfg(not(memlink_loom))]
 pub mod fault;

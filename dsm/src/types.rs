@@ -163,6 +163,8 @@ pub enum DsmError {
     },
     /// The configuration cannot work (own id not among the peers, zero pages, ...).
     Config(String),
+    /// A lock or barrier used against its rules (unlock of a lock not held, ...).
+    Sync(String),
     /// This node has shut down; no more operations are served.
     ShutDown,
 }
@@ -198,6 +200,7 @@ impl fmt::Display for DsmError {
                 "page {page} is outside the shared region of {pages} pages"
             ),
             DsmError::Config(what) => write!(f, "bad node configuration: {what}"),
+            DsmError::Sync(what) => write!(f, "synchronization error: {what}"),
             DsmError::ShutDown => write!(f, "this node has shut down"),
         }
     }

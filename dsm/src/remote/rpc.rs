@@ -177,23 +177,40 @@ impl Endpoint {
     pub fn start(
         transport: Arc<dyn Transport>,
         events: Receiver<TransportEvent>,
-        mut handler: impl FnMut(Incoming) + Send + 'static,
+        handler: impl FnMut(Incoming) + Send + 'static,
     ) -> Arc<Endpoint> {
-        let ep = Arc::new(Endpoint {
+        let ep = Endpoint::new(transport);
+        ep.serve(events, handler);
+        ep
+    }
+
+    /// An endpoint that can send and call, but does not read its events yet: start that
+    /// with [`Endpoint::serve`] (events wait in the channel meanwhile).
+    pub fn new(transport: Arc<dyn Transport>) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
             transport,
             calls: Mutex::new(CallTable::default()),
             next_id: AtomicU64::new(1),
-        });
-        let weak: Weak<Endpoint> = Arc::downgrade(&ep);
+        })
+    }
+
+    /// Start the dispatcher thread: it reads `events` until the transport closes (or this
+    /// endpoint is dropped) and passes requests, one-way messages and losses to `handler`.
+    pub fn serve(
+        self: &Arc<Self>,
+        events: Receiver<TransportEvent>,
+        mut handler: impl FnMut(Incoming) + Send + 'static,
+    ) {
+        let weak: Weak<Endpoint> = Arc::downgrade(self);
         thread::spawn(move || {
             for event in events {
                 let Some(ep) = weak.upgrade() else { return };
                 if let Some(incoming) = ep.dispatch(event) {
+                    drop(ep);
                     handler(incoming);
                 }
             }
         });
-        ep
     }
 
     fn table(&self) -> MutexGuard<'_, CallTable> {
@@ -223,23 +240,31 @@ impl Endpoint {
                 // Hello and Leave are handled by the transport.
                 FrameKind::Hello | FrameKind::Leave => None,
             },
+            TransportEvent::Left { node } => {
+                // Replies it sent came before its Leave; whatever still waits never gets one.
+                self.peer_gone(node, "it left the cluster".into());
+                Some(Incoming::Left { node })
+            }
             TransportEvent::Lost { node, reason } => {
-                let mut t = self.table();
-                t.dead.insert(node, reason.clone());
-                let failing: Vec<_> = t
-                    .pending
-                    .iter()
-                    .filter(|(_, (to, _))| *to == node)
-                    .map(|(id, (_, c))| (*id, Arc::clone(c)))
-                    .collect();
-                for (id, c) in failing {
-                    t.pending.remove(&id);
-                    c.lock().error.get_or_insert((node, reason.clone()));
-                    c.cond.notify_all();
-                }
+                self.peer_gone(node, reason.clone());
                 Some(Incoming::Lost { node, reason })
             }
-            TransportEvent::Left { node } => Some(Incoming::Left { node }),
+        }
+    }
+
+    fn peer_gone(&self, node: NodeId, reason: String) {
+        let mut t = self.table();
+        t.dead.insert(node, reason.clone());
+        let failing: Vec<_> = t
+            .pending
+            .iter()
+            .filter(|(_, (to, _))| *to == node)
+            .map(|(id, (_, c))| (*id, Arc::clone(c)))
+            .collect();
+        for (id, c) in failing {
+            t.pending.remove(&id);
+            c.lock().error.get_or_insert((node, reason.clone()));
+            c.cond.notify_all();
         }
     }
 

@@ -1,0 +1,679 @@
+//! The node runtime: one per node process. It owns the connections to the peers, drives the
+//! coherence protocol, the sync manager and the allocator with the messages that arrive, and
+//! serves page faults for the fault backends ([`FaultResolver`]).
+//!
+//! Threads: the transport's reader threads, one dispatcher thread that runs every incoming
+//! message through the protocol (it never waits for a reply), and the callers' own threads
+//! (fault service threads, application threads calling lock/barrier/alloc), which block until
+//! served. A lost peer fails every waiting and later operation with [`DsmError::NodeLost`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use memlink_dsm::{LocalPages, ManagerKind, NodeConfig, node::NodeRuntime};
+//! # fn pages() -> Arc<dyn LocalPages> { unimplemented!() }
+//! let peers = vec!["127.0.0.1:7000".parse().unwrap(), "127.0.0.1:7001".parse().unwrap()];
+//! let config = NodeConfig {
+//!     id: 1,
+//!     listen: peers[1],
+//!     peers,
+//!     pages: 256,
+//!     manager: ManagerKind::Central,
+//!     connect_timeout: Duration::from_secs(10),
+//! };
+//! let node = NodeRuntime::start(config, pages())?;   // waits for every peer
+//! node.lock(0)?;
+//! // ... touch shared pages: faults go through node.resolve_fault ...
+//! node.unlock(0)?;
+//! node.barrier(1)?;
+//! let offset = node.alloc(1024, 64)?;
+//! node.shutdown();
+//! # Ok::<(), memlink_dsm::DsmError>(())
+//! ```
+
+use std::collections::{HashSet, VecDeque};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+pub mod wire;
+
+use crate::alloc::FirstFit;
+use crate::protocol::{Coherence, Effect, Message, codec};
+use crate::remote::{
+    CallError, ConnectError, Endpoint, Incoming, Responder, TcpConfig, TcpTransport, Transport,
+    TransportEvent,
+};
+use crate::sync::{SyncManager, manager_of};
+use crate::types::{
+    Access, DsmError, FaultResolver, LocalPages, NodeConfig, NodeId, NodeStats, PAGE_SIZE, PageNo,
+};
+use wire::{Request, SERVICE_COHERENCE};
+
+/// The barrier every node passes in [`NodeRuntime::shutdown`].
+pub const SHUTDOWN_BARRIER: u32 = u32::MAX;
+
+/// How often a blocked caller re-checks for a failed cluster (a safety net: failures also
+/// wake callers directly).
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// Someone waiting for a lock grant or a barrier release.
+enum Waiter {
+    /// A remote node's request, answered by a reply.
+    Remote(Responder),
+    /// A thread of this node.
+    Local(Sender<Result<(), String>>),
+}
+
+impl Waiter {
+    fn release(self, result: Result<(), DsmError>) {
+        match self {
+            Waiter::Remote(r) => {
+                let reply = match &result {
+                    Ok(()) => wire::ok_reply(0),
+                    Err(e) => wire::err_reply(e),
+                };
+                let _ = r.reply(reply);
+            }
+            Waiter::Local(tx) => {
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            }
+        }
+    }
+}
+
+/// Release a barrier's waiters: remote ones first, so that a local thread woken last cannot
+/// close the connections (shutdown) before the replies are out.
+fn release_all(waiters: Vec<Waiter>) {
+    let (local, remote): (Vec<_>, Vec<_>) = waiters
+        .into_iter()
+        .partition(|w| matches!(w, Waiter::Local(_)));
+    remote
+        .into_iter()
+        .chain(local)
+        .for_each(|w| w.release(Ok(())));
+}
+
+struct State {
+    coherence: Coherence,
+    failed: Option<(NodeId, String)>,
+    shut: bool,
+    left: HashSet<NodeId>,
+}
+
+/// One node of the DSM cluster; see the module documentation.
+pub struct NodeRuntime {
+    id: NodeId,
+    nodes: usize,
+    page_count: u32,
+    endpoint: Arc<Endpoint>,
+    pages: Arc<dyn LocalPages>,
+    state: Mutex<State>,
+    served: Condvar,
+    sync: Mutex<SyncManager<Waiter>>,
+    alloc: Mutex<FirstFit>,
+    read_faults: AtomicU64,
+    write_faults: AtomicU64,
+}
+
+fn cluster_tag(config: &NodeConfig) -> u64 {
+    let kind = match config.manager {
+        crate::ManagerKind::Central => 1u64,
+        crate::ManagerKind::Fixed => 2,
+        crate::ManagerKind::Dynamic => 3,
+    };
+    (config.pages as u64) | (kind << 32) | ((PAGE_SIZE as u64) << 40)
+}
+
+fn connect_error(e: ConnectError) -> DsmError {
+    match e {
+        ConnectError::Bind { error, .. } => DsmError::Io(error),
+        ConnectError::Unreachable { node, addr, reason } => DsmError::Unreachable {
+            node,
+            addr: format!("{addr} ({reason})"),
+        },
+        ConnectError::Config(what) => DsmError::Config(what),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeRuntime {
+    /// Listen on `config.listen`, connect to every peer (retrying until
+    /// `config.connect_timeout`; the error names the unreachable peer), and start serving.
+    pub fn start(
+        config: NodeConfig,
+        pages: Arc<dyn LocalPages>,
+    ) -> Result<Arc<NodeRuntime>, DsmError> {
+        let listener = TcpListener::bind(config.listen)?;
+        Self::start_with_listener(config, listener, pages)
+    }
+
+    /// As [`NodeRuntime::start`], on a listener bound already (e.g. to port 0 in tests).
+    pub fn start_with_listener(
+        config: NodeConfig,
+        listener: TcpListener,
+        pages: Arc<dyn LocalPages>,
+    ) -> Result<Arc<NodeRuntime>, DsmError> {
+        Self::check_config(&config)?;
+        let tcp = TcpConfig {
+            id: config.id,
+            peers: config.peers.clone(),
+            cluster_tag: cluster_tag(&config),
+            connect_timeout: config.connect_timeout,
+        };
+        let (transport, events) =
+            TcpTransport::start_with_listener(listener, &tcp).map_err(connect_error)?;
+        Self::start_on(Arc::new(transport), events, &config, pages)
+    }
+
+    fn check_config(config: &NodeConfig) -> Result<(), DsmError> {
+        if config.id as usize >= config.peers.len() {
+            return Err(DsmError::Config(format!(
+                "node id {} is not among the {} peers (ids start at 0)",
+                config.id,
+                config.peers.len()
+            )));
+        }
+        if config.pages == 0 {
+            return Err(DsmError::Config(
+                "the shared region needs at least one page".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Start on any transport (TCP, or in-process for tests); `events` is its event stream.
+    pub fn start_on(
+        transport: Arc<dyn Transport>,
+        events: Receiver<TransportEvent>,
+        config: &NodeConfig,
+        pages: Arc<dyn LocalPages>,
+    ) -> Result<Arc<NodeRuntime>, DsmError> {
+        Self::check_config(config)?;
+        let nodes = transport.nodes();
+        let coherence = Coherence::new(config.id, nodes, config.pages, config.manager)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        // Node 0 starts as the owner of every page, contents zero.
+        if config.id == 0 {
+            let zero = vec![0u8; PAGE_SIZE];
+            for p in 0..config.pages {
+                pages.install_page(p, &zero, Access::Write);
+            }
+        }
+        let endpoint = Endpoint::new(transport);
+        let rt = Arc::new(NodeRuntime {
+            id: config.id,
+            nodes,
+            page_count: config.pages,
+            endpoint: Arc::clone(&endpoint),
+            pages,
+            state: Mutex::new(State {
+                coherence,
+                failed: None,
+                shut: false,
+                left: HashSet::new(),
+            }),
+            served: Condvar::new(),
+            sync: Mutex::new(SyncManager::new()),
+            alloc: Mutex::new(FirstFit::new(config.pages as usize * PAGE_SIZE)),
+            read_faults: AtomicU64::new(0),
+            write_faults: AtomicU64::new(0),
+        });
+        let weak: Weak<NodeRuntime> = Arc::downgrade(&rt);
+        endpoint.serve(events, move |incoming| {
+            if let Some(rt) = weak.upgrade() {
+                rt.on_incoming(incoming);
+            }
+        });
+        Ok(rt)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The number of nodes in the cluster.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// The number of shared pages.
+    pub fn pages(&self) -> u32 {
+        self.page_count
+    }
+
+    /// What this node has done so far.
+    pub fn stats(&self) -> NodeStats {
+        let (messages, bytes) = self.endpoint.transport().sent();
+        NodeStats {
+            read_faults: self.read_faults.load(Ordering::Relaxed),
+            write_faults: self.write_faults.load(Ordering::Relaxed),
+            messages,
+            bytes,
+        }
+    }
+
+    /// The local access to `page` as the protocol sees it.
+    pub fn access(&self, page: PageNo) -> Access {
+        lock(&self.state)
+            .coherence
+            .page(page)
+            .map(|s| s.access)
+            .unwrap_or(Access::None)
+    }
+
+    fn failure(st: &State) -> Option<DsmError> {
+        if let Some((node, reason)) = &st.failed {
+            return Some(DsmError::NodeLost {
+                node: *node,
+                reason: reason.clone(),
+            });
+        }
+        st.shut.then_some(DsmError::ShutDown)
+    }
+
+    // ---- incoming messages (dispatcher thread) ----
+
+    fn on_incoming(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::OneWay { from, payload } => {
+                if payload.first() == Some(&SERVICE_COHERENCE) {
+                    self.on_coherence(from, &payload[1..]);
+                } else {
+                    self.fail(
+                        from,
+                        format!("bad message: unknown service {:?}", payload.first()),
+                    );
+                }
+            }
+            Incoming::Request {
+                from,
+                payload,
+                responder,
+            } => match Request::decode(&payload) {
+                Ok(req) => self.on_request(from, req, responder),
+                Err(e) => {
+                    let _ = responder.reply(wire::err_reply(&DsmError::Protocol(e)));
+                }
+            },
+            Incoming::Lost { node, reason } => self.fail(node, reason),
+            Incoming::Left { node } => {
+                lock(&self.state).left.insert(node);
+            }
+        }
+    }
+
+    fn on_coherence(&self, from: NodeId, bytes: &[u8]) {
+        let (msg, data) = match codec::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => return self.fail(from, format!("bad coherence message: {e}")),
+        };
+        let mut st = lock(&self.state);
+        if st.failed.is_some() {
+            return;
+        }
+        let result = st
+            .coherence
+            .handle(from, msg)
+            .map_err(|e| (from, format!("protocol violation: {e}")))
+            .and_then(|effects| self.run_effects(&mut st, effects, data));
+        if let Err((node, reason)) = result {
+            self.fail_locked(st, node, reason);
+        }
+    }
+
+    /// Carry out `effects` (and the effects of the messages they send to this node itself).
+    fn run_effects(
+        &self,
+        st: &mut State,
+        effects: Vec<Effect>,
+        data: Option<&[u8]>,
+    ) -> Result<(), (NodeId, String)> {
+        let mut to_self: VecDeque<Message> = VecDeque::new();
+        let mut notify = false;
+        self.execute(effects, data, &mut to_self, &mut notify)?;
+        while let Some(msg) = to_self.pop_front() {
+            let effects = st
+                .coherence
+                .handle(self.id, msg)
+                .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
+            self.execute(effects, None, &mut to_self, &mut notify)?;
+        }
+        if notify {
+            self.served.notify_all();
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        effects: Vec<Effect>,
+        data: Option<&[u8]>,
+        to_self: &mut VecDeque<Message>,
+        notify: &mut bool,
+    ) -> Result<(), (NodeId, String)> {
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } if to == self.id => to_self.push_back(msg),
+                Effect::Send { to, msg } => {
+                    let mut payload = Vec::with_capacity(1 + codec::MESSAGE_LEN + PAGE_SIZE);
+                    payload.push(SERVICE_COHERENCE);
+                    if msg.carries_data() {
+                        let mut page = vec![0u8; PAGE_SIZE];
+                        self.pages.read_page(msg.page(), &mut page);
+                        codec::encode(&msg, Some(&page), &mut payload);
+                    } else {
+                        codec::encode(&msg, None, &mut payload);
+                    }
+                    self.endpoint
+                        .send(to, payload)
+                        .map_err(|e| (to, e.reason))?;
+                }
+                Effect::Install { page, access } => match data {
+                    Some(d) => self.pages.install_page(page, d, access),
+                    None => {
+                        return Err((self.id, format!("page {page} to install came without data")));
+                    }
+                },
+                Effect::SetAccess { page, access } => self.pages.set_access(page, access),
+                Effect::Served { .. } => *notify = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_request(&self, from: NodeId, req: Request, responder: Responder) {
+        if let Some(e) = Self::failure(&lock(&self.state)) {
+            let _ = responder.reply(wire::err_reply(&e));
+            return;
+        }
+        match req {
+            Request::Lock(l) => {
+                let granted = lock(&self.sync).lock(l, from, Waiter::Remote(responder));
+                if let Some(w) = granted {
+                    w.release(Ok(()));
+                }
+            }
+            Request::Unlock(l) => {
+                let r = lock(&self.sync).unlock(l, from);
+                match r {
+                    Ok(next) => {
+                        let _ = responder.reply(wire::ok_reply(0));
+                        if let Some(w) = next {
+                            w.release(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = responder.reply(wire::err_reply(&DsmError::Sync(e.to_string())));
+                    }
+                }
+            }
+            Request::Barrier(b) => {
+                let r = lock(&self.sync).arrive(b, from, self.nodes, Waiter::Remote(responder));
+                match r {
+                    Ok(released) => release_all(released),
+                    Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
+                }
+            }
+            Request::Alloc { size, align } => {
+                let r = self.alloc_here(size as usize, align as usize);
+                let _ = responder.reply(match r {
+                    Ok(off) => wire::ok_reply(off as u64),
+                    Err(e) => wire::err_reply(&e),
+                });
+            }
+            Request::Free(off) => {
+                let r = self.free_here(off as usize);
+                let _ = responder.reply(match r {
+                    Ok(()) => wire::ok_reply(0),
+                    Err(e) => wire::err_reply(&e),
+                });
+            }
+        }
+    }
+
+    fn fail(&self, node: NodeId, reason: String) {
+        self.fail_locked(lock(&self.state), node, reason);
+    }
+
+    fn fail_locked(&self, mut st: MutexGuard<'_, State>, node: NodeId, reason: String) {
+        if st.failed.is_some() || st.shut {
+            return;
+        }
+        if st.left.contains(&node) && reason.contains("EOF") {
+            return;
+        }
+        eprintln!("memlink-dsm node {}: lost node {node}: {reason}", self.id);
+        st.failed = Some((node, reason.clone()));
+        drop(st);
+        self.endpoint.fail_all(node, &reason);
+        self.served.notify_all();
+        let waiters = lock(&self.sync).drain_waiters();
+        for w in waiters {
+            w.release(Err(DsmError::NodeLost {
+                node,
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    // ---- operations (callers' threads) ----
+
+    fn call(&self, to: NodeId, req: Request) -> Result<u64, DsmError> {
+        if let Some(e) = Self::failure(&lock(&self.state)) {
+            return Err(e);
+        }
+        match self.endpoint.call(to, req.encode()) {
+            Ok(reply) => wire::decode_reply(&reply),
+            Err(CallError::NodeLost { node, reason }) => Err(DsmError::NodeLost { node, reason }),
+            Err(CallError::Send(e)) => Err(DsmError::NodeLost {
+                node: e.to,
+                reason: e.reason,
+            }),
+            Err(CallError::TimedOut) => Err(DsmError::NodeLost {
+                node: to,
+                reason: "no reply".into(),
+            }),
+        }
+    }
+
+    fn wait_local(&self, rx: Receiver<Result<(), String>>) -> Result<(), DsmError> {
+        loop {
+            match rx.recv_timeout(RECHECK) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(text)) => {
+                    return Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::Sync(text)));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(e) = Self::failure(&lock(&self.state)) {
+                        return Err(e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::ShutDown));
+                }
+            }
+        }
+    }
+
+    /// Acquire `lock` (cluster-wide); blocks until granted, in FIFO order at the lock's
+    /// manager node (`lock % nodes`).
+    pub fn lock(&self, lock_id: u32) -> Result<(), DsmError> {
+        let m = manager_of(lock_id, self.nodes);
+        if m != self.id {
+            return self.call(m, Request::Lock(lock_id)).map(|_| ());
+        }
+        if let Some(e) = Self::failure(&lock(&self.state)) {
+            return Err(e);
+        }
+        let (tx, rx) = channel();
+        let granted = lock(&self.sync).lock(lock_id, self.id, Waiter::Local(tx));
+        if let Some(w) = granted {
+            w.release(Ok(()));
+        }
+        self.wait_local(rx)
+    }
+
+    /// Release `lock`, which this node holds.
+    pub fn unlock(&self, lock_id: u32) -> Result<(), DsmError> {
+        let m = manager_of(lock_id, self.nodes);
+        if m != self.id {
+            return self.call(m, Request::Unlock(lock_id)).map(|_| ());
+        }
+        if let Some(e) = Self::failure(&lock(&self.state)) {
+            return Err(e);
+        }
+        let r = lock(&self.sync).unlock(lock_id, self.id);
+        match r {
+            Ok(next) => {
+                if let Some(w) = next {
+                    w.release(Ok(()));
+                }
+                Ok(())
+            }
+            Err(e) => Err(DsmError::Sync(e.to_string())),
+        }
+    }
+
+    /// Wait until every node has arrived at `barrier` (managed by node `barrier % nodes`).
+    pub fn barrier(&self, barrier: u32) -> Result<(), DsmError> {
+        let m = manager_of(barrier, self.nodes);
+        if m != self.id {
+            return self.call(m, Request::Barrier(barrier)).map(|_| ());
+        }
+        if let Some(e) = Self::failure(&lock(&self.state)) {
+            return Err(e);
+        }
+        let (tx, rx) = channel();
+        let r = lock(&self.sync).arrive(barrier, self.id, self.nodes, Waiter::Local(tx));
+        match r {
+            Ok(released) => release_all(released),
+            Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
+        }
+        self.wait_local(rx)
+    }
+
+    fn alloc_here(&self, size: usize, align: usize) -> Result<usize, DsmError> {
+        if self.id != 0 {
+            return Err(DsmError::Protocol(
+                "allocation request sent to a node other than 0".into(),
+            ));
+        }
+        lock(&self.alloc).alloc(size, align).map_err(DsmError::from)
+    }
+
+    fn free_here(&self, offset: usize) -> Result<(), DsmError> {
+        if self.id != 0 {
+            return Err(DsmError::Protocol(
+                "free request sent to a node other than 0".into(),
+            ));
+        }
+        lock(&self.alloc)
+            .free(offset)
+            .map(|_| ())
+            .map_err(DsmError::from)
+    }
+
+    /// Allocate `size` bytes of the shared region aligned to `align` (first fit, served by
+    /// node 0); returns the offset in the region.
+    pub fn alloc(&self, size: usize, align: usize) -> Result<usize, DsmError> {
+        if self.id == 0 {
+            if let Some(e) = Self::failure(&lock(&self.state)) {
+                return Err(e);
+            }
+            return self.alloc_here(size, align);
+        }
+        let req = Request::Alloc {
+            size: size as u64,
+            align: align as u64,
+        };
+        self.call(0, req).map(|off| off as usize)
+    }
+
+    /// Free the block that [`NodeRuntime::alloc`] returned at `offset`.
+    pub fn free(&self, offset: usize) -> Result<(), DsmError> {
+        if self.id == 0 {
+            if let Some(e) = Self::failure(&lock(&self.state)) {
+                return Err(e);
+            }
+            return self.free_here(offset);
+        }
+        self.call(0, Request::Free(offset as u64)).map(|_| ())
+    }
+
+    /// Leave the cluster in order: a final barrier with every node, then a Leave to each
+    /// peer and the connections closed. Later operations fail with `ShutDown`.
+    pub fn shutdown(&self) {
+        if lock(&self.state).shut {
+            return;
+        }
+        let _ = self.barrier(SHUTDOWN_BARRIER);
+        lock(&self.state).shut = true;
+        self.endpoint.transport().close();
+        self.served.notify_all();
+    }
+}
+
+impl FaultResolver for NodeRuntime {
+    fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
+        if page >= self.page_count {
+            return Err(DsmError::PageOutOfRange {
+                page,
+                pages: self.page_count,
+            });
+        }
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(e) = Self::failure(&st) {
+                return Err(e);
+            }
+            let now = st
+                .coherence
+                .page(page)
+                .unwrap_or(crate::protocol::PageState {
+                    access: Access::None,
+                    owner: false,
+                    pending: None,
+                });
+            if now.access >= access {
+                return Ok(());
+            }
+            if now.pending.is_none() {
+                let effects = match st.coherence.fault(page, access) {
+                    Ok(e) => e,
+                    Err(e) => return Err(DsmError::Protocol(e.to_string())),
+                };
+                if effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
+                    let counter = if access == Access::Write {
+                        &self.write_faults
+                    } else {
+                        &self.read_faults
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err((node, reason)) = self.run_effects(&mut st, effects, None) {
+                    self.fail_locked(st, node, reason.clone());
+                    return Err(DsmError::NodeLost { node, reason });
+                }
+                continue;
+            }
+            st = self
+                .served
+                .wait_timeout(st, RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        self.endpoint.transport().close();
+    }
+}
