@@ -83,6 +83,9 @@ pub struct RendezvousListener {
 
 impl RendezvousListener {
     /// Binds `path`, reclaiming it if a dead process left its socket file behind.
+    ///
+    /// To tell a stale path from a live one, bind connects to it once: a live listener
+    /// sees (and should tolerate) one connection that closes without a message.
     pub fn bind(path: impl AsRef<Path>) -> Result<RendezvousListener, BindError> {
         let path = path.as_ref().to_path_buf();
         if path.as_os_str().len() > 107 {

@@ -4,40 +4,17 @@
 
 #![cfg(not(memlink_loom))]
 
+mod child_process;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use child_process::{fork_child, kill9, role, socket_path, spawn_role, wait_child};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::liveness::PeerLiveness;
 use memlink_capability::process::{BlockOutcome, ProcessDescriptor};
 use memlink_capability::rendezvous::{RendezvousListener, connect_within};
 use memlink_capability::segment::Segment;
-
-/// Forks; the child runs `f` and exits with its return code via `_exit`.
-fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: fork has no memory preconditions; the child only runs `f` and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
-        // SAFETY: _exit ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-/// Waits for `pid`; returns Ok(exit code) or Err(signal).
-fn wait_child(pid: libc::pid_t) -> Result<i32, i32> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out-pointer; pid is our child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    if libc::WIFEXITED(status) {
-        Ok(libc::WEXITSTATUS(status))
-    } else {
-        Err(libc::WTERMSIG(status))
-    }
-}
 
 #[repr(C)]
 struct Shared {
@@ -105,8 +82,7 @@ fn blocked_waiter_learns_peer_died() {
         ),
         BlockOutcome::Woken
     );
-    // SAFETY: kill has no memory preconditions; `child` is our child.
-    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    kill9(child);
     // Nobody will ever wake the parent: the block must end with PeerDied.
     assert_eq!(
         shared
@@ -117,13 +93,11 @@ fn blocked_waiter_learns_peer_died() {
     assert_eq!(wait_child(child), Err(libc::SIGKILL));
 }
 
-const ROLE_ENV: &str = "MEMLINK_TEST_RENDEZVOUS_PATH";
-
 /// Runs as the separately started process (re-executed test binary): connects to the
 /// path, receives a segment, adds 1 to every u64 and reports the sum.
 #[test]
 fn rendezvous_peer_role() {
-    let Ok(path) = std::env::var(ROLE_ENV) else {
+    let Some(path) = role() else {
         return; // Only meaningful when started by `unrelated_processes_exchange_segment`.
     };
     let stream = connect_within(&path, Duration::from_secs(20)).unwrap();
@@ -143,18 +117,9 @@ fn rendezvous_peer_role() {
 
 #[test]
 fn unrelated_processes_exchange_segment() {
-    let path = std::env::temp_dir().join(format!("memlink-rv-test-{}", std::process::id()));
+    let path = socket_path("rv-test");
     let listener = RendezvousListener::bind(&path).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "rendezvous_peer_role",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_ENV, &path)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_role("rendezvous_peer_role", path.to_str().unwrap());
     let stream = listener.accept().unwrap();
     let seg = Segment::create("rv", 64 * 8).unwrap();
     let p = seg.payload_ptr() as *const AtomicU64;
