@@ -226,7 +226,7 @@ impl Window {
         Ok(WindowMapping {
             window: self,
             offset,
-            mapping,
+            mapping: Some(mapping),
         })
     }
 
@@ -274,10 +274,15 @@ impl Drop for Window {
 pub struct WindowMapping<'w> {
     window: &'w Window,
     offset: usize,
-    mapping: Mapping,
+    /// Always `Some` until drop, which re-reserves the range before freeing the offset.
+    mapping: Option<Mapping>,
 }
 
 impl WindowMapping<'_> {
+    fn mapping(&self) -> &Mapping {
+        self.mapping.as_ref().expect("present until drop")
+    }
+
     /// The offset of the mapping inside its window.
     pub fn offset(&self) -> usize {
         self.offset
@@ -285,23 +290,25 @@ impl WindowMapping<'_> {
 
     /// The first byte of the mapping (the same in every process).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.mapping.as_ptr()
+        self.mapping().as_ptr()
     }
 
     /// The mapped length.
     pub fn len(&self) -> usize {
-        self.mapping.len()
+        self.mapping().len()
     }
 
     /// Whether the mapping is empty (never).
     pub fn is_empty(&self) -> bool {
-        self.mapping.is_empty()
+        self.mapping().is_empty()
     }
 }
 
 impl Drop for WindowMapping<'_> {
     fn drop(&mut self) {
-        // The Mapping's own drop re-reserves the range (it runs after this body).
+        // Put the PROT_NONE reservation back first, and only then let other threads map
+        // at this offset: the other order could re-reserve over their fresh mapping.
+        drop(self.mapping.take());
         self.window.release(self.offset);
     }
 }
@@ -397,5 +404,25 @@ mod tests {
         let again = w.map_at(&b, 0, Protection::ReadOnly).unwrap();
         // SAFETY: mapped read-only, one page.
         assert_eq!(unsafe { again.as_ptr().read() }, 0);
+    }
+
+    #[test]
+    fn threads_remapping_one_offset_never_lose_their_mapping() {
+        let w = Window::reserve(0x6140_0000_0000, 1 << 20).unwrap();
+        let seg = Segment::create("w-race", 4096).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..2u8 {
+                let (w, seg) = (&w, &seg);
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        if let Ok(m) = w.map_at(seg, 0, Protection::ReadWrite) {
+                            // SAFETY: the mapping is live and read-write while `m` lives;
+                            // a reservation put back over it would make this fault.
+                            unsafe { m.as_ptr().add(t as usize).write_volatile(t) };
+                        }
+                    }
+                });
+            }
+        });
     }
 }
