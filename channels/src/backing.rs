@@ -1,0 +1,115 @@
+//! Where a channel's shared structures live, and how to place them there.
+
+use crate::region::{AllocError, Region};
+use std::sync::Arc;
+
+/// A tag written in front of every channel placed in a region, checked when a process opens
+/// the channel from a [`ChannelRef`].
+#[repr(C)]
+struct Tagged<T> {
+    kind: u64,
+    value: T,
+}
+
+/// A reference to a channel inside a region, meaningful in every process that maps the region
+/// (reference scheme 2: an offset translated by each process's own base). It is plain data, so
+/// it can travel inside a message.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelRef {
+    /// Offset of the channel from the region's base.
+    pub offset: u64,
+    /// The kind tag of the channel.
+    pub kind: u64,
+}
+
+// SAFETY: two integers; an offset, not a pointer, so it means the same in every process.
+unsafe impl crate::Shareable for ChannelRef {}
+
+/// Kind tags.
+pub(crate) mod kind {
+    pub const SYNC: u64 = 0x6d6c_5359_4e43_0001;
+    pub const LOAN: u64 = 0x6d6c_4c4f_414e_0001;
+    pub const BUFFERED: u64 = 0x6d6c_4255_4646_0001;
+    pub const PORT: u64 = 0x6d6c_504f_5254_0001;
+}
+
+/// Places `value` in `region` behind a kind tag; returns a pointer to the value and its ref.
+pub(crate) fn place<T>(
+    region: &Region,
+    kind: u64,
+    value: T,
+) -> Result<(*mut T, ChannelRef), AllocError> {
+    let p = region
+        .alloc_bytes(size_of::<Tagged<T>>(), align_of::<Tagged<T>>().max(128))?
+        .cast::<Tagged<T>>();
+    // SAFETY: fresh, aligned, in-bounds space for one `Tagged<T>` that nobody else uses yet.
+    unsafe { p.write(Tagged { kind, value }) };
+    let offset = region.offset_of(p.cast()) as u64;
+    // SAFETY: `p` is valid; taking the address of a field.
+    let value = unsafe { &raw mut (*p).value };
+    Ok((value, ChannelRef { offset, kind }))
+}
+
+/// Finds the value behind `r` in `region`, checking bounds and the kind tag.
+pub(crate) fn find<T>(region: &Region, kind: u64, r: ChannelRef) -> Option<*mut T> {
+    if r.kind != kind || r.offset % align_of::<Tagged<T>>() as u64 != 0 {
+        return None;
+    }
+    let p = region
+        .at_offset(r.offset as usize, size_of::<Tagged<T>>())?
+        .cast::<Tagged<T>>();
+    // SAFETY: in bounds and aligned (checked); the kind word is plain data.
+    let tag = unsafe { std::ptr::read_volatile(&raw const (*p).kind) };
+    // SAFETY: as above, taking a field address.
+    (tag == kind).then(|| unsafe { &raw mut (*p).value })
+}
+
+/// Allocates `n` elements made by `make` in `region`, aligned to a cache line.
+pub(crate) fn place_array<T>(
+    region: &Region,
+    n: usize,
+    align: usize,
+    make: impl Fn(usize) -> T,
+) -> Result<*mut T, AllocError> {
+    let p = region
+        .alloc_bytes(size_of::<T>().max(1) * n, align_of::<T>().max(align))?
+        .cast::<T>();
+    for i in 0..n {
+        // SAFETY: fresh in-bounds space for `n` elements; element `i` is written once.
+        unsafe { p.add(i).write(make(i)) };
+    }
+    Ok(p)
+}
+
+/// Keeps a channel's memory alive in this process.
+#[derive(Debug, Clone)]
+pub(crate) enum Backing {
+    /// In a shared region (threads or processes).
+    Region(Arc<Region>),
+    /// On this process's heap (threads only), with the creator's pid.
+    Local {
+        /// Keeps the heap allocation alive.
+        _keep: Arc<dyn std::any::Any + Send + Sync>,
+        /// The creator's pid.
+        pid: u32,
+    },
+}
+
+impl Backing {
+    /// Whether a peer could reach `len` bytes at `ptr`.
+    pub(crate) fn reachable(&self, ptr: *const u8, len: usize) -> bool {
+        match self {
+            Backing::Region(region) => region.contains(ptr, len),
+            Backing::Local { .. } => true,
+        }
+    }
+
+    /// Whether this process may use the channel (a local channel is only valid in its creator).
+    pub(crate) fn usable_here(&self) -> bool {
+        match self {
+            Backing::Region(_) => true,
+            Backing::Local { pid, .. } => *pid == crate::liveness::current_pid(),
+        }
+    }
+}

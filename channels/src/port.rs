@@ -1,0 +1,290 @@
+//! Ports, after Mach: many senders in many processes, one receiver, a bounded queue in a
+//! shared [`Region`]. The receive right is a capability: [`ReceiveRight::into_transfer`] gives
+//! it up and returns a [`ReceiveRightToken`], plain data that travels inside a message (on this
+//! or another port) to the process that [`ReceiveRight::claim`]s it. Send rights travel the same
+//! way as [`SendRight`]s. Any [`Shareable`] message type can carry such rights as fields.
+
+use crate::backing::{ChannelRef, find, kind, place, place_array};
+use crate::error::{
+    ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+use crate::liveness::{PeerCache, current_pid, pid_is_alive};
+use crate::protocol::mpsc::{Mpsc, PortCell, PortHeader};
+use crate::region::Region;
+use crate::shareable::Shareable;
+use crate::wait::{Deadline, WaitFailure, WaitMode};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[repr(C)]
+struct PortLayout {
+    header: PortHeader,
+    cells: u64,
+}
+
+/// A port in a shared region carrying `T` messages.
+#[derive(Debug)]
+pub struct Port<T> {
+    region: Arc<Region>,
+    queue: Mpsc<'static, T>,
+    reference: ChannelRef,
+}
+
+impl<T> Clone for Port<T> {
+    fn clone(&self) -> Self {
+        Self {
+            region: Arc::clone(&self.region),
+            queue: self.queue,
+            reference: self.reference,
+        }
+    }
+}
+
+/// The right to send to a port, as plain data that can travel inside a message.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRight {
+    /// The port.
+    pub port: ChannelRef,
+}
+
+/// A receive right in transit: whoever holds this token (received in a message) may claim the
+/// right once; the generation makes older tokens useless.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveRightToken {
+    /// The port.
+    pub port: ChannelRef,
+    /// The generation the right was released at.
+    pub generation: u32,
+    /// Padding, zero.
+    pub reserved: u32,
+}
+
+// SAFETY: offsets and integers, meaningful in every process that maps the region.
+unsafe impl Shareable for SendRight {}
+// SAFETY: as above.
+unsafe impl Shareable for ReceiveRightToken {}
+
+impl<T: Shareable> Port<T> {
+    /// Creates a port with room for `capacity` queued messages; the calling process holds the
+    /// receive right.
+    pub fn create(
+        region: &Arc<Region>,
+        capacity: usize,
+        mode: WaitMode,
+    ) -> Result<(Self, ReceiveRight<T>), ConnectError> {
+        if capacity == 0 {
+            return Err(ConnectError::BadParameter(
+                "a port needs room for at least one message",
+            ));
+        }
+        let capacity = capacity.max(2);
+        let cells = place_array(region, capacity, 64, |i| PortCell::<T>::new(i as u64))?;
+        let layout = PortLayout {
+            header: PortHeader::new(capacity, mode, current_pid()),
+            cells: region.offset_of(cells.cast()) as u64,
+        };
+        let (layout, reference) = place(region, kind::PORT, layout)?;
+        let port =
+            Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)?;
+        let right = ReceiveRight {
+            port: port.clone(),
+            pid: current_pid(),
+        };
+        Ok((port, right))
+    }
+
+    /// Opens a port created in `region` by another process.
+    pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
+        let layout =
+            find::<PortLayout>(region, kind::PORT, reference).ok_or(ConnectError::BadReference)?;
+        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+    }
+
+    fn from_layout(
+        region: &Arc<Region>,
+        layout: *mut PortLayout,
+        reference: ChannelRef,
+    ) -> Option<Self> {
+        // SAFETY: `layout` was placed (or found, tag checked) in the mapped region.
+        let l = unsafe { &*layout };
+        let cap = l.header.capacity();
+        let cells = region.at_offset(l.cells as usize, cap * size_of::<PortCell<T>>())?;
+        // SAFETY: header and `cap` cells (cell i made with index i) initialised by `create`,
+        // bounds checked above, kept mapped by `self.region`.
+        let queue = unsafe { Mpsc::from_raw(&l.header, cells.cast()) };
+        Some(Self {
+            region: Arc::clone(region),
+            queue,
+            reference,
+        })
+    }
+
+    /// The port's send right, to hand to other processes inside messages.
+    pub fn send_right(&self) -> SendRight {
+        SendRight {
+            port: self.reference,
+        }
+    }
+
+    /// Registers this process as a sender.
+    pub fn sender(&self) -> Result<PortSender<T>, ConnectError> {
+        let me = current_pid();
+        let index = self
+            .queue
+            .connect_sender(me, |pid| pid != me && !pid_is_alive(pid))
+            .ok_or(ConnectError::TooManySenders)?;
+        Ok(PortSender {
+            port: self.clone(),
+            index,
+            peer: RefCell::new(PeerCache::default()),
+        })
+    }
+}
+
+impl SendRight {
+    /// Opens a sender on the port this right names.
+    pub fn open<T: Shareable>(&self, region: &Arc<Region>) -> Result<PortSender<T>, ConnectError> {
+        Port::<T>::open(region, self.port)?.sender()
+    }
+}
+
+/// One sender of a [`Port`]; many may exist, in many processes.
+#[derive(Debug)]
+pub struct PortSender<T: Shareable> {
+    port: Port<T>,
+    index: usize,
+    peer: RefCell<PeerCache>,
+}
+
+impl<T: Shareable> PortSender<T> {
+    fn send_with(&self, value: T, deadline: Deadline) -> Result<(), (T, WaitFailure)> {
+        let q = self.port.queue;
+        let receiver = &q.header().receiver;
+        if receiver.is_closed() {
+            return Err((value, WaitFailure::Disconnected));
+        }
+        let mut peer = self.peer.borrow_mut();
+        let gone =
+            |thorough: bool| receiver.is_closed() || (thorough && peer.is_dead(q.right().holder));
+        q.send(value, deadline, gone)
+    }
+
+    /// Queues `value`, waiting for room.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_with(value, Deadline::Never)
+            .map_err(|(v, _)| SendError::Disconnected(v))
+    }
+
+    /// Queues `value` if there is room.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.send_with(value, Deadline::Now)
+            .map_err(|(v, f)| match f {
+                WaitFailure::Disconnected => TrySendError::Disconnected(v),
+                WaitFailure::TimedOut => TrySendError::Full(v),
+            })
+    }
+
+    /// Queues `value`, waiting at most `timeout` for room.
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_with(value, Deadline::after(timeout))
+            .map_err(|(v, f)| match f {
+                WaitFailure::Disconnected => SendTimeoutError::Disconnected(v),
+                WaitFailure::TimedOut => SendTimeoutError::Timeout(v),
+            })
+    }
+}
+
+impl<T: Shareable> Drop for PortSender<T> {
+    fn drop(&mut self) {
+        self.port.queue.disconnect_sender(self.index);
+    }
+}
+
+/// The receive right of a [`Port`]: exactly one exists; it can move to another process.
+#[derive(Debug)]
+pub struct ReceiveRight<T: Shareable> {
+    port: Port<T>,
+    pid: u32,
+}
+
+impl<T: Shareable> ReceiveRight<T> {
+    /// Claims a receive right sent to this process as a token inside a message.
+    pub fn claim(region: &Arc<Region>, token: ReceiveRightToken) -> Result<Self, ConnectError> {
+        let port = Port::<T>::open(region, token.port)?;
+        let me = current_pid();
+        if !port.queue.claim_right(token.generation, me) {
+            return Err(ConnectError::RightNotAvailable);
+        }
+        port.queue
+            .header()
+            .receiver
+            .connect(me, |_| true)
+            .map_err(|holder| ConnectError::EndpointTaken { holder })?;
+        Ok(Self { port, pid: me })
+    }
+
+    /// Gives up the right: messages keep queueing, and the process that claims the returned
+    /// token (sent to it inside a message) receives them, in order.
+    pub fn into_transfer(self) -> ReceiveRightToken {
+        let generation = self.port.queue.release_right(self.pid).unwrap_or(0);
+        // Dropping `self` now leaves the receiving end open: we no longer hold the right.
+        ReceiveRightToken {
+            port: self.port.reference,
+            generation,
+            reserved: 0,
+        }
+    }
+
+    /// The port this right receives from.
+    pub fn port(&self) -> &Port<T> {
+        &self.port
+    }
+
+    fn recv_with(&self, deadline: Deadline) -> Result<T, WaitFailure> {
+        let q = self.port.queue;
+        let me = self.pid;
+        let gone = |thorough: bool| {
+            let is_dead = |pid: u32| pid != me && !pid_is_alive(pid);
+            q.senders_gone(thorough.then_some(&is_dead as &dyn Fn(u32) -> bool))
+        };
+        q.recv(deadline, gone)
+    }
+
+    /// Receives the next message, waiting for one.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_with(Deadline::Never)
+            .map_err(|_| RecvError::Disconnected)
+    }
+
+    /// Receives the next message if one is queued.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_with(Deadline::Now).map_err(|f| match f {
+            WaitFailure::Disconnected => TryRecvError::Disconnected,
+            WaitFailure::TimedOut => TryRecvError::Empty,
+        })
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_with(Deadline::after(timeout))
+            .map_err(|f| match f {
+                WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
+                WaitFailure::TimedOut => RecvTimeoutError::Timeout,
+            })
+    }
+}
+
+impl<T: Shareable> Drop for ReceiveRight<T> {
+    fn drop(&mut self) {
+        let q = self.port.queue;
+        if q.right().holder == self.pid {
+            let h = q.header();
+            h.receiver.close(&h.receiver);
+            h.senders_pcb.notify();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The loan protocol: a bounded pool of slots, a ring of sent slot indices, and slot states.
+//!
+//! A slot is `FREE`, `LOANED` (the sender builds a message in it), `QUEUED` (sent, not yet
+//! received) or `HELD` (the receiver reads it in place). State and owner pid share one 64-bit
+//! word, so a slot whose owner died can be taken back with one compare-and-swap that cannot
+//! hit a slot someone else took meanwhile. The ring never overflows: it holds only queued
+//! slots, at most as many as the pool has.
+
+use crate::protocol::endpoint::EndpointRecord;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
+use crossbeam_utils::CachePadded;
+use std::marker::PhantomData;
+
+/// Slot state: in the pool.
+pub const FREE: u32 = 0;
+/// Slot state: loaned to the sender.
+pub const LOANED: u32 = 1;
+/// Slot state: sent, waiting in the ring.
+pub const QUEUED: u32 = 2;
+/// Slot state: received, read in place.
+pub const HELD: u32 = 3;
+
+fn word(owner: u32, state: u32) -> u64 {
+    ((owner as u64) << 32) | state as u64
+}
+
+/// The fixed part of a loan channel in shared memory.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LoanHeader {
+    tail: CachePadded<AtomicU64>,
+    head: CachePadded<AtomicU64>,
+    /// The sender's endpoint record.
+    pub sender: CachePadded<EndpointRecord>,
+    /// The receiver's endpoint record.
+    pub receiver: CachePadded<EndpointRecord>,
+    slots: u32,
+    mode: u32,
+    slot_size: u64,
+}
+
+impl LoanHeader {
+    /// Number of slots.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Size of each slot in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size as usize
+    }
+
+    /// A header for `slots` slots of `slot_size` bytes.
+    pub fn new(slots: u32, slot_size: usize, mode: WaitMode) -> Self {
+        Self {
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            sender: CachePadded::new(EndpointRecord::new()),
+            receiver: CachePadded::new(EndpointRecord::new()),
+            slots,
+            mode: mode.to_word(),
+            slot_size: slot_size as u64,
+        }
+    }
+}
+
+/// Per-slot bookkeeping: state and owner in one word, and the message length.
+#[repr(C)]
+#[derive(Debug)]
+pub struct SlotMeta {
+    state: AtomicU64,
+    len: AtomicU64,
+}
+
+impl Default for SlotMeta {
+    fn default() -> Self {
+        Self {
+            state: AtomicU64::new(word(0, FREE)),
+            len: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A view of one loan channel: header, ring, slot metadata and slot memory.
+#[derive(Debug, Clone, Copy)]
+pub struct LoanPool<'a> {
+    header: *const LoanHeader,
+    ring: *const AtomicU32,
+    meta: *const SlotMeta,
+    data: *mut u8,
+    _life: PhantomData<&'a LoanHeader>,
+}
+
+// SAFETY: the view only points at shared-memory structures made of atomics and at slot memory
+// whose exclusive use is handed around by the protocol.
+unsafe impl Send for LoanPool<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for LoanPool<'_> {}
+
+impl<'a> LoanPool<'a> {
+    /// Builds a view.
+    ///
+    /// # Safety
+    /// `header` must be initialised; `ring` and `meta` must point at `header.slots` initialised
+    /// elements; `data` at `slots * slot_size` bytes; all valid and used by no other protocol
+    /// for `'a`.
+    pub unsafe fn from_raw(
+        header: *const LoanHeader,
+        ring: *const AtomicU32,
+        meta: *const SlotMeta,
+        data: *mut u8,
+    ) -> Self {
+        LoanPool {
+            header,
+            ring,
+            meta,
+            data,
+            _life: PhantomData,
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &'a LoanHeader {
+        // SAFETY: valid for 'a per `from_raw`.
+        unsafe { &*self.header }
+    }
+
+    fn meta(&self, slot: u32) -> &'a SlotMeta {
+        debug_assert!(slot < self.slots());
+        // SAFETY: `slot < slots`, and `meta` holds `slots` elements valid for 'a.
+        unsafe { &*self.meta.add(slot as usize) }
+    }
+
+    fn ring(&self, index: u64) -> &'a AtomicU32 {
+        // SAFETY: the index is reduced modulo `slots`; `ring` holds `slots` elements.
+        unsafe { &*self.ring.add((index % self.slots() as u64) as usize) }
+    }
+
+    /// Number of slots in the pool.
+    pub fn slots(&self) -> u32 {
+        self.header().slots
+    }
+
+    /// Size of each slot in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.header().slot_size as usize
+    }
+
+    /// The waiting policy.
+    pub fn mode(&self) -> WaitMode {
+        WaitMode::from_word(self.header().mode)
+    }
+
+    /// Address of a slot's memory, the same in every process sharing it.
+    pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
+        // SAFETY: `slot < slots`, so the offset stays inside the `slots * slot_size` bytes.
+        unsafe { self.data.add(slot as usize * self.slot_size()) }
+    }
+
+    /// State and owner of a slot (for tests and diagnostics).
+    pub fn slot_state(&self, slot: u32) -> (u32, u32) {
+        let w = self.meta(slot).state.load(Ordering::Acquire);
+        ((w & 0xffff_ffff) as u32, (w >> 32) as u32)
+    }
+
+    /// Takes a free slot for `owner` without waiting.
+    pub fn try_loan(&self, owner: u32) -> Option<u32> {
+        (0..self.slots()).find(|&slot| {
+            self.meta(slot)
+                .state
+                .compare_exchange(
+                    word(0, FREE),
+                    word(owner, LOANED),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        })
+    }
+
+    /// Takes a free slot, waiting for one per the pool's mode (back-pressure).
+    pub fn loan(
+        &self,
+        owner: u32,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<u32, WaitFailure> {
+        let me = &self.header().sender;
+        wait_for(
+            &me.pcb,
+            self.mode(),
+            deadline,
+            || self.try_loan(owner),
+            gone,
+        )
+    }
+
+    /// Sends loaned `slot` holding `len` bytes: passes only its index.
+    pub fn send(&self, slot: u32, len: usize) {
+        let meta = self.meta(slot);
+        meta.len.store(len as u64, Ordering::Relaxed);
+        meta.state.store(word(0, QUEUED), Ordering::Relaxed);
+        let header = self.header();
+        let tail = header.tail.load(Ordering::Relaxed);
+        self.ring(tail).store(slot, Ordering::Relaxed);
+        header.tail.store(tail.wrapping_add(1), Ordering::Release);
+        header.receiver.pcb.notify();
+    }
+
+    /// Takes the oldest sent slot for `owner` without waiting; returns it and its length.
+    pub fn try_recv(&self, owner: u32) -> Option<(u32, usize)> {
+        let header = self.header();
+        let head = header.head.load(Ordering::Relaxed);
+        if header.tail.load(Ordering::Acquire) == head {
+            return None;
+        }
+        let slot = self.ring(head).load(Ordering::Relaxed);
+        let meta = self.meta(slot);
+        meta.state.store(word(owner, HELD), Ordering::Relaxed);
+        let len = meta.len.load(Ordering::Relaxed) as usize;
+        header.head.store(head.wrapping_add(1), Ordering::Release);
+        Some((slot, len))
+    }
+
+    /// Takes the oldest sent slot, waiting per the pool's mode.
+    pub fn recv(
+        &self,
+        owner: u32,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<(u32, usize), WaitFailure> {
+        let me = &self.header().receiver;
+        wait_for(
+            &me.pcb,
+            self.mode(),
+            deadline,
+            || self.try_recv(owner),
+            gone,
+        )
+    }
+
+    /// Returns a loaned or held slot to the pool and wakes a sender waiting for one.
+    pub fn release(&self, slot: u32) {
+        self.meta(slot)
+            .state
+            .store(word(0, FREE), Ordering::Release);
+        self.header().sender.pcb.notify();
+    }
+
+    /// Takes back every slot loaned or held by an owner that `is_dead` says died. Returns how
+    /// many slots went back to the pool.
+    pub fn reclaim(&self, is_dead: impl Fn(u32) -> bool) -> usize {
+        let mut freed = 0;
+        for slot in 0..self.slots() {
+            let w = self.meta(slot).state.load(Ordering::Acquire);
+            let (state, owner) = ((w & 0xffff_ffff) as u32, (w >> 32) as u32);
+            if (state == LOANED || state == HELD)
+                && owner != 0
+                && is_dead(owner)
+                && self
+                    .meta(slot)
+                    .state
+                    .compare_exchange(w, word(0, FREE), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                freed += 1;
+            }
+        }
+        if freed > 0 {
+            self.header().sender.pcb.notify();
+        }
+        freed
+    }
+}
+
+/// A loan channel on the heap, for threads of one process and for loom models.
+#[derive(Debug)]
+pub struct LoanStorage {
+    header: Box<LoanHeader>,
+    ring: Box<[AtomicU32]>,
+    meta: Box<[SlotMeta]>,
+    data: Box<[std::cell::UnsafeCell<u8>]>,
+}
+
+impl LoanStorage {
+    /// `slots` slots of `slot_size` bytes, waiting per `mode`.
+    pub fn new(slots: u32, slot_size: usize, mode: WaitMode) -> Self {
+        let slots = slots.max(1);
+        Self {
+            header: Box::new(LoanHeader::new(slots, slot_size, mode)),
+            ring: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            meta: (0..slots).map(|_| SlotMeta::default()).collect(),
+            data: (0..slots as usize * slot_size)
+                .map(|_| std::cell::UnsafeCell::new(0))
+                .collect(),
+        }
+    }
+
+    /// The protocol view of this storage.
+    pub fn pool(&self) -> LoanPool<'_> {
+        let data = if self.data.is_empty() {
+            std::ptr::NonNull::<u8>::dangling().as_ptr()
+        } else {
+            self.data[0].get()
+        };
+        // SAFETY: every part was initialised by `new` with `slots` elements and
+        // `slots * slot_size` data bytes, and lives as long as the borrow of `self`.
+        unsafe { LoanPool::from_raw(&*self.header, self.ring.as_ptr(), self.meta.as_ptr(), data) }
+    }
+}

@@ -1,0 +1,342 @@
+//! The port queue: many senders (in many processes), one receiver, bounded. It is Vyukov's
+//! bounded queue: each cell carries a sequence number that says whose turn it is, so senders
+//! claim positions with one compare-and-swap on the tail and never write the same cell.
+//!
+//! The receive right is a word (generation, holder pid): releasing it bumps the generation and
+//! leaves no holder; another process claims it with the generation it was told in a message.
+
+use crate::pcb::Pcb;
+use crate::protocol::endpoint::EndpointRecord;
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
+use crossbeam_utils::CachePadded;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+/// How many sender processes a port tracks for liveness.
+pub const MAX_SENDERS: usize = 32;
+
+/// The fixed part of a port in shared memory.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PortHeader {
+    tail: CachePadded<AtomicU64>,
+    head: CachePadded<AtomicU64>,
+    /// The receiver's endpoint record (shared by every successive holder of the right).
+    pub receiver: CachePadded<EndpointRecord>,
+    /// Senders waiting for room sleep here.
+    pub senders_pcb: CachePadded<Pcb>,
+    right: AtomicU64,
+    senders: [AtomicU32; MAX_SENDERS],
+    connects: AtomicU32,
+    capacity: u64,
+    mode: u32,
+}
+
+/// One cell: the turn counter and the value.
+#[derive(Debug)]
+pub struct PortCell<T> {
+    seq: AtomicU64,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+impl<T> PortCell<T> {
+    /// The cell at position `index`, empty.
+    pub fn new(index: u64) -> Self {
+        Self {
+            seq: AtomicU64::new(index),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+}
+
+impl PortHeader {
+    /// A header for `capacity` cells (at least 2: with one cell the turn that means "full at
+    /// position p" equals "free at position p + 1", a race the loom model found), receive right
+    /// held by `receiver_pid`.
+    pub fn new(capacity: usize, mode: WaitMode, receiver_pid: u32) -> Self {
+        let receiver = EndpointRecord::new();
+        receiver.pcb.set_pid(receiver_pid);
+        Self {
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            receiver: CachePadded::new(receiver),
+            senders_pcb: CachePadded::new(Pcb::new()),
+            right: AtomicU64::new(receiver_pid as u64),
+            senders: std::array::from_fn(|_| AtomicU32::new(0)),
+            connects: AtomicU32::new(0),
+            capacity: capacity.max(2) as u64,
+            mode: mode.to_word(),
+        }
+    }
+
+    /// Number of cells.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+}
+
+/// The receive right's state: generation and holder pid (0: in transit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RightState {
+    /// Bumped at every release.
+    pub generation: u32,
+    /// The holder, 0 while the right travels.
+    pub holder: u32,
+}
+
+/// A view of one port.
+#[derive(Debug)]
+pub struct Mpsc<'a, T> {
+    header: *const PortHeader,
+    cells: *const PortCell<T>,
+    _life: PhantomData<&'a PortHeader>,
+}
+
+impl<T> Clone for Mpsc<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Mpsc<'_, T> {}
+
+// SAFETY: the view points at atomics and at cells handed over by the sequence protocol.
+unsafe impl<T: Send> Send for Mpsc<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Mpsc<'_, T> {}
+
+impl<'a, T: Copy> Mpsc<'a, T> {
+    /// Builds a view.
+    ///
+    /// # Safety
+    /// `header` must be initialised and `cells` must point at `capacity` cells, cell `i`
+    /// created by `PortCell::new(i)`, all valid and used by nothing else for `'a`.
+    pub unsafe fn from_raw(header: *const PortHeader, cells: *const PortCell<T>) -> Self {
+        Mpsc {
+            header,
+            cells,
+            _life: PhantomData,
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &'a PortHeader {
+        // SAFETY: valid for 'a per `from_raw`.
+        unsafe { &*self.header }
+    }
+
+    fn cell(&self, pos: u64) -> &'a PortCell<T> {
+        // SAFETY: reduced modulo capacity; `cells` holds `capacity` cells valid for 'a.
+        unsafe { &*self.cells.add((pos % self.header().capacity) as usize) }
+    }
+
+    /// The waiting policy.
+    pub fn mode(&self) -> WaitMode {
+        WaitMode::from_word(self.header().mode)
+    }
+
+    /// Enqueues `value`, or hands it back if the port is full.
+    pub fn try_send(&self, value: T) -> Result<(), T> {
+        let h = self.header();
+        let mut pos = h.tail.load(Ordering::Relaxed);
+        loop {
+            let cell = self.cell(pos);
+            let seq = cell.seq.load(Ordering::Acquire);
+            if seq == pos {
+                match h.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: winning the CAS on `tail` at `pos` while the cell's turn is
+                        // `pos` makes this sender the only writer of the cell until it
+                        // publishes `pos + 1`.
+                        cell.value.with_mut(|p| unsafe { (*p).write(value) });
+                        cell.seq.store(pos + 1, Ordering::Release);
+                        h.receiver.pcb.notify();
+                        return Ok(());
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if seq < pos {
+                return Err(value);
+            } else {
+                pos = h.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Enqueues `value`, waiting for room per the mode.
+    pub fn send(
+        &self,
+        value: T,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<(), (T, WaitFailure)> {
+        let mut value = Some(value);
+        let attempt = || match self.try_send(value.take()?) {
+            Ok(()) => Some(()),
+            Err(back) => {
+                value = Some(back);
+                None
+            }
+        };
+        match wait_for(
+            &self.header().senders_pcb,
+            self.mode(),
+            deadline,
+            attempt,
+            gone,
+        ) {
+            Ok(()) => Ok(()),
+            Err(failure) => match value {
+                Some(v) => Err((v, failure)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Dequeues the oldest value, if one is complete. Only the holder of the receive right
+    /// may call it.
+    pub fn try_recv(&self) -> Option<T> {
+        let h = self.header();
+        let pos = h.head.load(Ordering::Acquire);
+        let cell = self.cell(pos);
+        if cell.seq.load(Ordering::Acquire) != pos + 1 {
+            return None;
+        }
+        // SAFETY: the cell's turn is `pos + 1`: its sender finished writing (Release, read with
+        // Acquire above) and only the single receiver reads it.
+        let value = cell.value.with(|p| unsafe { (*p).assume_init_read() });
+        cell.seq.store(pos + h.capacity, Ordering::Release);
+        h.head.store(pos + 1, Ordering::Release);
+        h.senders_pcb.notify();
+        Some(value)
+    }
+
+    /// Dequeues the oldest value, waiting per the mode.
+    pub fn recv(
+        &self,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<T, WaitFailure> {
+        wait_for(
+            &self.header().receiver.pcb,
+            self.mode(),
+            deadline,
+            || self.try_recv(),
+            gone,
+        )
+    }
+
+    /// The receive right's current state.
+    pub fn right(&self) -> RightState {
+        let w = self.header().right.load(Ordering::Acquire);
+        RightState {
+            generation: (w >> 32) as u32,
+            holder: w as u32,
+        }
+    }
+
+    /// Gives up the receive right held by `holder`: it is now in transit, claimable with the
+    /// returned generation. `None` if `holder` does not hold it.
+    pub fn release_right(&self, holder: u32) -> Option<u32> {
+        let h = self.header();
+        let now = h.right.load(Ordering::Acquire);
+        if now as u32 != holder || holder == 0 {
+            return None;
+        }
+        let generation = ((now >> 32) as u32).wrapping_add(1);
+        h.right
+            .compare_exchange(
+                now,
+                (generation as u64) << 32,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .ok()?;
+        Some(generation)
+    }
+
+    /// Claims a receive right in transit at `generation` for `pid`.
+    pub fn claim_right(&self, generation: u32, pid: u32) -> bool {
+        let h = self.header();
+        let ok = h
+            .right
+            .compare_exchange(
+                (generation as u64) << 32,
+                ((generation as u64) << 32) | pid as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if ok {
+            h.receiver.pcb.set_pid(pid);
+        }
+        ok
+    }
+
+    /// Registers a sender process; returns its table index, or `None` if the table is full of
+    /// live senders (`is_dead` says which recorded pids died).
+    pub fn connect_sender(&self, pid: u32, is_dead: impl Fn(u32) -> bool) -> Option<usize> {
+        let h = self.header();
+        for (i, entry) in h.senders.iter().enumerate() {
+            let cur = entry.load(Ordering::Acquire);
+            if (cur == 0 || is_dead(cur))
+                && entry
+                    .compare_exchange(cur, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                h.connects.fetch_add(1, Ordering::SeqCst);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Unregisters the sender at table index `index` and wakes the receiver.
+    pub fn disconnect_sender(&self, index: usize) {
+        let h = self.header();
+        if let Some(entry) = h.senders.get(index) {
+            entry.store(0, Ordering::SeqCst);
+        }
+        h.receiver.pcb.notify();
+    }
+
+    /// Whether every sender that ever connected is gone (none connected: not gone). With
+    /// `is_dead`, recorded senders that died count as gone.
+    pub fn senders_gone(&self, is_dead: Option<&dyn Fn(u32) -> bool>) -> bool {
+        let h = self.header();
+        if h.connects.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        h.senders.iter().all(|e| {
+            let pid = e.load(Ordering::SeqCst);
+            pid == 0 || is_dead.is_some_and(|dead| dead(pid))
+        })
+    }
+}
+
+/// A port on the heap, for threads and loom models.
+#[derive(Debug)]
+pub struct MpscStorage<T> {
+    header: Box<PortHeader>,
+    cells: Box<[PortCell<T>]>,
+}
+
+impl<T: Copy> MpscStorage<T> {
+    /// `capacity` cells, waiting per `mode`, receive right held by `receiver_pid`.
+    pub fn new(capacity: usize, mode: WaitMode, receiver_pid: u32) -> Self {
+        let header = Box::new(PortHeader::new(capacity, mode, receiver_pid));
+        let cells = (0..header.capacity).map(PortCell::new).collect();
+        Self { header, cells }
+    }
+
+    /// The protocol view.
+    pub fn queue(&self) -> Mpsc<'_, T> {
+        // SAFETY: header initialised, `capacity` cells each created with its index.
+        unsafe { Mpsc::from_raw(&*self.header, self.cells.as_ptr()) }
+    }
+}

@@ -1,0 +1,182 @@
+//! The classic bounded buffer of k slots between one sender and one receiver: the message is
+//! copied into a slot on send and out of it on receive (two copies). It is the baseline the
+//! zero-copy channels are measured against.
+
+use crate::protocol::endpoint::EndpointRecord;
+use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
+use crossbeam_utils::CachePadded;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+/// The fixed part of a buffered channel in shared memory.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingHeader {
+    tail: CachePadded<AtomicU64>,
+    head: CachePadded<AtomicU64>,
+    /// The sender's endpoint record.
+    pub sender: CachePadded<EndpointRecord>,
+    /// The receiver's endpoint record.
+    pub receiver: CachePadded<EndpointRecord>,
+    capacity: u64,
+    mode: u32,
+}
+
+impl RingHeader {
+    /// A header for `capacity` slots.
+    pub fn new(capacity: usize, mode: WaitMode) -> Self {
+        Self {
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            sender: CachePadded::new(EndpointRecord::new()),
+            receiver: CachePadded::new(EndpointRecord::new()),
+            capacity: capacity.max(1) as u64,
+            mode: mode.to_word(),
+        }
+    }
+}
+
+/// One slot of the buffer.
+pub type RingCell<T> = UnsafeCell<MaybeUninit<T>>;
+
+/// A view of one buffered channel.
+#[derive(Debug)]
+pub struct Ring<'a, T> {
+    header: *const RingHeader,
+    cells: *const RingCell<T>,
+    _life: PhantomData<&'a RingHeader>,
+}
+
+impl<T> Clone for Ring<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Ring<'_, T> {}
+
+// SAFETY: the view points at atomics and at cells whose exclusive use the protocol hands over;
+// values are Copy plain data moved between threads.
+unsafe impl<T: Send> Send for Ring<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Ring<'_, T> {}
+
+impl<'a, T: Copy> Ring<'a, T> {
+    /// Builds a view.
+    ///
+    /// # Safety
+    /// `header` must be initialised and `cells` must point at `capacity` cells, all valid and
+    /// used by nothing else for `'a`.
+    pub unsafe fn from_raw(header: *const RingHeader, cells: *const RingCell<T>) -> Self {
+        Ring {
+            header,
+            cells,
+            _life: PhantomData,
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &'a RingHeader {
+        // SAFETY: valid for 'a per `from_raw`.
+        unsafe { &*self.header }
+    }
+
+    fn cell(&self, index: u64) -> &'a RingCell<T> {
+        // SAFETY: reduced modulo capacity; `cells` holds `capacity` cells valid for 'a.
+        unsafe { &*self.cells.add((index % self.header().capacity) as usize) }
+    }
+
+    /// The waiting policy.
+    pub fn mode(&self) -> WaitMode {
+        WaitMode::from_word(self.header().mode)
+    }
+
+    /// Copies `value` into a free slot, or hands it back if the buffer is full.
+    pub fn try_send(&self, value: T) -> Result<(), T> {
+        let h = self.header();
+        let tail = h.tail.load(Ordering::Relaxed);
+        if tail.wrapping_sub(h.head.load(Ordering::Acquire)) >= h.capacity {
+            return Err(value);
+        }
+        // SAFETY: slot `tail` is free (the receiver moved head past it, Acquire above) and only
+        // the single sender writes slots.
+        self.cell(tail).with_mut(|p| unsafe { (*p).write(value) });
+        h.tail.store(tail.wrapping_add(1), Ordering::Release);
+        h.receiver.pcb.notify();
+        Ok(())
+    }
+
+    /// Copies `value` into the buffer, waiting for room per the mode.
+    pub fn send(
+        &self,
+        value: T,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<(), (T, WaitFailure)> {
+        let mut value = Some(value);
+        let me = &self.header().sender;
+        let attempt = || match self.try_send(value.take()?) {
+            Ok(()) => Some(()),
+            Err(back) => {
+                value = Some(back);
+                None
+            }
+        };
+        match wait_for(&me.pcb, self.mode(), deadline, attempt, gone) {
+            Ok(()) => Ok(()),
+            Err(failure) => match value {
+                Some(v) => Err((v, failure)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Copies the oldest value out of the buffer, if any.
+    pub fn try_recv(&self) -> Option<T> {
+        let h = self.header();
+        let head = h.head.load(Ordering::Relaxed);
+        if h.tail.load(Ordering::Acquire) == head {
+            return None;
+        }
+        // SAFETY: slot `head` was written and published by the sender (Acquire on tail above);
+        // only the single receiver reads slots.
+        let value = self.cell(head).with(|p| unsafe { (*p).assume_init_read() });
+        h.head.store(head.wrapping_add(1), Ordering::Release);
+        h.sender.pcb.notify();
+        Some(value)
+    }
+
+    /// Copies the oldest value out, waiting per the mode.
+    pub fn recv(
+        &self,
+        deadline: Deadline,
+        gone: impl FnMut(bool) -> bool,
+    ) -> Result<T, WaitFailure> {
+        let me = &self.header().receiver;
+        wait_for(&me.pcb, self.mode(), deadline, || self.try_recv(), gone)
+    }
+}
+
+/// A buffered channel on the heap, for threads and loom models.
+#[derive(Debug)]
+pub struct RingStorage<T> {
+    header: Box<RingHeader>,
+    cells: Box<[RingCell<T>]>,
+}
+
+impl<T: Copy> RingStorage<T> {
+    /// `capacity` slots, waiting per `mode`.
+    pub fn new(capacity: usize, mode: WaitMode) -> Self {
+        let header = Box::new(RingHeader::new(capacity, mode));
+        let cells = (0..header.capacity)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect();
+        Self { header, cells }
+    }
+
+    /// The protocol view.
+    pub fn ring(&self) -> Ring<'_, T> {
+        // SAFETY: header initialised and `capacity` cells allocated, borrowed from `self`.
+        unsafe { Ring::from_raw(&*self.header, self.cells.as_ptr()) }
+    }
+}

@@ -1,0 +1,304 @@
+//! The synchronous zero-copy channel of seed 001, for threads and processes.
+//!
+//! The descriptor ([`SyncDescriptor`]) holds a wait flag, a length, `val_ref` and `PCB_ref`,
+//! and no message buffer. `send(&msg)` and `recv(&mut target)` meet: whoever comes first
+//! publishes the address of its variable and sleeps (or spins) on its PCB; the second copies
+//! the message straight from the sender's variable into the receiver's target, once, and wakes
+//! the first.
+//!
+//! Reaching the other process's variable uses reference scheme 1 (coinciding addresses):
+//! between processes the channel lives in a [`Region`] mapped at the same address everywhere,
+//! and the message and target variables must live there too (allocate them with
+//! [`Region::alloc`]); `val_ref` is then a plain address valid in both processes. A variable
+//! outside the region is refused with `NotShared` instead of being read through a dangling
+//! address. Between threads, [`SyncChannel::local`] accepts any variable, stack included.
+
+use crate::backing::{Backing, ChannelRef, find, kind, place};
+use crate::error::{
+    ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+use crate::liveness::{PeerCache, current_pid, pid_is_alive};
+use crate::protocol::rendezvous::{Role, SyncDescriptor, SyncShared};
+use crate::region::Region;
+use crate::shareable::Shareable;
+use crate::wait::{Deadline, WaitFailure, WaitMode};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A synchronous zero-copy channel carrying values of type `T`; hand out one
+/// [`SyncSender`] and one [`SyncReceiver`].
+#[derive(Debug)]
+pub struct SyncChannel<T> {
+    backing: Backing,
+    shared: *const SyncShared,
+    reference: Option<ChannelRef>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for SyncChannel<T> {
+    fn clone(&self) -> Self {
+        Self {
+            backing: self.backing.clone(),
+            shared: self.shared,
+            reference: self.reference,
+            _t: PhantomData,
+        }
+    }
+}
+
+// SAFETY: the channel points at atomics in memory kept alive by `backing`.
+unsafe impl<T> Send for SyncChannel<T> {}
+// SAFETY: as above; all shared state is atomic.
+unsafe impl<T> Sync for SyncChannel<T> {}
+
+struct LocalSync(SyncShared);
+
+impl<T: Shareable> SyncChannel<T> {
+    /// Creates a channel in `region`, usable by every process that maps it (forked children
+    /// inherit it; others attach the region and [`SyncChannel::open`] it).
+    pub fn create(region: &Arc<Region>, mode: WaitMode) -> Result<Self, ConnectError> {
+        let (shared, reference) = place(region, kind::SYNC, SyncShared::new(mode))?;
+        Ok(Self {
+            backing: Backing::Region(Arc::clone(region)),
+            shared,
+            reference: Some(reference),
+            _t: PhantomData,
+        })
+    }
+
+    /// Creates a channel on the heap for the threads of this process; variables anywhere
+    /// (stack included) may be sent and received.
+    pub fn local(mode: WaitMode) -> Self {
+        let keep = Arc::new(LocalSync(SyncShared::new(mode)));
+        let shared = &keep.0 as *const SyncShared;
+        Self {
+            backing: Backing::Local {
+                _keep: keep,
+                pid: current_pid(),
+            },
+            shared,
+            reference: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens a channel created in `region` by another process, from its reference.
+    pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
+        let shared =
+            find::<SyncShared>(region, kind::SYNC, reference).ok_or(ConnectError::BadReference)?;
+        Ok(Self {
+            backing: Backing::Region(Arc::clone(region)),
+            shared,
+            reference: Some(reference),
+            _t: PhantomData,
+        })
+    }
+
+    /// The reference other processes pass to [`SyncChannel::open`] (`None` for local channels).
+    pub fn reference(&self) -> Option<ChannelRef> {
+        self.reference
+    }
+
+    fn shared(&self) -> &SyncShared {
+        // SAFETY: `shared` points into memory kept alive by `self.backing`.
+        unsafe { &*self.shared }
+    }
+
+    /// The seed's descriptor (wait flag, length, val_ref, PCB_ref), for inspection.
+    pub fn descriptor(&self) -> &SyncDescriptor {
+        self.shared().descriptor()
+    }
+
+    fn connect(&self, role: Role) -> Result<(), ConnectError> {
+        if !self.backing.usable_here() {
+            return Err(ConnectError::BadReference);
+        }
+        let me = current_pid();
+        self.shared()
+            .endpoint(role)
+            .connect(me, |pid| pid != me && !pid_is_alive(pid))
+            .map_err(|holder| ConnectError::EndpointTaken { holder })
+    }
+
+    /// Takes the sending end in this process.
+    pub fn sender(&self) -> Result<SyncSender<T>, ConnectError> {
+        self.connect(Role::Sender)?;
+        Ok(SyncSender {
+            ch: self.clone(),
+            peer: RefCell::new(PeerCache::default()),
+        })
+    }
+
+    /// Takes the receiving end in this process.
+    pub fn receiver(&self) -> Result<SyncReceiver<T>, ConnectError> {
+        self.connect(Role::Receiver)?;
+        Ok(SyncReceiver {
+            ch: self.clone(),
+            peer: RefCell::new(PeerCache::default()),
+        })
+    }
+
+    fn transfer(
+        &self,
+        role: Role,
+        var: *mut u8,
+        deadline: Deadline,
+        peer: &RefCell<PeerCache>,
+    ) -> Result<(), WaitFailure> {
+        let shared = self.shared();
+        let other = shared.endpoint(match role {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        });
+        let mut peer = peer.borrow_mut();
+        let gone =
+            |thorough: bool| other.is_closed() || (thorough && peer.is_dead(other.pcb.pid()));
+        // SAFETY: `var` is a `T` borrowed by the caller for the whole call (shared for send,
+        // exclusive for recv) and `reachable` checked that the peer can reach it; the single
+        // endpoint per role is `!Sync`, so one caller per role is inside `transfer`.
+        unsafe { shared.transfer(role, var, size_of::<T>(), deadline, gone) }
+    }
+
+    fn close(&self, role: Role) {
+        let shared = self.shared();
+        let (me, other) = match role {
+            Role::Sender => (
+                shared.endpoint(Role::Sender),
+                shared.endpoint(Role::Receiver),
+            ),
+            Role::Receiver => (
+                shared.endpoint(Role::Receiver),
+                shared.endpoint(Role::Sender),
+            ),
+        };
+        me.close(other);
+    }
+}
+
+/// The sending end of a [`SyncChannel`].
+#[derive(Debug)]
+pub struct SyncSender<T: Shareable> {
+    ch: SyncChannel<T>,
+    peer: RefCell<PeerCache>,
+}
+
+/// The receiving end of a [`SyncChannel`].
+#[derive(Debug)]
+pub struct SyncReceiver<T: Shareable> {
+    ch: SyncChannel<T>,
+    peer: RefCell<PeerCache>,
+}
+
+impl<T: Shareable> SyncSender<T> {
+    fn send_with<'a>(&self, msg: &'a T, deadline: Deadline) -> Result<(), (WaitFailure, &'a T)> {
+        let var = (msg as *const T).cast_mut().cast::<u8>();
+        self.ch
+            .transfer(Role::Sender, var, deadline, &self.peer)
+            .map_err(|f| (f, msg))
+    }
+
+    fn reachable(&self, msg: &T) -> bool {
+        self.ch
+            .backing
+            .reachable((msg as *const T).cast(), size_of::<T>())
+    }
+
+    /// Sends `msg`: waits for the receiver, then the message is copied once, from `msg`
+    /// straight into the receiver's target variable.
+    pub fn send<'a>(&self, msg: &'a T) -> Result<(), SendError<&'a T>> {
+        if !self.reachable(msg) {
+            return Err(SendError::NotShared(msg));
+        }
+        self.send_with(msg, Deadline::Never)
+            .map_err(|(_, m)| SendError::Disconnected(m))
+    }
+
+    /// Sends `msg` only if the receiver is already waiting.
+    pub fn try_send<'a>(&self, msg: &'a T) -> Result<(), TrySendError<&'a T>> {
+        if !self.reachable(msg) {
+            return Err(TrySendError::NotShared(msg));
+        }
+        self.send_with(msg, Deadline::Now)
+            .map_err(|(f, m)| match f {
+                WaitFailure::Disconnected => TrySendError::Disconnected(m),
+                WaitFailure::TimedOut => TrySendError::Full(m),
+            })
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for the receiver.
+    pub fn send_timeout<'a>(
+        &self,
+        msg: &'a T,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<&'a T>> {
+        if !self.reachable(msg) {
+            return Err(SendTimeoutError::NotShared(msg));
+        }
+        self.send_with(msg, Deadline::after(timeout))
+            .map_err(|(f, m)| match f {
+                WaitFailure::Disconnected => SendTimeoutError::Disconnected(m),
+                WaitFailure::TimedOut => SendTimeoutError::Timeout(m),
+            })
+    }
+}
+
+impl<T: Shareable> SyncReceiver<T> {
+    fn recv_with(&self, target: &mut T, deadline: Deadline) -> Result<(), WaitFailure> {
+        let var = (target as *mut T).cast::<u8>();
+        self.ch.transfer(Role::Receiver, var, deadline, &self.peer)
+    }
+
+    fn reachable(&self, target: &T) -> bool {
+        self.ch
+            .backing
+            .reachable((target as *const T).cast(), size_of::<T>())
+    }
+
+    /// Receives into `target`: waits for the sender; the message is copied once, from the
+    /// sender's variable straight into `target`.
+    pub fn recv(&self, target: &mut T) -> Result<(), RecvError> {
+        if !self.reachable(target) {
+            return Err(RecvError::NotShared);
+        }
+        self.recv_with(target, Deadline::Never)
+            .map_err(|_| RecvError::Disconnected)
+    }
+
+    /// Receives into `target` only if a sender is already waiting.
+    pub fn try_recv(&self, target: &mut T) -> Result<(), TryRecvError> {
+        if !self.reachable(target) {
+            return Err(TryRecvError::NotShared);
+        }
+        self.recv_with(target, Deadline::Now).map_err(|f| match f {
+            WaitFailure::Disconnected => TryRecvError::Disconnected,
+            WaitFailure::TimedOut => TryRecvError::Empty,
+        })
+    }
+
+    /// Receives into `target`, waiting at most `timeout`.
+    pub fn recv_timeout(&self, target: &mut T, timeout: Duration) -> Result<(), RecvTimeoutError> {
+        if !self.reachable(target) {
+            return Err(RecvTimeoutError::NotShared);
+        }
+        self.recv_with(target, Deadline::after(timeout))
+            .map_err(|f| match f {
+                WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
+                WaitFailure::TimedOut => RecvTimeoutError::Timeout,
+            })
+    }
+}
+
+impl<T: Shareable> Drop for SyncSender<T> {
+    fn drop(&mut self) {
+        self.ch.close(Role::Sender);
+    }
+}
+
+impl<T: Shareable> Drop for SyncReceiver<T> {
+    fn drop(&mut self) {
+        self.ch.close(Role::Receiver);
+    }
+}
