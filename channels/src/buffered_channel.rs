@@ -46,7 +46,7 @@ fn dead(me: u32) -> impl Fn(u32) -> bool {
     move |pid| pid != me && !pid_is_alive(pid)
 }
 
-impl<T: Shareable> BufferedChannel<T> {
+impl<T: Shareable + Copy> BufferedChannel<T> {
     /// Creates a channel with `capacity` slots in `region`.
     pub fn create(
         region: &Arc<Region>,
@@ -134,12 +134,12 @@ impl<T: Shareable> BufferedChannel<T> {
 
 /// The sending end of a [`BufferedChannel`].
 #[derive(Debug)]
-pub struct BufferedSender<T: Shareable> {
+pub struct BufferedSender<T: Shareable + Copy> {
     ch: BufferedChannel<T>,
     peer: RefCell<PeerCache>,
 }
 
-impl<T: Shareable> BufferedSender<T> {
+impl<T: Shareable + Copy> BufferedSender<T> {
     fn send_with(&self, value: T, deadline: Deadline) -> Result<(), (T, WaitFailure)> {
         let receiver = &self.ch.ring.header().receiver;
         let mut peer = self.peer.borrow_mut();
@@ -176,7 +176,7 @@ impl<T: Shareable> BufferedSender<T> {
     }
 }
 
-impl<T: Shareable> Drop for BufferedSender<T> {
+impl<T: Shareable + Copy> Drop for BufferedSender<T> {
     fn drop(&mut self) {
         let h = self.ch.ring.header();
         h.sender.close(&h.receiver);
@@ -185,12 +185,12 @@ impl<T: Shareable> Drop for BufferedSender<T> {
 
 /// The receiving end of a [`BufferedChannel`].
 #[derive(Debug)]
-pub struct BufferedReceiver<T: Shareable> {
+pub struct BufferedReceiver<T: Shareable + Copy> {
     ch: BufferedChannel<T>,
     peer: RefCell<PeerCache>,
 }
 
-impl<T: Shareable> BufferedReceiver<T> {
+impl<T: Shareable + Copy> BufferedReceiver<T> {
     fn recv_with(&self, deadline: Deadline) -> Result<T, WaitFailure> {
         let sender = &self.ch.ring.header().sender;
         let mut peer = self.peer.borrow_mut();
@@ -223,7 +223,7 @@ impl<T: Shareable> BufferedReceiver<T> {
     }
 }
 
-impl<T: Shareable> Drop for BufferedReceiver<T> {
+impl<T: Shareable + Copy> Drop for BufferedReceiver<T> {
     fn drop(&mut self) {
         let h = self.ch.ring.header();
         h.receiver.close(&h.sender);

@@ -1,28 +1,26 @@
 //! Seeing a peer process die without waiting for it: pidfd.
 //!
 //! A dead process wakes nobody, so a waiter periodically asks whether its peer still lives.
-//! The pidfd is opened once per peer pid; it becomes readable when the process exits (also
+//! The pidfd is opened once per peer pid; it reports the process dead once it exits (also
 //! while it is a zombie that nobody reaped yet), which `kill(pid, 0)` would not tell.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use memlink_capability::liveness::PeerLiveness;
 
-/// Watches one peer process through a pidfd.
+/// Watches one peer process through memlink-capability's pidfd-backed [`PeerLiveness`]; a
+/// process already gone when the watch starts is reported dead.
 #[derive(Debug)]
 pub struct PeerWatch {
     pid: u32,
-    fd: Option<OwnedFd>,
+    watch: Option<PeerLiveness>,
 }
 
 impl PeerWatch {
-    /// Starts watching `pid`. If the process is already gone the watch reports it dead.
+    /// Starts watching `pid`.
     pub fn new(pid: u32) -> PeerWatch {
-        // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let fd = (fd >= 0).then(|| {
-            // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-            unsafe { OwnedFd::from_raw_fd(fd as i32) }
-        });
-        PeerWatch { pid, fd }
+        PeerWatch {
+            pid,
+            watch: PeerLiveness::watch(pid as i32).ok(),
+        }
     }
 
     /// The watched pid.
@@ -32,15 +30,7 @@ impl PeerWatch {
 
     /// Whether the watched process is still running (not exited, not a zombie).
     pub fn is_alive(&self) -> bool {
-        let Some(fd) = &self.fd else { return false };
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid pollfd for the duration of the call; count 1 matches.
-        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-        rc == 0
+        self.watch.as_ref().is_some_and(PeerLiveness::is_alive)
     }
 }
 

@@ -1,1 +1,1 @@
-//! placeholder
+//! Round-trip ping-pong between two processes (filled in below).

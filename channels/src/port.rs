@@ -68,7 +68,7 @@ unsafe impl Shareable for SendRight {}
 // SAFETY: as above.
 unsafe impl Shareable for ReceiveRightToken {}
 
-impl<T: Shareable> Port<T> {
+impl<T: Shareable + Copy> Port<T> {
     /// Creates a port with room for `capacity` queued messages; the calling process holds the
     /// receive right.
     pub fn create(
@@ -147,20 +147,23 @@ impl<T: Shareable> Port<T> {
 
 impl SendRight {
     /// Opens a sender on the port this right names.
-    pub fn open<T: Shareable>(&self, region: &Arc<Region>) -> Result<PortSender<T>, ConnectError> {
+    pub fn open<T: Shareable + Copy>(
+        &self,
+        region: &Arc<Region>,
+    ) -> Result<PortSender<T>, ConnectError> {
         Port::<T>::open(region, self.port)?.sender()
     }
 }
 
 /// One sender of a [`Port`]; many may exist, in many processes.
 #[derive(Debug)]
-pub struct PortSender<T: Shareable> {
+pub struct PortSender<T: Shareable + Copy> {
     port: Port<T>,
     index: usize,
     peer: RefCell<PeerCache>,
 }
 
-impl<T: Shareable> PortSender<T> {
+impl<T: Shareable + Copy> PortSender<T> {
     fn send_with(&self, value: T, deadline: Deadline) -> Result<(), (T, WaitFailure)> {
         let q = self.port.queue;
         let receiver = &q.header().receiver;
@@ -198,7 +201,7 @@ impl<T: Shareable> PortSender<T> {
     }
 }
 
-impl<T: Shareable> Drop for PortSender<T> {
+impl<T: Shareable + Copy> Drop for PortSender<T> {
     fn drop(&mut self) {
         self.port.queue.disconnect_sender(self.index);
     }
@@ -206,12 +209,12 @@ impl<T: Shareable> Drop for PortSender<T> {
 
 /// The receive right of a [`Port`]: exactly one exists; it can move to another process.
 #[derive(Debug)]
-pub struct ReceiveRight<T: Shareable> {
+pub struct ReceiveRight<T: Shareable + Copy> {
     port: Port<T>,
     pid: u32,
 }
 
-impl<T: Shareable> ReceiveRight<T> {
+impl<T: Shareable + Copy> ReceiveRight<T> {
     /// Claims a receive right sent to this process as a token inside a message.
     pub fn claim(region: &Arc<Region>, token: ReceiveRightToken) -> Result<Self, ConnectError> {
         let port = Port::<T>::open(region, token.port)?;
@@ -278,7 +281,7 @@ impl<T: Shareable> ReceiveRight<T> {
     }
 }
 
-impl<T: Shareable> Drop for ReceiveRight<T> {
+impl<T: Shareable + Copy> Drop for ReceiveRight<T> {
     fn drop(&mut self) {
         let q = self.port.queue;
         if q.right().holder == self.pid {

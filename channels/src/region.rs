@@ -327,7 +327,7 @@ pub struct SharedVar<T> {
 }
 
 // SAFETY: a SharedVar is a pointer into shared memory whose contents are Shareable plain data.
-unsafe impl<T: Shareable> Send for SharedVar<T> {}
+unsafe impl<T: Shareable + Send> Send for SharedVar<T> {}
 
 impl<T> std::ops::Deref for SharedVar<T> {
     type Target = T;

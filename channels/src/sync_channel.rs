@@ -56,7 +56,7 @@ unsafe impl<T> Sync for SyncChannel<T> {}
 
 struct LocalSync(SyncShared);
 
-impl<T: Shareable> SyncChannel<T> {
+impl<T: Shareable + Copy> SyncChannel<T> {
     /// Creates a channel in `region`, usable by every process that maps it (forked children
     /// inherit it; others attach the region and [`SyncChannel::open`] it).
     pub fn create(region: &Arc<Region>, mode: WaitMode) -> Result<Self, ConnectError> {
@@ -180,19 +180,19 @@ impl<T: Shareable> SyncChannel<T> {
 
 /// The sending end of a [`SyncChannel`].
 #[derive(Debug)]
-pub struct SyncSender<T: Shareable> {
+pub struct SyncSender<T: Shareable + Copy> {
     ch: SyncChannel<T>,
     peer: RefCell<PeerCache>,
 }
 
 /// The receiving end of a [`SyncChannel`].
 #[derive(Debug)]
-pub struct SyncReceiver<T: Shareable> {
+pub struct SyncReceiver<T: Shareable + Copy> {
     ch: SyncChannel<T>,
     peer: RefCell<PeerCache>,
 }
 
-impl<T: Shareable> SyncSender<T> {
+impl<T: Shareable + Copy> SyncSender<T> {
     fn send_with<'a>(&self, msg: &'a T, deadline: Deadline) -> Result<(), (WaitFailure, &'a T)> {
         let var = (msg as *const T).cast_mut().cast::<u8>();
         self.ch
@@ -245,7 +245,7 @@ impl<T: Shareable> SyncSender<T> {
     }
 }
 
-impl<T: Shareable> SyncReceiver<T> {
+impl<T: Shareable + Copy> SyncReceiver<T> {
     fn recv_with(&self, target: &mut T, deadline: Deadline) -> Result<(), WaitFailure> {
         let var = (target as *mut T).cast::<u8>();
         self.ch.transfer(Role::Receiver, var, deadline, &self.peer)
@@ -291,13 +291,13 @@ impl<T: Shareable> SyncReceiver<T> {
     }
 }
 
-impl<T: Shareable> Drop for SyncSender<T> {
+impl<T: Shareable + Copy> Drop for SyncSender<T> {
     fn drop(&mut self) {
         self.ch.close(Role::Sender);
     }
 }
 
-impl<T: Shareable> Drop for SyncReceiver<T> {
+impl<T: Shareable + Copy> Drop for SyncReceiver<T> {
     fn drop(&mut self) {
         self.ch.close(Role::Receiver);
     }
