@@ -132,6 +132,10 @@ fn bad_arguments_exit_non_zero_with_a_clear_message() {
     );
     assert_refused(&["bench", "ipc", "--wait", "sometimes"], "invalid value");
     assert_refused(&["bench", "ipc", "--plot", "out.png"], ".svg");
+    assert_refused(
+        &["bench", "ipc", "--sizes", "100", "--transports", "sync"],
+        "powers of two",
+    );
 }
 
 #[cfg(not(feature = "iceoryx2"))]
@@ -168,7 +172,7 @@ fn the_demo_runs_real_processes_and_verifies_every_message() {
             "the table lacks {column}: {stdout}"
         );
     }
-    for transport in ["pipe", "unix-socket"] {
+    for transport in ["loan", "sync", "buffered", "pipe", "unix-socket"] {
         assert!(stdout.contains(transport), "{stdout}");
     }
 }

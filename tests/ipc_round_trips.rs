@@ -4,9 +4,27 @@
 use memlink::ipc_bench::{Plan, Transport, Wait, measure};
 
 #[test]
+fn both_wait_modes_carry_checked_messages_through_the_memlink_channels() {
+    let plan = Plan::new(vec![64, 1 << 20], 20);
+    for transport in [Transport::Loan, Transport::Sync, Transport::Buffered] {
+        for wait in [Wait::Spin, Wait::Block] {
+            let rows = measure(transport, &plan, wait, &mut |_| {})
+                .unwrap_or_else(|e| panic!("{transport} {wait}: {e}"));
+            assert_eq!(rows.len(), 2);
+            assert!(rows.iter().all(|m| m.wait == wait.name()), "{rows:?}");
+        }
+    }
+}
+
+#[test]
 fn every_built_transport_completes_a_checked_ping_pong() {
-    let plan = Plan::new(vec![8, 100, 64 << 10], 25);
     for transport in Transport::ALL.into_iter().filter(|t| t.is_built()) {
+        // 100 bytes: a size that is not a multiple of the 8-byte words, where supported.
+        let sizes = [8, 100, 64 << 10]
+            .into_iter()
+            .filter(|&s| transport.supports_size(s))
+            .collect();
+        let plan = Plan::new(sizes, 25);
         let mut done = Vec::new();
         let rows = measure(transport, &plan, Wait::Spin, &mut |s| done.push(s))
             .unwrap_or_else(|e| panic!("{transport}: {e}"));

@@ -19,7 +19,11 @@
 //! the criterion bench are): the peer is forked from it.
 
 mod cache_line;
+mod channel_buffered;
+mod channel_loan;
+mod channel_sync;
 mod error;
+mod fixed_size;
 mod futex_floor;
 #[cfg(feature = "iceoryx2")]
 mod iceoryx2_pubsub;
@@ -41,6 +45,8 @@ pub use plan::{Msg, Plan, SizeTiming};
 pub use report::{PlotError, format_table, plot_svg};
 
 use std::fmt;
+
+use memlink_channels::WaitMode;
 
 /// The loan pool's slot size in this benchmark, and so the largest message size.
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -64,6 +70,14 @@ impl Wait {
     }
 }
 
+/// The channels' wait mode for `wait`.
+pub(crate) fn wait_mode(wait: Wait) -> WaitMode {
+    match wait {
+        Wait::Spin => WaitMode::Spin,
+        Wait::Block => WaitMode::Block,
+    }
+}
+
 impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -73,6 +87,14 @@ impl fmt::Display for Wait {
 /// A way to move a message between two processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// memlink's loan channel: the message is built in a shared slot, only its index
+    /// travels (zero copies).
+    Loan,
+    /// memlink's synchronous channel: one copy, from the sender's variable straight into
+    /// the receiver's.
+    Sync,
+    /// memlink's buffered k-slot channel: two copies (into the ring, out of it).
+    Buffered,
     /// A pipe each way (two kernel copies per message).
     Pipe,
     /// A unix stream socket pair (two kernel copies per message).
@@ -87,7 +109,10 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport, in table order.
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 8] = [
+        Transport::Loan,
+        Transport::Sync,
+        Transport::Buffered,
         Transport::Pipe,
         Transport::UnixSocket,
         Transport::CacheLine,
@@ -98,6 +123,9 @@ impl Transport {
     /// The name used on the command line, in tables and in the JSON.
     pub fn name(self) -> &'static str {
         match self {
+            Transport::Loan => "loan",
+            Transport::Sync => "sync",
+            Transport::Buffered => "buffered",
             Transport::Pipe => "pipe",
             Transport::UnixSocket => "unix-socket",
             Transport::CacheLine => "cache-line",
@@ -114,16 +142,18 @@ impl Transport {
     /// Copies of the payload per one-way message.
     pub fn copies(self) -> u32 {
         match self {
-            Transport::Pipe | Transport::UnixSocket => 2,
-            Transport::CacheLine | Transport::Futex | Transport::Iceoryx2 => 0,
+            Transport::Buffered | Transport::Pipe | Transport::UnixSocket => 2,
+            Transport::Sync => 1,
+            Transport::Loan | Transport::CacheLine | Transport::Futex | Transport::Iceoryx2 => 0,
         }
     }
 
-    /// How this transport waits when the memlink channels wait by `wait`: the kernel
-    /// transports and the futex floor block, the cache-line floor and iceoryx2 poll.
+    /// How this transport waits when the memlink channels wait by `wait`: memlink's
+    /// channels as told, the kernel transports and the futex floor block, the cache-line
+    /// floor and iceoryx2 poll.
     pub fn wait_label(self, wait: Wait) -> Wait {
-        let _ = wait;
         match self {
+            Transport::Loan | Transport::Sync | Transport::Buffered => wait,
             Transport::Pipe | Transport::UnixSocket | Transport::Futex => Wait::Block,
             Transport::CacheLine | Transport::Iceoryx2 => Wait::Spin,
         }
@@ -139,9 +169,14 @@ impl Transport {
         *self != Transport::Iceoryx2 || cfg!(feature = "iceoryx2")
     }
 
-    /// The largest message the transport carries in this benchmark, if limited.
-    pub fn max_size(self) -> Option<usize> {
-        None
+    /// Whether the transport carries messages of `size` bytes in this benchmark: the
+    /// typed channels (sync, buffered) are built for powers of two from 8 B to 16 MiB,
+    /// the others take any size from 8 B to [`MAX_MESSAGE`].
+    pub fn supports_size(self, size: usize) -> bool {
+        match self {
+            Transport::Sync | Transport::Buffered => fixed_size::is_supported(size),
+            _ => (size::MIN_SIZE..=MAX_MESSAGE).contains(&size),
+        }
     }
 }
 
@@ -157,7 +192,7 @@ pub fn measure(
     transport: Transport,
     plan: &Plan,
     wait: Wait,
-    size_done: &mut dyn FnMut(usize),
+    size_done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Measurement>, RunError> {
     let timings = round_trips(transport, plan, wait, size_done)?;
     let label = transport.wait_label(wait);
@@ -173,10 +208,12 @@ pub fn round_trips(
     transport: Transport,
     plan: &Plan,
     wait: Wait,
-    size_done: &mut dyn FnMut(usize),
+    size_done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<SizeTiming>, RunError> {
-    let _ = wait;
     match transport {
+        Transport::Loan => channel_loan::run(plan, wait, size_done),
+        Transport::Sync => channel_sync::run(plan, wait, size_done),
+        Transport::Buffered => channel_buffered::run(plan, wait, size_done),
         Transport::Pipe => pipe::run(plan, size_done),
         Transport::UnixSocket => unix_socket::run(plan, size_done),
         Transport::CacheLine => cache_line::run(plan, size_done),

@@ -112,7 +112,8 @@ impl Peer {
     }
 
     /// The error for a peer that stopped: its own message if it left one.
-    fn failure(&mut self) -> RunError {
+    pub(crate) fn failure(&mut self) -> RunError {
+        self.liveness.wait_exit(Some(Duration::from_millis(300)));
         let mut msg = String::new();
         let _ = self.errors.read_to_string(&mut msg);
         if msg.is_empty() {
@@ -184,6 +185,49 @@ impl Drop for Peer {
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
+        }
+    }
+}
+
+/// A one-byte signal from the peer to the measuring process: "my ends are connected".
+/// Returns (the peer's half, the measuring half); list
+/// [`ReadyWait::fd`] in the peer's `close_in_child`.
+pub(crate) fn ready_pair(transport: &'static str) -> Result<(ReadySignal, ReadyWait), RunError> {
+    let (read, write) = pipe().map_err(|e| RunError::Setup {
+        transport,
+        detail: format!("pipe2 failed: {e}"),
+    })?;
+    Ok((ReadySignal(write), ReadyWait(read)))
+}
+
+/// The peer's half of [`ready_pair`].
+pub(crate) struct ReadySignal(OwnedFd);
+
+impl ReadySignal {
+    /// Signals readiness.
+    pub(crate) fn signal(self) -> Result<(), String> {
+        std::fs::File::from(self.0)
+            .write_all(b"r")
+            .map_err(|e| format!("signalling readiness failed: {e}"))
+    }
+}
+
+/// The measuring process's half of [`ready_pair`].
+pub(crate) struct ReadyWait(OwnedFd);
+
+impl ReadyWait {
+    /// The descriptor the peer closes.
+    pub(crate) fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    /// Waits for the peer's signal; fails with the peer's own error if it died first.
+    pub(crate) fn wait(self, peer: &mut Peer) -> Result<(), RunError> {
+        let mut b = [0u8; 1];
+        match std::fs::File::from(self.0).read_exact(&mut b) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(peer.failure()),
         }
     }
 }

@@ -53,18 +53,6 @@ impl Plan {
     pub fn max_size(&self) -> usize {
         self.sizes.iter().copied().max().unwrap_or(8)
     }
-
-    /// This plan with only the sizes up to `limit` (at least the smallest).
-    pub fn restricted_to(&self, limit: usize) -> Plan {
-        let mut sizes: Vec<usize> = self.sizes.iter().copied().filter(|&s| s <= limit).collect();
-        if sizes.is_empty() {
-            sizes.push(limit);
-        }
-        Plan {
-            sizes,
-            ..self.clone()
-        }
-    }
 }
 
 /// One message of the plan.

@@ -114,6 +114,19 @@ pub fn parse_transports(names: Option<&[String]>) -> Result<Vec<Transport>, Stri
     Ok(out)
 }
 
+/// Refuses sizes a chosen transport cannot carry.
+pub fn check_sizes(transports: &[Transport], sizes: &[usize]) -> Result<(), String> {
+    for &t in transports {
+        if let Some(&bad) = sizes.iter().find(|&&s| !t.supports_size(s)) {
+            return Err(format!(
+                "transport {t} carries fixed-size [u8; N] values and is built for the powers of two from 8 B to 16 MiB; {} ({bad} bytes) is not one: pick such sizes or leave {t} out of --transports",
+                format_size(bad)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs each transport over `plan` with a progress bar on stderr.
 pub fn run_with_progress(
     transports: &[Transport],
@@ -133,10 +146,7 @@ pub fn run_with_progress(
     for &t in transports {
         let first = plan.sizes.first().copied().unwrap_or(8);
         bar.set_message(format!("{t} {}", format_size(first)));
-        let plan_t = match t.max_size() {
-            Some(limit) => plan.restricted_to(limit),
-            None => plan.clone(),
-        };
+        let plan_t = plan.clone();
         let next: Vec<usize> = plan_t.sizes.iter().skip(1).copied().collect();
         let mut k = 0;
         let result = measure(t, &plan_t, wait, &mut |_done| {
@@ -164,6 +174,7 @@ fn ipc(a: IpcArgs) -> Result<(), String> {
         return Err("--iters must be at least 1".into());
     }
     let transports = parse_transports(a.transports.as_deref())?;
+    check_sizes(&transports, &sizes)?;
     if let Some(p) = &a.plot {
         if p.extension().is_none_or(|e| e != "svg") {
             return Err(format!(

@@ -22,7 +22,13 @@ pub struct DemoArgs {
 }
 
 /// The transports the demo shows, in order.
-const SHOWN: [Transport; 2] = [Transport::Pipe, Transport::UnixSocket];
+const SHOWN: [Transport; 5] = [
+    Transport::Loan,
+    Transport::Sync,
+    Transport::Buffered,
+    Transport::Pipe,
+    Transport::UnixSocket,
+];
 
 fn p50(rows: &[Measurement], transport: Transport, size: usize) -> Option<u64> {
     rows.iter()
@@ -61,15 +67,16 @@ pub fn run(args: DemoArgs) -> ExitCode {
         .sum();
     println!("\nall {checked} round trips verified in both directions.");
     let big = *sizes.last().unwrap_or(&64);
-    if let (Some(fast), Some(slow)) = (
-        p50(&rows, SHOWN[0], big),
-        p50(&rows, Transport::UnixSocket, big),
-    ) {
+    if let Some(loan) = p50(&rows, Transport::Loan, big) {
+        let faster: Vec<String> = SHOWN[1..]
+            .iter()
+            .filter_map(|&t| p50(&rows, t, big).map(|other| (t, other)))
+            .map(|(t, other)| format!("{t} {:.1}x", other as f64 / loan.max(1) as f64))
+            .collect();
         println!(
-            "at {}: {} round trip {:.2}x the unix socket's.",
+            "at {}, round trip relative to the loan channel (zero copies): {}.",
             format_size(big),
-            SHOWN[0],
-            fast as f64 / slow.max(1) as f64
+            faster.join(", ")
         );
     }
     ExitCode::SUCCESS

@@ -1,0 +1,150 @@
+//! memlink's buffered channel in the ping-pong: the classic k-slot ring with two copies
+//! per message (sender's value into a ring cell, ring cell out to the receiver), the
+//! baseline that the zero-copy channels are measured against.
+//!
+//! Its values travel by value (`[u8; N]`), so large sizes need a large stack: each side
+//! runs its loop on a thread whose stack fits several messages.
+
+use std::sync::Arc;
+
+use memlink_channels::{BufferedChannel, BufferedReceiver, BufferedSender, Region};
+
+use super::error::RunError;
+use super::fixed_size::with_pow2_size;
+use super::pattern::{self, REPLY_BIT};
+use super::peer::{Peer, ReadyWait, ready_pair, spawn_peer};
+use super::plan::{Msg, Plan, SizeTiming, run_client, run_server};
+use super::{Wait, wait_mode};
+
+const NAME: &str = "buffered";
+/// Ring cells per direction.
+const CAPACITY: usize = 2;
+
+fn fail(detail: impl std::fmt::Display) -> RunError {
+    RunError::Transport {
+        transport: NAME,
+        detail: detail.to_string(),
+    }
+}
+
+fn stack_for(n: usize) -> usize {
+    16 * n + (16 << 20)
+}
+
+fn send<const N: usize>(
+    tx: &BufferedSender<[u8; N]>,
+    msg: &mut [u8; N],
+    seq: u64,
+    m: Msg,
+) -> Result<(), RunError> {
+    pattern::fill(msg, seq, m.check);
+    tx.send(*msg).map_err(fail)
+}
+
+fn receive<const N: usize>(
+    rx: &BufferedReceiver<[u8; N]>,
+    seq: u64,
+    m: Msg,
+) -> Result<(), RunError> {
+    let got = rx.recv().map_err(fail)?;
+    pattern::verify(&got, seq, m.check).map_err(|mismatch| RunError::Corrupt {
+        transport: NAME,
+        mismatch,
+    })
+}
+
+/// Runs `f` on a thread with a stack for N-byte values, and returns its result.
+fn on_big_stack<R: Send>(
+    n: usize,
+    f: impl FnOnce() -> Result<R, RunError> + Send,
+) -> Result<R, RunError> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("memlink-bench-buffered".into())
+            .stack_size(stack_for(n))
+            .spawn_scoped(s, f)
+            .map_err(|e| RunError::Setup {
+                transport: NAME,
+                detail: format!(
+                    "starting a thread with a {} byte stack failed: {e}",
+                    stack_for(n)
+                ),
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(fail("the benchmark thread panicked")))
+    })
+}
+
+fn run_sized<const N: usize>(
+    plan: &Plan,
+    wait: Wait,
+    size_done: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<SizeTiming>, RunError> {
+    let region = Region::create(
+        "memlink-bench-buffered",
+        2 * CAPACITY * (N + 64) + (1 << 20),
+    )
+    .map_err(|e| RunError::Setup {
+        transport: NAME,
+        detail: e.to_string(),
+    })?;
+    let region = Arc::new(region);
+    let mode = wait_mode(wait);
+    let ping = BufferedChannel::<[u8; N]>::create(&region, CAPACITY, mode).map_err(fail)?;
+    let pong = BufferedChannel::<[u8; N]>::create(&region, CAPACITY, mode).map_err(fail)?;
+    let (ready, ready_wait) = ready_pair(NAME)?;
+    let server_plan = plan.clone();
+    let (s_ping, s_pong) = (ping.clone(), pong.clone());
+    let mut peer = spawn_peer(NAME, &[ready_wait.fd()], move || {
+        on_big_stack(N, || {
+            let rx = s_ping.receiver().map_err(fail)?;
+            let tx = s_pong.sender().map_err(fail)?;
+            ready.signal().map_err(fail)?;
+            let mut msg = Box::new([0u8; N]);
+            run_server(&server_plan, |m| {
+                receive(&rx, m.seq, m)?;
+                send(&tx, &mut msg, m.seq | REPLY_BIT, m)
+            })
+        })
+        .map_err(|e| e.to_string())
+    })?;
+    let mut client = |ready: ReadyWait, peer: &mut Peer| {
+        let tx = ping.sender().map_err(fail)?;
+        let rx = pong.receiver().map_err(fail)?;
+        ready.wait(peer)?;
+        let mut msg = Box::new([0u8; N]);
+        run_client(plan, size_done, |m| {
+            send(&tx, &mut msg, m.seq, m)?;
+            receive(&rx, m.seq | REPLY_BIT, m)
+        })
+    };
+    let peer_ref = &mut peer;
+    let result = on_big_stack(N, move || client(ready_wait, peer_ref));
+    peer.finish(result)
+}
+
+/// Runs the plan, one pair of processes and channels per size (the channel's value type
+/// is `[u8; size]`).
+pub(crate) fn run(
+    plan: &Plan,
+    wait: Wait,
+    size_done: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<SizeTiming>, RunError> {
+    let mut out = Vec::new();
+    for &size in &plan.sizes {
+        let one = Plan {
+            sizes: vec![size],
+            ..plan.clone()
+        };
+        let unsupported = Err(RunError::Setup {
+            transport: NAME,
+            detail: format!("size {size} is not a power of two from 8 B to 16 MiB"),
+        });
+        out.extend(with_pow2_size!(
+            size,
+            unsupported,
+            run_sized(&one, wait, size_done)
+        )?);
+    }
+    Ok(out)
+}
