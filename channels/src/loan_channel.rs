@@ -170,7 +170,11 @@ impl LoanSender {
             }
             receiver.is_closed() || (thorough && peer.is_dead(receiver.pcb.pid()))
         };
-        if matches!(deadline, Deadline::Now) && pool.try_loan(me).is_none() {
+        if matches!(deadline, Deadline::Now) {
+            if let Some(slot) = pool.try_loan(me) {
+                return Ok(Loan { sender: self, slot });
+            }
+            // Before reporting exhaustion, take back what dead processes held.
             pool.reclaim(dead(me));
         }
         match pool.loan(me, deadline, gone) {
