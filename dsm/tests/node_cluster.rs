@@ -13,7 +13,11 @@ use node_support::{MemPages, cluster, config, listeners};
 
 #[test]
 fn a_write_on_one_node_is_read_on_another_and_copies_are_invalidated() {
-    for manager in [ManagerKind::Central, ManagerKind::Fixed] {
+    for manager in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
         let nodes = cluster(4, 8, manager);
         let off = 3 * PAGE_SIZE + 16; // page 3
         nodes[1].mem.write_u64(&nodes[1].rt, off, 41).unwrap();
@@ -50,8 +54,19 @@ fn a_write_on_one_node_is_read_on_another_and_copies_are_invalidated() {
 
 #[test]
 fn lock_protected_counter_is_exact_on_four_nodes() {
+    for manager in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        counter(manager);
+    }
+}
+
+/// Runs the lock-protected counter on 4 nodes; returns (faults, messages) of all nodes.
+fn counter(manager: ManagerKind) -> (u64, u64) {
     const ROUNDS: u64 = 50;
-    let nodes = cluster(4, 4, ManagerKind::Central);
+    let nodes = cluster(4, 4, manager);
     let counter = PAGE_SIZE + 8; // page 1
     let hs: Vec<_> = nodes
         .into_iter()
@@ -65,13 +80,38 @@ fn lock_protected_counter_is_exact_on_four_nodes() {
                 }
                 n.rt.barrier(7).unwrap();
                 let total = n.mem.read_u64(&n.rt, counter).unwrap();
+                n.rt.barrier(8).unwrap();
+                let s = n.rt.stats();
                 n.rt.shutdown();
-                total
+                (total, s.read_faults + s.write_faults, s.messages)
             })
         })
         .collect();
+    let (mut faults, mut messages) = (0, 0);
     for h in hs {
-        assert_eq!(h.join().unwrap(), 4 * ROUNDS);
+        let (total, f, m) = h.join().unwrap();
+        assert_eq!(total, 4 * ROUNDS);
+        faults += f;
+        messages += m;
+    }
+    (faults, messages)
+}
+
+/// Messages per fault of each manager on the counter (locks and barriers included).
+/// Run by hand: `cargo test -p memlink-dsm --test node_cluster -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+fn report_messages_per_fault() {
+    for manager in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        let (faults, messages) = counter(manager);
+        println!(
+            "{manager}: {faults} faults, {messages} messages, {:.2} messages per fault",
+            messages as f64 / faults as f64
+        );
     }
 }
 

@@ -68,6 +68,11 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
             with_data,
         } => (7, page, 0, access, with_data),
         Message::Confirm { page, access } => (8, page, 0, access, false),
+        Message::Request {
+            page,
+            requester,
+            access,
+        } => (9, page, requester, access, false),
     };
     out.push(tag);
     out.extend_from_slice(&page.to_le_bytes());
@@ -112,6 +117,11 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
             with_data: flag,
         },
         8 => Message::Confirm { page, access },
+        9 => Message::Request {
+            page,
+            requester: node,
+            access,
+        },
         t => return Err(DecodeError::UnknownTag(t)),
     };
     let rest = &b[MESSAGE_LEN..];
@@ -158,6 +168,11 @@ mod tests {
             Message::Confirm {
                 page: 5,
                 access: Access::Read,
+            },
+            Message::Request {
+                page: 3,
+                requester: 2,
+                access: Access::Write,
             },
         ];
         for m in msgs {

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use super::dynamic::{DynamicEntry, PageCtx};
 use super::manager::ManagerEntry;
 use super::message::{Effect, Message};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
@@ -45,6 +46,9 @@ pub struct Coherence {
     /// Manager entries of the pages this node manages, indexed by page number
     /// (`None` for pages managed elsewhere).
     managed: Vec<Option<ManagerEntry>>,
+    /// Dynamic manager: this node's probable owner, copyset and queue of every page
+    /// (empty for the other managers).
+    dynamic: Vec<DynamicEntry>,
 }
 
 impl Coherence {
@@ -61,12 +65,6 @@ impl Coherence {
                 "node {id} of {nodes}: the protocol supports 1 to {MAX_NODES} nodes"
             )));
         }
-        if kind == ManagerKind::Dynamic {
-            return Err(ProtocolError(
-                "the dynamic distributed manager is not implemented yet: use central or fixed"
-                    .into(),
-            ));
-        }
         let initial = PageState {
             access: if id == 0 { Access::Write } else { Access::None },
             owner: id == 0,
@@ -78,10 +76,15 @@ impl Coherence {
             kind,
             pages: vec![initial; pages as usize],
             managed: Vec::new(),
+            dynamic: Vec::new(),
         };
-        c.managed = (0..pages)
-            .map(|p| (c.manager_of(p) == id).then(|| ManagerEntry::new(0)))
-            .collect();
+        if kind == ManagerKind::Dynamic {
+            c.dynamic = vec![DynamicEntry::new(); pages as usize];
+        } else {
+            c.managed = (0..pages)
+                .map(|p| (c.manager_of(p) == id).then(|| ManagerEntry::new(0)))
+                .collect();
+        }
         Ok(c)
     }
 
@@ -95,7 +98,41 @@ impl Coherence {
         self.pages.len() as u32
     }
 
-    /// The node that manages `page`.
+    /// Which manager this node runs.
+    pub fn kind(&self) -> ManagerKind {
+        self.kind
+    }
+
+    /// The dynamic-manager state of `page` (dynamic manager only).
+    pub fn dynamic_entry(&self, page: PageNo) -> Option<&DynamicEntry> {
+        self.dynamic.get(page as usize)
+    }
+
+    fn dynamic_ctx<'a>(
+        &'a mut self,
+        page: PageNo,
+        out: &'a mut Vec<Effect>,
+    ) -> Result<PageCtx<'a>, ProtocolError> {
+        let n = self.pages.len();
+        match (
+            self.pages.get_mut(page as usize),
+            self.dynamic.get_mut(page as usize),
+        ) {
+            (Some(st), Some(e)) => Ok(PageCtx {
+                me: self.id,
+                page,
+                st,
+                e,
+                out,
+            }),
+            _ => Err(ProtocolError(format!(
+                "page {page} out of range ({n} pages)"
+            ))),
+        }
+    }
+
+    /// The node that manages `page` (central and fixed managers; the dynamic manager has
+    /// none, this returns 0 for it).
     pub fn manager_of(&self, page: PageNo) -> NodeId {
         match self.kind {
             ManagerKind::Central | ManagerKind::Dynamic => 0,
@@ -132,6 +169,14 @@ impl Coherence {
         if st.pending.is_some() {
             return Ok(Vec::new());
         }
+        if self.kind == ManagerKind::Dynamic {
+            let mut out = Vec::new();
+            self.dynamic_ctx(page, &mut out)?
+                .fault(access)
+                .map_err(ProtocolError)?;
+            return Ok(out);
+        }
+        let st = self.state(page)?;
         st.pending = Some(access);
         let msg = if access == Access::Write {
             Message::WriteRequest { page }
@@ -150,7 +195,30 @@ impl Coherence {
         let me = self.id;
         let manager = self.manager_of(page);
         let mut out = Vec::new();
+        if self.kind == ManagerKind::Dynamic {
+            let nodes = self.nodes;
+            let mut ctx = self.dynamic_ctx(page, &mut out)?;
+            let r = match msg {
+                Message::Request {
+                    requester, access, ..
+                } if requester < nodes => ctx.request(requester, access),
+                Message::Invalidate { .. } => ctx.invalidate(from),
+                Message::InvalidateAck { .. } => ctx.invalidate_ack(from),
+                Message::Grant {
+                    access, with_data, ..
+                } => ctx.grant(from, access, with_data),
+                Message::Confirm { access, .. } => ctx.confirm(from, access),
+                other => Err(format!("{other:?} is not a dynamic-manager message")),
+            };
+            r.map_err(ProtocolError)?;
+            return Ok(out);
+        }
         match msg {
+            Message::Request { .. } => {
+                return Err(ProtocolError(
+                    "a dynamic-manager request reached a node running another manager".into(),
+                ));
+            }
             Message::ReadRequest { .. } | Message::WriteRequest { .. } => {
                 let access = if matches!(msg, Message::ReadRequest { .. }) {
                     Access::Read

@@ -55,7 +55,18 @@ pub enum Message {
         /// Whether the page contents travel with this message.
         with_data: bool,
     },
-    /// Requester → manager: the transfer is done; the manager may serve the next request.
+    /// Dynamic manager: a request for `access` by `requester`, sent to the probable owner
+    /// and forwarded along the probable-owner chain until it reaches the owner.
+    Request {
+        /// The page.
+        page: PageNo,
+        /// The node that faulted.
+        requester: NodeId,
+        /// Read or Write.
+        access: Access,
+    },
+    /// Requester → manager (central, fixed) or owner (dynamic, read copies): the transfer is
+    /// done; the next request may be served.
     Confirm {
         /// The page.
         page: PageNo,
@@ -75,6 +86,7 @@ impl Message {
             | Message::Invalidate { page }
             | Message::InvalidateAck { page }
             | Message::Grant { page, .. }
+            | Message::Request { page, .. }
             | Message::Confirm { page, .. } => page,
         }
     }

@@ -1,7 +1,8 @@
 //! The coherence protocol as a pure state machine: sequential consistency, single writer /
-//! multiple readers, write-invalidate, an owner and a copyset per page, and IVY's central
-//! manager (node 0 manages every page) or fixed distributed manager (page `p` is managed by
-//! node `p % nodes`).
+//! multiple readers, write-invalidate, an owner and a copyset per page, and IVY's three
+//! managers: central (node 0 manages every page), fixed distributed (page `p` is managed by
+//! node `p % nodes`), and dynamic distributed ([`dynamic`]: no manager, requests follow
+//! probable owners; the owner keeps the copyset).
 //!
 //! Each node runs one [`Coherence`]: local faults ([`Coherence::fault`]) and messages
 //! ([`Coherence::handle`]) go in, [`Effect`]s come out (messages to send, page installs and
@@ -39,6 +40,7 @@
 
 pub mod codec;
 pub mod coherence;
+pub mod dynamic;
 pub mod manager;
 pub mod message;
 pub mod sim;

@@ -164,10 +164,22 @@ impl SimCluster {
                     ));
                 }
                 if s.access == Access::Read && !s.owner {
-                    let listed = entry.is_some_and(|e| {
-                        e.copyset.contains(n as NodeId)
-                            || e.busy.is_some_and(|t| t.requester == n as NodeId)
-                    });
+                    let listed = if self.nodes[0].kind() == ManagerKind::Dynamic {
+                        // In the owner's copyset; or ownership is on its way to this node
+                        // (its copy is current, the others were invalidated).
+                        let owner = states.iter().position(|s| s.owner);
+                        match owner {
+                            Some(o) => self.nodes[o]
+                                .dynamic_entry(page)
+                                .is_some_and(|e| e.copyset.contains(n as NodeId)),
+                            None => s.pending == Some(Access::Write),
+                        }
+                    } else {
+                        entry.is_some_and(|e| {
+                            e.copyset.contains(n as NodeId)
+                                || e.busy.is_some_and(|t| t.requester == n as NodeId)
+                        })
+                    };
                     if !listed {
                         return Err(format!(
                             "page {page}: node {n} holds a read copy but is not in the copyset"

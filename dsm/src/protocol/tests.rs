@@ -25,7 +25,11 @@ fn drain_in_order(c: &mut SimCluster) {
 
 #[test]
 fn a_write_is_read_elsewhere_and_invalidates_copies() {
-    for kind in [ManagerKind::Central, ManagerKind::Fixed] {
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
         let mut c = SimCluster::new(4, 3, kind).unwrap();
         // Nodes 1, 2 and 3 take read copies of page 2.
         for n in 1..4 {
@@ -60,15 +64,17 @@ fn a_write_is_read_elsewhere_and_invalidates_copies() {
 
 #[test]
 fn the_owner_upgrades_in_place() {
-    let mut c = SimCluster::new(2, 1, ManagerKind::Central).unwrap();
-    c.fault(1, 0, Access::Read).unwrap();
-    drain_in_order(&mut c);
-    assert_eq!(c.access(0, 0), Access::Read);
-    c.fault(0, 0, Access::Write).unwrap();
-    drain_in_order(&mut c);
-    assert_eq!(c.access(0, 0), Access::Write);
-    assert_eq!(c.access(1, 0), Access::None);
-    assert!(c.quiescent());
+    for kind in [ManagerKind::Central, ManagerKind::Dynamic] {
+        let mut c = SimCluster::new(2, 1, kind).unwrap();
+        c.fault(1, 0, Access::Read).unwrap();
+        drain_in_order(&mut c);
+        assert_eq!(c.access(0, 0), Access::Read);
+        c.fault(0, 0, Access::Write).unwrap();
+        drain_in_order(&mut c);
+        assert_eq!(c.access(0, 0), Access::Write);
+        assert_eq!(c.access(1, 0), Access::None);
+        assert!(c.quiescent());
+    }
 }
 
 #[test]
@@ -181,6 +187,19 @@ fn random_run(kind: ManagerKind, nodes: usize, pages: u32, seed: u64, steps: usi
         guard += 1;
         assert!(guard < 100_000, "{kind:?} seed {seed}: no progress");
     }
+    if !waiting.iter().all(Option::is_none) {
+        eprintln!("waiting {waiting:?}");
+        for n in &c.nodes {
+            for p in 0..pages {
+                eprintln!(
+                    "node {} page {p}: {:?} {:?}",
+                    n.id(),
+                    n.page(p),
+                    n.dynamic_entry(p)
+                );
+            }
+        }
+    }
     assert!(
         waiting.iter().all(Option::is_none),
         "{kind:?} seed {seed}: a fault was never served"
@@ -191,7 +210,11 @@ fn random_run(kind: ManagerKind, nodes: usize, pages: u32, seed: u64, steps: usi
 
 #[test]
 fn random_programs_with_reordered_deliveries_stay_coherent() {
-    for kind in [ManagerKind::Central, ManagerKind::Fixed] {
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
         for seed in 0..200 {
             random_run(kind, 4, 3, seed, 400);
         }
@@ -208,4 +231,23 @@ fn fixed_manager_spreads_pages() {
     assert_eq!(managers, vec![0, 1, 2, 0, 1, 2]);
     assert!(c.nodes[1].manager_entry(1).is_some());
     assert!(c.nodes[1].manager_entry(0).is_none());
+}
+#[test]
+#[ignore = "a long sweep: run by hand"]
+fn long_sweep() {
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        for seed in 0..5000 {
+            random_run(
+                kind,
+                3 + (seed % 3) as usize,
+                1 + (seed % 2) as u32,
+                seed,
+                600,
+            );
+        }
+    }
 }

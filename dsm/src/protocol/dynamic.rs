@@ -1,0 +1,331 @@
+//! IVY's dynamic distributed manager: no manager at all. Each node keeps a probable owner per
+//! page; a request goes to it and is forwarded along the chain until it reaches the owner.
+//! A node that forwards a write request points its probable owner at the requester (which
+//! will own the page), so chains stay short; a read copy points at the owner that served it;
+//! an invalidated copy points at the owner that invalidated it.
+//!
+//! The owner keeps the copyset and serves one request at a time: for a write it invalidates
+//! the copies (collecting acknowledgements) before handing ownership over; for a read it waits
+//! for the reader's Confirm, so an invalidation can never overtake the copy it invalidates.
+//! Requests that reach a busy owner, or a node waiting for ownership (the tail of the queue of
+//! writers), wait in that node's FIFO.
+
+use std::collections::VecDeque;
+
+use super::coherence::PageState;
+use super::manager::NodeSet;
+use super::message::{Effect, Message};
+use crate::types::{Access, NodeId, PageNo};
+
+/// What an owner is in the middle of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynamicBusy {
+    /// Invalidating the copies before `requester` gets write access.
+    Invalidating {
+        /// The node that asked to write (possibly the owner itself).
+        requester: NodeId,
+        /// Acknowledgements still expected.
+        acks_left: u32,
+    },
+    /// Waiting for `reader` to confirm the read copy it was sent.
+    AwaitingConfirm {
+        /// The reader.
+        reader: NodeId,
+    },
+}
+
+/// A node's dynamic-manager state for one page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DynamicEntry {
+    /// Where this node believes the owner is (itself when it owns the page).
+    pub prob_owner: NodeId,
+    /// The read copies (valid at the owner), the owner excluded.
+    pub copyset: NodeSet,
+    /// What the owner is doing, if anything.
+    pub busy: Option<DynamicBusy>,
+    /// Requests waiting here, in arrival order.
+    pub queue: VecDeque<(NodeId, Access)>,
+}
+
+impl DynamicEntry {
+    /// The state at start: node 0 owns every page.
+    pub fn new() -> DynamicEntry {
+        DynamicEntry {
+            prob_owner: 0,
+            copyset: NodeSet::default(),
+            busy: None,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl Default for DynamicEntry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One page of one node: the step functions work on this.
+pub(crate) struct PageCtx<'a> {
+    pub me: NodeId,
+    pub page: PageNo,
+    pub st: &'a mut PageState,
+    pub e: &'a mut DynamicEntry,
+    pub out: &'a mut Vec<Effect>,
+}
+
+impl PageCtx<'_> {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push(Effect::Send { to, msg });
+    }
+
+    fn set_access(&mut self, access: Access) {
+        if self.st.access != access {
+            self.st.access = access;
+            self.out.push(Effect::SetAccess {
+                page: self.page,
+                access,
+            });
+        }
+    }
+
+    /// A local fault that needs a request (the caller checked it is not satisfied and
+    /// nothing is pending).
+    pub fn fault(&mut self, access: Access) -> Result<(), String> {
+        self.st.pending = Some(access);
+        if self.st.owner {
+            self.request(self.me, access)
+        } else {
+            let (page, me, to) = (self.page, self.me, self.e.prob_owner);
+            self.send(
+                to,
+                Message::Request {
+                    page,
+                    requester: me,
+                    access,
+                },
+            );
+            Ok(())
+        }
+    }
+
+    /// A request by `requester` reached this node.
+    pub fn request(&mut self, requester: NodeId, access: Access) -> Result<(), String> {
+        if self.st.owner {
+            if self.e.busy.is_some() {
+                self.e.queue.push_back((requester, access));
+                return Ok(());
+            }
+            return self.serve(requester, access);
+        }
+        if requester == self.me {
+            return Err(format!(
+                "node {} got its own request for page {} back: the probable-owner chain has a cycle",
+                self.me, self.page
+            ));
+        }
+        if self.st.pending == Some(Access::Write) {
+            // This node will own the page next: the request waits here.
+            self.e.queue.push_back((requester, access));
+            return Ok(());
+        }
+        let (page, to) = (self.page, self.e.prob_owner);
+        self.send(
+            to,
+            Message::Request {
+                page,
+                requester,
+                access,
+            },
+        );
+        if access == Access::Write {
+            self.e.prob_owner = requester;
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self, requester: NodeId, access: Access) -> Result<(), String> {
+        let page = self.page;
+        if access == Access::Read {
+            if requester == self.me {
+                return Err(format!(
+                    "owner {} asked itself for a read copy of page {page}",
+                    self.me
+                ));
+            }
+            self.e.copyset.insert(requester);
+            self.set_access(Access::Read);
+            self.send(
+                requester,
+                Message::Grant {
+                    page,
+                    access: Access::Read,
+                    with_data: true,
+                },
+            );
+            self.e.busy = Some(DynamicBusy::AwaitingConfirm { reader: requester });
+            return Ok(());
+        }
+        let mut holders = self.e.copyset;
+        holders.remove(requester);
+        holders.remove(self.me);
+        if holders.is_empty() {
+            return self.transfer(requester);
+        }
+        self.e.busy = Some(DynamicBusy::Invalidating {
+            requester,
+            acks_left: holders.len() as u32,
+        });
+        for h in holders.iter() {
+            self.send(h, Message::Invalidate { page });
+        }
+        Ok(())
+    }
+
+    /// The copies are gone: give write access to `requester`.
+    fn transfer(&mut self, requester: NodeId) -> Result<(), String> {
+        let page = self.page;
+        self.e.busy = None;
+        if requester == self.me {
+            self.st.pending = None;
+            self.e.copyset = NodeSet::default();
+            self.set_access(Access::Write);
+            self.out.push(Effect::Served { page });
+        } else {
+            let with_data = !self.e.copyset.contains(requester);
+            self.st.owner = false;
+            self.set_access(Access::None);
+            self.send(
+                requester,
+                Message::Grant {
+                    page,
+                    access: Access::Write,
+                    with_data,
+                },
+            );
+            self.e.prob_owner = requester;
+            self.e.copyset = NodeSet::default();
+            // This node's own write fault waited in its queue while it owned the page: now
+            // it must ask the new owner like everyone else.
+            if let Some(pos) = self.e.queue.iter().position(|(r, _)| *r == self.me) {
+                if let Some((_, a)) = self.e.queue.remove(pos) {
+                    let me = self.me;
+                    self.send(
+                        requester,
+                        Message::Request {
+                            page,
+                            requester: me,
+                            access: a,
+                        },
+                    );
+                }
+            }
+        }
+        self.drain()
+    }
+
+    /// Serve or pass on the waiting requests while this node can.
+    fn drain(&mut self) -> Result<(), String> {
+        loop {
+            let can = if self.st.owner {
+                self.e.busy.is_none()
+            } else {
+                self.st.pending != Some(Access::Write)
+            };
+            if !can {
+                return Ok(());
+            }
+            let Some((r, a)) = self.e.queue.pop_front() else {
+                return Ok(());
+            };
+            self.request(r, a)?;
+        }
+    }
+
+    /// The owner `from` invalidates this node's copy.
+    pub fn invalidate(&mut self, from: NodeId) -> Result<(), String> {
+        if self.st.owner {
+            return Err(format!(
+                "invalidation of page {} at its owner {}",
+                self.page, self.me
+            ));
+        }
+        self.set_access(Access::None);
+        self.e.prob_owner = from;
+        let page = self.page;
+        self.send(from, Message::InvalidateAck { page });
+        Ok(())
+    }
+
+    /// `from` dropped its copy.
+    pub fn invalidate_ack(&mut self, from: NodeId) -> Result<(), String> {
+        match &mut self.e.busy {
+            Some(DynamicBusy::Invalidating {
+                requester,
+                acks_left,
+            }) if self.st.owner && self.e.copyset.contains(from) => {
+                *acks_left -= 1;
+                self.e.copyset.remove(from);
+                if *acks_left == 0 {
+                    let r = *requester;
+                    return self.transfer(r);
+                }
+                Ok(())
+            }
+            _ => Err(format!(
+                "unexpected invalidation ack for page {} from node {from} at node {}",
+                self.page, self.me
+            )),
+        }
+    }
+
+    /// The owner `from` grants `access`.
+    pub fn grant(&mut self, from: NodeId, access: Access, with_data: bool) -> Result<(), String> {
+        let page = self.page;
+        if self.st.pending != Some(access) {
+            return Err(format!(
+                "grant of {access:?} for page {page} that node {} did not ask for",
+                self.me
+            ));
+        }
+        if access == Access::Write && !with_data && self.st.access == Access::None {
+            return Err(format!(
+                "ownership of page {page} without data at node {}, which has no copy",
+                self.me
+            ));
+        }
+        self.st.pending = None;
+        self.st.access = access;
+        self.out.push(if with_data {
+            Effect::Install { page, access }
+        } else {
+            Effect::SetAccess { page, access }
+        });
+        self.out.push(Effect::Served { page });
+        if access == Access::Write {
+            self.st.owner = true;
+            self.e.prob_owner = self.me;
+            self.e.copyset = NodeSet::default();
+        } else {
+            self.e.prob_owner = from;
+            self.send(from, Message::Confirm { page, access });
+        }
+        self.drain()
+    }
+
+    /// The reader `from` confirmed its copy.
+    pub fn confirm(&mut self, from: NodeId, access: Access) -> Result<(), String> {
+        match self.e.busy {
+            Some(DynamicBusy::AwaitingConfirm { reader })
+                if reader == from && access == Access::Read && self.st.owner =>
+            {
+                self.e.busy = None;
+                self.drain()
+            }
+            _ => Err(format!(
+                "unexpected confirm for page {} from node {from} at node {}",
+                self.page, self.me
+            )),
+        }
+    }
+}
