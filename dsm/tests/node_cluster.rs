@@ -242,3 +242,60 @@ fn garbage_sent_to_a_node_port_is_rejected_and_the_node_keeps_serving() {
     n1.lock(3).unwrap();
     n1.unlock(3).unwrap();
 }
+
+/// Remote read miss latency (owner = manager = node 0, in-memory pages) against a raw TCP
+/// 4 KiB round trip in the same run. Run by hand:
+/// `cargo test -p memlink-dsm --release --test node_cluster measure -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+fn measure_read_miss() {
+    use std::io::Read;
+    use std::time::Instant;
+    const N: usize = 2000;
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut s, _) = raw.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; PAGE_SIZE];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf).unwrap();
+        }
+    });
+    let mut c = TcpStream::connect(raw_addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = vec![1u8; PAGE_SIZE];
+    let mut tcp = Vec::new();
+    for _ in 0..N {
+        let t = Instant::now();
+        c.write_all(&buf).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        tcp.push(t.elapsed());
+    }
+    for manager in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        let nodes = cluster(2, 2, manager);
+        let mut miss = Vec::new();
+        for i in 0..N as u64 {
+            // Node 0 writes (taking the page back and invalidating node 1's copy) ...
+            nodes[0].mem.write_u64(&nodes[0].rt, 0, i).unwrap();
+            // ... and node 1's read is a remote read miss.
+            let t = Instant::now();
+            nodes[1].rt.resolve_fault(0, Access::Read).unwrap();
+            miss.push(t.elapsed());
+            assert_eq!(nodes[1].mem.read_u64(&nodes[1].rt, 0).unwrap(), i);
+        }
+        tcp.sort();
+        miss.sort();
+        let (m, t) = (miss[N / 2], tcp[N / 2]);
+        println!(
+            "{manager}: read miss {:.1} us, raw TCP 4 KiB round trip {:.1} us, ratio {:.2}",
+            m.as_secs_f64() * 1e6,
+            t.as_secs_f64() * 1e6,
+            m.as_secs_f64() / t.as_secs_f64()
+        );
+    }
+}
