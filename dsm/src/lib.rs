@@ -12,6 +12,14 @@ pub mod sync;
 pub use node::NodeRuntime;
 
 #[cfg(not(memlink_loom))]
+pub mod apps;
+#[cfg(not(memlink_loom))]
+pub mod cluster;
+#[cfg(not(memlink_loom))]
 pub mod fault;
+#[cfg(not(memlink_loom))]
+pub mod handles;
+#[cfg(not(memlink_loom))]
+pub mod init;
 #[cfg(not(memlink_loom))]
 pub mod mapping;

@@ -309,3 +309,26 @@ fn a_clash_at_the_base_is_a_clear_error() {
     drop(first);
     Mapping::create(base(11), 4, Backend::Sigsegv).expect("free again after unmap");
 }
+
+fn invalidated_contents_stay_readable_by_the_runtime(slot: usize, backend: Backend) {
+    let (mapping, _resolver, _service) = setup(slot, 2, backend);
+    write_byte(&mapping, 10, 123);
+    // The protocol invalidates before it reads the page to send it on.
+    mapping.set_access(0, Access::None);
+    let mut out = vec![0u8; PAGE_SIZE];
+    mapping.read_page(0, &mut out);
+    assert_eq!(out[10], 123);
+    // Ownership coming back without data: the old contents are current again.
+    mapping.set_access(0, Access::Write);
+    assert_eq!(byte(&mapping, 10), 123);
+}
+
+#[test]
+fn sigsegv_invalidated_contents_stay_readable_by_the_runtime() {
+    invalidated_contents_stay_readable_by_the_runtime(12, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_invalidated_contents_stay_readable_by_the_runtime() {
+    invalidated_contents_stay_readable_by_the_runtime(13, Backend::Uffd);
+}

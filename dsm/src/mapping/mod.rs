@@ -11,9 +11,10 @@
 //! - [`Backend::Sigsegv`]: the application view's protection per page (`mprotect`): none,
 //!   read-only, read-write; the fill view is written while the page is inaccessible.
 //! - [`Backend::Uffd`]: the application view is registered with userfaultfd (missing and
-//!   write-protect modes). A page without access has no backing page (its hole is punched), so
-//!   any access is a missing fault; a read-only page is write-protected; installing a page is one
-//!   `UFFDIO_COPY`, which fills and maps it atomically.
+//!   write-protect modes). A page without access has no backing page (its hole is punched, its
+//!   last contents kept aside for the runtime), so any access is a missing fault; a read-only
+//!   page is write-protected; installing a page is one `UFFDIO_COPY`, which fills and maps it
+//!   atomically.
 //!
 //! ```no_run
 //! use memlink_dsm::mapping::{Mapping, DEFAULT_BASE};
@@ -31,6 +32,7 @@ mod region;
 
 use std::fmt;
 use std::io;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::fault::userfaultfd::Userfaultfd;
@@ -138,6 +140,9 @@ pub struct Mapping {
     uffd: Option<Arc<Userfaultfd>>,
     backend: Backend,
     stripes: Box<[Mutex<()>]>,
+    /// userfaultfd: the contents of pages invalidated here (their backing page is gone), kept
+    /// because the runtime may still read them (to send them on) or re-enable them.
+    stash: Mutex<HashMap<PageNo, Box<[u8]>>>,
 }
 
 impl fmt::Debug for Mapping {
@@ -170,6 +175,7 @@ impl Mapping {
             uffd,
             backend,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stash: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -239,6 +245,22 @@ impl Mapping {
         }
     }
 
+    fn stash(&self) -> std::sync::MutexGuard<'_, HashMap<PageNo, Box<[u8]>>> {
+        self.stash.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// userfaultfd: drops the backing page of `page`, keeping its contents in the stash.
+    fn uffd_discard(&self, page: PageNo) {
+        let mut copy = vec![0u8; PAGE_SIZE].into_boxed_slice();
+        let src = self.region.fill_page(page as usize);
+        // SAFETY: the page is present (it has a backing page), so reading it through the fill
+        // view maps that page and creates nothing; the caller holds the page's stripe lock.
+        unsafe { std::ptr::copy_nonoverlapping(src, copy.as_mut_ptr(), PAGE_SIZE) };
+        self.stash().insert(page, copy);
+        self.table.set(page, Access::None, false);
+        self.region.discard(page as usize);
+    }
+
     /// userfaultfd: maps `data` at `page` in one step (the page must have no backing page).
     fn uffd_fill(&self, uffd: &Userfaultfd, page: PageNo, data: &[u8], access: Access) {
         let dst = self.region.app_page(page as usize) as usize;
@@ -269,9 +291,12 @@ impl LocalPages for Mapping {
         }
         let _guard = self.lock(page);
         if self.backend == Backend::Uffd && !self.table.present(page) {
-            // No backing page: the contents are zero (never written). Reading the fill view
-            // would create a backing page behind userfaultfd's back.
-            out[..len].copy_from_slice(&ZERO_PAGE[..len]);
+            // No backing page: the contents are the stashed ones, or zero (never written).
+            // Reading the fill view would create a backing page behind userfaultfd's back.
+            match self.stash().get(&page) {
+                Some(saved) => out[..len].copy_from_slice(&saved[..len]),
+                None => out[..len].copy_from_slice(&ZERO_PAGE[..len]),
+            }
             return;
         }
         let src = self.region.fill_page(page as usize);
@@ -305,10 +330,14 @@ impl LocalPages for Mapping {
             }
             Some(uffd) => {
                 if self.table.present(page) {
-                    self.region.discard(page as usize);
                     self.table.set(page, Access::None, false);
+                    self.region.discard(page as usize);
                 }
+                self.stash().remove(&page);
                 if access == Access::None {
+                    let mut saved = vec![0u8; PAGE_SIZE].into_boxed_slice();
+                    saved[..len].copy_from_slice(&data[..len]);
+                    self.stash().insert(page, saved);
                     return;
                 }
                 if len == PAGE_SIZE {
@@ -344,13 +373,14 @@ impl LocalPages for Mapping {
                 match access {
                     Access::None => {
                         if present {
-                            self.region.discard(page as usize);
+                            self.uffd_discard(page);
                         }
-                        self.table.set(page, Access::None, false);
                     }
                     Access::Read | Access::Write if !present => {
-                        // Never filled here: its contents are the initial zeros.
-                        self.uffd_fill(uffd, page, &ZERO_PAGE, access);
+                        // Its contents are the stashed ones, or the initial zeros.
+                        let saved = self.stash().remove(&page);
+                        let data = saved.as_deref().unwrap_or(&ZERO_PAGE);
+                        self.uffd_fill(uffd, page, data, access);
                     }
                     Access::Read | Access::Write => {
                         let addr = self.region.app_page(page as usize) as usize;

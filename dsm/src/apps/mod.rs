@@ -1,0 +1,269 @@
+//! The demonstration applications of `memlink dsm run --app APP`. Each node does its share of
+//! the work in the shared region, then checks the result against a sequential computation of
+//! its own: `verified` is true only if every element matches.
+//!
+//! - [`counter`]: lock-protected increments of one shared counter;
+//! - [`jacobi`]: a 2-D Jacobi stencil, bands of rows per node, barriers between sweeps;
+//! - [`matmul`]: C = A x B with A and B written once by node 0 and read-shared by all;
+//! - [`sort`]: every node sorts a chunk, node 0 merges.
+//!
+//! [`run_node`] joins a cluster, runs one app and leaves: the body of a node process.
+
+pub mod counter;
+pub mod jacobi;
+pub mod matmul;
+pub mod sort;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use crate::cluster::Dsm;
+use crate::types::{Backend, DsmError, NodeConfig, NodeId, NodeStats};
+
+/// The number of pages every app's cluster is started with (each app fits in it).
+pub const APP_PAGES: u32 = 64;
+
+/// One of the demonstration apps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum App {
+    /// Lock-protected increments of a shared counter.
+    Counter,
+    /// A Jacobi stencil with barriers.
+    Jacobi,
+    /// Matrix multiplication with read-shared inputs.
+    Matmul,
+    /// Chunked sort and merge.
+    Sort,
+}
+
+impl App {
+    /// Every app, in the order of `--help`.
+    pub const ALL: [App; 4] = [App::Counter, App::Jacobi, App::Matmul, App::Sort];
+
+    /// The app's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Counter => "counter",
+            App::Jacobi => "jacobi",
+            App::Matmul => "matmul",
+            App::Sort => "sort",
+        }
+    }
+
+    /// Runs this node's share of the app and checks the result; `Ok(false)` if it is wrong.
+    pub fn run(self, dsm: &Dsm) -> Result<bool, DsmError> {
+        match self {
+            App::Counter => counter::run(dsm),
+            App::Jacobi => jacobi::run(dsm),
+            App::Matmul => matmul::run(dsm),
+            App::Sort => sort::run(dsm),
+        }
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An app name that is not one of [`App::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownApp(pub String);
+
+impl fmt::Display for UnknownApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown app {:?}: expected one of counter, jacobi, matmul, sort",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownApp {}
+
+impl FromStr for App {
+    type Err = UnknownApp;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        App::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownApp(s.to_string()))
+    }
+}
+
+/// What one node did: the line a node process prints for its launcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The node.
+    pub id: NodeId,
+    /// The app it ran.
+    pub app: App,
+    /// Whether its check against the sequential computation passed.
+    pub verified: bool,
+    /// Microseconds from joined to done (the app itself, not the start-up).
+    pub wall_us: u64,
+    /// Its faults, messages and bytes.
+    pub stats: NodeStats,
+}
+
+const REPORT_PREFIX: &str = "memlink-dsm-report";
+
+impl NodeReport {
+    /// The report as one line of `key=value` fields.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{REPORT_PREFIX} id={} app={} verified={} wall_us={} read_faults={} write_faults={} \
+             messages={} bytes={}",
+            self.id,
+            self.app,
+            self.verified,
+            self.wall_us,
+            self.stats.read_faults,
+            self.stats.write_faults,
+            self.stats.messages,
+            self.stats.bytes
+        )
+    }
+
+    /// Parses a line written by [`NodeReport::to_line`]; `None` for any other line.
+    pub fn parse_line(line: &str) -> Option<NodeReport> {
+        let rest = line.trim().strip_prefix(REPORT_PREFIX)?;
+        let mut report = NodeReport {
+            id: 0,
+            app: App::Counter,
+            verified: false,
+            wall_us: 0,
+            stats: NodeStats::default(),
+        };
+        let mut seen = 0;
+        for field in rest.split_whitespace() {
+            let (key, value) = field.split_once('=')?;
+            match key {
+                "id" => report.id = value.parse().ok()?,
+                "app" => report.app = value.parse().ok()?,
+                "verified" => report.verified = value.parse().ok()?,
+                "wall_us" => report.wall_us = value.parse().ok()?,
+                "read_faults" => report.stats.read_faults = value.parse().ok()?,
+                "write_faults" => report.stats.write_faults = value.parse().ok()?,
+                "messages" => report.stats.messages = value.parse().ok()?,
+                "bytes" => report.stats.bytes = value.parse().ok()?,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 8).then_some(report)
+    }
+
+    /// Finds the report line in a node process's output.
+    pub fn find_in(output: &str) -> Option<NodeReport> {
+        output.lines().find_map(NodeReport::parse_line)
+    }
+}
+
+/// Exit status of a node process whose app ran but was not verified.
+pub const EXIT_NOT_VERIFIED: i32 = 1;
+/// Exit status of a node process that lost a peer (also [`crate::fault::UNSERVABLE_FAULT_EXIT`]).
+pub const EXIT_NODE_LOST: i32 = crate::fault::UNSERVABLE_FAULT_EXIT;
+/// Exit status of a node process that could not join or hit another DSM error.
+pub const EXIT_DSM_ERROR: i32 = 4;
+
+/// Joins the cluster, runs `app`, leaves in order; the body of a node process.
+pub fn run_node(config: NodeConfig, backend: Backend, app: App) -> Result<NodeReport, DsmError> {
+    let id = config.id;
+    let dsm = Dsm::join(config, backend)?;
+    let start = Instant::now();
+    let verified = app.run(&dsm)?;
+    let wall_us = start.elapsed().as_micros() as u64;
+    let stats = dsm.leave()?;
+    Ok(NodeReport {
+        id,
+        app,
+        verified,
+        wall_us,
+        stats,
+    })
+}
+
+/// Runs [`run_node`], prints the report line (or the error) and returns the process exit
+/// status: 0 verified, [`EXIT_NOT_VERIFIED`], [`EXIT_NODE_LOST`] or [`EXIT_DSM_ERROR`].
+pub fn node_main(config: NodeConfig, backend: Backend, app: App) -> i32 {
+    let id = config.id;
+    match run_node(config, backend, app) {
+        Ok(report) => {
+            println!("{}", report.to_line());
+            if report.verified {
+                0
+            } else {
+                EXIT_NOT_VERIFIED
+            }
+        }
+        Err(e) => {
+            eprintln!("memlink-dsm node {id}: {e}");
+            match e {
+                DsmError::NodeLost { .. } => EXIT_NODE_LOST,
+                _ => EXIT_DSM_ERROR,
+            }
+        }
+    }
+}
+
+/// The half-open range of `0..total` that node `id` of `nodes` works on.
+pub fn share(total: usize, id: NodeId, nodes: usize) -> std::ops::Range<usize> {
+    let id = id as usize;
+    (total * id / nodes)..(total * (id + 1) / nodes)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift), the same on every node.
+pub(crate) fn pseudo_random(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_round_trip() {
+        let r = NodeReport {
+            id: 3,
+            app: App::Jacobi,
+            verified: true,
+            wall_us: 1234,
+            stats: NodeStats {
+                read_faults: 1,
+                write_faults: 2,
+                messages: 3,
+                bytes: 4,
+            },
+        };
+        let text = format!("noise\n{}\nmore\n", r.to_line());
+        assert_eq!(NodeReport::find_in(&text), Some(r));
+        assert_eq!(NodeReport::parse_line("memlink-dsm-report id=x"), None);
+    }
+
+    #[test]
+    fn shares_cover_everything_once() {
+        for nodes in 1..6 {
+            let mut next = 0;
+            for id in 0..nodes {
+                let r = share(100, id as NodeId, nodes);
+                assert_eq!(r.start, next);
+                next = r.end;
+            }
+            assert_eq!(next, 100);
+        }
+        assert_eq!("sort".parse::<App>(), Ok(App::Sort));
+        assert!("qsort".parse::<App>().unwrap_err().to_string().contains("jacobi"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The user-facing handle of one node: [`Dsm::join`] maps the shared region at the
+//! cluster-wide address, starts the node runtime (connections, coherence, sync manager,
+//! allocator) and the fault backend; then the region is ordinary memory, kept coherent page by
+//! page across the cluster.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use memlink_dsm::{Backend, ManagerKind, NodeConfig, cluster::Dsm};
+//!
+//! let peers = vec!["10.0.0.1:7000".parse().unwrap(), "10.0.0.2:7000".parse().unwrap()];
+//! let config = NodeConfig {
+//!     id: 1,
+//!     listen: "0.0.0.0:7000".parse().unwrap(),
+//!     peers,
+//!     pages: 64,
+//!     manager: ManagerKind::Central,
+//!     connect_timeout: Duration::from_secs(30),
+//! };
+//! let dsm = Dsm::join(config, Backend::Sigsegv)?;
+//! dsm.barrier(0)?;                         // node 0 has published its data by now
+//! let offset = dsm.lookup(0) as usize;      // where node 0 put it
+//! let first = unsafe { *dsm.at::<u64>(offset) }; // a plain read: faults fetch the page
+//! dsm.leave()?;
+//! # let _ = first;
+//! # Ok::<(), memlink_dsm::DsmError>(())
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::fault::FaultService;
+use crate::mapping::{MapError, Mapping, base_from_env};
+use crate::node::NodeRuntime;
+use crate::types::{Backend, DsmError, LocalPages, NodeConfig, NodeId, NodeStats, PAGE_SIZE};
+
+/// The barrier every node passes at the end of [`Dsm::join`], after node 0 set up the
+/// directory. Application barriers should use other ids.
+pub const JOIN_BARRIER: u32 = u32::MAX - 1;
+
+/// The number of `u64` slots in the directory (one page at region offset 0).
+pub const DIRECTORY_SLOTS: usize = PAGE_SIZE / 8;
+
+/// One node's membership in a DSM cluster. Dropping it without [`Dsm::leave`] abandons the
+/// cluster (the peers see this node as lost).
+pub struct Dsm {
+    // Field order is drop order: stop faults first, then the runtime, then unmap.
+    faults: Option<FaultService>,
+    runtime: Arc<NodeRuntime>,
+    mapping: Arc<Mapping>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Dsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dsm")
+            .field("id", &self.runtime.id())
+            .field("nodes", &self.runtime.nodes())
+            .field("base", &self.mapping.base())
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+fn map_error(e: MapError) -> DsmError {
+    match e {
+        MapError::Memfd(io) | MapError::Map(io) => DsmError::Io(io),
+        other => DsmError::Config(other.to_string()),
+    }
+}
+
+impl Dsm {
+    /// Joins the cluster described by `config`, catching faults with `backend`, with the
+    /// region at [`base_from_env`] (`MEMLINK_DSM_BASE` or the default; the same on every node).
+    /// Returns once every node has joined.
+    pub fn join(config: NodeConfig, backend: Backend) -> Result<Dsm, DsmError> {
+        let base = base_from_env().map_err(map_error)?;
+        Self::join_at(config, backend, base)
+    }
+
+    /// As [`Dsm::join`], with the region at `base`.
+    pub fn join_at(config: NodeConfig, backend: Backend, base: usize) -> Result<Dsm, DsmError> {
+        let mapping = Mapping::create(base, config.pages, backend).map_err(map_error)?;
+        let pages: Arc<dyn LocalPages> = mapping.clone();
+        let runtime = NodeRuntime::start(config, pages)?;
+        let faults = FaultService::start(mapping.clone(), runtime.clone())
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let dsm = Dsm {
+            faults: Some(faults),
+            runtime,
+            mapping,
+            backend,
+        };
+        if dsm.id() == 0 {
+            // The directory: the first block of a fresh first-fit allocator, so at offset 0.
+            let offset = dsm.runtime.alloc(PAGE_SIZE, PAGE_SIZE)?;
+            if offset != 0 {
+                return Err(DsmError::Protocol(format!(
+                    "the directory landed at offset {offset}, not 0"
+                )));
+            }
+        }
+        dsm.runtime.barrier(JOIN_BARRIER)?;
+        Ok(dsm)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.runtime.id()
+    }
+
+    /// The number of nodes in the cluster.
+    pub fn nodes(&self) -> usize {
+        self.runtime.nodes()
+    }
+
+    /// The start of the shared region: the same address on every node.
+    pub fn base(&self) -> *mut u8 {
+        self.mapping.base()
+    }
+
+    /// The region's length in bytes.
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Always false: a region has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The fault backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The address of region offset `offset` as a `*mut T` (valid on every node). Reading or
+    /// writing it faults the page in as needed.
+    pub fn at<T>(&self, offset: usize) -> *mut T {
+        self.mapping.base().wrapping_add(offset).cast()
+    }
+
+    /// The region offset of `ptr`, if it points into the region.
+    pub fn offset_of<T>(&self, ptr: *const T) -> Option<usize> {
+        let addr = ptr as usize;
+        let base = self.mapping.base() as usize;
+        (addr >= base && addr < base + self.mapping.len()).then(|| addr - base)
+    }
+
+    fn directory(&self, slot: usize) -> &AtomicU64 {
+        assert!(slot < DIRECTORY_SLOTS, "directory slot {slot} out of range");
+        // SAFETY: the directory is the page at offset 0, allocated by node 0 in join and never
+        // freed; an AtomicU64 may live at any 8-aligned address and be shared between threads
+        // (and, through coherence, nodes).
+        unsafe { &*self.at::<AtomicU64>(slot * 8) }
+    }
+
+    /// Publishes `value` (typically an offset from [`Dsm::alloc`]) in directory slot `slot`
+    /// (`< DIRECTORY_SLOTS`), for the other nodes to [`lookup`](Dsm::lookup) after a barrier.
+    pub fn publish(&self, slot: usize, value: u64) {
+        self.directory(slot).store(value, Ordering::SeqCst);
+    }
+
+    /// Reads directory slot `slot` (0 until someone publishes it).
+    pub fn lookup(&self, slot: usize) -> u64 {
+        self.directory(slot).load(Ordering::SeqCst)
+    }
+
+    /// Allocates `size` bytes of the region aligned to `align` (first fit, cluster-wide);
+    /// returns the region offset.
+    pub fn alloc(&self, size: usize, align: usize) -> Result<usize, DsmError> {
+        self.runtime.alloc(size, align)
+    }
+
+    /// Frees the block that [`Dsm::alloc`] returned at `offset`.
+    pub fn free(&self, offset: usize) -> Result<(), DsmError> {
+        self.runtime.free(offset)
+    }
+
+    /// Acquires cluster-wide lock `lock` (FIFO at its manager node).
+    pub fn lock(&self, lock: u32) -> Result<(), DsmError> {
+        self.runtime.lock(lock)
+    }
+
+    /// Releases cluster-wide lock `lock`.
+    pub fn unlock(&self, lock: u32) -> Result<(), DsmError> {
+        self.runtime.unlock(lock)
+    }
+
+    /// Waits until every node has reached barrier `barrier`.
+    pub fn barrier(&self, barrier: u32) -> Result<(), DsmError> {
+        self.runtime.barrier(barrier)
+    }
+
+    /// Faults served, messages and bytes sent by this node so far.
+    pub fn stats(&self) -> NodeStats {
+        self.runtime.stats()
+    }
+
+    /// The node runtime, for lower-level use.
+    pub fn runtime(&self) -> &Arc<NodeRuntime> {
+        &self.runtime
+    }
+
+    /// Leaves the cluster in order (a final barrier with every node) and unmaps the region.
+    /// Returns this node's final statistics.
+    pub fn leave(mut self) -> Result<NodeStats, DsmError> {
+        let stats = self.runtime.stats();
+        self.runtime.shutdown();
+        drop(self.faults.take());
+        Ok(stats)
+    }
+}
