@@ -118,7 +118,9 @@ impl<T: Shareable + Copy> DsmVec<T> {
     pub fn new_zeroed(dsm: &Dsm, len: usize) -> Result<DsmVec<T>, DsmError> {
         let bytes = len
             .checked_mul(size_of::<T>())
-            .ok_or(DsmError::OutOfMemory { requested: usize::MAX })?;
+            .ok_or(DsmError::OutOfMemory {
+                requested: usize::MAX,
+            })?;
         let offset = dsm.alloc(bytes.max(1), align_of::<T>())?;
         let ptr = dsm.at::<T>(offset);
         // SAFETY: the block holds `len` Ts, inside the region; zero bits are a valid T because
@@ -165,7 +167,11 @@ impl<T: Shareable + Copy> DsmVec<T> {
 
     /// Reads element `i`; panics if `i >= len`, like slice indexing.
     pub fn get(&self, i: usize) -> T {
-        assert!(i < self.len, "index {i} out of bounds for a DsmVec of {}", self.len);
+        assert!(
+            i < self.len,
+            "index {i} out of bounds for a DsmVec of {}",
+            self.len
+        );
         // SAFETY: i < len, so the element is inside the block; T is Shareable, so any bits
         // another node wrote form a valid T.
         unsafe { self.ptr.add(i).read_volatile() }
@@ -173,7 +179,11 @@ impl<T: Shareable + Copy> DsmVec<T> {
 
     /// Writes element `i`; panics if `i >= len`.
     pub fn set(&self, i: usize, value: T) {
-        assert!(i < self.len, "index {i} out of bounds for a DsmVec of {}", self.len);
+        assert!(
+            i < self.len,
+            "index {i} out of bounds for a DsmVec of {}",
+            self.len
+        );
         // SAFETY: as in get; the write faults the page in writable.
         unsafe { self.ptr.add(i).write_volatile(value) }
     }

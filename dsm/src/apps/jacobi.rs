@@ -20,7 +20,10 @@ fn initial() -> Vec<f64> {
 }
 
 fn cell(prev: impl Fn(usize) -> f64, r: usize, c: usize) -> f64 {
-    0.25 * (prev((r - 1) * N + c) + prev((r + 1) * N + c) + prev(r * N + c - 1) + prev(r * N + c + 1))
+    0.25 * (prev((r - 1) * N + c)
+        + prev((r + 1) * N + c)
+        + prev(r * N + c - 1)
+        + prev(r * N + c + 1))
 }
 
 /// The whole computation on one node, for the check.

@@ -11,19 +11,29 @@ use crate::types::DsmError;
 pub const N: usize = 32;
 
 fn inputs() -> (Vec<u64>, Vec<u64>) {
-    let a = pseudo_random(0xa11, N * N).into_iter().map(|x| x % 1000).collect();
-    let b = pseudo_random(0xb22, N * N).into_iter().map(|x| x % 1000).collect();
+    let a = pseudo_random(0xa11, N * N)
+        .into_iter()
+        .map(|x| x % 1000)
+        .collect();
+    let b = pseudo_random(0xb22, N * N)
+        .into_iter()
+        .map(|x| x % 1000)
+        .collect();
     (a, b)
 }
 
 fn dot(a: impl Fn(usize) -> u64, b: impl Fn(usize) -> u64, r: usize, c: usize) -> u64 {
-    (0..N).fold(0u64, |acc, k| acc.wrapping_add(a(r * N + k).wrapping_mul(b(k * N + c))))
+    (0..N).fold(0u64, |acc, k| {
+        acc.wrapping_add(a(r * N + k).wrapping_mul(b(k * N + c)))
+    })
 }
 
 /// The whole product on one node, for the check.
 pub fn sequential() -> Vec<u64> {
     let (a, b) = inputs();
-    (0..N * N).map(|i| dot(|j| a[j], |j| b[j], i / N, i % N)).collect()
+    (0..N * N)
+        .map(|i| dot(|j| a[j], |j| b[j], i / N, i % N))
+        .collect()
 }
 
 /// Computes this node's rows of C; true if C equals the sequential product.

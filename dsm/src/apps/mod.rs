@@ -264,6 +264,12 @@ mod tests {
             assert_eq!(next, 100);
         }
         assert_eq!("sort".parse::<App>(), Ok(App::Sort));
-        assert!("qsort".parse::<App>().unwrap_err().to_string().contains("jacobi"));
+        assert!(
+            "qsort"
+                .parse::<App>()
+                .unwrap_err()
+                .to_string()
+                .contains("jacobi")
+        );
     }
 }

@@ -36,8 +36,9 @@ pub fn run(dsm: &Dsm) -> Result<bool, DsmError> {
     }
     dsm.barrier(2)?;
     if dsm.id() == 0 {
-        let mut heads: Vec<std::ops::Range<usize>> =
-            (0..dsm.nodes()).map(|n| share(LEN, n as u16, dsm.nodes())).collect();
+        let mut heads: Vec<std::ops::Range<usize>> = (0..dsm.nodes())
+            .map(|n| share(LEN, n as u16, dsm.nodes()))
+            .collect();
         for slot in 0..LEN {
             let next = heads
                 .iter()

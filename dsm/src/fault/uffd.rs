@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use super::userfaultfd::{UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, Userfaultfd};
 use super::{FaultError, report_unservable};
 use crate::mapping::Mapping;
-use crate::types::{Access, FaultResolver, PAGE_SIZE};
+use crate::types::{Access, DsmError, FaultResolver, PAGE_SIZE};
 
 /// A running userfaultfd fault service for one mapping. Dropping it stops the service thread
 /// (application threads must no longer touch the region).
@@ -112,9 +112,16 @@ fn serve(uffd: &Userfaultfd, mapping: &Mapping, resolver: &dyn FaultResolver, st
             Access::Read
         };
         if mapping.access(page) < access {
-            if let Err(e) = resolver.resolve_fault(page, access) {
-                eprintln!("memlink-dsm: cannot serve a {access:?} fault on page {page}: {e}");
-                report_unservable(page);
+            match resolver.resolve_fault(page, access) {
+                Ok(()) => {}
+                // The node left: this is a stale event (the kernel may queue a fault again
+                // when the waiting thread was woken before the page came); no application
+                // thread uses the region any more.
+                Err(DsmError::ShutDown) => {}
+                Err(e) => {
+                    eprintln!("memlink-dsm: cannot serve a {access:?} fault on page {page}: {e}");
+                    report_unservable(page);
+                }
             }
         }
         // The resolver's UFFDIO_COPY or write-protect change woke the thread already, unless

@@ -30,9 +30,9 @@
 mod page_table;
 mod region;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::fault::userfaultfd::Userfaultfd;

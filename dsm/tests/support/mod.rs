@@ -22,7 +22,7 @@ pub const NODE_ENV: &str = "MEMLINK_DSM_TEST_NODE";
 pub type Body = fn(&Dsm) -> Result<bool, DsmError>;
 
 /// How long any test cluster may run before it counts as hung.
-pub const DEADLINE: Duration = Duration::from_secs(120);
+pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The pages of every test cluster.
 pub const PAGES: u32 = memlink_dsm::apps::APP_PAGES;
@@ -59,14 +59,23 @@ pub fn node_entry(custom: &[(&str, Body)]) {
             .collect(),
         pages: PAGES,
         manager: ManagerKind::Central,
-        connect_timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_millis(
+            std::env::var("MEMLINK_DSM_TEST_CONNECT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20_000),
+        ),
     };
     let backend: Backend = backend.parse().expect("backend");
     let body = body_of(body, custom).expect("known body");
     let code = match Dsm::join(config, backend) {
         Err(e) => {
             eprintln!("join failed: {e}");
-            if matches!(e, DsmError::NodeLost { .. }) { EXIT_NODE_LOST } else { EXIT_DSM_ERROR }
+            if matches!(e, DsmError::NodeLost { .. }) {
+                EXIT_NODE_LOST
+            } else {
+                EXIT_DSM_ERROR
+            }
         }
         Ok(dsm) => match body(&dsm).and_then(|ok| dsm.leave().map(|_| ok)) {
             Ok(true) => {
@@ -79,7 +88,11 @@ pub fn node_entry(custom: &[(&str, Body)]) {
             }
             Err(e) => {
                 eprintln!("node failed: {e}");
-                if matches!(e, DsmError::NodeLost { .. }) { EXIT_NODE_LOST } else { EXIT_DSM_ERROR }
+                if matches!(e, DsmError::NodeLost { .. }) {
+                    EXIT_NODE_LOST
+                } else {
+                    EXIT_DSM_ERROR
+                }
             }
         },
     };
@@ -90,17 +103,32 @@ pub fn node_entry(custom: &[(&str, Body)]) {
 /// The command that runs this test binary as node `slot` with `body`.
 pub fn node_command(slot: &NodeSlot, body: &str, backend: Backend) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
-    cmd.args(["--exact", "node_main", "--nocapture", "--test-threads=1", "-q"])
-        .env(
-            NODE_ENV,
-            format!("{}|{}|{}|{body}|{backend}", slot.id, slot.listen, slot.peers_arg()),
-        )
-        .env("RUST_BACKTRACE", "0");
+    cmd.args([
+        "--exact",
+        "node_main",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(
+        NODE_ENV,
+        format!(
+            "{}|{}|{}|{body}|{backend}",
+            slot.id,
+            slot.listen,
+            slot.peers_arg()
+        ),
+    )
+    .env("RUST_BACKTRACE", "0");
     cmd
 }
 
 /// Runs a local cluster of `nodes` processes with `body`; the outputs when all succeeded.
-pub fn run_cluster(nodes: usize, body: &str, backend: Backend) -> Result<Vec<NodeOutput>, LaunchError> {
+pub fn run_cluster(
+    nodes: usize,
+    body: &str,
+    backend: Backend,
+) -> Result<Vec<NodeOutput>, LaunchError> {
     launch(nodes, DEADLINE, |slot| node_command(slot, body, backend))
 }
 
