@@ -68,6 +68,25 @@ fn map_error(e: MapError) -> DsmError {
     }
 }
 
+/// A remote node's error comes back over the wire as text; a lost node reported by the lock,
+/// barrier or allocation manager is still a lost node here, so it is turned back into
+/// [`DsmError::NodeLost`] (callers match on it to tell a failed cluster from a misuse).
+fn remote_error(e: DsmError) -> DsmError {
+    match e {
+        DsmError::Sync(text) | DsmError::Protocol(text) if text.starts_with("lost node ") => {
+            let node = text["lost node ".len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok());
+            match node {
+                Some(node) => DsmError::NodeLost { node, reason: text },
+                None => DsmError::Sync(text),
+            }
+        }
+        other => other,
+    }
+}
+
 impl Dsm {
     /// Joins the cluster described by `config`, catching faults with `backend`, with the
     /// region at [`base_from_env`] (`MEMLINK_DSM_BASE` or the default; the same on every node).
@@ -92,14 +111,17 @@ impl Dsm {
         };
         if dsm.id() == 0 {
             // The directory: the first block of a fresh first-fit allocator, so at offset 0.
-            let offset = dsm.runtime.alloc(PAGE_SIZE, PAGE_SIZE)?;
+            let offset = dsm
+                .runtime
+                .alloc(PAGE_SIZE, PAGE_SIZE)
+                .map_err(remote_error)?;
             if offset != 0 {
                 return Err(DsmError::Protocol(format!(
                     "the directory landed at offset {offset}, not 0"
                 )));
             }
         }
-        dsm.runtime.barrier(JOIN_BARRIER)?;
+        dsm.runtime.barrier(JOIN_BARRIER).map_err(remote_error)?;
         Ok(dsm)
     }
 
@@ -168,27 +190,27 @@ impl Dsm {
     /// Allocates `size` bytes of the region aligned to `align` (first fit, cluster-wide);
     /// returns the region offset.
     pub fn alloc(&self, size: usize, align: usize) -> Result<usize, DsmError> {
-        self.runtime.alloc(size, align)
+        self.runtime.alloc(size, align).map_err(remote_error)
     }
 
     /// Frees the block that [`Dsm::alloc`] returned at `offset`.
     pub fn free(&self, offset: usize) -> Result<(), DsmError> {
-        self.runtime.free(offset)
+        self.runtime.free(offset).map_err(remote_error)
     }
 
     /// Acquires cluster-wide lock `lock` (FIFO at its manager node).
     pub fn lock(&self, lock: u32) -> Result<(), DsmError> {
-        self.runtime.lock(lock)
+        self.runtime.lock(lock).map_err(remote_error)
     }
 
     /// Releases cluster-wide lock `lock`.
     pub fn unlock(&self, lock: u32) -> Result<(), DsmError> {
-        self.runtime.unlock(lock)
+        self.runtime.unlock(lock).map_err(remote_error)
     }
 
     /// Waits until every node has reached barrier `barrier`.
     pub fn barrier(&self, barrier: u32) -> Result<(), DsmError> {
-        self.runtime.barrier(barrier)
+        self.runtime.barrier(barrier).map_err(remote_error)
     }
 
     /// Faults served, messages and bytes sent by this node so far.
@@ -208,5 +230,27 @@ impl Dsm {
         self.runtime.shutdown();
         drop(self.faults.take());
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_lost_node_stays_a_lost_node() {
+        let text = DsmError::NodeLost {
+            node: 2,
+            reason: "connection closed (EOF)".into(),
+        }
+        .to_string();
+        match remote_error(DsmError::Sync(text)) {
+            DsmError::NodeLost { node, .. } => assert_eq!(node, 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            remote_error(DsmError::Sync("unlock of a lock not held".into())),
+            DsmError::Sync(_)
+        ));
     }
 }
