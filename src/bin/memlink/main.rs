@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod doctor;
+mod dsm;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,9 @@ enum Command {
     /// Show memlink at work: real processes pass checked messages through every channel
     /// kind and the pipe/socket baselines, then a table compares them.
     Demo(demo::DemoArgs),
+    /// Distributed shared memory: `memlink dsm run` starts a local cluster and runs an app;
+    /// `memlink dsm node` runs one node of a multi-host cluster.
+    Dsm(dsm::DsmArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,5 +42,6 @@ fn main() -> std::process::ExitCode {
         Command::Doctor => doctor::run(),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Dsm(a) => dsm::run(a),
     }
 }

@@ -1,0 +1,265 @@
+//! `memlink dsm`: run the distributed shared memory, as a local cluster of node processes
+//! (`run`) or as one node of a cluster spread over hosts (`node`).
+
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use memlink_dsm::apps::{self, App, NodeReport};
+use memlink_dsm::init::{LaunchError, launch};
+use memlink_dsm::{Backend, ManagerKind, NodeConfig, NodeId};
+
+/// Arguments of `memlink dsm`.
+#[derive(Args)]
+pub struct DsmArgs {
+    #[command(subcommand)]
+    command: DsmCommand,
+}
+
+#[derive(Subcommand)]
+enum DsmCommand {
+    /// Start N node processes on this host (loopback), run an app on all of them, check the
+    /// result against a sequential run and print what it cost.
+    ///
+    /// Example: memlink dsm run --nodes 4 --app jacobi --backend uffd --json
+    Run(RunArgs),
+    /// Run one node of a cluster; start the same command on every host, each with its own
+    /// --id and --listen and the same --peers list (index = node id).
+    ///
+    /// Example (two hosts):
+    ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
+    ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
+    Node(NodeArgs),
+}
+
+/// What every node of a cluster must agree on.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// The app: counter (lock-protected increments), jacobi (stencil with barriers), matmul
+    /// (read-shared inputs) or sort (chunk sort and merge).
+    #[arg(long, value_parser = parse_app)]
+    app: App,
+    /// How page faults are caught: sigsegv (mprotect + signal handler, works everywhere) or
+    /// uffd (userfaultfd, user-mode faults; see `memlink doctor`).
+    #[arg(long, default_value = "sigsegv", value_parser = parse_backend)]
+    backend: Backend,
+    /// Which page manager locates page owners: central (node 0), fixed (page % nodes) or
+    /// dynamic (probable owners).
+    #[arg(long, default_value = "central", value_parser = parse_manager)]
+    manager: ManagerKind,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The number of node processes (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print one JSON object (app, nodes, manager, backend, verified, wall_ms, read_faults,
+    /// write_faults, messages, bytes) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Give up (and kill every node) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// This node's id: its index in --peers.
+    #[arg(long)]
+    id: NodeId,
+    /// The address to listen on for the other nodes, e.g. 0.0.0.0:7700.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Every node's address, this one included, comma-separated, in node-id order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    peers: Vec<SocketAddr>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// How long to keep trying to reach the peers at start, in seconds.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout: u64,
+    /// Print the machine-readable report line (used by `memlink dsm run`).
+    #[arg(long, hide = true)]
+    report: bool,
+}
+
+fn parse_app(s: &str) -> Result<App, String> {
+    s.parse::<App>().map_err(|e| e.to_string())
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+fn parse_manager(s: &str) -> Result<ManagerKind, String> {
+    s.parse::<ManagerKind>().map_err(|e| e.to_string())
+}
+
+/// Runs `memlink dsm ...`.
+pub fn run(args: DsmArgs) -> ExitCode {
+    match args.command {
+        DsmCommand::Run(a) => run_local(a),
+        DsmCommand::Node(a) => run_node(a),
+    }
+}
+
+fn run_node(a: NodeArgs) -> ExitCode {
+    if a.id as usize >= a.peers.len() {
+        eprintln!(
+            "memlink dsm node: --id {} is not an index of --peers (which lists {} nodes, ids 0..{})",
+            a.id,
+            a.peers.len(),
+            a.peers.len()
+        );
+        return ExitCode::from(2);
+    }
+    let config = NodeConfig {
+        id: a.id,
+        listen: a.listen,
+        peers: a.peers,
+        pages: apps::APP_PAGES,
+        manager: a.cluster.manager,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+    };
+    let app = a.cluster.app;
+    match apps::run_node(config, a.cluster.backend, app) {
+        Ok(report) => {
+            if a.report {
+                println!("{}", report.to_line());
+            } else {
+                println!(
+                    "node {}: {app} done in {:.1} ms; read faults {}, write faults {}, \
+                     messages {}, bytes {}",
+                    report.id,
+                    report.wall_us as f64 / 1000.0,
+                    report.stats.read_faults,
+                    report.stats.write_faults,
+                    report.stats.messages,
+                    report.stats.bytes
+                );
+                println!("verified: {}", report.verified);
+            }
+            if report.verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(apps::EXIT_NOT_VERIFIED as u8)
+            }
+        }
+        Err(e) => {
+            eprintln!("memlink dsm node {}: {e}", a.id);
+            let code = match e {
+                memlink_dsm::DsmError::NodeLost { .. } => apps::EXIT_NODE_LOST,
+                _ => apps::EXIT_DSM_ERROR,
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run_local(a: RunArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("memlink dsm run: cannot find my own executable to start the nodes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = a.cluster.clone();
+    let launched = launch(a.nodes as usize, Duration::from_secs(a.timeout), |slot| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["dsm", "node", "--report"])
+            .args(["--id", &slot.id.to_string()])
+            .args(["--listen", &slot.listen.to_string()])
+            .args(["--peers", &slot.peers_arg()])
+            .args(["--app", c.app.name()])
+            .args(["--backend", &c.backend.to_string()])
+            .args(["--manager", &c.manager.to_string()]);
+        cmd
+    });
+    let outputs = match launched {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("memlink dsm run: {e}");
+            if let LaunchError::NodeFailed { outputs, .. } = &e {
+                for o in outputs {
+                    if !o.stderr.trim().is_empty() {
+                        eprintln!(
+                            "  node {}: {}",
+                            o.id,
+                            o.stderr.trim().replace('\n', "\n    ")
+                        );
+                    }
+                }
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports = Vec::with_capacity(outputs.len());
+    for o in &outputs {
+        match NodeReport::find_in(&o.stdout) {
+            Some(r) => reports.push(r),
+            None => {
+                eprintln!(
+                    "memlink dsm run: node {} ended without a report; its output:\n{}{}",
+                    o.id, o.stdout, o.stderr
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let verified = reports.iter().all(|r| r.verified);
+    let wall_ms = reports.iter().map(|r| r.wall_us).max().unwrap_or(0) as f64 / 1000.0;
+    let sum = |f: fn(&NodeReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let (read_faults, write_faults) = (sum(|r| r.stats.read_faults), sum(|r| r.stats.write_faults));
+    let (messages, bytes) = (sum(|r| r.stats.messages), sum(|r| r.stats.bytes));
+    if a.json {
+        let obj = serde_json::json!({
+            "app": c.app.name(),
+            "nodes": a.nodes,
+            "manager": c.manager.to_string(),
+            "backend": c.backend.to_string(),
+            "verified": verified,
+            "wall_ms": wall_ms,
+            "read_faults": read_faults,
+            "write_faults": write_faults,
+            "messages": messages,
+            "bytes": bytes,
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "{} on {} nodes (manager {}, backend {})",
+            c.app, a.nodes, c.manager, c.backend
+        );
+        println!(
+            "{:>6} {:>9} {:>10} {:>12} {:>13} {:>9} {:>10}",
+            "node", "verified", "wall ms", "read faults", "write faults", "messages", "bytes"
+        );
+        for r in &reports {
+            println!(
+                "{:>6} {:>9} {:>10.1} {:>12} {:>13} {:>9} {:>10}",
+                r.id,
+                r.verified,
+                r.wall_us as f64 / 1000.0,
+                r.stats.read_faults,
+                r.stats.write_faults,
+                r.stats.messages,
+                r.stats.bytes
+            );
+        }
+        println!(
+            "{:>6} {:>9} {:>10.1} {:>12} {:>13} {:>9} {:>10}",
+            "all", verified, wall_ms, read_faults, write_faults, messages, bytes
+        );
+        println!("verified: {verified}");
+    }
+    if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(apps::EXIT_NOT_VERIFIED as u8)
+    }
+}
