@@ -1,0 +1,348 @@
+//! A stateright model of the DSM coherence protocol that drives the protocol's own
+//! [`Coherence`] state machines (the code the node runtime runs), not a copy of them.
+//!
+//! State: every node's `Coherence`, the multiset of messages in flight (kept sorted, so two
+//! orders of the same messages are one state), each node's page contents as version numbers,
+//! the last version written to each page, and what each node's application thread is waiting
+//! for. Actions: a thread faults on a page for read or write (a bounded number of faults, of
+//! which a bounded number are writes); any message in flight is delivered (in any order); a
+//! thread whose access was granted completes its read (checking the version it sees) or its
+//! write (a new version); a thread whose granted access was taken away before it ran faults
+//! again, as a real thread would.
+
+pub mod invariants;
+
+use std::fmt;
+
+use memlink_dsm::protocol::sim::Envelope;
+use memlink_dsm::protocol::{Coherence, Effect};
+use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
+use stateright::{Model, Property};
+
+use invariants::ClusterView;
+
+/// The sizes of one model: cluster, pages, and how many faults the threads may take.
+#[derive(Clone, Copy, Debug)]
+pub struct CoherenceModel {
+    /// The manager every node runs.
+    pub kind: ManagerKind,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Pages in the region.
+    pub pages: u32,
+    /// Faults (read or write) the application threads take in all.
+    pub faults: u8,
+    /// Of those, at most this many are write faults.
+    pub writes: u8,
+}
+
+/// One state of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClusterState {
+    /// Each node's protocol state machine.
+    pub nodes: Vec<Coherence>,
+    /// `contents[node][page]`: the version in that node's memory.
+    pub contents: Vec<Vec<u64>>,
+    /// The last version written to each page by a completed write.
+    pub latest: Vec<u64>,
+    /// Messages in flight, sorted: a multiset.
+    pub in_flight: Vec<Envelope>,
+    /// What each node's application thread waits for (one thread per node).
+    pub waiting: Vec<Option<(PageNo, Access)>>,
+    /// Faults the threads may still take.
+    pub faults_left: u8,
+    /// Write faults the threads may still take.
+    pub writes_left: u8,
+    /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
+    pub error: Option<String>,
+}
+
+impl ClusterState {
+    /// The view the invariants are stated over.
+    pub fn view(&self, kind: ManagerKind) -> ClusterView<'_> {
+        ClusterView {
+            kind,
+            nodes: &self.nodes,
+            contents: &self.contents,
+            latest: &self.latest,
+            in_flight: &self.in_flight,
+        }
+    }
+
+    fn access(&self, node: usize, page: PageNo) -> Access {
+        self.nodes[node]
+            .page(page)
+            .map_or(Access::None, |s| s.access)
+    }
+
+    fn pending(&self, node: usize, page: PageNo) -> Option<Access> {
+        self.nodes[node].page(page).and_then(|s| s.pending)
+    }
+
+    /// Carry out the effects of one protocol step at `node`, as the runtime does: a message
+    /// with data takes the node's current contents when it is sent, an install takes the
+    /// contents of the message being handled.
+    fn apply(&mut self, node: NodeId, effects: Vec<Effect>, data: Option<u64>) {
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } => {
+                    let data = msg
+                        .carries_data()
+                        .then(|| self.contents[node as usize][msg.page() as usize]);
+                    let env = Envelope {
+                        from: node,
+                        to,
+                        msg,
+                        data,
+                    };
+                    let at = self.in_flight.partition_point(|x| *x <= env);
+                    self.in_flight.insert(at, env);
+                }
+                Effect::Install { page, .. } => match data {
+                    Some(v) => self.contents[node as usize][page as usize] = v,
+                    None => {
+                        self.error = Some(format!(
+                            "node {node} installs page {page} from a message without data"
+                        ))
+                    }
+                },
+                Effect::SetAccess { .. } | Effect::Served { .. } => {}
+            }
+        }
+    }
+}
+
+/// A step of the model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// `node`'s thread touches `page` without enough access: a fault for `access`.
+    Fault {
+        /// The faulting node.
+        node: NodeId,
+        /// The page.
+        page: PageNo,
+        /// Read or Write.
+        access: Access,
+    },
+    /// A message in flight arrives.
+    Deliver(Envelope),
+    /// `node`'s thread was granted its access and runs: a read sees a version, a write makes
+    /// a new one.
+    Complete {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node`'s thread was served, but its access was taken away before it ran: it faults
+    /// again.
+    Refault {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Fault { node, page, access } => {
+                write!(f, "node {node} faults on page {page} for {access:?}")
+            }
+            Step::Deliver(e) => {
+                write!(f, "deliver {} -> {}: {:?}", e.from, e.to, e.msg)?;
+                if let Some(v) = e.data {
+                    write!(f, " (version {v})")?;
+                }
+                Ok(())
+            }
+            Step::Complete { node } => write!(f, "node {node}'s access completes"),
+            Step::Refault { node } => write!(f, "node {node} lost its access and faults again"),
+        }
+    }
+}
+
+impl Model for CoherenceModel {
+    type State = ClusterState;
+    type Action = Step;
+
+    fn init_states(&self) -> Vec<ClusterState> {
+        let nodes = (0..self.nodes)
+            .map(|i| Coherence::new(i as NodeId, self.nodes, self.pages, self.kind))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the protocol supports this manager");
+        vec![ClusterState {
+            nodes,
+            contents: vec![vec![0; self.pages as usize]; self.nodes],
+            latest: vec![0; self.pages as usize],
+            in_flight: Vec::new(),
+            waiting: vec![None; self.nodes],
+            faults_left: self.faults,
+            writes_left: self.writes,
+            error: None,
+        }]
+    }
+
+    fn actions(&self, s: &ClusterState, actions: &mut Vec<Step>) {
+        if s.error.is_some() {
+            return;
+        }
+        for (i, e) in s.in_flight.iter().enumerate() {
+            // Equal messages give equal successors: offer one of them.
+            if i == 0 || s.in_flight[i - 1] != *e {
+                actions.push(Step::Deliver(e.clone()));
+            }
+        }
+        for n in 0..self.nodes {
+            let node = n as NodeId;
+            match s.waiting[n] {
+                Some((page, access)) => {
+                    if s.access(n, page) >= access {
+                        actions.push(Step::Complete { node });
+                    } else if s.pending(n, page).is_none() {
+                        actions.push(Step::Refault { node });
+                    }
+                }
+                None if s.faults_left > 0 => {
+                    for page in 0..self.pages {
+                        let have = s.access(n, page);
+                        if have < Access::Read {
+                            actions.push(Step::Fault {
+                                node,
+                                page,
+                                access: Access::Read,
+                            });
+                        }
+                        if have < Access::Write && s.writes_left > 0 {
+                            actions.push(Step::Fault {
+                                node,
+                                page,
+                                access: Access::Write,
+                            });
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn next_state(&self, last: &ClusterState, step: Step) -> Option<ClusterState> {
+        let mut s = last.clone();
+        match step {
+            Step::Fault { node, page, access } => {
+                s.faults_left -= 1;
+                if access == Access::Write {
+                    s.writes_left -= 1;
+                }
+                s.waiting[node as usize] = Some((page, access));
+                match s.nodes[node as usize].fault(page, access) {
+                    Ok(effects) => s.apply(node, effects, None),
+                    Err(e) => s.error = Some(format!("node {node}: {e}")),
+                }
+            }
+            Step::Refault { node } => {
+                let (page, access) = s.waiting[node as usize]?;
+                match s.nodes[node as usize].fault(page, access) {
+                    Ok(effects) => s.apply(node, effects, None),
+                    Err(e) => s.error = Some(format!("node {node}: {e}")),
+                }
+            }
+            Step::Deliver(env) => {
+                let at = s.in_flight.iter().position(|e| *e == env)?;
+                s.in_flight.remove(at);
+                match s.nodes[env.to as usize].handle(env.from, env.msg) {
+                    Ok(effects) => s.apply(env.to, effects, env.data),
+                    Err(e) => s.error = Some(format!("node {}: {e}", env.to)),
+                }
+            }
+            Step::Complete { node } => {
+                let n = node as usize;
+                let (page, access) = s.waiting[n].take()?;
+                let p = page as usize;
+                if access == Access::Write {
+                    s.latest[p] += 1;
+                    s.contents[n][p] = s.latest[p];
+                } else if s.contents[n][p] < s.latest[p] {
+                    s.error = Some(format!(
+                        "node {node} read version {} of page {page} after version {} was written",
+                        s.contents[n][p], s.latest[p]
+                    ));
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn format_action(&self, step: &Step) -> String {
+        step.to_string()
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("the protocol accepts every step", |_, s: &ClusterState| {
+                s.error.as_ref().is_none_or(|e| e.contains("read version"))
+            }),
+            Property::always(
+                "at most one writer per page",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    invariants::single_writer(&s.view(m.kind)).is_ok()
+                },
+            ),
+            Property::always(
+                "every read copy is in the copyset",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    invariants::copies_in_copyset(&s.view(m.kind)).is_ok()
+                },
+            ),
+            Property::always(
+                "no acknowledged write is lost",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    s.error.as_ref().is_none_or(|e| !e.contains("read version"))
+                        && invariants::no_lost_write(&s.view(m.kind)).is_ok()
+                },
+            ),
+            Property::always(
+                "no request waits with nothing in flight",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    !s.in_flight.is_empty()
+                        || (0..m.nodes).all(|n| (0..m.pages).all(|p| s.pending(n, p).is_none()))
+                },
+            ),
+            // Only a terminal state satisfies this (nothing in flight, no thread waiting, no
+            // fault left to take), so it says: every path ends with every fault served.
+            Property::eventually(
+                "every fault is served",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    let mut more = Vec::new();
+                    m.actions(s, &mut more);
+                    s.error.is_none()
+                        && more.is_empty()
+                        && s.in_flight.is_empty()
+                        && s.waiting.iter().all(Option::is_none)
+                },
+            ),
+        ]
+    }
+}
+
+impl CoherenceModel {
+    /// Why `property` does not hold in `s`, for counterexample reports.
+    pub fn explain(&self, property: &str, s: &ClusterState) -> String {
+        let v = s.view(self.kind);
+        let found = match property {
+            "at most one writer per page" => invariants::single_writer(&v),
+            "every read copy is in the copyset" => invariants::copies_in_copyset(&v),
+            "no acknowledged write is lost" => invariants::no_lost_write(&v),
+            _ => Ok(()),
+        };
+        match (found, s.error.clone()) {
+            (Err(e), _) | (Ok(()), Some(e)) => e,
+            (Ok(()), None) => format!(
+                "threads waiting {:?}, requests pending {:?}, in flight {:?}",
+                s.waiting,
+                (0..self.nodes)
+                    .map(|n| (0..self.pages).map(|p| s.pending(n, p)).collect::<Vec<_>>())
+                    .collect::<Vec<_>>(),
+                s.in_flight
+            ),
+        }
+    }
+}
