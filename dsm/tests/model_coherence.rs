@@ -78,7 +78,7 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
             nodes: 3,
             pages: 2,
             faults: 4,
-            writes: 2,
+            writes: 3,
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
     }

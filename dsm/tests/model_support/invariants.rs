@@ -90,8 +90,14 @@ pub fn copies_in_copyset(v: &ClusterView<'_>) -> Result<(), String> {
                             })
                     })
                 }
-                // Not implemented by the protocol yet (Coherence::new refuses it).
-                ManagerKind::Dynamic => false,
+                ManagerKind::Dynamic => {
+                    match (0..v.nodes.len()).find(|&o| v.state(o, page).owner) {
+                        Some(o) => v.nodes[o]
+                            .dynamic_entry(page)
+                            .is_some_and(|e| e.copyset.contains(n as NodeId)),
+                        None => s.pending == Some(Access::Write),
+                    }
+                }
             };
             if !listed {
                 return Err(format!(
