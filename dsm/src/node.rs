@@ -2,10 +2,13 @@
 //! coherence protocol, the sync manager and the allocator with the messages that arrive, and
 //! serves page faults for the fault backends ([`FaultResolver`]).
 //!
-//! Threads: the transport's reader threads, one dispatcher thread that runs every incoming
-//! message through the protocol (it never waits for a reply), and the callers' own threads
-//! (fault service threads, application threads calling lock/barrier/alloc), which block until
-//! served. A lost peer fails every waiting and later operation with [`DsmError::NodeLost`].
+//! Threads: each peer connection's reader thread runs the messages of that peer through the
+//! protocol itself (no hand-off; it never waits for a reply), and the callers' own threads
+//! (fault service threads, application threads calling lock/barrier/alloc) block until
+//! served. Protocol steps run under one state lock; the messages they produce are sent after
+//! the lock is released (the protocol allows any delivery order), so a served fault wakes
+//! its thread without waiting for the sends. A lost peer fails every waiting and later
+//! operation with [`DsmError::NodeLost`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -43,8 +46,8 @@ pub mod wire;
 use crate::alloc::FirstFit;
 use crate::protocol::{Coherence, Effect, Message, codec};
 use crate::remote::{
-    CallError, ConnectError, Endpoint, Incoming, Responder, TcpConfig, TcpTransport, Transport,
-    TransportEvent,
+    CallError, ConnectError, Endpoint, EventSource, Incoming, Responder, TcpConfig, TcpTransport,
+    Transport,
 };
 use crate::sync::{SyncManager, manager_of};
 use crate::types::{
@@ -94,6 +97,15 @@ fn release_all(waiters: Vec<Waiter>) {
         .into_iter()
         .chain(local)
         .for_each(|w| w.release(Ok(())));
+}
+
+/// What a protocol step leaves to do once the state lock is released.
+#[derive(Default)]
+struct Outgoing {
+    /// Whether a fault was served (wake the waiting threads).
+    served: bool,
+    /// Messages for other nodes, encoded.
+    messages: Vec<(NodeId, Vec<u8>)>,
 }
 
 struct State {
@@ -190,7 +202,7 @@ impl NodeRuntime {
     /// Start on any transport (TCP, or in-process for tests); `events` is its event stream.
     pub fn start_on(
         transport: Arc<dyn Transport>,
-        events: Receiver<TransportEvent>,
+        events: EventSource,
         config: &NodeConfig,
         pages: Arc<dyn LocalPages>,
     ) -> Result<Arc<NodeRuntime>, DsmError> {
@@ -323,30 +335,50 @@ impl NodeRuntime {
             .handle(from, msg)
             .map_err(|e| (from, format!("protocol violation: {e}")))
             .and_then(|effects| self.run_effects(&mut st, effects, data));
-        if let Err((node, reason)) = result {
-            self.fail_locked(st, node, reason);
+        match result {
+            Ok(out) => {
+                drop(st);
+                if let Err((node, reason)) = self.flush(out) {
+                    self.fail(node, reason);
+                }
+            }
+            Err((node, reason)) => self.fail_locked(st, node, reason),
         }
     }
 
-    /// Carry out `effects` (and the effects of the messages they send to this node itself).
+    /// Carry out `effects` (and the effects of the messages they send to this node itself)
+    /// on the protocol state and the local pages. The messages for other nodes (their page
+    /// contents read now, in order with the access changes) are returned, to be sent by
+    /// [`NodeRuntime::flush`] once the state lock is released: the protocol allows any
+    /// delivery order, and the waiting threads need not wait for the sends.
     fn run_effects(
         &self,
         st: &mut State,
         effects: Vec<Effect>,
         data: Option<&[u8]>,
-    ) -> Result<(), (NodeId, String)> {
+    ) -> Result<Outgoing, (NodeId, String)> {
         let mut to_self: VecDeque<Message> = VecDeque::new();
-        let mut notify = false;
-        self.execute(effects, data, &mut to_self, &mut notify)?;
+        let mut out = Outgoing::default();
+        self.execute(effects, data, &mut to_self, &mut out)?;
         while let Some(msg) = to_self.pop_front() {
             let effects = st
                 .coherence
                 .handle(self.id, msg)
                 .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
-            self.execute(effects, None, &mut to_self, &mut notify)?;
+            self.execute(effects, None, &mut to_self, &mut out)?;
         }
-        if notify {
+        Ok(out)
+    }
+
+    /// Wake the threads whose faults were served, then send the messages.
+    fn flush(&self, out: Outgoing) -> Result<(), (NodeId, String)> {
+        if out.served {
             self.served.notify_all();
+        }
+        for (to, payload) in out.messages {
+            self.endpoint
+                .send(to, payload)
+                .map_err(|e| (to, e.reason))?;
         }
         Ok(())
     }
@@ -356,7 +388,7 @@ impl NodeRuntime {
         effects: Vec<Effect>,
         data: Option<&[u8]>,
         to_self: &mut VecDeque<Message>,
-        notify: &mut bool,
+        out: &mut Outgoing,
     ) -> Result<(), (NodeId, String)> {
         for e in effects {
             match e {
@@ -371,9 +403,7 @@ impl NodeRuntime {
                     } else {
                         codec::encode(&msg, None, &mut payload);
                     }
-                    self.endpoint
-                        .send(to, payload)
-                        .map_err(|e| (to, e.reason))?;
+                    out.messages.push((to, payload));
                 }
                 Effect::Install { page, access } => match data {
                     Some(d) => self.pages.install_page(page, d, access),
@@ -382,7 +412,7 @@ impl NodeRuntime {
                     }
                 },
                 Effect::SetAccess { page, access } => self.pages.set_access(page, access),
-                Effect::Served { .. } => *notify = true,
+                Effect::Served { .. } => out.served = true,
             }
         }
         Ok(())
@@ -469,18 +499,16 @@ impl NodeRuntime {
         if let Some(e) = Self::failure(&lock(&self.state)) {
             return Err(e);
         }
-        match self.endpoint.call(to, req.encode()) {
-            Ok(reply) => wire::decode_reply(&reply),
-            Err(CallError::NodeLost { node, reason }) => Err(DsmError::NodeLost { node, reason }),
-            Err(CallError::Send(e)) => Err(DsmError::NodeLost {
-                node: e.to,
-                reason: e.reason,
-            }),
-            Err(CallError::TimedOut) => Err(DsmError::NodeLost {
-                node: to,
-                reason: "no reply".into(),
-            }),
-        }
+        let (node, reason) = match self.endpoint.call(to, req.encode()) {
+            Ok(reply) => return wire::decode_reply(&reply),
+            Err(CallError::NodeLost { node, reason }) => (node, reason),
+            Err(CallError::Send(e)) => (e.to, e.reason),
+            Err(CallError::TimedOut) => (to, "no reply".into()),
+        };
+        // The whole node fails now, not only when the loss reaches the handler: a caller
+        // that saw the loss must find every later operation failed too.
+        self.fail(node, reason);
+        Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::ShutDown))
     }
 
     fn wait_local(&self, rx: Receiver<Result<(), String>>) -> Result<(), DsmError> {
@@ -657,9 +685,19 @@ impl FaultResolver for NodeRuntime {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Err((node, reason)) = self.run_effects(&mut st, effects, None) {
-                    self.fail_locked(st, node, reason.clone());
-                    return Err(DsmError::NodeLost { node, reason });
+                match self.run_effects(&mut st, effects, None) {
+                    Ok(out) => {
+                        drop(st);
+                        if let Err((node, reason)) = self.flush(out) {
+                            self.fail(node, reason.clone());
+                            return Err(DsmError::NodeLost { node, reason });
+                        }
+                        st = lock(&self.state);
+                    }
+                    Err((node, reason)) => {
+                        self.fail_locked(st, node, reason.clone());
+                        return Err(DsmError::NodeLost { node, reason });
+                    }
                 }
                 continue;
             }

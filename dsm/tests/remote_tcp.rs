@@ -5,14 +5,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use memlink_dsm::remote::frame::HEADER_LEN;
 use memlink_dsm::remote::{
-    BroadcastReply, Endpoint, Frame, FrameKind, Incoming, ReplyScheme, TcpConfig, TcpTransport,
-    Transport, TransportEvent,
+    BroadcastReply, Endpoint, EventSource, Frame, FrameKind, Incoming, ReplyScheme, TcpConfig,
+    TcpTransport, Transport, TransportEvent,
 };
 
 const TAG: u64 = 0x5eed;
@@ -39,7 +38,7 @@ fn start(
     ids: &[u16],
     ls: Vec<TcpListener>,
     addrs: &[SocketAddr],
-) -> Vec<(TcpTransport, Receiver<TransportEvent>)> {
+) -> Vec<(TcpTransport, EventSource)> {
     let hs: Vec<_> = ids
         .iter()
         .zip(ls)
@@ -51,9 +50,9 @@ fn start(
     hs.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
-fn echo_endpoint(t: TcpTransport, rx: Receiver<TransportEvent>) -> Arc<Endpoint> {
+fn echo_endpoint(t: TcpTransport, events: EventSource) -> Arc<Endpoint> {
     let me = t.id() as u8;
-    Endpoint::start(Arc::new(t), rx, move |inc| {
+    Endpoint::start(Arc::new(t), events, move |inc| {
         if let Incoming::Request {
             mut payload,
             responder,
@@ -124,8 +123,9 @@ fn a_member_sending_a_bad_frame_is_dropped_and_the_others_go_on() {
     let fake = thread::spawn(move || (fake_member(a[0]), fake_member(a[1])));
     let mut real = start(&[0, 1], ls, &addrs);
     let (mut to0, mut to1) = fake.join().unwrap();
-    let (t1, rx1) = real.pop().unwrap();
-    let (t0, rx0) = real.pop().unwrap();
+    let (t1, ev1) = real.pop().unwrap();
+    let (t0, ev0) = real.pop().unwrap();
+    let (rx0, rx1) = (ev0.into_channel(), ev1.into_channel());
 
     // A wrong version to node 0, an unknown frame kind to node 1.
     let mut bad = Frame::new(FrameKind::OneWay, 0, vec![1, 2, 3])
@@ -151,8 +151,8 @@ fn a_member_sending_a_bad_frame_is_dropped_and_the_others_go_on() {
     let mut buf = [0u8; 1];
     assert_eq!(to0.read(&mut buf).unwrap_or(0), 0);
     // Nodes 0 and 1 still talk to each other.
-    let ep0 = echo_endpoint(t0, rx0);
-    let ep1 = echo_endpoint(t1, rx1);
+    let ep0 = echo_endpoint(t0, EventSource::channel(rx0));
+    let ep1 = echo_endpoint(t1, EventSource::channel(rx1));
     assert_eq!(ep0.call(1, vec![5]).unwrap(), vec![5, 1]);
     assert_eq!(ep1.call(0, vec![6]).unwrap(), vec![6, 0]);
 }

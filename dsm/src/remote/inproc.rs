@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use super::frame::{Frame, FrameKind, HEADER_LEN, Header};
-use super::transport::{SendError, Transport, TransportEvent};
+use super::transport::{EventSource, SendError, Transport, TransportEvent};
 use crate::types::NodeId;
 
 struct Shared {
@@ -28,6 +28,19 @@ pub struct InProcTransport {
 impl InProcTransport {
     /// A network of `nodes` endpoints; entry `i` is node `i` with its event receiver.
     pub fn network(nodes: usize) -> Vec<(InProcTransport, Receiver<TransportEvent>)> {
+        Self::network_raw(nodes)
+    }
+
+    /// As [`InProcTransport::network`], with each receiver wrapped as an [`EventSource`]
+    /// (what [`Endpoint`](super::Endpoint) and the node runtime take).
+    pub fn network_sources(nodes: usize) -> Vec<(InProcTransport, EventSource)> {
+        Self::network_raw(nodes)
+            .into_iter()
+            .map(|(t, rx)| (t, EventSource::channel(rx)))
+            .collect()
+    }
+
+    fn network_raw(nodes: usize) -> Vec<(InProcTransport, Receiver<TransportEvent>)> {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..nodes).map(|_| channel()).unzip();
         let shared = Arc::new(Shared {
             inboxes: senders.into_iter().map(Mutex::new).collect(),
@@ -116,12 +129,15 @@ impl Transport for InProcTransport {
             Ok(g) => g,
             Err(_) => return fail(frame, "inbox poisoned"),
         };
-        if inbox.send(event).is_err() {
-            drop(inbox);
-            return fail(frame, "peer closed");
-        }
+        // Counted before delivery, so that an answer is never seen before its cause counts.
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if inbox.send(event).is_err() {
+            drop(inbox);
+            self.frames.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+            return fail(frame, "peer closed");
+        }
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 //! use memlink_dsm::remote::{Endpoint, InProcTransport, Incoming, ReplyScheme, BroadcastReply};
 //!
 //! let mut endpoints = Vec::new();
-//! for (transport, events) in InProcTransport::network(3) {
+//! for (transport, events) in InProcTransport::network_sources(3) {
 //!     let me = memlink_dsm::remote::Transport::id(&transport) as u8;
 //!     endpoints.push(Endpoint::start(Arc::new(transport), events, move |incoming| {
 //!         if let Incoming::Request { responder, .. } = incoming {
@@ -37,4 +37,4 @@ pub use inproc::InProcTransport;
 pub use rpc::{BroadcastReply, CallError, Endpoint, Incoming, ReplyScheme, Responder};
 #[cfg(not(memlink_loom))]
 pub use tcp::{ConnectError, TcpConfig, TcpTransport};
-pub use transport::{SendError, Transport, TransportEvent};
+pub use transport::{EventSource, EventSwitch, SendError, Transport, TransportEvent};

@@ -10,13 +10,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::frame::{Frame, FrameKind};
-use super::transport::{SendError, Transport, TransportEvent};
+use super::transport::{EventSource, SendError, Transport, TransportEvent};
 use crate::types::NodeId;
 
 /// Who answers a broadcast, and how many answers the caller waits for.
@@ -172,20 +170,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Start the dispatcher thread over `transport` and its `events`; `handler` receives
-    /// requests, one-way messages and peer losses.
+    /// Serve `transport` and its `events`; `handler` receives requests, one-way messages and
+    /// peer losses.
     pub fn start(
         transport: Arc<dyn Transport>,
-        events: Receiver<TransportEvent>,
-        handler: impl FnMut(Incoming) + Send + 'static,
+        events: EventSource,
+        handler: impl Fn(Incoming) + Send + Sync + 'static,
     ) -> Arc<Endpoint> {
         let ep = Endpoint::new(transport);
         ep.serve(events, handler);
         ep
     }
 
-    /// An endpoint that can send and call, but does not read its events yet: start that
-    /// with [`Endpoint::serve`] (events wait in the channel meanwhile).
+    /// An endpoint that can send and call, but does not handle its events yet: start that
+    /// with [`Endpoint::serve`] (events are kept meanwhile).
     pub fn new(transport: Arc<dyn Transport>) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             transport,
@@ -194,21 +192,20 @@ impl Endpoint {
         })
     }
 
-    /// Start the dispatcher thread: it reads `events` until the transport closes (or this
-    /// endpoint is dropped) and passes requests, one-way messages and losses to `handler`.
+    /// Handle `events` from now on: replies complete the waiting calls; requests, one-way
+    /// messages and losses go to `handler`, on the thread that delivers the event (see
+    /// [`EventSource`]): it must not wait for a reply itself.
     pub fn serve(
         self: &Arc<Self>,
-        events: Receiver<TransportEvent>,
-        mut handler: impl FnMut(Incoming) + Send + 'static,
+        events: EventSource,
+        handler: impl Fn(Incoming) + Send + Sync + 'static,
     ) {
         let weak: Weak<Endpoint> = Arc::downgrade(self);
-        thread::spawn(move || {
-            for event in events {
-                let Some(ep) = weak.upgrade() else { return };
-                if let Some(incoming) = ep.dispatch(event) {
-                    drop(ep);
-                    handler(incoming);
-                }
+        events.attach(move |event| {
+            let Some(ep) = weak.upgrade() else { return };
+            if let Some(incoming) = ep.dispatch(event) {
+                drop(ep);
+                handler(incoming);
             }
         });
     }
@@ -415,7 +412,7 @@ mod tests {
     /// Three endpoints; node i answers a request with its id appended, and only node 2
     /// answers requests that start with b'?' (the "who owns it" pattern).
     fn cluster() -> Vec<Arc<Endpoint>> {
-        InProcTransport::network(3)
+        InProcTransport::network_sources(3)
             .into_iter()
             .map(|(t, rx)| {
                 let me = t.id();
@@ -477,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_killed_peer_fails_the_call() {
-        let mut net = InProcTransport::network(2);
+        let mut net = InProcTransport::network_sources(2);
         let (t1, rx1) = net.pop().unwrap();
         let (t0, rx0) = net.pop().unwrap();
         let ep0 = Endpoint::start(Arc::new(t0), rx0, |_| {});
@@ -489,7 +486,7 @@ mod tests {
                 let _ = arrived_tx.send(());
             }
         });
-        let killer = thread::spawn(move || {
+        let killer = std::thread::spawn(move || {
             arrived_rx.recv().unwrap();
             t1.kill();
         });

@@ -8,13 +8,13 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::frame::{Frame, FrameKind, HEADER_LEN, Header};
-use super::transport::{SendError, Transport, TransportEvent};
+use super::transport::{EventSource, EventSwitch, SendError, Transport, TransportEvent};
 use crate::types::NodeId;
 
 /// How long an accepted connection has to present its Hello.
@@ -86,6 +86,43 @@ pub struct TcpTransport {
     listen_addr: SocketAddr,
 }
 
+/// Seconds of silence before the kernel probes a peer, between probes, and probes lost before
+/// the connection is declared dead: a vanished host is seen within about 5 seconds.
+const KEEPALIVE: (libc::c_int, libc::c_int, libc::c_int) = (2, 1, 3);
+/// Milliseconds that sent data may stay unacknowledged before the connection fails.
+const USER_TIMEOUT_MS: libc::c_int = 5000;
+
+fn set_opt(s: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd belongs to `s`, which is open for the whole call; `value` is a live
+    // c_int and the length passed is its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Options of every peer connection: no Nagle delay, and keepalive probes plus a user timeout
+/// so that a peer whose host vanished (no FIN, no RST) is seen as lost within seconds.
+fn tune(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    set_opt(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set_opt(s, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE.0);
+    set_opt(s, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE.1);
+    set_opt(s, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE.2);
+    set_opt(
+        s,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        USER_TIMEOUT_MS,
+    );
+}
+
 fn hello_payload(id: NodeId, nodes: usize, tag: u64) -> Vec<u8> {
     let mut p = Vec::with_capacity(12);
     p.extend_from_slice(&id.to_le_bytes());
@@ -142,7 +179,7 @@ impl TcpTransport {
     pub fn start(
         listen: SocketAddr,
         config: &TcpConfig,
-    ) -> Result<(TcpTransport, Receiver<TransportEvent>), ConnectError> {
+    ) -> Result<(TcpTransport, EventSource), ConnectError> {
         let listener = TcpListener::bind(listen).map_err(|error| ConnectError::Bind {
             addr: listen,
             error,
@@ -155,7 +192,7 @@ impl TcpTransport {
     pub fn start_with_listener(
         listener: TcpListener,
         config: &TcpConfig,
-    ) -> Result<(TcpTransport, Receiver<TransportEvent>), ConnectError> {
+    ) -> Result<(TcpTransport, EventSource), ConnectError> {
         let nodes = config.peers.len();
         let me = config.id;
         if me as usize >= nodes || nodes > u16::MAX as usize {
@@ -211,7 +248,7 @@ impl TcpTransport {
             }
         }
 
-        let (events_tx, events_rx) = channel();
+        let switch = Arc::new(EventSwitch::default());
         let mut writers = Vec::with_capacity(nodes);
         for (j, s) in streams.into_iter().enumerate() {
             match s {
@@ -221,7 +258,12 @@ impl TcpTransport {
                         addr: listen_addr,
                         error,
                     })?;
-                    spawn_reader(j as NodeId, reader, events_tx.clone(), Arc::clone(&closing));
+                    spawn_reader(
+                        j as NodeId,
+                        reader,
+                        Arc::clone(&switch),
+                        Arc::clone(&closing),
+                    );
                     writers.push(Some(Mutex::new(s)));
                 }
             }
@@ -236,7 +278,7 @@ impl TcpTransport {
                 closing,
                 listen_addr,
             },
-            events_rx,
+            EventSource::direct(switch),
         ))
     }
 
@@ -266,7 +308,7 @@ fn dial(
         }
         match TcpStream::connect_timeout(&addr, left) {
             Ok(mut s) => {
-                let _ = s.set_nodelay(true);
+                tune(&s);
                 let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
                 let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
                 let answered = write_frame(&mut s, &hello)
@@ -314,7 +356,7 @@ fn spawn_acceptor(
                     .peer_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|_| "?".into());
-                let _ = s.set_nodelay(true);
+                tune(&s);
                 let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
                 let checked = read_hello(&mut s, nodes, tag).and_then(|id| {
                     if id <= me {
@@ -350,7 +392,7 @@ fn spawn_acceptor(
 fn spawn_reader(
     peer: NodeId,
     mut stream: TcpStream,
-    events: Sender<TransportEvent>,
+    events: Arc<EventSwitch>,
     closing: Arc<AtomicBool>,
 ) {
     thread::spawn(move || {
@@ -359,26 +401,19 @@ fn spawn_reader(
             match read_frame(&mut stream) {
                 Ok(frame) if frame.kind == FrameKind::Leave => {
                     left = true;
-                    let _ = events.send(TransportEvent::Left { node: peer });
+                    events.deliver(TransportEvent::Left { node: peer });
                 }
                 Ok(frame) if frame.kind == FrameKind::Hello => {
                     let _ = stream.shutdown(Shutdown::Both);
                     if !closing.load(Ordering::SeqCst) {
-                        let _ = events.send(TransportEvent::Lost {
+                        events.deliver(TransportEvent::Lost {
                             node: peer,
                             reason: "bad frame: a second Hello".into(),
                         });
                     }
                     return;
                 }
-                Ok(frame) => {
-                    if events
-                        .send(TransportEvent::Frame { from: peer, frame })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+                Ok(frame) => events.deliver(TransportEvent::Frame { from: peer, frame }),
                 Err(e) => {
                     let _ = stream.shutdown(Shutdown::Both);
                     if left || closing.load(Ordering::SeqCst) {
@@ -389,7 +424,7 @@ fn spawn_reader(
                         io::ErrorKind::InvalidData => format!("bad frame: {e}"),
                         _ => e.to_string(),
                     };
-                    let _ = events.send(TransportEvent::Lost { node: peer, reason });
+                    events.deliver(TransportEvent::Lost { node: peer, reason });
                     return;
                 }
             }
@@ -414,21 +449,26 @@ impl Transport for TcpTransport {
                 frame,
             });
         };
+        // Counted before the write, so that a peer's answer can never be seen before the
+        // frame it answers is counted; taken back if the write fails.
+        let n = frame.wire_len() as u64;
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
         let result = match w.lock() {
             Ok(mut s) => write_frame(&mut s, &frame),
             Err(_) => Err(io::Error::other("writer poisoned")),
         };
         match result {
-            Ok(n) => {
-                self.frames.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                Ok(())
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.frames.fetch_sub(1, Ordering::Relaxed);
+                self.bytes.fetch_sub(n, Ordering::Relaxed);
+                Err(SendError {
+                    to,
+                    reason: e.to_string(),
+                    frame,
+                })
             }
-            Err(e) => Err(SendError {
-                to,
-                reason: e.to_string(),
-                frame,
-            }),
         }
     }
 

@@ -2,6 +2,9 @@
 //! stream of events (frames in, peers lost or left).
 
 use std::fmt;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
 
 use super::frame::Frame;
 use crate::types::NodeId;
@@ -49,7 +52,7 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// Frames between numbered nodes; each implementation also hands out a receiver of
+/// Frames between numbered nodes; each implementation also hands out an [`EventSource`] of
 /// [`TransportEvent`]s when it is built.
 pub trait Transport: Send + Sync {
     /// This node's id.
@@ -62,4 +65,102 @@ pub trait Transport: Send + Sync {
     fn sent(&self) -> (u64, u64);
     /// Tell every peer this node leaves (a Leave frame), then close the connections.
     fn close(&self);
+}
+
+/// A transport's stream of events, delivered to one handler once attached.
+///
+/// Over TCP ([`EventSource::direct`]) the reader thread of each connection runs the handler
+/// itself, so a message is handled without a hand-off to another thread; events of one peer
+/// keep their order, events of different peers may be handled at the same time. Events that
+/// arrive before [`EventSource::attach`] wait in a buffer. A channel-backed source
+/// ([`EventSource::channel`], used in process) runs the handler on one pump thread, so a
+/// handler that sends never re-enters another node's handler on its own thread.
+pub struct EventSource {
+    kind: SourceKind,
+}
+
+enum SourceKind {
+    Channel(Receiver<TransportEvent>),
+    Direct(Arc<EventSwitch>),
+}
+
+type Handler = Box<dyn Fn(TransportEvent) + Send + Sync>;
+
+/// Where the reader threads of a transport put their events (see [`EventSource`]).
+#[derive(Default)]
+pub struct EventSwitch {
+    handler: OnceLock<Handler>,
+    buffer: Mutex<Vec<TransportEvent>>,
+}
+
+impl EventSwitch {
+    /// Hand `event` to the handler, or keep it until one is attached.
+    pub fn deliver(&self, event: TransportEvent) {
+        if let Some(h) = self.handler.get() {
+            return h(event);
+        }
+        let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        match self.handler.get() {
+            Some(h) => {
+                drop(buf);
+                h(event)
+            }
+            None => buf.push(event),
+        }
+    }
+}
+
+impl EventSource {
+    /// Events read from a channel (in-process transports).
+    pub fn channel(rx: Receiver<TransportEvent>) -> EventSource {
+        EventSource {
+            kind: SourceKind::Channel(rx),
+        }
+    }
+
+    /// Events delivered by the producing threads through `switch` (TCP readers).
+    pub fn direct(switch: Arc<EventSwitch>) -> EventSource {
+        EventSource {
+            kind: SourceKind::Direct(switch),
+        }
+    }
+
+    /// Deliver every event, buffered ones first, to `handler`.
+    pub fn attach(self, handler: impl Fn(TransportEvent) + Send + Sync + 'static) {
+        match self.kind {
+            SourceKind::Channel(rx) => {
+                thread::spawn(move || {
+                    for event in rx {
+                        handler(event);
+                    }
+                });
+            }
+            SourceKind::Direct(switch) => {
+                // Drain under the buffer lock and only then publish the handler, so that a
+                // reader that finds the handler cannot overtake its own buffered events.
+                let mut buf = switch.buffer.lock().unwrap_or_else(|p| p.into_inner());
+                for event in buf.drain(..) {
+                    handler(event);
+                }
+                let _ = switch.handler.set(Box::new(handler));
+            }
+        }
+    }
+
+    /// The events as a channel (for tests that read them one by one).
+    pub fn into_channel(self) -> Receiver<TransportEvent> {
+        match self.kind {
+            SourceKind::Channel(rx) => rx,
+            kind => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let tx = Mutex::new(tx);
+                EventSource { kind }.attach(move |e| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(e);
+                    }
+                });
+                rx
+            }
+        }
+    }
 }
