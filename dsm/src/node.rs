@@ -500,7 +500,11 @@ impl NodeRuntime {
             return Err(e);
         }
         let (node, reason) = match self.endpoint.call(to, req.encode()) {
-            Ok(reply) => return wire::decode_reply(&reply),
+            Ok(reply) => match wire::decode_reply(&reply) {
+                // The peer answered that the cluster lost a node: so did this node.
+                Err(DsmError::NodeLost { node, reason }) => (node, reason),
+                other => return other,
+            },
             Err(CallError::NodeLost { node, reason }) => (node, reason),
             Err(CallError::Send(e)) => (e.to, e.reason),
             Err(CallError::TimedOut) => (to, "no reply".into()),

@@ -299,3 +299,33 @@ fn measure_read_miss() {
         );
     }
 }
+
+#[test]
+fn nodes_over_the_in_process_transport_and_a_simulated_death() {
+    use memlink_dsm::remote::InProcTransport;
+    use std::sync::Arc;
+    let addrs: Vec<std::net::SocketAddr> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", 1000 + i).parse().unwrap())
+        .collect();
+    let mut transports = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, (t, events)) in InProcTransport::network_sources(3).into_iter().enumerate() {
+        let t = Arc::new(t);
+        let mem = MemPages::new(2);
+        let cfg = config(i, &addrs, 2, ManagerKind::Dynamic);
+        let rt = NodeRuntime::start_on(t.clone(), events, &cfg, mem.clone()).unwrap();
+        transports.push(t);
+        nodes.push((rt, mem));
+    }
+    nodes[2].1.write_u64(&nodes[2].0, 64, 99).unwrap();
+    assert_eq!(nodes[1].1.read_u64(&nodes[1].0, 64).unwrap(), 99);
+    assert_eq!(nodes[0].1.read_u64(&nodes[0].0, 64).unwrap(), 99);
+    // Node 2 dies: the others fail with NodeLost naming it.
+    transports[2].kill();
+    for (rt, _) in &nodes[..2] {
+        match rt.barrier(4) {
+            Err(DsmError::NodeLost { node: 2, .. }) => {}
+            other => panic!("expected the loss of node 2, got {other:?}"),
+        }
+    }
+}

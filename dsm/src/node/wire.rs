@@ -2,7 +2,7 @@
 //! Every payload starts with a service byte; coherence messages follow [`SERVICE_COHERENCE`]
 //! in the format of `protocol::codec`.
 
-use crate::types::DsmError;
+use crate::types::{DsmError, NodeId};
 
 /// Coherence protocol message (one-way frame).
 pub const SERVICE_COHERENCE: u8 = 1;
@@ -86,6 +86,7 @@ const OK: u8 = 0;
 const ERR_OOM: u8 = 1;
 const ERR_INVALID_FREE: u8 = 2;
 const ERR_TEXT: u8 = 3;
+const ERR_NODE_LOST: u8 = 4;
 
 /// A successful reply carrying `value`.
 pub fn ok_reply(value: u64) -> Vec<u8> {
@@ -99,6 +100,7 @@ pub fn err_reply(e: &DsmError) -> Vec<u8> {
     let (code, value, text) = match e {
         DsmError::OutOfMemory { requested } => (ERR_OOM, *requested as u64, String::new()),
         DsmError::InvalidFree { offset } => (ERR_INVALID_FREE, *offset as u64, String::new()),
+        DsmError::NodeLost { node, reason } => (ERR_NODE_LOST, *node as u64, reason.clone()),
         other => (ERR_TEXT, 0, other.to_string()),
     };
     let mut b = vec![code];
@@ -124,6 +126,10 @@ pub fn decode_reply(b: &[u8]) -> Result<u64, DsmError> {
         ERR_TEXT => Err(DsmError::Sync(
             String::from_utf8_lossy(&b[9..]).into_owned(),
         )),
+        ERR_NODE_LOST => Err(DsmError::NodeLost {
+            node: value as NodeId,
+            reason: String::from_utf8_lossy(&b[9..]).into_owned(),
+        }),
         c => Err(DsmError::Protocol(format!("unknown reply code {c}"))),
     }
 }
@@ -158,6 +164,12 @@ mod tests {
         assert!(matches!(e, Err(DsmError::OutOfMemory { requested: 5 })));
         let e = decode_reply(&err_reply(&DsmError::Sync("no".into())));
         assert!(matches!(e, Err(DsmError::Sync(t)) if t.contains("no")));
+        let lost = DsmError::NodeLost {
+            node: 3,
+            reason: "EOF".into(),
+        };
+        let e = decode_reply(&err_reply(&lost));
+        assert!(matches!(e, Err(DsmError::NodeLost { node: 3, reason }) if reason == "EOF"));
         assert!(decode_reply(&[0, 1]).is_err());
     }
 }
