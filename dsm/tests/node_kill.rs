@@ -23,9 +23,15 @@ fn child_node_process_entry() {
     let Ok(peers) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let peers: Vec<_> = peers.split(',').map(|a| a.parse().unwrap()).collect();
+    let mut peers: Vec<std::net::SocketAddr> =
+        peers.split(',').map(|a| a.parse().unwrap()).collect();
+    // Node 2 has the highest id: it dials nodes 0 and 1 and is never dialled, so it can
+    // listen on any free port (no port picked and released, which another process could take).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    peers[2] = listener.local_addr().unwrap();
     let mem = MemPages::new(4);
-    let rt = NodeRuntime::start(config(2, &peers, 4, ManagerKind::Central), mem.clone()).unwrap();
+    let cfg = config(2, &peers, 4, ManagerKind::Central);
+    let rt = NodeRuntime::start_with_listener(cfg, listener, mem.clone()).unwrap();
     mem.write_u64(&rt, 2 * PAGE_SIZE, 1234).unwrap();
     rt.barrier(1).unwrap();
     // Wait here until killed.
@@ -36,7 +42,7 @@ fn child_node_process_entry() {
 #[test]
 fn a_killed_node_process_makes_the_others_fail_with_node_lost() {
     let (mut ls, addrs) = listeners(3);
-    drop(ls.pop()); // the child binds node 2's address itself
+    drop(ls.pop()); // the child listens on a port of its own (see child_node_process_entry)
     let peers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
