@@ -132,6 +132,11 @@ fn bad_arguments_exit_non_zero_with_a_clear_message() {
     );
     assert_refused(&["bench", "ipc", "--wait", "sometimes"], "invalid value");
     assert_refused(&["bench", "ipc", "--plot", "out.png"], ".svg");
+    assert_refused(&["bench", "ipc", "--pin", "0"], "two different CPU numbers");
+    assert_refused(
+        &["bench", "ipc", "--pin", "1,1"],
+        "two different CPU numbers",
+    );
     assert_refused(
         &["bench", "ipc", "--sizes", "100", "--transports", "sync"],
         "powers of two",

@@ -18,6 +18,7 @@
 //! The measuring process must be single-threaded when it calls [`measure`] (the CLI and
 //! the criterion bench are): the peer is forked from it.
 
+mod affinity;
 mod cache_line;
 mod channel_buffered;
 mod channel_loan;
@@ -39,6 +40,7 @@ mod spin_wait;
 mod stream;
 mod unix_socket;
 
+pub use affinity::pin;
 pub use error::RunError;
 pub use measurement::Measurement;
 pub use plan::{Msg, Plan, SizeTiming};
@@ -108,15 +110,16 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Every transport, in table order.
+    /// Every transport, in run and table order: the floors first, so that a check at the
+    /// end of a run can compare the machine's speed at its start and end.
     pub const ALL: [Transport; 8] = [
+        Transport::CacheLine,
+        Transport::Futex,
         Transport::Loan,
         Transport::Sync,
         Transport::Buffered,
         Transport::Pipe,
         Transport::UnixSocket,
-        Transport::CacheLine,
-        Transport::Futex,
         Transport::Iceoryx2,
     ];
 
@@ -210,6 +213,10 @@ pub fn round_trips(
     wait: Wait,
     size_done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<SizeTiming>, RunError> {
+    affinity::apply(transport.wait_label(wait) == Wait::Spin).map_err(|e| RunError::Setup {
+        transport: transport.name(),
+        detail: format!("setting the CPU affinity failed: {e}"),
+    })?;
     match transport {
         Transport::Loan => channel_loan::run(plan, wait, size_done),
         Transport::Sync => channel_sync::run(plan, wait, size_done),

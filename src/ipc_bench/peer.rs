@@ -74,7 +74,10 @@ pub(crate) fn spawn_peer(
             // (this process leaves with _exit and never drops it).
             unsafe { libc::close(fd) };
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::affinity::pin_peer()?;
+            serve()
+        }));
         let code = match outcome {
             Ok(Ok(())) => 0,
             Ok(Err(msg)) => {

@@ -128,7 +128,13 @@ pub fn plot_svg(rows: &[Measurement], path: &Path) -> Result<(), PlotError> {
     // One series per (transport, wait, copies), in first-seen order.
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for m in rows {
-        let label = format!("{} ({} copies, {})", m.transport, m.copies, m.wait);
+        let floor = super::Transport::from_name(&m.transport).is_some_and(|t| t.is_floor());
+        let label = if floor {
+            format!("{} floor ({} B, {})", m.transport, m.size_bytes, m.wait)
+        } else {
+            let copies = if m.copies == 1 { "copy" } else { "copies" };
+            format!("{} ({} {copies}, {})", m.transport, m.copies, m.wait)
+        };
         let point = (m.size_bytes as f64, m.rtt_ns_p50.max(1) as f64);
         match series.iter_mut().find(|(l, _)| *l == label) {
             Some((_, pts)) => pts.push(point),
@@ -227,7 +233,7 @@ mod tests {
         )
         .unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(svg.contains("pipe (2 copies, block)") && svg.contains("futex (2 copies, block)"));
+        assert!(svg.contains("pipe (2 copies, block)") && svg.contains("futex floor (8 B, block)"));
         assert!(svg.contains("message size"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -64,6 +64,10 @@ struct IpcArgs {
     /// Plot median round trip against size (log-log SVG) to this file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Pin spinning pairs: this process on one CPU, its peer on another (`--pin 0,1`),
+    /// so two busy-waiting processes never time-share a CPU. Blocking pairs stay unpinned.
+    #[arg(long, value_name = "CPU,CPU")]
+    pin: Option<String>,
     /// Transports to run, comma-separated (default: every one in this build).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     transports: Option<Vec<String>>,
@@ -112,6 +116,48 @@ pub fn parse_transports(names: Option<&[String]>) -> Result<Vec<Transport>, Stri
         return Err("no transports given".into());
     }
     Ok(out)
+}
+
+/// Measures the cache-line floor again after the run and warns if the machine's speed
+/// changed meanwhile (a virtual machine whose host moved its vCPUs, frequency scaling):
+/// ratios between transports measured before and after such a change mean little.
+fn check_stability(rows: &[Measurement], plan: &Plan) -> Result<(), String> {
+    let Some(before) = rows
+        .iter()
+        .find(|m| m.transport == Transport::CacheLine.name())
+        .map(|m| m.rtt_ns_p50)
+    else {
+        return Ok(());
+    };
+    let again = Plan::new(vec![8], plan.iters.min(20_000));
+    let after = measure(Transport::CacheLine, &again, Wait::Spin, &mut |_| {})
+        .map_err(|e| e.to_string())?
+        .first()
+        .map_or(before, |m| m.rtt_ns_p50);
+    let ratio = after.max(before) as f64 / before.min(after).max(1) as f64;
+    if ratio > 1.5 {
+        eprintln!(
+            "warning: the cache-line floor measured {before} ns during the run and {after} ns after it: \
+             this machine changed speed meanwhile, so ratios between transports of this run are unreliable; run again"
+        );
+    } else {
+        eprintln!(
+            "stability check: cache-line floor {before} ns during the run, {after} ns after it"
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--pin A,B` into two distinct CPU numbers.
+fn parse_pin(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--pin {text:?}: give two different CPU numbers, like --pin 0,1");
+    let (a, b) = text.split_once(',').ok_or_else(bad)?;
+    let a: usize = a.trim().parse().map_err(|_| bad())?;
+    let b: usize = b.trim().parse().map_err(|_| bad())?;
+    if a == b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// Refuses sizes a chosen transport cannot carry.
@@ -183,10 +229,18 @@ fn ipc(a: IpcArgs) -> Result<(), String> {
             ));
         }
     }
+    if let Some(cpus) = &a.pin {
+        let (client, peer) = parse_pin(cpus)?;
+        memlink::ipc_bench::pin(client, peer)
+            .map_err(|e| format!("--pin {cpus}: pinning to CPU {client} failed: {e}"))?;
+    }
     let wait = Wait::from(a.wait);
     let plan = Plan::new(sizes, a.iters);
     let rows = run_with_progress(&transports, &plan, wait).map_err(|e| e.to_string())?;
     print!("{}", format_table(&rows));
+    if transports.contains(&Transport::CacheLine) {
+        check_stability(&rows, &plan)?;
+    }
     if let Some(path) = &a.json {
         let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
         std::fs::write(path, json + "\n")

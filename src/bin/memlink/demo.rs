@@ -50,7 +50,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         "memlink demo: for each transport, this process forks a peer and they play ping-pong\n\
          with messages of {}; every message carries a pattern made from its sequence number\n\
          and is checked on arrival (warm-up: every byte; timed: head, middle and tail).\n\
-         copies = copies of the payload per one-way message; rtt = round trip (there and back).\n",
+         copies = copies of the payload per one-way message; rtt = round trip (there and back);\n\
+         GB/s = payload delivered per second (a zero-copy message is delivered by reference,\n\
+         so its GB/s is not bounded by memory bandwidth).\n",
         sizes_text.join(", ")
     );
     let rows = match run_with_progress(&SHOWN, &plan, wait) {
