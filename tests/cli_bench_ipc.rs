@@ -126,6 +126,7 @@ fn bad_arguments_exit_non_zero_with_a_clear_message() {
     assert_refused(&["bench", "ipc", "--sizes", "8,,64"], "empty size");
     assert_refused(&["bench", "ipc", "--sizes", "4"], "below 8 bytes");
     assert_refused(&["bench", "ipc", "--iters", "0"], "--iters");
+    assert_refused(&["bench", "ipc", "--iters", "999999999999"], "--iters");
     assert_refused(
         &["bench", "ipc", "--transports", "carrier-pigeon"],
         "unknown transport",

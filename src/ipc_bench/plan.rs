@@ -108,7 +108,7 @@ pub(crate) fn run_client(
         .iter()
         .map(|&size| SizeTiming {
             size,
-            rtt_ns: Vec::with_capacity(plan.iters_for(size)),
+            rtt_ns: Vec::with_capacity(plan.iters_for(size).min(1 << 20)),
             elapsed: Duration::ZERO,
         })
         .collect();

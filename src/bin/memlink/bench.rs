@@ -45,6 +45,9 @@ impl From<WaitArg> for Wait {
     }
 }
 
+/// The most timed round trips per size (each is kept, 8 bytes, for the percentiles).
+const MAX_ITERS: usize = 100_000_000;
+
 #[derive(Args)]
 struct IpcArgs {
     /// Message sizes, comma-separated, with binary suffixes K, M (at least 8 bytes, at
@@ -216,8 +219,11 @@ pub fn run_with_progress(
 
 fn ipc(a: IpcArgs) -> Result<(), String> {
     let sizes = parse_sizes(&a.sizes, MAX_MESSAGE).map_err(|e| e.to_string())?;
-    if a.iters == 0 {
-        return Err("--iters must be at least 1".into());
+    if a.iters == 0 || a.iters > MAX_ITERS {
+        return Err(format!(
+            "--iters {}: give from 1 to {MAX_ITERS} round trips per size",
+            a.iters
+        ));
     }
     let transports = parse_transports(a.transports.as_deref())?;
     check_sizes(&transports, &sizes)?;
