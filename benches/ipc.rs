@@ -21,6 +21,13 @@ const SIZES: [usize; 3] = [8, 4 << 10, 1 << 20];
 const MIN_ROUND_TRIPS: usize = 1000;
 
 fn ipc(c: &mut Criterion) {
+    // `cargo test` runs this bench once per case as a smoke test (without `--bench`):
+    // a few round trips suffice there.
+    let min_round_trips = if std::env::args().any(|a| a == "--bench") {
+        MIN_ROUND_TRIPS
+    } else {
+        20
+    };
     let mut group = c.benchmark_group("ipc_round_trip");
     group
         .sample_size(10)
@@ -38,7 +45,7 @@ fn ipc(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("{transport}/{}", transport.wait_label(wait)), size);
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
-                    let plan = Plan::new(vec![size], (iters as usize).max(MIN_ROUND_TRIPS));
+                    let plan = Plan::new(vec![size], (iters as usize).max(min_round_trips));
                     let timings = round_trips(transport, &plan, wait, &mut |_| {})
                         .unwrap_or_else(|e| panic!("{transport} at {size} bytes: {e}"));
                     let mut rtt = timings[0].rtt_ns.clone();
