@@ -17,6 +17,7 @@ pub mod apps;
 pub mod cluster;
 #[cfg(not(memlink_loom))]
 pub mod fault;
+pub mod fault_slots;
 #[cfg(not(memlink_loom))]
 pub mod handles;
 #[cfg(not(memlink_loom))]

@@ -10,9 +10,7 @@
 //! cluster lost a node) cannot be returned to the faulting instruction: the error is printed and
 //! the process exits with [`UNSERVABLE_FAULT_EXIT`].
 
-mod futex;
 pub mod sigsegv;
-mod slots;
 pub mod uffd;
 pub mod userfaultfd;
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use super::slots::{FaultSlots, Outcome};
 use super::{FaultError, report_unservable};
+use crate::fault_slots::{FaultSlots, Outcome, SLOTS};
 use crate::mapping::Mapping;
 use crate::types::{Access, FaultResolver, PAGE_SIZE};
 
@@ -268,7 +268,7 @@ impl SigsegvService {
             start: mapping.base() as usize,
             len: mapping.len(),
             mapping: mapping.clone(),
-            slots: FaultSlots::new(),
+            slots: FaultSlots::new(SLOTS),
         }));
         let shared = SharedPtr(registered);
         let thread = std::thread::Builder::new()
