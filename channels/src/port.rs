@@ -257,7 +257,9 @@ impl<T: Shareable + Copy> ReceiveRight<T> {
         q.recv(deadline, gone)
     }
 
-    /// Receives the next message, waiting for one.
+    /// Receives the next message, waiting for one. Fails with `Disconnected` once every sender
+    /// that ever connected has left (dropped its [`PortSender`] or died) and the queue is empty;
+    /// before any sender connects it waits. Keep a sender of your own while senders come and go.
     pub fn recv(&self) -> Result<T, RecvError> {
         self.recv_with(Deadline::Never)
             .map_err(|_| RecvError::Disconnected)

@@ -54,6 +54,9 @@ fn buffered_full_and_dead_receiver() {
 fn port_many_sender_processes() {
     let region = Arc::new(Region::create("port-many", 1 << 16).unwrap());
     let (port, right) = Port::<[u32; 2]>::create(&region, 16, WaitMode::ADAPTIVE).unwrap();
+    // Our own sender keeps the port connected while the children come and go: a receiver
+    // sees Disconnected once every sender that connected has left.
+    let keep_open = port.sender().unwrap();
     let children: Vec<_> = (0..3u32)
         .map(|id| {
             let port = port.clone();
@@ -78,6 +81,7 @@ fn port_many_sender_processes() {
         assert_eq!(fork::wait(c), 0);
     }
     assert_eq!(next, [300; 3]);
+    drop(keep_open);
     assert_eq!(
         right.recv_timeout(Duration::from_secs(30)),
         Err(RecvTimeoutError::Disconnected)
