@@ -1,5 +1,6 @@
-//! Every app on 1, 2 and 4 node processes, with both fault backends: each node checks the
-//! result against a sequential computation and prints `verified: true`.
+//! Every app on 1, 2, 3 and 4 node processes (3: bands that share pages), with both fault
+//! backends: each node checks the result against a sequential computation and prints
+//! `verified: true`.
 
 mod support;
 
@@ -12,7 +13,7 @@ fn node_main() {
 
 fn verify_everywhere(app: &str) {
     for backend in [Backend::Sigsegv, Backend::Uffd] {
-        for nodes in [1, 2, 4] {
+        for nodes in [1, 2, 3, 4] {
             support::assert_cluster_verifies(nodes, app, backend);
         }
     }

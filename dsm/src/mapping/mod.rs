@@ -250,7 +250,15 @@ impl Mapping {
     }
 
     /// userfaultfd: drops the backing page of `page`, keeping its contents in the stash.
-    fn uffd_discard(&self, page: PageNo) {
+    fn uffd_discard(&self, uffd: &Userfaultfd, page: PageNo) {
+        if self.table.access(page) == Access::Write {
+            // Stop application writes before taking the copy, or a write landing between the
+            // copy and the hole punch would be lost (they fault and wait from now on).
+            let addr = self.region.app_page(page as usize) as usize;
+            if let Err(e) = uffd.write_protect(addr, PAGE_SIZE, true) {
+                panic!("UFFDIO_WRITEPROTECT of page {page} failed: {e}");
+            }
+        }
         let mut copy = vec![0u8; PAGE_SIZE].into_boxed_slice();
         let src = self.region.fill_page(page as usize);
         // SAFETY: the page is present (it has a backing page), so reading it through the fill
@@ -373,7 +381,7 @@ impl LocalPages for Mapping {
                 match access {
                     Access::None => {
                         if present {
-                            self.uffd_discard(page);
+                            self.uffd_discard(uffd, page);
                         }
                     }
                     Access::Read | Access::Write if !present => {
