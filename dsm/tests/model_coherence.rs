@@ -2,7 +2,10 @@
 //! machines, for every manager the protocol implements: 3 nodes, 2 pages, messages delivered
 //! in every order, threads faulting for read and write. Checks that every state has at most
 //! one writer per page, that every read copy is in the copyset, that no acknowledged write is
-//! lost, that the protocol accepts every message, and that every fault is eventually served.
+//! lost, that the protocol accepts every message, and that every fault is served: every run
+//! that stops has served them all (no deadlock), and from every state a run that serves them
+//! all exists (no livelock, under fair scheduling). A broken property panics with the
+//! shortest trace that breaks it.
 
 // Shared with the other model_* test binaries, each of which uses only part of it.
 #[allow(dead_code)]
@@ -81,5 +84,39 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
             writes: 3,
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
+    }
+}
+
+#[test]
+fn from_every_state_every_fault_can_still_be_served() {
+    for kind in implemented_managers() {
+        let model = CoherenceModel {
+            kind,
+            nodes: 3,
+            pages: 2,
+            faults: 4,
+            writes: 2,
+        };
+        let started = Instant::now();
+        match model.check_progress() {
+            Ok(states) => println!(
+                "{kind:?}: progress possible from all {states} states, {:.2?}",
+                started.elapsed()
+            ),
+            Err(trapped) => {
+                let mut report = format!(
+                    "{kind:?} manager: after these {} steps no run serves every fault:\n",
+                    trapped.path.len()
+                );
+                for (i, step) in trapped.path.iter().enumerate() {
+                    report.push_str(&format!("  {:2}. {step}\n", i + 1));
+                }
+                report.push_str(&format!(
+                    "  => {}\n",
+                    model.explain("every fault is served", &trapped.state)
+                ));
+                panic!("{report}");
+            }
+        }
     }
 }

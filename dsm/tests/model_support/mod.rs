@@ -306,24 +306,129 @@ impl Model for CoherenceModel {
                         || (0..m.nodes).all(|n| (0..m.pages).all(|p| s.pending(n, p).is_none()))
                 },
             ),
-            // Only a terminal state satisfies this (nothing in flight, no thread waiting, no
-            // fault left to take), so it says: every path ends with every fault served.
-            Property::eventually(
+            // Liveness, part 1 (no deadlock): every run that stops, stops with every fault
+            // served. (Stateright's `eventually` would say the same on these finite runs, but
+            // once it holds a counterexample it overwrites it with each later terminal state it
+            // visits, so the trace it reports can be a good run; this `always` reports the
+            // shortest bad one.) Part 2 (no livelock) is `CoherenceModel::check_progress`:
+            // the graph has cycles (two threads that each lose the page to the other before
+            // they run), so from every state, a state with every fault served must be reachable.
+            Property::always(
                 "every fault is served",
                 |m: &CoherenceModel, s: &ClusterState| {
                     let mut more = Vec::new();
                     m.actions(s, &mut more);
-                    s.error.is_none()
-                        && more.is_empty()
-                        && s.in_flight.is_empty()
-                        && s.waiting.iter().all(Option::is_none)
+                    s.error.is_some()
+                        || !more.is_empty()
+                        || (s.in_flight.is_empty() && s.waiting.iter().all(Option::is_none))
                 },
             ),
         ]
     }
 }
 
+/// A state from which no run serves every fault, and how to get there.
+pub struct Trapped {
+    /// The steps from the initial state.
+    pub path: Vec<Step>,
+    /// The state.
+    pub state: ClusterState,
+}
+
 impl CoherenceModel {
+    /// Whether every fault is served and nothing is left to do in `s`.
+    pub fn finished(&self, s: &ClusterState) -> bool {
+        let mut more = Vec::new();
+        self.actions(s, &mut more);
+        s.error.is_none()
+            && more.is_empty()
+            && s.in_flight.is_empty()
+            && s.waiting.iter().all(Option::is_none)
+    }
+
+    /// Liveness under fair scheduling: explores every state (breadth first, remembering each
+    /// state's successors by a 64-bit fingerprint) and checks that from each one some run
+    /// reaches a finished state (every fault served). A run that loops forever without
+    /// serving a fault is then only possible by starving a step that stays possible, which a
+    /// fair scheduler does not do. Returns the number of states, or the first trapped state.
+    pub fn check_progress(&self) -> Result<usize, Box<Trapped>> {
+        use std::collections::HashMap;
+        use std::collections::VecDeque;
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+
+        let fingerprint =
+            |s: &ClusterState| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
+        let init = self.init_states().remove(0);
+        let mut index = HashMap::from([(fingerprint(&init), 0u32)]);
+        // For each state: its parent and the step from it, its successors, and whether it
+        // is finished.
+        let mut parent: Vec<Option<(u32, Step)>> = vec![None];
+        let mut successors: Vec<Vec<u32>> = vec![Vec::new()];
+        let mut finished = vec![false];
+        let mut queue = VecDeque::from([(0u32, init)]);
+        let mut steps = Vec::new();
+        while let Some((i, s)) = queue.pop_front() {
+            finished[i as usize] = self.finished(&s);
+            steps.clear();
+            self.actions(&s, &mut steps);
+            for step in steps.drain(..) {
+                let Some(next) = self.next_state(&s, step.clone()) else {
+                    continue;
+                };
+                let fp = fingerprint(&next);
+                let j = match index.get(&fp) {
+                    Some(&j) => j,
+                    None => {
+                        let j = parent.len() as u32;
+                        index.insert(fp, j);
+                        parent.push(Some((i, step)));
+                        successors.push(Vec::new());
+                        finished.push(false);
+                        queue.push_back((j, next));
+                        j
+                    }
+                };
+                successors[i as usize].push(j);
+            }
+        }
+        // Backwards from the finished states.
+        let n = parent.len();
+        let mut predecessors = vec![Vec::new(); n];
+        for (i, succ) in successors.iter().enumerate() {
+            for &j in succ {
+                predecessors[j as usize].push(i as u32);
+            }
+        }
+        let mut good = finished.clone();
+        let mut work: Vec<u32> = (0..n as u32).filter(|&i| finished[i as usize]).collect();
+        while let Some(j) = work.pop() {
+            for &i in &predecessors[j as usize] {
+                if !good[i as usize] {
+                    good[i as usize] = true;
+                    work.push(i);
+                }
+            }
+        }
+        let Some(bad) = good.iter().position(|g| !g) else {
+            return Ok(n);
+        };
+        // Rebuild the path to the first trapped state (the earliest found: a shortest path).
+        let mut path = Vec::new();
+        let mut at = bad as u32;
+        while let Some((p, step)) = &parent[at as usize] {
+            path.push(step.clone());
+            at = *p;
+        }
+        path.reverse();
+        let mut state = self.init_states().remove(0);
+        for step in &path {
+            state = self
+                .next_state(&state, step.clone())
+                .expect("a replayed step");
+        }
+        Err(Box::new(Trapped { path, state }))
+    }
+
     /// Why `property` does not hold in `s`, for counterexample reports.
     pub fn explain(&self, property: &str, s: &ClusterState) -> String {
         let v = s.view(self.kind);
