@@ -102,6 +102,18 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Runs an ioctl again while it fails with EAGAIN (the address space was changing) or EINTR.
+fn retrying(mut ioctl: impl FnMut() -> libc::c_int) -> io::Result<()> {
+    loop {
+        match check(ioctl()) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Userfaultfd {
     /// Opens a userfaultfd for user-mode faults only (no privilege needed) and negotiates
     /// write-protect support on shmem mappings.
@@ -146,38 +158,42 @@ impl Userfaultfd {
     /// Atomically fills the missing page at `dst` with `PAGE_SIZE` bytes from `src` and maps
     /// it, write-protected when `write_protect`; wakes the threads waiting on it.
     pub fn copy(&self, dst: usize, src: &[u8], write_protect: bool) -> io::Result<()> {
-        let mut copy = UffdioCopy {
-            dst: dst as u64,
-            src: src.as_ptr() as u64,
-            len: src.len() as u64,
-            mode: if write_protect {
-                UFFDIO_COPY_MODE_WP
-            } else {
-                0
-            },
-            copy: 0,
-        };
-        // SAFETY: UFFDIO_COPY reads src.len() bytes from `src` (a live slice) and writes
-        // only the `copy` field of the struct we pass.
-        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_COPY as _, &mut copy) })
+        retrying(|| {
+            let mut copy = UffdioCopy {
+                dst: dst as u64,
+                src: src.as_ptr() as u64,
+                len: src.len() as u64,
+                mode: if write_protect {
+                    UFFDIO_COPY_MODE_WP
+                } else {
+                    0
+                },
+                copy: 0,
+            };
+            // SAFETY: UFFDIO_COPY reads src.len() bytes from `src` (a live slice) and writes
+            // only the `copy` field of the struct we pass.
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_COPY as _, &mut copy) }
+        })
     }
 
     /// Sets or clears write protection on present pages of `[start, start + len)`; clearing
     /// wakes the threads waiting on a write-protect fault there.
     pub fn write_protect(&self, start: usize, len: usize, protect: bool) -> io::Result<()> {
-        let mut wp = UffdioWriteprotect {
-            range: UffdioRange {
-                start: start as u64,
-                len: len as u64,
-            },
-            mode: if protect {
-                UFFDIO_WRITEPROTECT_MODE_WP
-            } else {
-                0
-            },
-        };
-        // SAFETY: UFFDIO_WRITEPROTECT reads one UffdioWriteprotect, which `wp` is.
-        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp) })
+        retrying(|| {
+            let mut wp = UffdioWriteprotect {
+                range: UffdioRange {
+                    start: start as u64,
+                    len: len as u64,
+                },
+                mode: if protect {
+                    UFFDIO_WRITEPROTECT_MODE_WP
+                } else {
+                    0
+                },
+            };
+            // SAFETY: UFFDIO_WRITEPROTECT reads one UffdioWriteprotect, which `wp` is.
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut wp) }
+        })
     }
 
     /// Wakes the threads waiting on a fault in `[start, start + len)` so that they retry it.

@@ -137,7 +137,7 @@ impl Region {
     pub(crate) fn discard(&self, page: usize) {
         // SAFETY: fallocate punches a hole inside our own memfd; every mapping of that page
         // (both views) is zapped by the kernel and refaults.
-        let rc = unsafe {
+        let punch = || unsafe {
             libc::fallocate(
                 self.memfd.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
@@ -145,6 +145,10 @@ impl Region {
                 PAGE_SIZE as libc::off_t,
             )
         };
+        let mut rc = punch();
+        while rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            rc = punch();
+        }
         assert!(rc == 0, "hole punch failed: {}", io::Error::last_os_error());
     }
 }
