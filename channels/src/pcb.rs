@@ -7,6 +7,7 @@
 //! busy-waiting channels free of system calls.
 
 use crate::sync::{AtomicU32, Ordering, fence, futex};
+use crate::wait::WaitMode;
 use std::time::Duration;
 
 /// A process (or thread) control block in shared memory: futex word, sleeper count, owner pid.
@@ -58,6 +59,15 @@ impl Pcb {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             futex::wake_all(&self.wake_word);
+        }
+    }
+
+    /// [`Pcb::notify`] for a channel waiting per `mode`: a busy-waiting channel's parties never
+    /// sleep, so its hot path skips the wake-up word, the fence and the sleeper check.
+    #[inline]
+    pub fn notify_for(&self, mode: WaitMode) {
+        if mode != WaitMode::Spin {
+            self.notify();
         }
     }
 

@@ -205,7 +205,7 @@ impl<'a> LoanPool<'a> {
         let tail = header.tail.load(Ordering::Relaxed);
         self.ring(tail).store(slot, Ordering::Relaxed);
         header.tail.store(tail.wrapping_add(1), Ordering::Release);
-        header.receiver.pcb.notify();
+        header.receiver.pcb.notify_for(self.mode());
     }
 
     /// Takes the oldest sent slot for `owner` without waiting; returns it and its length.
@@ -245,7 +245,7 @@ impl<'a> LoanPool<'a> {
         self.meta(slot)
             .state
             .store(word(0, FREE), Ordering::Release);
-        self.header().sender.pcb.notify();
+        self.header().sender.pcb.notify_for(self.mode());
     }
 
     /// Takes back every slot loaned or held by an owner that `is_dead` says died. Returns how

@@ -155,7 +155,7 @@ impl<'a, T: Copy> Mpsc<'a, T> {
                         // publishes `pos + 1`.
                         cell.value.with_mut(|p| unsafe { (*p).write(value) });
                         cell.seq.store(pos + 1, Ordering::Release);
-                        h.receiver.pcb.notify();
+                        h.receiver.pcb.notify_for(self.mode());
                         return Ok(());
                     }
                     Err(now) => pos = now,
@@ -212,7 +212,7 @@ impl<'a, T: Copy> Mpsc<'a, T> {
         let value = cell.value.with(|p| unsafe { (*p).assume_init_read() });
         cell.seq.store(pos + h.capacity, Ordering::Release);
         h.head.store(pos + 1, Ordering::Release);
-        h.senders_pcb.notify();
+        h.senders_pcb.notify_for(self.mode());
         Some(value)
     }
 

@@ -262,7 +262,7 @@ impl SyncShared {
                 );
                 // SAFETY: `peer_pcb` points at the peer's endpoint record inside this same
                 // shared channel, which outlives this call because we hold a handle to it.
-                unsafe { (*peer_pcb).notify() };
+                unsafe { (*peer_pcb).notify_for(self.mode()) };
                 return Ok(Arrival::Completed);
             }
             // CLAIMED: the peer is filling the descriptor or copying; it is a few stores away.

@@ -102,7 +102,7 @@ impl<'a, T: Copy> Ring<'a, T> {
         // the single sender writes slots.
         self.cell(tail).with_mut(|p| unsafe { (*p).write(value) });
         h.tail.store(tail.wrapping_add(1), Ordering::Release);
-        h.receiver.pcb.notify();
+        h.receiver.pcb.notify_for(self.mode());
         Ok(())
     }
 
@@ -142,7 +142,7 @@ impl<'a, T: Copy> Ring<'a, T> {
         // only the single receiver reads slots.
         let value = self.cell(head).with(|p| unsafe { (*p).assume_init_read() });
         h.head.store(head.wrapping_add(1), Ordering::Release);
-        h.sender.pcb.notify();
+        h.sender.pcb.notify_for(self.mode());
         Some(value)
     }
 
