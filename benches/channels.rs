@@ -36,7 +36,9 @@ fn pair(c: &mut Criterion, group: &str, cases: &[(&str, PingPongKind)]) {
                 let mut done = 0;
                 while done < n {
                     let batch = BATCH.min(n - done);
-                    let t = pp.round_trips(batch).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let t = pp
+                        .round_trips(batch)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
                     fastest = fastest.min(t / batch as u32);
                     done += batch;
                 }
