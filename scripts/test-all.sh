@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace"
+# Tests that run examples find them at target/debug/examples/<name>, which only
+# `cargo build --examples` produces (cargo test leaves hashed copies).
+cargo build --workspace --examples
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

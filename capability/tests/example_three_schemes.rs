@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn example_binary() -> Option<PathBuf> {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/three_schemes
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/three_schemes, which
+    // `cargo build --examples` writes (cargo test alone leaves only hashed copies).
     let exe = std::env::current_exe().ok()?;
     let path = exe
         .parent()?
@@ -21,7 +22,7 @@ fn example_binary() -> Option<PathBuf> {
 fn three_schemes_example_runs() {
     let Some(exe) = example_binary() else {
         panic!(
-            "examples/three_schemes is not built; run `cargo test -p memlink-capability --all-targets`"
+            "examples/three_schemes is not built; run `cargo build -p memlink-capability --examples` first (scripts/test-all.sh does)"
         );
     };
     let out = Command::new(exe).output().expect("run example");
