@@ -11,3 +11,8 @@ pub use memlink_dsm as dsm;
 
 #[cfg(not(memlink_loom))]
 pub mod ipc_bench;
+
+/// The README's Rust examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_examples {}
