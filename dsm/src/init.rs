@@ -1,5 +1,11 @@
-//! Cluster bootstrap on one host: pick free loopback ports, start N node processes, collect
-//! what each printed, and when one dies, kill the rest and say which one died and how.
+//! Cluster bootstrap on one host: bind one loopback listener per node, start N node processes
+//! (each inherits its own listener), collect what each printed, and when one dies, kill the rest
+//! and say which one died and how.
+//!
+//! The launcher binds every node's listening socket itself and hands it to the node process as
+//! an inherited file descriptor named in [`LISTEN_FD_ENV`]; [`crate::NodeRuntime::start`] takes
+//! it from there instead of binding the address again. No port is ever picked, released and
+//! bound again, so no other process can take a node's port in between.
 //!
 //! The launcher does not know what a node runs: the caller builds each node's command from
 //! its [`NodeSlot`] (the `memlink` CLI runs `memlink dsm node ...`; tests re-run their own
@@ -25,7 +31,10 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -146,13 +155,97 @@ impl fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
-/// `count` distinct free ports on 127.0.0.1 (free when asked: another process may take one
-/// before the node binds it, which the node then reports).
-pub fn free_ports(count: usize) -> io::Result<Vec<SocketAddr>> {
+/// The environment variable that names the file descriptor of a listening socket a node process
+/// inherited from its launcher (see [`pass_listener`] and [`take_inherited_listener`]).
+pub const LISTEN_FD_ENV: &str = "MEMLINK_DSM_LISTEN_FD";
+
+/// Binds one listener per node on 127.0.0.1 (port chosen by the kernel) and returns each node's
+/// slot with its listener. The listeners stay bound until the node processes own them: hand
+/// each to its node with [`pass_listener`].
+pub fn bind_slots(count: usize) -> io::Result<Vec<(NodeSlot, TcpListener)>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| l.local_addr()).collect()
+    let peers = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(listeners
+        .into_iter()
+        .enumerate()
+        .map(|(id, l)| {
+            let slot = NodeSlot {
+                id: id as NodeId,
+                listen: peers[id],
+                peers: peers.clone(),
+            };
+            (slot, l)
+        })
+        .collect())
+}
+
+/// Makes the process that `cmd` starts inherit `listener` (at the same descriptor number) and
+/// names it in [`LISTEN_FD_ENV`]. Only that child inherits it: the descriptor stays
+/// close-on-exec in this process, so processes started by other threads do not get it. Keep
+/// `listener` open until the child is spawned; drop it afterwards.
+pub fn pass_listener(cmd: &mut Command, listener: &TcpListener) {
+    let fd = listener.as_raw_fd();
+    cmd.env(LISTEN_FD_ENV, fd.to_string());
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe and allocates nothing (io::Error::last_os_error does not allocate); it
+    // changes the child's own descriptor table entry, which the caller keeps open until the
+    // spawn has returned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Set once the inherited listener has been taken, so that two owners never close it.
+static LISTENER_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The listening socket this process inherited from its launcher for `listen`, if any: the
+/// descriptor named in [`LISTEN_FD_ENV`], when it is a listening TCP socket bound to exactly
+/// `listen` and was not taken before. It is made close-on-exec again.
+pub fn take_inherited_listener(listen: SocketAddr) -> Option<TcpListener> {
+    let fd: RawFd = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
+    if fd < 3 || !is_listening_socket(fd) {
+        return None;
+    }
+    // SAFETY: `fd` is an open socket descriptor (checked above); ManuallyDrop never closes it,
+    // so this temporary view owns nothing.
+    let view = std::mem::ManuallyDrop::new(unsafe { TcpListener::from_raw_fd(fd) });
+    if view.local_addr().ok()? != listen {
+        return None;
+    }
+    if LISTENER_TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: fcntl on an open descriptor of this process only changes its flags.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(std::mem::ManuallyDrop::into_inner(view))
+}
+
+/// Whether `fd` is an open socket in the listening state.
+fn is_listening_socket(fd: RawFd) -> bool {
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `listening` and `len` are live out-parameters of the sizes getsockopt expects;
+    // a descriptor that is not an open socket makes it fail with EBADF or ENOTSOCK.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && listening != 0
 }
 
 fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
@@ -171,20 +264,19 @@ pub fn launch(
     deadline: Duration,
     mut command: impl FnMut(&NodeSlot) -> Command,
 ) -> Result<Vec<NodeOutput>, LaunchError> {
-    let peers = free_ports(nodes).map_err(LaunchError::Ports)?;
+    let slots = bind_slots(nodes).map_err(LaunchError::Ports)?;
     let mut children: Vec<Child> = Vec::with_capacity(nodes);
     let mut pipes = Vec::with_capacity(nodes);
-    for id in 0..nodes {
-        let slot = NodeSlot {
-            id: id as NodeId,
-            listen: peers[id],
-            peers: peers.clone(),
-        };
-        let spawned = command(&slot)
+    for (id, (slot, listener)) in slots.into_iter().enumerate() {
+        let mut cmd = command(&slot);
+        pass_listener(&mut cmd, &listener);
+        let spawned = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn();
+        // The node owns its copy now (or never started); ours is closed.
+        drop(listener);
         match spawned {
             Ok(mut child) => {
                 let out = child.stdout.take().map(reader);
@@ -204,16 +296,19 @@ pub fn launch(
             }
         }
     }
-    // One waiter thread per child reports its exit; the main thread reacts to the first failure.
-    let (tx, rx) = mpsc::channel::<(usize, io::Result<ExitStatus>)>();
-    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    // One waiter thread per child reports its exit without reaping it (WNOWAIT); this thread
+    // reaps, so a child not reaped yet is still ours and its pid cannot have been reused when
+    // kill_all signals it.
+    let (tx, rx) = mpsc::channel::<usize>();
     let waiters: Vec<JoinHandle<()>> = children
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, mut child)| {
+        .map(|(i, child)| {
             let tx = tx.clone();
+            let pid = child.id() as libc::id_t;
             std::thread::spawn(move || {
-                let _ = tx.send((i, child.wait()));
+                wait_exited(pid);
+                let _ = tx.send(i);
             })
         })
         .collect();
@@ -226,23 +321,24 @@ pub fn launch(
     while done < nodes {
         let left = deadline.saturating_sub(start.elapsed());
         match rx.recv_timeout(left) {
-            Ok((i, status)) => {
+            Ok(i) => {
                 done += 1;
+                let status = children[i].wait();
                 let ok = matches!(&status, Ok(s) if s.success());
                 statuses[i] = status.ok();
                 if !ok && failed.is_none() {
                     failed = Some(i);
-                    kill_all(&pids, &statuses);
+                    kill_all(&mut children, &statuses);
                 }
             }
             Err(_) => {
                 timed_out = true;
-                kill_all(&pids, &statuses);
-                // The waiters reap the killed children and report them.
+                kill_all(&mut children, &statuses);
+                // The waiters see the killed children exit; reap and record them.
                 while done < nodes {
                     match rx.recv() {
-                        Ok((i, status)) => {
-                            statuses[i] = status.ok();
+                        Ok(i) => {
+                            statuses[i] = children[i].wait().ok();
                             done += 1;
                         }
                         Err(_) => break,
@@ -283,14 +379,26 @@ pub fn launch(
     }
 }
 
-/// SIGKILLs every node that has not been reaped yet (a reaped pid may be reused, so those are
-/// left alone).
-fn kill_all(pids: &[u32], statuses: &[Option<ExitStatus>]) {
-    for (pid, status) in pids.iter().zip(statuses) {
+/// SIGKILLs every node that has not been reaped yet (only the launcher's own thread reaps, so
+/// these pids are still our children, at worst zombies).
+fn kill_all(children: &mut [Child], statuses: &[Option<ExitStatus>]) {
+    for (child, status) in children.iter_mut().zip(statuses) {
         if status.is_none() {
-            // SAFETY: kill only sends a signal; the pid is our own child, not yet reaped by its
-            // waiter thread as far as we know (it is at worst a zombie, still ours).
-            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            let _ = child.kill();
+        }
+    }
+}
+
+/// Blocks until child `pid` has exited, leaving it unreaped (a zombie) for its owner to reap.
+fn wait_exited(pid: libc::id_t) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live out-parameter; WNOWAIT leaves the child unreaped.
+        let rc =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
         }
     }
 }

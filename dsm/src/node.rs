@@ -157,11 +157,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl NodeRuntime {
     /// Listen on `config.listen`, connect to every peer (retrying until
     /// `config.connect_timeout`; the error names the unreachable peer), and start serving.
+    /// A listener for `config.listen` inherited from the local launcher
+    /// ([`crate::init::take_inherited_listener`]) is used as it is; otherwise the address is bound.
     pub fn start(
         config: NodeConfig,
         pages: Arc<dyn LocalPages>,
     ) -> Result<Arc<NodeRuntime>, DsmError> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = match crate::init::take_inherited_listener(config.listen) {
+            Some(listener) => listener,
+            None => TcpListener::bind(config.listen)?,
+        };
         Self::start_with_listener(config, listener, pages)
     }
 

@@ -45,10 +45,9 @@ fn node_main() {
 }
 
 fn killed_node_fails_the_others(backend: Backend) {
-    let slots = support::slots(3);
-    let nodes: Vec<NodeProcess> = slots
-        .iter()
-        .map(|s| NodeProcess::spawn(s, "forever", backend))
+    let nodes: Vec<NodeProcess> = support::slots(3)
+        .into_iter()
+        .map(|(s, l)| NodeProcess::spawn(&s, l, "forever", backend))
         .collect();
     for n in &nodes {
         n.expect_line("ready");
@@ -60,7 +59,8 @@ fn killed_node_fails_the_others(backend: Backend) {
         nodes.next().unwrap(),
     );
     n2.child.kill().expect("SIGKILL node 2");
-    let _ = n2.child.wait();
+    let (status, _) = n2.wait_for(support::DEADLINE);
+    assert!(status.is_some(), "node 2 outlived SIGKILL");
     for (id, node) in [(0, n0), (1, n1)] {
         let (status, stderr) = node.wait_for(Duration::from_secs(20));
         let status = status.unwrap_or_else(|| panic!("node {id} hung after node 2 died"));
@@ -89,10 +89,11 @@ fn a_killed_node_makes_the_others_fail_with_node_lost_uffd() {
 
 #[test]
 fn garbage_frames_on_a_nodes_port_do_not_hurt_it() {
-    let slots = support::slots(2);
+    let (slots, listeners): (Vec<_>, Vec<_>) = support::slots(2).into_iter().unzip();
     let mut nodes: Vec<NodeProcess> = slots
         .iter()
-        .map(|s| NodeProcess::spawn(s, "after_stdin", Backend::Sigsegv))
+        .zip(listeners)
+        .map(|(s, l)| NodeProcess::spawn(s, l, "after_stdin", Backend::Sigsegv))
         .collect();
     for n in &nodes {
         n.expect_line("ready");
@@ -121,14 +122,19 @@ fn garbage_frames_on_a_nodes_port_do_not_hurt_it() {
 
 #[test]
 fn an_unreachable_peer_is_named_and_the_node_exits_non_zero() {
-    let slots = support::slots(2);
-    let mut cmd = support::node_command(&slots[0], "counter", Backend::Sigsegv);
+    // Node 1's address refuses connections (bound, never listening) for the whole test.
+    let (_refuser, unreachable) = support::refusing_address();
+    let (mut slot, listener) = support::slots(1).pop().expect("one slot");
+    slot.peers.push(unreachable);
+    let mut cmd = support::node_command(&slot, "counter", Backend::Sigsegv);
+    memlink_dsm::init::pass_listener(&mut cmd, &listener);
     cmd.env("MEMLINK_DSM_TEST_CONNECT_MS", "1500");
-    let out = cmd.output().expect("run node");
+    let out = support::output_within(&mut cmd, support::DEADLINE);
+    drop(listener);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(EXIT_DSM_ERROR), "stderr: {stderr}");
     assert!(
-        stderr.contains(&slots[1].listen.to_string()) && stderr.contains("node 1"),
+        stderr.contains(&unreachable.to_string()) && stderr.contains("node 1"),
         "the message names the peer: {stderr}"
     );
 }

@@ -1,8 +1,11 @@
 //! The fault backends, each served by a local resolver that keeps the "remote" copy of every
 //! page in memory: first-touch read and write faults, invalidation and refetch, concurrent
-//! faulting threads, a forked child, and a real segmentation fault that must still crash.
+//! faulting threads, a child process, and a real segmentation fault that must still crash.
+
+mod support;
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -213,25 +216,39 @@ fn uffd_threads_fault_concurrently() {
     threads_fault_concurrently(5, Backend::Uffd);
 }
 
-/// Runs `work` in a forked child and returns its wait status.
-fn in_child(work: impl FnOnce() -> bool) -> libc::c_int {
-    // SAFETY: the child only runs `work` (its own mapping, service thread and memory) and then
-    // leaves with _exit, never returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
+/// The environment variable that makes this test binary a child process: the test's name.
+const CHILD_ENV: &str = "MEMLINK_DSM_FAULT_TEST_CHILD";
+
+/// Runs `work` in a child process and returns how it ended. The child is this test binary
+/// started afresh with only the calling test (never a fork of the multithreaded test harness,
+/// whose other threads may hold locks the child would need). In that child, the same call runs
+/// `work` and exits: 0 if it returned true, 1 otherwise (so one test starts at most one child).
+/// A child that runs past the deadline is killed and fails the test.
+fn in_child(work: impl FnOnce() -> bool) -> std::process::ExitStatus {
+    let test = std::thread::current()
+        .name()
+        .expect("libtest names the test thread after the test")
+        .to_string();
+    if std::env::var(CHILD_ENV).ok().as_deref() == Some(test.as_str()) {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(false);
-        // SAFETY: ends the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        std::process::exit(if ok { 0 } else { 1 });
     }
-    let mut status = 0;
-    // SAFETY: waits for our own child; status is a live c_int.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid);
-    status
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--exact", &test, "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, &test)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the child process");
+    support::wait_within(&mut child, support::DEADLINE).unwrap_or_else(|| {
+        panic!(
+            "{test}: the child did not end within {:?}",
+            support::DEADLINE
+        )
+    })
 }
 
-fn forked_child_serves_faults(slot: usize, backend: Backend) {
+fn child_process_serves_faults(slot: usize, backend: Backend) {
     let status = in_child(move || {
         let (mapping, resolver, _service) = setup(slot, 16, backend);
         let mut sum = 0u64;
@@ -242,20 +259,17 @@ fn forked_child_serves_faults(slot: usize, backend: Backend) {
         let expect: u64 = (0..16).map(|p| pattern(p, 0)[3] as u64).sum();
         sum == expect && resolver.write_faults.load(Ordering::Relaxed) == 16
     });
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "status {status:#x}"
-    );
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
-fn sigsegv_forked_child_serves_faults() {
-    forked_child_serves_faults(6, Backend::Sigsegv);
+fn sigsegv_child_process_serves_faults() {
+    child_process_serves_faults(6, Backend::Sigsegv);
 }
 
 #[test]
-fn uffd_forked_child_serves_faults() {
-    forked_child_serves_faults(7, Backend::Uffd);
+fn uffd_child_process_serves_faults() {
+    child_process_serves_faults(7, Backend::Uffd);
 }
 
 #[test]
@@ -268,14 +282,14 @@ fn sigsegv_real_segfault_outside_the_region_still_crashes() {
         unsafe { std::ptr::write_volatile(mapping.base().add(2 * PAGE_SIZE + 8), 1u8) };
         true
     });
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
-        "the child should die of SIGSEGV, status {status:#x}"
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSEGV),
+        "the child should die of SIGSEGV, {status:?}"
     );
 }
 
-#[test]
-fn unservable_fault_exits_the_process_with_a_message() {
+fn unservable_fault_exits_the_process_with_a_message(slot: usize, backend: Backend) {
     struct Lost;
     impl FaultResolver for Lost {
         fn resolve_fault(&self, _: PageNo, _: Access) -> Result<(), DsmError> {
@@ -285,19 +299,27 @@ fn unservable_fault_exits_the_process_with_a_message() {
             })
         }
     }
-    for (slot, backend) in [(9, Backend::Sigsegv), (10, Backend::Uffd)] {
-        let status = in_child(move || {
-            let mapping = Mapping::create(base(slot), 2, backend).unwrap();
-            let _service = FaultService::start(mapping.clone(), Arc::new(Lost)).unwrap();
-            byte(&mapping, 0);
-            true
-        });
-        assert!(
-            libc::WIFEXITED(status)
-                && libc::WEXITSTATUS(status) == memlink_dsm::fault::UNSERVABLE_FAULT_EXIT,
-            "{backend}: status {status:#x}"
-        );
-    }
+    let status = in_child(move || {
+        let mapping = Mapping::create(base(slot), 2, backend).unwrap();
+        let _service = FaultService::start(mapping.clone(), Arc::new(Lost)).unwrap();
+        byte(&mapping, 0);
+        true
+    });
+    assert_eq!(
+        status.code(),
+        Some(memlink_dsm::fault::UNSERVABLE_FAULT_EXIT),
+        "{backend}: {status:?}"
+    );
+}
+
+#[test]
+fn sigsegv_unservable_fault_exits_the_process_with_a_message() {
+    unservable_fault_exits_the_process_with_a_message(9, Backend::Sigsegv);
+}
+
+#[test]
+fn uffd_unservable_fault_exits_the_process_with_a_message() {
+    unservable_fault_exits_the_process_with_a_message(10, Backend::Uffd);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -157,14 +157,23 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts the node with its stdin and stdout piped.
-    pub fn spawn(slot: &NodeSlot, body: &str, backend: Backend) -> NodeProcess {
-        let mut child = node_command(slot, body, backend)
+    /// Starts the node, listening on `listener` (bound for `slot`, see [`slots`]), with its
+    /// stdin and stdout piped.
+    pub fn spawn(
+        slot: &NodeSlot,
+        listener: TcpListener,
+        body: &str,
+        backend: Backend,
+    ) -> NodeProcess {
+        let mut cmd = node_command(slot, body, backend);
+        memlink_dsm::init::pass_listener(&mut cmd, &listener);
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn node");
+        drop(listener); // the node owns its copy
         let stdout: ChildStdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -195,24 +204,83 @@ impl NodeProcess {
         stdin.flush().expect("flush");
     }
 
-    /// Waits (bounded by `deadline`) for the node to end; None if it did not.
+    /// Waits (bounded by `deadline`) for the node to end; None if it did not (it is killed).
     pub fn wait_for(mut self, deadline: Duration) -> (Option<ExitStatus>, String) {
-        let (tx, rx) = mpsc::channel();
-        let mut stderr = self.child.stderr.take().expect("stderr");
-        let pid = self.child.id();
-        let mut child = self.child;
-        std::thread::spawn(move || {
-            let status = child.wait();
-            let _ = tx.send(status);
-        });
-        let status = rx.recv_timeout(deadline).ok().and_then(|s| s.ok());
-        if status.is_none() {
-            // SAFETY: our own child, still running (not reaped): end it so the test ends.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
+        let status = wait_within(&mut self.child, deadline);
         let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
         (status, text)
+    }
+}
+
+impl Drop for NodeProcess {
+    /// A node left running by a failed test is killed and reaped, never orphaned.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits at most `deadline` for `child` to end and returns its status; a child still running
+/// then is killed (SIGKILL) and reaped, and None is returned. Never blocks past the deadline
+/// (plus the moment a SIGKILLed process takes to go).
+pub fn wait_within(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is one live pollfd; a pidfd polls readable when its process exits.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+}
+
+/// Runs `cmd` to completion with its output captured, killing it if it runs past `deadline`.
+pub fn output_within(cmd: &mut Command, deadline: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let (out, err) = (read(Box::new(out)), read(Box::new(err)));
+    let status = wait_within(&mut child, deadline)
+        .unwrap_or_else(|| panic!("{cmd:?} ran past {deadline:?} and was killed"));
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -223,14 +291,34 @@ pub fn wait_for_stdin_line() -> String {
     line
 }
 
-/// Slots for a cluster of `nodes` on free loopback ports.
-pub fn slots(nodes: usize) -> Vec<NodeSlot> {
-    let peers = memlink_dsm::init::free_ports(nodes).expect("free ports");
-    (0..nodes)
-        .map(|id| NodeSlot {
-            id: id as u16,
-            listen: peers[id],
-            peers: peers.clone(),
-        })
-        .collect()
+/// Slots for a cluster of `nodes` on loopback, each with its listener, bound here and held
+/// until the node process inherits it (no port is released and bound again).
+pub fn slots(nodes: usize) -> Vec<(NodeSlot, TcpListener)> {
+    memlink_dsm::init::bind_slots(nodes).expect("bind loopback listeners")
+}
+
+/// An address on 127.0.0.1 that refuses connections for as long as the returned socket lives:
+/// a TCP socket bound to a kernel-chosen port that never listens, so no other process can take
+/// the port meanwhile.
+pub fn refusing_address() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_in is a valid value; the fields are set below.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a live sockaddr_in of `len` bytes.
+    let rc = unsafe { libc::bind(fd, (&raw const addr).cast(), len) };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    let mut got_len = len;
+    // SAFETY: `addr` and `got_len` are live out-parameters of the sizes given.
+    let rc = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut got_len) };
+    assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+    let port = u16::from_be(addr.sin_port);
+    (owned, SocketAddr::from(([127, 0, 0, 1], port)))
 }
