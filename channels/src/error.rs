@@ -1,5 +1,6 @@
 //! One error type per channel operation. Errors of operations that take a message hand it back.
 
+use crate::wait::WaitFailure;
 use std::fmt;
 
 /// `send` failed; the message is handed back.
@@ -252,5 +253,42 @@ impl std::error::Error for ConnectError {}
 impl From<crate::region::AllocError> for ConnectError {
     fn from(e: crate::region::AllocError) -> Self {
         ConnectError::OutOfSpace(e)
+    }
+}
+
+/// How a failed wait maps to each operation's error: one place, used by every channel kind.
+impl<T> TrySendError<T> {
+    pub(crate) fn from_wait(failure: WaitFailure, value: T) -> Self {
+        match failure {
+            WaitFailure::Disconnected => TrySendError::Disconnected(value),
+            WaitFailure::TimedOut => TrySendError::Full(value),
+        }
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    pub(crate) fn from_wait(failure: WaitFailure, value: T) -> Self {
+        match failure {
+            WaitFailure::Disconnected => SendTimeoutError::Disconnected(value),
+            WaitFailure::TimedOut => SendTimeoutError::Timeout(value),
+        }
+    }
+}
+
+impl From<WaitFailure> for TryRecvError {
+    fn from(failure: WaitFailure) -> Self {
+        match failure {
+            WaitFailure::Disconnected => TryRecvError::Disconnected,
+            WaitFailure::TimedOut => TryRecvError::Empty,
+        }
+    }
+}
+
+impl From<WaitFailure> for RecvTimeoutError {
+    fn from(failure: WaitFailure) -> Self {
+        match failure {
+            WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
+            WaitFailure::TimedOut => RecvTimeoutError::Timeout,
+        }
     }
 }

@@ -292,19 +292,13 @@ impl LoanReceiver {
 
     /// Receives the next message if one is there.
     pub fn try_recv(&self) -> Result<Sample<'_>, TryRecvError> {
-        self.recv_with(Deadline::Now).map_err(|f| match f {
-            WaitFailure::Disconnected => TryRecvError::Disconnected,
-            WaitFailure::TimedOut => TryRecvError::Empty,
-        })
+        self.recv_with(Deadline::Now).map_err(TryRecvError::from)
     }
 
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_>, RecvTimeoutError> {
         self.recv_with(Deadline::after(timeout))
-            .map_err(|f| match f {
-                WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
-                WaitFailure::TimedOut => RecvTimeoutError::Timeout,
-            })
+            .map_err(RecvTimeoutError::from)
     }
 }
 

@@ -1,10 +1,18 @@
 //! The process control block (the seed's PCB): the record a blocked party sleeps on.
 //!
 //! A `Pcb` lives in shared memory next to the channel it belongs to. Its `wake_word` is the
-//! futex word: a waiter reads it, re-checks its condition and sleeps while the word is
-//! unchanged; a waker changes the condition, bumps the word and, only when someone sleeps,
-//! makes the wake system call. `sleepers` lets a waker skip that system call, which keeps
-//! busy-waiting channels free of system calls.
+//! futex word (memlink-capability's futex, through [`crate::sync`], so loom models it): a
+//! waiter reads it, re-checks its condition and sleeps while the word is unchanged; a waker
+//! changes the condition, bumps the word and, only when someone sleeps, makes the wake system
+//! call. `sleepers` lets a waker skip that system call, which keeps busy-waiting channels free
+//! of system calls.
+//!
+//! Why not memlink-capability's `ProcessDescriptor`: a descriptor has exactly one owner that
+//! blocks on it and keeps a wake-up token for that owner. A `Pcb` serves several waiters at
+//! once (all senders of a port, or every sender process of a buffered channel, sleep on the
+//! same block and are all woken by `wake_all`), it wakes without a token (the waited-for
+//! condition in the channel is the state, re-checked after every wake), and its owner pid can
+//! be claimed over by a process that replaces a dead one.
 
 use crate::sync::{AtomicU32, Ordering, fence, futex};
 use crate::wait::WaitMode;

@@ -185,19 +185,13 @@ impl<T: Shareable + Copy> PortSender<T> {
     /// Queues `value` if there is room.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         self.send_with(value, Deadline::Now)
-            .map_err(|(v, f)| match f {
-                WaitFailure::Disconnected => TrySendError::Disconnected(v),
-                WaitFailure::TimedOut => TrySendError::Full(v),
-            })
+            .map_err(|(v, f)| TrySendError::from_wait(f, v))
     }
 
     /// Queues `value`, waiting at most `timeout` for room.
     pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.send_with(value, Deadline::after(timeout))
-            .map_err(|(v, f)| match f {
-                WaitFailure::Disconnected => SendTimeoutError::Disconnected(v),
-                WaitFailure::TimedOut => SendTimeoutError::Timeout(v),
-            })
+            .map_err(|(v, f)| SendTimeoutError::from_wait(f, v))
     }
 }
 
@@ -267,19 +261,13 @@ impl<T: Shareable + Copy> ReceiveRight<T> {
 
     /// Receives the next message if one is queued.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.recv_with(Deadline::Now).map_err(|f| match f {
-            WaitFailure::Disconnected => TryRecvError::Disconnected,
-            WaitFailure::TimedOut => TryRecvError::Empty,
-        })
+        self.recv_with(Deadline::Now).map_err(TryRecvError::from)
     }
 
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_with(Deadline::after(timeout))
-            .map_err(|f| match f {
-                WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
-                WaitFailure::TimedOut => RecvTimeoutError::Timeout,
-            })
+            .map_err(RecvTimeoutError::from)
     }
 }
 

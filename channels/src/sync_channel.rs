@@ -222,10 +222,7 @@ impl<T: Shareable + Copy> SyncSender<T> {
             return Err(TrySendError::NotShared(msg));
         }
         self.send_with(msg, Deadline::Now)
-            .map_err(|(f, m)| match f {
-                WaitFailure::Disconnected => TrySendError::Disconnected(m),
-                WaitFailure::TimedOut => TrySendError::Full(m),
-            })
+            .map_err(|(f, m)| TrySendError::from_wait(f, m))
     }
 
     /// Sends `msg`, waiting at most `timeout` for the receiver.
@@ -238,10 +235,7 @@ impl<T: Shareable + Copy> SyncSender<T> {
             return Err(SendTimeoutError::NotShared(msg));
         }
         self.send_with(msg, Deadline::after(timeout))
-            .map_err(|(f, m)| match f {
-                WaitFailure::Disconnected => SendTimeoutError::Disconnected(m),
-                WaitFailure::TimedOut => SendTimeoutError::Timeout(m),
-            })
+            .map_err(|(f, m)| SendTimeoutError::from_wait(f, m))
     }
 }
 
@@ -272,10 +266,8 @@ impl<T: Shareable + Copy> SyncReceiver<T> {
         if !self.reachable(target) {
             return Err(TryRecvError::NotShared);
         }
-        self.recv_with(target, Deadline::Now).map_err(|f| match f {
-            WaitFailure::Disconnected => TryRecvError::Disconnected,
-            WaitFailure::TimedOut => TryRecvError::Empty,
-        })
+        self.recv_with(target, Deadline::Now)
+            .map_err(TryRecvError::from)
     }
 
     /// Receives into `target`, waiting at most `timeout`.
@@ -284,10 +276,7 @@ impl<T: Shareable + Copy> SyncReceiver<T> {
             return Err(RecvTimeoutError::NotShared);
         }
         self.recv_with(target, Deadline::after(timeout))
-            .map_err(|f| match f {
-                WaitFailure::Disconnected => RecvTimeoutError::Disconnected,
-                WaitFailure::TimedOut => RecvTimeoutError::Timeout,
-            })
+            .map_err(RecvTimeoutError::from)
     }
 }
 
