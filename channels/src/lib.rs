@@ -65,3 +65,8 @@ pub use port::{Port, PortSender, ReceiveRight, ReceiveRightToken, SendRight};
 pub use region::{AllocError, Region, RegionError, SharedVar};
 #[cfg(not(memlink_loom))]
 pub use sync_channel::{SyncChannel, SyncReceiver, SyncSender};
+
+/// The README's examples, compiled and run as doctests (`cargo test --doc -p memlink-channels`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
