@@ -322,6 +322,9 @@ impl NodeRuntime {
             Incoming::Lost { node, reason } => self.fail(node, reason),
             Incoming::Left { node } => {
                 lock(&self.state).left.insert(node);
+                // A fault waiting here re-checks at once (see resolve_fault).
+                self.served.notify_all();
+                self.fail_if_waiting_on_departed();
             }
         }
     }
@@ -431,8 +434,9 @@ impl NodeRuntime {
         match req {
             Request::Lock(l) => {
                 let granted = lock(&self.sync).lock(l, from, Waiter::Remote(responder));
-                if let Some(w) = granted {
-                    w.release(Ok(()));
+                match granted {
+                    Some(w) => w.release(Ok(())),
+                    None => self.fail_if_waiting_on_departed(),
                 }
             }
             Request::Unlock(l) => {
@@ -452,6 +456,7 @@ impl NodeRuntime {
             Request::Barrier(b) => {
                 let r = lock(&self.sync).arrive(b, from, self.nodes, Waiter::Remote(responder));
                 match r {
+                    Ok(released) if released.is_empty() => self.fail_if_waiting_on_departed(),
                     Ok(released) => release_all(released),
                     Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
                 }
@@ -495,6 +500,29 @@ impl NodeRuntime {
                 node,
                 reason: reason.clone(),
             }));
+        }
+    }
+
+    /// A peer that left (sent Leave) takes part in nothing any more. Normally it leaves after
+    /// the final barrier, when nothing here waits for it; if a lock or barrier managed here
+    /// still needs it (it left without arriving, e.g. dropped without shutdown, or after its
+    /// final barrier failed), nothing would ever end that wait: the node fails instead, which
+    /// ends every wait here with NodeLost. Called when a Leave arrives and after every new
+    /// wait is queued, so whichever comes second sees the other.
+    fn fail_if_waiting_on_departed(&self) {
+        let gone = {
+            let st = lock(&self.state);
+            if st.left.is_empty() || st.failed.is_some() || st.shut {
+                return;
+            }
+            st.left.clone()
+        };
+        let found = lock(&self.sync).waits_on(&gone);
+        if let Some((node, what)) = found {
+            self.fail(
+                node,
+                format!("it left the cluster while {what} still waited for it"),
+            );
         }
     }
 
@@ -551,8 +579,9 @@ impl NodeRuntime {
         }
         let (tx, rx) = channel();
         let granted = lock(&self.sync).lock(lock_id, self.id, Waiter::Local(tx));
-        if let Some(w) = granted {
-            w.release(Ok(()));
+        match granted {
+            Some(w) => w.release(Ok(())),
+            None => self.fail_if_waiting_on_departed(),
         }
         self.wait_local(rx)
     }
@@ -590,6 +619,7 @@ impl NodeRuntime {
         let (tx, rx) = channel();
         let r = lock(&self.sync).arrive(barrier, self.id, self.nodes, Waiter::Local(tx));
         match r {
+            Ok(released) if released.is_empty() => self.fail_if_waiting_on_departed(),
             Ok(released) => release_all(released),
             Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
         }
@@ -645,7 +675,13 @@ impl NodeRuntime {
     }
 
     /// Leave the cluster in order: a final barrier with every node, then a Leave to each
-    /// peer and the connections closed. Later operations fail with `ShutDown`.
+    /// peer and the connections closed. Later operations fail with `ShutDown`, and so do the
+    /// calls other threads of this node still wait in (their replies could no longer come:
+    /// this node's readers stop at close).
+    ///
+    /// The final barrier ends however the peers go: when all arrive, when one is lost (EOF or
+    /// a broken connection), or when one leaves without arriving
+    /// (see `fail_if_waiting_on_departed`).
     pub fn shutdown(&self) {
         if lock(&self.state).shut {
             return;
@@ -653,6 +689,8 @@ impl NodeRuntime {
         let _ = self.barrier(SHUTDOWN_BARRIER);
         lock(&self.state).shut = true;
         self.endpoint.transport().close();
+        self.endpoint
+            .fail_all(self.id, "this node shut down (left the cluster)");
         self.served.notify_all();
     }
 }
@@ -709,6 +747,14 @@ impl FaultResolver for NodeRuntime {
                     }
                 }
                 continue;
+            }
+            if let Some(&gone) = st.left.iter().next() {
+                // A peer left: it left after the final barrier, so no fault of a correct
+                // program waits here now; whatever this one waits for may never come.
+                let reason =
+                    format!("it left the cluster while page {page} was still being fetched here");
+                self.fail_locked(st, gone, reason);
+                return Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::ShutDown));
             }
             st = self
                 .served

@@ -14,7 +14,7 @@
 //! assert_eq!(m.unlock(7, 1).unwrap(), Some("b")); // b is granted on unlock
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use crate::types::NodeId;
@@ -168,6 +168,32 @@ impl<W> SyncManager<W> {
         Ok(Vec::new())
     }
 
+    /// The first wait here that cannot end without a node of `gone` (nodes that left the
+    /// cluster): a barrier with arrivals that one of them has not arrived at, a lock one of
+    /// them holds while others queue for it, or a lock one of them queues for (it would be
+    /// granted and never released). Names the node and the wait.
+    pub fn waits_on(&self, gone: &HashSet<NodeId>) -> Option<(NodeId, String)> {
+        for (b, st) in &self.barriers {
+            let missing = gone
+                .iter()
+                .find(|g| !st.arrived.iter().any(|(n, _)| n == *g));
+            if let Some(&g) = missing {
+                return Some((g, format!("barrier {b}")));
+            }
+        }
+        for (l, st) in &self.locks {
+            if let Some(h) = st.holder.filter(|h| gone.contains(h))
+                && !st.queue.is_empty()
+            {
+                return Some((h, format!("lock {l}, which it holds")));
+            }
+            if let Some((q, _)) = st.queue.iter().find(|(n, _)| gone.contains(n)) {
+                return Some((*q, format!("lock {l}, which it queued for")));
+            }
+        }
+        None
+    }
+
     /// Every waiter of every lock and barrier, removed (to fail them when the cluster fails).
     pub fn drain_waiters(&mut self) -> Vec<W> {
         let mut out = Vec::new();
@@ -184,6 +210,34 @@ impl<W> SyncManager<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_that_need_a_departed_node_are_found() {
+        let gone: HashSet<NodeId> = [2].into_iter().collect();
+        let mut m = SyncManager::new();
+        assert_eq!(m.waits_on(&gone), None, "nothing waits");
+        assert_eq!(m.lock(1, 2, 'a'), Some('a'));
+        assert_eq!(m.waits_on(&gone), None, "a held lock nobody waits for");
+        assert_eq!(m.lock(1, 0, 'b'), None);
+        assert_eq!(
+            m.waits_on(&gone),
+            Some((2, "lock 1, which it holds".into()))
+        );
+        let mut m = SyncManager::new();
+        assert_eq!(m.lock(1, 0, 'a'), Some('a'));
+        assert_eq!(m.lock(1, 2, 'b'), None);
+        assert_eq!(
+            m.waits_on(&gone),
+            Some((2, "lock 1, which it queued for".into()))
+        );
+        let mut m = SyncManager::new();
+        assert_eq!(m.arrive(7, 2, 3, 'a').unwrap(), vec![]);
+        assert_eq!(m.arrive(7, 0, 3, 'b').unwrap(), vec![]);
+        assert_eq!(m.waits_on(&gone), None, "the departed node arrived already");
+        let mut m = SyncManager::new();
+        assert_eq!(m.arrive(7, 0, 3, 'a').unwrap(), vec![]);
+        assert_eq!(m.waits_on(&gone), Some((2, "barrier 7".into())));
+    }
 
     #[test]
     fn lock_waiters_are_served_in_fifo_order() {
