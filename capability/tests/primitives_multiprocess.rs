@@ -9,7 +9,7 @@ mod child_process;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use child_process::{fork_child, kill9, role, socket_path, spawn_role, wait_child};
+use child_process::{fork_child, isolated, kill9, role, socket_path, spawn_role, wait_child};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::liveness::PeerLiveness;
 use memlink_capability::process::{BlockOutcome, ProcessDescriptor};
@@ -25,72 +25,78 @@ struct Shared {
 
 #[test]
 fn futex_wake_crosses_processes() {
-    let seg = Segment::create("futex-x", std::mem::size_of::<Shared>()).unwrap();
-    // SAFETY: the payload is page-aligned, zero-filled and large enough for Shared,
-    // whose all-zero bytes are valid (atomics).
-    let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
-    shared.parent.reset(std::process::id());
-    let child = fork_child(|| {
-        shared.child.claim();
-        // Tell the parent we are ready, then block until it publishes the value.
-        shared.parent.wake();
-        loop {
-            match shared.child.block(
+    isolated(|| {
+        let seg = Segment::create("futex-x", std::mem::size_of::<Shared>()).unwrap();
+        // SAFETY: the payload is page-aligned, zero-filled and large enough for Shared,
+        // whose all-zero bytes are valid (atomics).
+        let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
+        shared.parent.reset(std::process::id());
+        let child = fork_child(|| {
+            shared.child.claim();
+            // Tell the parent we are ready, then block until it publishes the value.
+            shared.parent.wake();
+            loop {
+                match shared.child.block(
+                    Some(Duration::from_secs(20)),
+                    None,
+                    Duration::from_millis(50),
+                ) {
+                    BlockOutcome::Woken if shared.value.load(Ordering::Acquire) == 0xfeed => {
+                        return 0;
+                    }
+                    BlockOutcome::Woken => continue,
+                    _ => return 1,
+                }
+            }
+        });
+        assert_eq!(
+            shared.parent.block(
                 Some(Duration::from_secs(20)),
                 None,
-                Duration::from_millis(50),
-            ) {
-                BlockOutcome::Woken if shared.value.load(Ordering::Acquire) == 0xfeed => return 0,
-                BlockOutcome::Woken => continue,
-                _ => return 1,
-            }
-        }
+                Duration::from_millis(50)
+            ),
+            BlockOutcome::Woken
+        );
+        assert_eq!(shared.child.pid(), child as u32);
+        shared.value.store(0xfeed, Ordering::Release);
+        shared.child.wake();
+        assert_eq!(wait_child(child), Ok(0));
     });
-    assert_eq!(
-        shared.parent.block(
-            Some(Duration::from_secs(20)),
-            None,
-            Duration::from_millis(50)
-        ),
-        BlockOutcome::Woken
-    );
-    assert_eq!(shared.child.pid(), child as u32);
-    shared.value.store(0xfeed, Ordering::Release);
-    shared.child.wake();
-    assert_eq!(wait_child(child), Ok(0));
 }
 
 #[test]
 fn blocked_waiter_learns_peer_died() {
-    let seg = Segment::create("futex-dead", std::mem::size_of::<Shared>()).unwrap();
-    // SAFETY: as above: page-aligned zeroed payload, all-atomic struct.
-    let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
-    shared.parent.reset(std::process::id());
-    let child = fork_child(|| {
-        shared.parent.wake();
-        // Block forever: the parent kills us.
-        loop {
-            shared.child.block(None, None, Duration::from_secs(1));
-        }
+    isolated(|| {
+        let seg = Segment::create("futex-dead", std::mem::size_of::<Shared>()).unwrap();
+        // SAFETY: as above: page-aligned zeroed payload, all-atomic struct.
+        let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
+        shared.parent.reset(std::process::id());
+        let child = fork_child(|| {
+            shared.parent.wake();
+            // Block forever: the parent kills us.
+            loop {
+                shared.child.block(None, None, Duration::from_secs(1));
+            }
+        });
+        let peer = PeerLiveness::watch(child).unwrap();
+        assert_eq!(
+            shared.parent.block(
+                Some(Duration::from_secs(20)),
+                None,
+                Duration::from_millis(50)
+            ),
+            BlockOutcome::Woken
+        );
+        kill9(child);
+        // Nobody will ever wake the parent: the block must end with PeerDied.
+        assert_eq!(
+            shared
+                .parent
+                .block(None, Some(&peer), Duration::from_millis(10)),
+            BlockOutcome::PeerDied
+        );
+        assert_eq!(wait_child(child), Err(libc::SIGKILL));
     });
-    let peer = PeerLiveness::watch(child).unwrap();
-    assert_eq!(
-        shared.parent.block(
-            Some(Duration::from_secs(20)),
-            None,
-            Duration::from_millis(50)
-        ),
-        BlockOutcome::Woken
-    );
-    kill9(child);
-    // Nobody will ever wake the parent: the block must end with PeerDied.
-    assert_eq!(
-        shared
-            .parent
-            .block(None, Some(&peer), Duration::from_millis(10)),
-        BlockOutcome::PeerDied
-    );
-    assert_eq!(wait_child(child), Err(libc::SIGKILL));
 }
 
 /// Runs as the separately started process (re-executed test binary): connects to the
@@ -120,7 +126,7 @@ fn unrelated_processes_exchange_segment() {
     let path = socket_path("rv-test");
     let listener = RendezvousListener::bind(&path).unwrap();
     let mut child = spawn_role("rendezvous_peer_role", path.to_str().unwrap());
-    let stream = listener.accept().unwrap();
+    let stream = child_process::accept_within(&listener);
     let seg = Segment::create("rv", 64 * 8).unwrap();
     let p = seg.payload_ptr() as *const AtomicU64;
     for i in 0..64 {
@@ -135,5 +141,7 @@ fn unrelated_processes_exchange_segment() {
         // SAFETY: as above.
         assert_eq!(unsafe { &*p.add(i) }.load(Ordering::Acquire), i as u64 + 1);
     }
-    assert!(child.wait().unwrap().success());
+    let status = child_process::wait_process(&mut child, child_process::DEADLINE)
+        .expect("the peer process ran past the deadline and was killed");
+    assert!(status.success(), "{status}");
 }

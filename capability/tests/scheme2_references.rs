@@ -114,7 +114,7 @@ fn list_of_shared_refs_across_processes_at_different_addresses() {
     let path = socket_path("scheme2");
     let listener = RendezvousListener::bind(&path).unwrap();
     let mut child = spawn_role("refs_walker_role", path.to_str().unwrap());
-    let stream = listener.accept().unwrap();
+    let stream = child_process::accept_within(&listener);
     let msg: Vec<u8> = bases.iter().flat_map(|b| b.to_le_bytes()).collect();
     let fds: Vec<_> = ids
         .iter()
@@ -130,7 +130,9 @@ fn list_of_shared_refs_across_processes_at_different_addresses() {
         u64::from_le_bytes(reply[8..16].try_into().unwrap()),
         (1..=total as u64).sum::<u64>()
     );
-    assert!(child.wait().unwrap().success());
+    let status = child_process::wait_process(&mut child, child_process::DEADLINE)
+        .expect("the peer process ran past the deadline and was killed");
+    assert!(status.success(), "{status}");
     // The node the walker appended is reachable through our own translation.
     let last = node(&table, at(total - 1)).unwrap();
     let appended = SharedRef::from_raw(last.next.load(Ordering::Acquire));

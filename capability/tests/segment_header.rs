@@ -7,7 +7,7 @@ mod child_process;
 
 use std::os::unix::net::UnixStream;
 
-use child_process::{fork_child, wait_child};
+use child_process::{fork_child, isolated, wait_child};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::segment::{AttachError, HEADER_LEN, Segment, header_offsets};
 use proptest::prelude::*;
@@ -120,17 +120,19 @@ fn consistent_but_wrong_headers_are_rejected() {
 
 #[test]
 fn corrupt_segment_from_another_process_is_rejected() {
-    let (tx, rx) = UnixStream::pair().unwrap();
-    let child = fork_child(|| {
-        let seg = Segment::create("hdr-child", 8192).unwrap();
-        poke(&seg, header_offsets::FILE_LEN, &4096u64.to_le_bytes());
-        send_with_fds(&rx, b"seg", &[seg.as_fd()]).unwrap();
-        0
+    isolated(|| {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let child = fork_child(|| {
+            let seg = Segment::create("hdr-child", 8192).unwrap();
+            poke(&seg, header_offsets::FILE_LEN, &4096u64.to_le_bytes());
+            send_with_fds(&rx, b"seg", &[seg.as_fd()]).unwrap();
+            0
+        });
+        let (_, fds) = recv_message(&tx).unwrap();
+        assert_eq!(wait_child(child), Ok(0));
+        let err = Segment::attach(fds.into_iter().next().unwrap()).unwrap_err();
+        assert!(matches!(err, AttachError::ChecksumMismatch { .. }));
     });
-    let (_, fds) = recv_message(&tx).unwrap();
-    assert_eq!(wait_child(child), Ok(0));
-    let err = Segment::attach(fds.into_iter().next().unwrap()).unwrap_err();
-    assert!(matches!(err, AttachError::ChecksumMismatch { .. }));
 }
 
 proptest! {
