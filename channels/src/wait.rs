@@ -140,11 +140,9 @@ pub fn wait_for<R>(
         }
         let token = pcb.prepare_sleep();
         if let Some(done) = attempt() {
-            pcb.cancel_sleep();
             return Ok(done);
         }
         if gone(false) {
-            pcb.cancel_sleep();
             continue;
         }
         let slice = remaining.map_or(LIVENESS_PERIOD, |r| r.min(LIVENESS_PERIOD));
