@@ -14,6 +14,8 @@ pub use node::NodeRuntime;
 #[cfg(not(memlink_loom))]
 pub mod apps;
 #[cfg(not(memlink_loom))]
+pub mod bench;
+#[cfg(not(memlink_loom))]
 pub mod cluster;
 #[cfg(not(memlink_loom))]
 pub mod fault;

@@ -31,6 +31,11 @@ enum DsmCommand {
     ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
     ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
     Node(NodeArgs),
+    /// Measure remote read and write misses, invalidations, locks and barriers next to a raw
+    /// TCP 4 KiB round trip and a locally served fault (medians in microseconds).
+    ///
+    /// Example: memlink dsm bench --nodes 3 --manager dynamic --backend uffd --json
+    Bench(crate::dsm_bench::BenchArgs),
 }
 
 /// What every node of a cluster must agree on.
@@ -104,6 +109,7 @@ pub fn run(args: DsmArgs) -> ExitCode {
     match args.command {
         DsmCommand::Run(a) => run_local(a),
         DsmCommand::Node(a) => run_node(a),
+        DsmCommand::Bench(a) => crate::dsm_bench::run(a),
     }
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod doctor;
 mod dsm;
+mod dsm_bench;
 
 use clap::{Parser, Subcommand};
 

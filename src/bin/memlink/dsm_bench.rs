@@ -1,0 +1,174 @@
+//! `memlink dsm bench`: starts a local cluster whose nodes run the DSM benchmark of
+//! `memlink_dsm::bench`, measures the local fault floor in this process, and prints the
+//! medians (one JSON object with `--json`).
+
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::Args;
+use memlink_dsm::bench::{self, BenchFigures, PROBER};
+use memlink_dsm::init::{LaunchError, launch};
+use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
+
+/// Arguments of `memlink dsm bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The number of node processes (2 to 64); a write invalidates nodes - 1 read copies.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=64))]
+    nodes: u16,
+    /// Which page manager locates page owners: central, fixed or dynamic.
+    #[arg(long, default_value = "central", value_parser = parse_manager)]
+    manager: ManagerKind,
+    /// How page faults are caught: sigsegv or uffd.
+    #[arg(long, default_value = "sigsegv", value_parser = parse_backend)]
+    backend: Backend,
+    /// Samples per figure (each figure is their median).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    iters: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Give up (and kill every node) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Run as node ID of a bench cluster (used by the launcher).
+    #[arg(long, hide = true, requires_all = ["listen", "peers"])]
+    node_id: Option<NodeId>,
+    /// This node's listen address (with --node-id).
+    #[arg(long, hide = true)]
+    listen: Option<SocketAddr>,
+    /// Every node's address (with --node-id).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    peers: Option<Vec<SocketAddr>>,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+fn parse_manager(s: &str) -> Result<ManagerKind, String> {
+    s.parse::<ManagerKind>().map_err(|e| e.to_string())
+}
+
+/// Runs `memlink dsm bench ...`.
+pub fn run(a: BenchArgs) -> ExitCode {
+    match (a.node_id, a.listen, a.peers.clone()) {
+        (Some(id), Some(listen), Some(peers)) => run_node(&a, id, listen, peers),
+        _ => run_cluster(&a),
+    }
+}
+
+fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr>) -> ExitCode {
+    let iters = a.iters as usize;
+    let config = NodeConfig {
+        id,
+        listen,
+        peers,
+        pages: bench::bench_pages(iters),
+        manager: a.manager,
+        connect_timeout: Duration::from_secs(30),
+    };
+    match bench::run_node(config, a.backend, iters) {
+        Ok(Some(figures)) => {
+            println!("{}", figures.to_line());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("memlink dsm bench node {id}: {e}");
+            ExitCode::from(match e {
+                DsmError::NodeLost { .. } => memlink_dsm::apps::EXIT_NODE_LOST as u8,
+                _ => memlink_dsm::apps::EXIT_DSM_ERROR as u8,
+            })
+        }
+    }
+}
+
+fn run_cluster(a: &BenchArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("memlink dsm bench: cannot find my own executable to start the nodes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The floor first, in this process, before any node runs.
+    let local_fault_us = match bench::local_fault_us(a.backend, a.iters as usize) {
+        Ok(us) => us,
+        Err(e) => {
+            eprintln!(
+                "memlink dsm bench: cannot measure a local {} fault: {e}",
+                a.backend
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let launched = launch(a.nodes as usize, Duration::from_secs(a.timeout), |slot| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["dsm", "bench"])
+            .args(["--node-id", &slot.id.to_string()])
+            .args(["--listen", &slot.listen.to_string()])
+            .args(["--peers", &slot.peers_arg()])
+            .args(["--nodes", &a.nodes.to_string()])
+            .args(["--manager", &a.manager.to_string()])
+            .args(["--backend", &a.backend.to_string()])
+            .args(["--iters", &a.iters.to_string()]);
+        cmd
+    });
+    let outputs = match launched {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("memlink dsm bench: {e}");
+            if let LaunchError::NodeFailed { outputs, .. } = &e {
+                for o in outputs.iter().filter(|o| !o.stderr.trim().is_empty()) {
+                    eprintln!("  node {}: {}", o.id, o.stderr.trim());
+                }
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(f) = outputs
+        .iter()
+        .find(|o| o.id == PROBER)
+        .and_then(|o| BenchFigures::find_in(&o.stdout))
+    else {
+        eprintln!("memlink dsm bench: node {PROBER} ended without its figures");
+        return ExitCode::FAILURE;
+    };
+    let floor = f.tcp_4k_rtt_us + local_fault_us;
+    let ratio = f.read_miss_us / floor;
+    if a.json {
+        let mut obj = serde_json::json!({
+            "nodes": a.nodes,
+            "manager": a.manager.to_string(),
+            "backend": a.backend.to_string(),
+            "iters": a.iters,
+            "invalidated_copies": a.nodes - 1,
+            "local_fault_us": round3(local_fault_us),
+            "read_miss_vs_floor": round3(ratio),
+        });
+        for (k, v) in f.named() {
+            obj[k] = serde_json::json!(round3(v));
+        }
+        println!("{obj}");
+    } else {
+        println!(
+            "DSM bench: {} nodes, manager {}, backend {}, median of {} samples each",
+            a.nodes, a.manager, a.backend, a.iters
+        );
+        for (k, v) in f.named() {
+            println!("  {k:<20} {v:>9.1} us");
+        }
+        println!("  {:<20} {local_fault_us:>9.1} us", "local_fault_us");
+        println!(
+            "  read miss / (tcp 4k rtt + local fault) = {ratio:.2} (a write invalidates {} copies)",
+            a.nodes - 1
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
