@@ -51,6 +51,32 @@ impl App {
         }
     }
 
+    /// The shared pages a cluster running this app at `size` needs.
+    pub fn pages(self, size: &AppSize) -> u32 {
+        match (self, size.size) {
+            (App::Jacobi, Some(n)) => jacobi::pages_for(n).max(APP_PAGES),
+            _ => APP_PAGES,
+        }
+    }
+
+    /// Runs this node's share of the app at `size` (only jacobi takes a size: `size.size` is
+    /// the grid's side, `size.iters` the sweeps); returns whether the result checked, and for
+    /// jacobi how long its parallel part and its sweeps took (without the check).
+    pub fn run_sized(
+        self,
+        dsm: &Dsm,
+        size: &AppSize,
+    ) -> Result<(bool, Option<jacobi::Timing>), DsmError> {
+        match self {
+            App::Jacobi => {
+                let n = size.size.unwrap_or(jacobi::N);
+                let sweeps = size.iters.unwrap_or(jacobi::SWEEPS);
+                jacobi::run_sized(dsm, n, sweeps).map(|(ok, took)| (ok, Some(took)))
+            }
+            _ => self.run(dsm).map(|ok| (ok, None)),
+        }
+    }
+
     /// Runs this node's share of the app and checks the result; `Ok(false)` if it is wrong.
     pub fn run(self, dsm: &Dsm) -> Result<bool, DsmError> {
         match self {
@@ -66,6 +92,15 @@ impl fmt::Display for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The problem size of an app run; `None` fields take the app's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppSize {
+    /// The problem's side (jacobi: the grid is size x size).
+    pub size: Option<usize>,
+    /// The iterations (jacobi: sweeps).
+    pub iters: Option<usize>,
 }
 
 /// An app name that is not one of [`App::ALL`].
@@ -103,10 +138,13 @@ pub struct NodeReport {
     pub app: App,
     /// Whether its check against the sequential computation passed.
     pub verified: bool,
-    /// Microseconds from joined to done (the app itself, not the start-up).
+    /// Microseconds from joined to done (the app itself, not the start-up; for jacobi the
+    /// parallel part only, not the sequential check).
     pub wall_us: u64,
     /// Its faults, messages and bytes.
     pub stats: NodeStats,
+    /// Microseconds of the app's steady phase, where it has one (jacobi: the sweeps).
+    pub steady_us: Option<u64>,
 }
 
 const REPORT_PREFIX: &str = "memlink-dsm-report";
@@ -116,7 +154,7 @@ impl NodeReport {
     pub fn to_line(&self) -> String {
         format!(
             "{REPORT_PREFIX} id={} app={} verified={} wall_us={} read_faults={} write_faults={} \
-             messages={} bytes={}",
+             messages={} bytes={}{}",
             self.id,
             self.app,
             self.verified,
@@ -124,7 +162,10 @@ impl NodeReport {
             self.stats.read_faults,
             self.stats.write_faults,
             self.stats.messages,
-            self.stats.bytes
+            self.stats.bytes,
+            self.steady_us
+                .map(|us| format!(" steady_us={us}"))
+                .unwrap_or_default()
         )
     }
 
@@ -137,6 +178,7 @@ impl NodeReport {
             verified: false,
             wall_us: 0,
             stats: NodeStats::default(),
+            steady_us: None,
         };
         let mut seen = 0;
         for field in rest.split_whitespace() {
@@ -150,6 +192,10 @@ impl NodeReport {
                 "write_faults" => report.stats.write_faults = value.parse().ok()?,
                 "messages" => report.stats.messages = value.parse().ok()?,
                 "bytes" => report.stats.bytes = value.parse().ok()?,
+                "steady_us" => {
+                    report.steady_us = Some(value.parse().ok()?);
+                    continue;
+                }
                 _ => return None,
             }
             seen += 1;
@@ -172,11 +218,24 @@ pub const EXIT_DSM_ERROR: i32 = 4;
 
 /// Joins the cluster, runs `app`, leaves in order; the body of a node process.
 pub fn run_node(config: NodeConfig, backend: Backend, app: App) -> Result<NodeReport, DsmError> {
+    run_node_sized(config, backend, app, &AppSize::default())
+}
+
+/// As [`run_node`], at `size` (`config.pages` should be at least [`App::pages`]).
+pub fn run_node_sized(
+    config: NodeConfig,
+    backend: Backend,
+    app: App,
+    size: &AppSize,
+) -> Result<NodeReport, DsmError> {
     let id = config.id;
     let dsm = Dsm::join(config, backend)?;
     let start = Instant::now();
-    let verified = app.run(&dsm)?;
-    let wall_us = start.elapsed().as_micros() as u64;
+    let (verified, timing) = app.run_sized(&dsm, size)?;
+    let wall_us = timing
+        .map_or_else(|| start.elapsed(), |t| t.total)
+        .as_micros() as u64;
+    let steady_us = timing.map(|t| t.sweeps.as_micros() as u64);
     let stats = dsm.leave()?;
     Ok(NodeReport {
         id,
@@ -184,6 +243,7 @@ pub fn run_node(config: NodeConfig, backend: Backend, app: App) -> Result<NodeRe
         verified,
         wall_us,
         stats,
+        steady_us,
     })
 }
 
@@ -246,9 +306,15 @@ mod tests {
                 messages: 3,
                 bytes: 4,
             },
+            steady_us: None,
         };
         let text = format!("noise\n{}\nmore\n", r.to_line());
-        assert_eq!(NodeReport::find_in(&text), Some(r));
+        assert_eq!(NodeReport::find_in(&text), Some(r.clone()));
+        let jacobi = NodeReport {
+            steady_us: Some(999),
+            ..r
+        };
+        assert_eq!(NodeReport::parse_line(&jacobi.to_line()), Some(jacobi));
         assert_eq!(NodeReport::parse_line("memlink-dsm-report id=x"), None);
     }
 
