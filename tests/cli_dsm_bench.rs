@@ -1,5 +1,6 @@
-//! `memlink dsm bench --json`: a short run per manager (and both backends on one of them)
-//! prints one object with every figure positive, and bad arguments are refused.
+//! `memlink dsm bench --json`: a short run per manager (and both backends) prints one object
+//! with every figure positive, bad arguments are refused; and `memlink dsm run --app jacobi`
+//! at a chosen --size and --iters verifies.
 
 use std::process::Command;
 
@@ -73,4 +74,25 @@ fn dsm_bench_refuses_a_single_node_and_an_unknown_manager() {
         .expect("run memlink");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ring"));
+}
+
+#[test]
+fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
+    for (nodes, manager) in [("1", "central"), ("2", "dynamic"), ("3", "fixed")] {
+        let out = memlink()
+            .args(["dsm", "run", "--app", "jacobi", "--json", "--size", "515"])
+            .args(["--iters", "3", "--nodes", nodes, "--manager", manager])
+            .output()
+            .expect("run memlink");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{nodes} {manager}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(v["verified"], true, "{v}");
+        assert!(v["steady_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+        assert!(v["wall_ms"].as_f64() >= v["steady_ms"].as_f64(), "{v}");
+    }
 }
