@@ -8,3 +8,4 @@ pub mod loan;
 pub mod mpsc;
 pub mod rendezvous;
 pub mod ring;
+pub mod view;

@@ -7,10 +7,10 @@
 
 use crate::pcb::Pcb;
 use crate::protocol::endpoint::EndpointRecord;
+use crate::protocol::view::{CellsHeader, View};
 use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
 use crossbeam_utils::CachePadded;
-use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 /// How many sender processes a port tracks for liveness.
@@ -86,55 +86,18 @@ pub struct RightState {
 }
 
 /// A view of one port.
-#[derive(Debug)]
-pub struct Mpsc<'a, T> {
-    header: *const PortHeader,
-    cells: *const PortCell<T>,
-    _life: PhantomData<&'a PortHeader>,
-}
+pub type Mpsc<'a, T> = View<'a, PortHeader, PortCell<T>>;
 
-impl<T> Clone for Mpsc<'_, T> {
-    fn clone(&self) -> Self {
-        *self
+impl CellsHeader for PortHeader {
+    fn cell_count(&self) -> u64 {
+        self.capacity
+    }
+    fn mode_word(&self) -> u32 {
+        self.mode
     }
 }
-impl<T> Copy for Mpsc<'_, T> {}
 
-// SAFETY: the view points at atomics and at cells handed over by the sequence protocol.
-unsafe impl<T: Send> Send for Mpsc<'_, T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Mpsc<'_, T> {}
-
-impl<'a, T: Copy> Mpsc<'a, T> {
-    /// Builds a view.
-    ///
-    /// # Safety
-    /// `header` must be initialised and `cells` must point at `capacity` cells, cell `i`
-    /// created by `PortCell::new(i)`, all valid and used by nothing else for `'a`.
-    pub unsafe fn from_raw(header: *const PortHeader, cells: *const PortCell<T>) -> Self {
-        Mpsc {
-            header,
-            cells,
-            _life: PhantomData,
-        }
-    }
-
-    /// The header.
-    pub fn header(&self) -> &'a PortHeader {
-        // SAFETY: valid for 'a per `from_raw`.
-        unsafe { &*self.header }
-    }
-
-    fn cell(&self, pos: u64) -> &'a PortCell<T> {
-        // SAFETY: reduced modulo capacity; `cells` holds `capacity` cells valid for 'a.
-        unsafe { &*self.cells.add((pos % self.header().capacity) as usize) }
-    }
-
-    /// The waiting policy.
-    pub fn mode(&self) -> WaitMode {
-        WaitMode::from_word(self.header().mode)
-    }
-
+impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
     /// Enqueues `value`, or hands it back if the port is full.
     pub fn try_send(&self, value: T) -> Result<(), T> {
         let h = self.header();

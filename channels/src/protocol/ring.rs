@@ -3,10 +3,10 @@
 //! zero-copy channels are measured against.
 
 use crate::protocol::endpoint::EndpointRecord;
+use crate::protocol::view::{CellsHeader, View};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
 use crossbeam_utils::CachePadded;
-use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 /// The fixed part of a buffered channel in shared memory.
@@ -41,56 +41,18 @@ impl RingHeader {
 pub type RingCell<T> = UnsafeCell<MaybeUninit<T>>;
 
 /// A view of one buffered channel.
-#[derive(Debug)]
-pub struct Ring<'a, T> {
-    header: *const RingHeader,
-    cells: *const RingCell<T>,
-    _life: PhantomData<&'a RingHeader>,
-}
+pub type Ring<'a, T> = View<'a, RingHeader, RingCell<T>>;
 
-impl<T> Clone for Ring<'_, T> {
-    fn clone(&self) -> Self {
-        *self
+impl CellsHeader for RingHeader {
+    fn cell_count(&self) -> u64 {
+        self.capacity
+    }
+    fn mode_word(&self) -> u32 {
+        self.mode
     }
 }
-impl<T> Copy for Ring<'_, T> {}
 
-// SAFETY: the view points at atomics and at cells whose exclusive use the protocol hands over;
-// values are Copy plain data moved between threads.
-unsafe impl<T: Send> Send for Ring<'_, T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Ring<'_, T> {}
-
-impl<'a, T: Copy> Ring<'a, T> {
-    /// Builds a view.
-    ///
-    /// # Safety
-    /// `header` must be initialised and `cells` must point at `capacity` cells, all valid and
-    /// used by nothing else for `'a`.
-    pub unsafe fn from_raw(header: *const RingHeader, cells: *const RingCell<T>) -> Self {
-        Ring {
-            header,
-            cells,
-            _life: PhantomData,
-        }
-    }
-
-    /// The header.
-    pub fn header(&self) -> &'a RingHeader {
-        // SAFETY: valid for 'a per `from_raw`.
-        unsafe { &*self.header }
-    }
-
-    fn cell(&self, index: u64) -> &'a RingCell<T> {
-        // SAFETY: reduced modulo capacity; `cells` holds `capacity` cells valid for 'a.
-        unsafe { &*self.cells.add((index % self.header().capacity) as usize) }
-    }
-
-    /// The waiting policy.
-    pub fn mode(&self) -> WaitMode {
-        WaitMode::from_word(self.header().mode)
-    }
-
+impl<'a, T: Copy> View<'a, RingHeader, RingCell<T>> {
     /// Copies `value` into a free slot, or hands it back if the buffer is full.
     pub fn try_send(&self, value: T) -> Result<(), T> {
         let h = self.header();
