@@ -95,17 +95,16 @@ fn bad_arguments_are_refused_with_a_message() {
 
 #[test]
 fn an_unreachable_peer_is_named() {
-    // A port that was free a moment ago: nobody listens on it.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let me = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Node 0's address refuses connections for the whole test (bound, never listening), and
+    // node 1 inherits its listener from here: no port is released and bound again, so no
+    // other process can take either meanwhile.
+    let (_refuser, dead) = refusing_address();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = listener.local_addr().unwrap();
     let peers = format!("{dead},{me}");
-    let out = memlink()
+    let mut cmd = memlink();
+    memlink_dsm::init::pass_listener(&mut cmd, &listener);
+    let out = cmd
         .args([
             "dsm",
             "node",
@@ -125,4 +124,28 @@ fn an_unreachable_peer_is_named() {
         stderr.contains("node 0") && stderr.contains(&dead.to_string()),
         "{stderr}"
     );
+}
+
+/// An address on 127.0.0.1 that refuses connections for as long as the returned socket lives:
+/// a TCP socket bound to a kernel-chosen port that never listens.
+fn refusing_address() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_in is a valid value; the fields are set below.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a live sockaddr_in of `len` bytes.
+    let rc = unsafe { libc::bind(owned.as_raw_fd(), (&raw const addr).cast(), len) };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    // SAFETY: `addr` and `len` are live out-parameters of the sizes given.
+    let rc = unsafe { libc::getsockname(owned.as_raw_fd(), (&raw mut addr).cast(), &mut len) };
+    assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+    let port = u16::from_be(addr.sin_port);
+    (owned, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }

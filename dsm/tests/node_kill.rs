@@ -34,8 +34,10 @@ fn child_node_process_entry() {
     let rt = NodeRuntime::start_with_listener(cfg, listener, mem.clone()).unwrap();
     mem.write_u64(&rt, 2 * PAGE_SIZE, 1234).unwrap();
     rt.barrier(1).unwrap();
-    // Wait here until killed.
-    let _ = rt.barrier(2);
+    // Wait here until killed: at barrier 3, which the other nodes never call. (Not barrier 2:
+    // this node manages that one, and had it arrived there, the others' barrier 2 would
+    // complete before the kill whenever their requests came first.)
+    let _ = rt.barrier(3);
     std::process::exit(3);
 }
 
@@ -90,7 +92,8 @@ fn a_killed_node_process_makes_the_others_fail_with_node_lost() {
     // Node 1 now owns page 3; node 0 will need it later.
     m1.write_u64(&n1, 3 * PAGE_SIZE, 5).unwrap();
 
-    // Both nodes wait at a barrier the child never reaches; then the child is killed.
+    // Both nodes wait at barrier 2 (managed by the child, which never arrives: it waits at
+    // barrier 3); then the child is killed.
     let (done_tx, done_rx) = channel();
     for rt in [Arc::clone(&n0), Arc::clone(&n1)] {
         let tx = done_tx.clone();
