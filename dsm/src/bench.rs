@@ -259,8 +259,8 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     barrier()?;
 
     // Uncontended locks held last elsewhere: node 0 takes and drops lock i, then the prober
-    // does. Lock ids are multiples of `nodes`, so node 0 manages each of them.
-    let lock_of = |i: usize| LOCK_BASE + (i * nodes) as u32;
+    // does. Node 0 manages each of them.
+    let lock_of = |i: usize| bench_lock(i, nodes);
     if id == 0 {
         for i in 0..iters {
             dsm.lock(lock_of(i))?;
@@ -301,6 +301,12 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     }
     f.barrier_us = median_us(&mut s);
     Ok(prober.then_some(f))
+}
+
+/// The bench's lock number `i` in a cluster of `nodes`: a multiple of `nodes`, so that node 0
+/// manages it (a lock's manager is `lock % nodes`) and the prober's requests cross the network.
+fn bench_lock(i: usize, nodes: usize) -> u32 {
+    ((LOCK_BASE as usize).next_multiple_of(nodes) + i * nodes) as u32
 }
 
 /// Echoes 4 KiB messages until the peer closes.
@@ -401,5 +407,19 @@ mod tests {
         );
         assert_eq!(median_us(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median_us(&mut []), 0.0);
+    }
+
+    #[test]
+    fn bench_locks_are_managed_by_node_0() {
+        for nodes in 2..=9 {
+            for i in [0, 1, 7, 500] {
+                let lock = bench_lock(i, nodes);
+                assert_eq!(
+                    crate::sync::manager_of(lock, nodes),
+                    0,
+                    "{nodes} nodes, lock {i}"
+                );
+            }
+        }
     }
 }
