@@ -207,28 +207,27 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     let page = |i: usize| block + i * PAGE_SIZE;
     let mut f = BenchFigures::default();
 
-    // The floor: a raw 4 KiB TCP round trip between this process and node 0's.
+    // Read misses (pages 0..iters, owned by node 0, never touched here), each right after a
+    // raw 4 KiB TCP round trip between this process and node 0's: the floor and the miss are
+    // sampled alternately, so that whatever else the host runs weighs on both alike.
     if prober {
         let port = dsm.lookup(SLOT_ECHO_PORT) as u16;
-        f.tcp_4k_rtt_us = tcp_4k_rtt(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), iters)?;
+        let mut tcp = RoundTrips::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        let (mut rtt, mut miss) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+        for i in 0..iters {
+            rtt.push(tcp.sample()?);
+            let t = Instant::now();
+            let v = probe_byte(dsm, page(i)).load(Ordering::SeqCst);
+            miss.push(elapsed_us(t));
+            std::hint::black_box(v);
+        }
+        f.tcp_4k_rtt_us = median_us(&mut rtt);
+        f.read_miss_us = median_us(&mut miss);
     }
     barrier()?;
     if let Some(echo) = echo.take() {
         let _ = echo.join();
     }
-
-    // Read misses: pages 0..iters, owned by node 0, never touched here.
-    if prober {
-        let mut s = Vec::with_capacity(iters);
-        for i in 0..iters {
-            let t = Instant::now();
-            let v = probe_byte(dsm, page(i)).load(Ordering::SeqCst);
-            s.push(elapsed_us(t));
-            std::hint::black_box(v);
-        }
-        f.read_miss_us = median_us(&mut s);
-    }
-    barrier()?;
 
     // Write misses: pages iters..2*iters, owned by node 0, never touched here.
     if prober {
@@ -323,21 +322,34 @@ fn echo_4k(listener: TcpListener) {
     }
 }
 
-/// The median of `iters` 4 KiB round trips to the echo server at `addr` (after a warm-up).
-fn tcp_4k_rtt(addr: SocketAddr, iters: usize) -> Result<f64, DsmError> {
-    let mut c = TcpStream::connect(addr)?;
-    c.set_nodelay(true)?;
-    let mut buf = vec![1u8; PAGE_SIZE];
-    let mut s = Vec::with_capacity(iters);
-    for i in 0..iters + 10 {
-        let t = Instant::now();
-        c.write_all(&buf)?;
-        c.read_exact(&mut buf)?;
-        if i >= 10 {
-            s.push(elapsed_us(t));
+/// A TCP connection to the echo server, for timing 4 KiB round trips.
+struct RoundTrips {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RoundTrips {
+    /// Connects (TCP_NODELAY) and warms the connection up with a few round trips.
+    fn connect(addr: SocketAddr) -> Result<RoundTrips, DsmError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let mut rt = RoundTrips {
+            stream,
+            buf: vec![1u8; PAGE_SIZE],
+        };
+        for _ in 0..10 {
+            rt.sample()?;
         }
+        Ok(rt)
     }
-    Ok(median_us(&mut s))
+
+    /// One timed 4 KiB round trip, in microseconds.
+    fn sample(&mut self) -> Result<f64, DsmError> {
+        let t = Instant::now();
+        self.stream.write_all(&self.buf)?;
+        self.stream.read_exact(&mut self.buf)?;
+        Ok(elapsed_us(t))
+    }
 }
 
 /// Serves every fault from a page of bytes in memory: a fault's cost with no network.
@@ -360,6 +372,11 @@ impl FaultResolver for LocalResolver {
 /// the cluster's base, so call it in a process that has not joined a cluster (or after
 /// leaving).
 pub fn local_fault_us(backend: Backend, iters: usize) -> Result<f64, DsmError> {
+    local_fault_samples(backend, iters).map(|mut s| median_us(&mut s))
+}
+
+/// The `iters` samples behind [`local_fault_us`], in microseconds.
+pub fn local_fault_samples(backend: Backend, iters: usize) -> Result<Vec<f64>, DsmError> {
     let base = base_from_env().map_err(|e| DsmError::Config(e.to_string()))?;
     let pages = iters.max(1) as u32;
     let mapping =
@@ -381,7 +398,7 @@ pub fn local_fault_us(backend: Backend, iters: usize) -> Result<f64, DsmError> {
         std::hint::black_box(v);
     }
     drop(service);
-    Ok(median_us(&mut s))
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -93,16 +93,20 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The floor first, in this process, before any node runs.
-    let local_fault_us = match bench::local_fault_us(a.backend, a.iters as usize) {
-        Ok(us) => us,
-        Err(e) => {
+    // The local fault floor is sampled in this process (no node runs then), half before the
+    // cluster and half after it, so that a slow phase of the host weighs on it too.
+    let local_faults = |n: usize| {
+        bench::local_fault_samples(a.backend, n.max(1)).map_err(|e| {
             eprintln!(
                 "memlink dsm bench: cannot measure a local {} fault: {e}",
                 a.backend
             );
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+    };
+    let mut faults = match local_faults(a.iters as usize / 2) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let launched = launch(a.nodes as usize, Duration::from_secs(a.timeout), |slot| {
         let mut cmd = Command::new(&exe);
@@ -136,6 +140,11 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
         eprintln!("memlink dsm bench: node {PROBER} ended without its figures");
         return ExitCode::FAILURE;
     };
+    match local_faults(a.iters as usize - a.iters as usize / 2) {
+        Ok(s) => faults.extend(s),
+        Err(code) => return code,
+    }
+    let local_fault_us = bench::median_us(&mut faults);
     let floor = f.tcp_4k_rtt_us + local_fault_us;
     let ratio = f.read_miss_us / floor;
     if a.json {
