@@ -112,6 +112,10 @@ struct State {
     coherence: Coherence,
     failed: Option<(NodeId, String)>,
     shut: bool,
+    /// Set when shutdown begins: the application is done with the region, so a fault seen
+    /// from then on is a stale event of the backend and is not served (its peers may already
+    /// be gone once the final barrier ends).
+    leaving: bool,
     left: HashSet<NodeId>,
 }
 
@@ -233,6 +237,7 @@ impl NodeRuntime {
                 coherence,
                 failed: None,
                 shut: false,
+                leaving: false,
                 left: HashSet::new(),
             }),
             served: Condvar::new(),
@@ -683,8 +688,12 @@ impl NodeRuntime {
     /// a broken connection), or when one leaves without arriving
     /// (see `fail_if_waiting_on_departed`).
     pub fn shutdown(&self) {
-        if lock(&self.state).shut {
-            return;
+        {
+            let mut st = lock(&self.state);
+            if st.shut {
+                return;
+            }
+            st.leaving = true;
         }
         let _ = self.barrier(SHUTDOWN_BARRIER);
         lock(&self.state).shut = true;
@@ -707,6 +716,9 @@ impl FaultResolver for NodeRuntime {
         loop {
             if let Some(e) = Self::failure(&st) {
                 return Err(e);
+            }
+            if st.leaving {
+                return Err(DsmError::ShutDown);
             }
             let now = st
                 .coherence

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlink_dsm::cluster::Dsm;
-use memlink_dsm::init::{NodeOutput, NodeSlot, launch};
+use memlink_dsm::init::{LaunchError, NodeOutput, NodeSlot, launch};
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, PAGE_SIZE};
 
 const NODE_ENV: &str = "MEMLINK_DSM_LITMUS_NODE";
@@ -315,7 +315,16 @@ fn outcomes(test: &str, per_node: &BTreeMap<u16, Vec<String>>) -> BTreeMap<Strin
 fn run_combination(manager: ManagerKind, backend: Backend) {
     let outputs = match launch(NODES, DEADLINE, |slot| node_command(slot, manager, backend)) {
         Ok(o) => o,
-        Err(e) => panic!("litmus cluster ({manager}, {backend}): {e}"),
+        Err(e) => {
+            if let LaunchError::NodeFailed { outputs, .. } | LaunchError::TimedOut { outputs, .. } =
+                &e
+            {
+                for o in outputs {
+                    eprintln!("node {} ({:?}):\n{}", o.id, o.status, o.stderr.trim());
+                }
+            }
+            panic!("litmus cluster ({manager}, {backend}): {e}")
+        }
     };
     let all = collect(&outputs);
     assert_eq!(
