@@ -441,7 +441,7 @@ impl NodeRuntime {
                 let granted = lock(&self.sync).lock(l, from, Waiter::Remote(responder));
                 match granted {
                     Some(w) => w.release(Ok(())),
-                    None => self.fail_if_waiting_on_departed(),
+                    None => self.settle_new_wait(),
                 }
             }
             Request::Unlock(l) => {
@@ -461,7 +461,7 @@ impl NodeRuntime {
             Request::Barrier(b) => {
                 let r = lock(&self.sync).arrive(b, from, self.nodes, Waiter::Remote(responder));
                 match r {
-                    Ok(released) if released.is_empty() => self.fail_if_waiting_on_departed(),
+                    Ok(released) if released.is_empty() => self.settle_new_wait(),
                     Ok(released) => release_all(released),
                     Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
                 }
@@ -506,6 +506,26 @@ impl NodeRuntime {
                 reason: reason.clone(),
             }));
         }
+    }
+
+    /// After a wait was queued in the sync manager: a wait queued just after the node failed
+    /// (its request passed the failure check before the failure, and was queued after
+    /// `fail_locked` drained the waiters) is released with the failure now, instead of never;
+    /// and a wait that needs a departed peer fails the node. `fail_locked` sets the failure
+    /// before it drains, so either its drain or this check sees every queued wait.
+    fn settle_new_wait(&self) {
+        let failed = lock(&self.state).failed.clone();
+        if let Some((node, reason)) = failed {
+            let waiters = lock(&self.sync).drain_waiters();
+            for w in waiters {
+                w.release(Err(DsmError::NodeLost {
+                    node,
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        self.fail_if_waiting_on_departed();
     }
 
     /// A peer that left (sent Leave) takes part in nothing any more. Normally it leaves after
@@ -586,7 +606,7 @@ impl NodeRuntime {
         let granted = lock(&self.sync).lock(lock_id, self.id, Waiter::Local(tx));
         match granted {
             Some(w) => w.release(Ok(())),
-            None => self.fail_if_waiting_on_departed(),
+            None => self.settle_new_wait(),
         }
         self.wait_local(rx)
     }
@@ -624,7 +644,7 @@ impl NodeRuntime {
         let (tx, rx) = channel();
         let r = lock(&self.sync).arrive(barrier, self.id, self.nodes, Waiter::Local(tx));
         match r {
-            Ok(released) if released.is_empty() => self.fail_if_waiting_on_departed(),
+            Ok(released) if released.is_empty() => self.settle_new_wait(),
             Ok(released) => release_all(released),
             Err((e, w)) => w.release(Err(DsmError::Sync(e.to_string()))),
         }
