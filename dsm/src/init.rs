@@ -133,9 +133,16 @@ impl fmt::Display for LaunchError {
                         "node {node} {} (the other nodes were stopped); its last words:\n{}",
                         describe(&o.status),
                         last_lines(&o.stderr, 8)
-                    ),
-                    None => write!(f, "node {node} failed (the other nodes were stopped)"),
+                    )?,
+                    None => write!(f, "node {node} failed (the other nodes were stopped)")?,
                 }
+                // The others' words too: the first node to fail is not always the cause.
+                for o in outputs.iter().filter(|o| o.id != *node) {
+                    if !o.stderr.trim().is_empty() {
+                        write!(f, "\nnode {}: {}", o.id, last_lines(&o.stderr, 4))?;
+                    }
+                }
+                Ok(())
             }
             LaunchError::TimedOut { after, outputs } => {
                 write!(
