@@ -768,6 +768,12 @@ impl FaultResolver for NodeRuntime {
                     Ok(out) => {
                         drop(st);
                         if let Err((node, reason)) = self.flush(out) {
+                            // A stale backend event whose request was made just before
+                            // shutdown began and sent after the peers had left (the service
+                            // thread was preempted in between): not a loss.
+                            if lock(&self.state).leaving {
+                                return Err(DsmError::ShutDown);
+                            }
                             self.fail(node, reason.clone());
                             return Err(DsmError::NodeLost { node, reason });
                         }
