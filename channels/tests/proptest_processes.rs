@@ -4,7 +4,9 @@
 //! in its sender's order, intact, and every slot ends up back in its pool.
 
 mod fork;
+mod isolated;
 
+use isolated::isolated;
 use memlink_channels::protocol::loan::FREE;
 use memlink_channels::{LoanChannel, Port, Region, Sample, TryRecvError, WaitMode};
 use proptest::prelude::*;
@@ -267,14 +269,25 @@ fn run_case(
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    #[test]
-    fn random_sends_loans_and_drops_across_processes_match_fifo_model(
-        scripts in prop::collection::vec(prop::collection::vec(sender_op(), 0..24), 1..=3),
-        receiver_ops in prop::collection::vec(receiver_op(), 1..32),
-    ) {
-        run_case(scripts, receiver_ops)?;
-    }
+/// One isolated process runs the whole proptest run (every case), so forks are taken with no
+/// other test thread holding a lock.
+#[test]
+fn random_sends_loans_and_drops_across_processes_match_fifo_model() {
+    isolated(|| {
+        let config = ProptestConfig {
+            cases: 24,
+            source_file: Some(file!()),
+            ..ProptestConfig::default()
+        };
+        let strategy = (
+            prop::collection::vec(prop::collection::vec(sender_op(), 0..24), 1..=3),
+            prop::collection::vec(receiver_op(), 1..32),
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        if let Err(e) = runner.run(&strategy, |(scripts, receiver_ops)| {
+            run_case(scripts, receiver_ops)
+        }) {
+            panic!("{e}");
+        }
+    });
 }

@@ -2,7 +2,9 @@
 //! and with a sender killed by SIGKILL mid-rendezvous.
 
 mod fork;
+mod isolated;
 
+use isolated::isolated;
 use memlink_channels::{RecvError, Region, SendError, SyncChannel, WaitMode};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -55,17 +57,23 @@ fn both_orders(mode: WaitMode) {
 
 #[test]
 fn sync_processes_both_orders_spin() {
-    both_orders(WaitMode::Spin);
+    isolated(|| {
+        both_orders(WaitMode::Spin);
+    });
 }
 
 #[test]
 fn sync_processes_both_orders_block() {
-    both_orders(WaitMode::Block);
+    isolated(|| {
+        both_orders(WaitMode::Block);
+    });
 }
 
 #[test]
 fn sync_processes_both_orders_adaptive() {
-    both_orders(WaitMode::ADAPTIVE);
+    isolated(|| {
+        both_orders(WaitMode::ADAPTIVE);
+    });
 }
 
 /// The receiver waits; the sender process is SIGKILLed while the receiver's offer is published:
@@ -73,49 +81,53 @@ fn sync_processes_both_orders_adaptive() {
 /// and a new sender can then take over the channel.
 #[test]
 fn sync_sender_killed_mid_rendezvous_disconnects_receiver() {
-    let region = Arc::new(Region::create("sync-kill", 1 << 16).unwrap());
-    let ch = SyncChannel::<u64>::create(&region, WaitMode::Block).unwrap();
-    let rx = ch.receiver().unwrap();
-    let mut target = region.alloc(0u64).unwrap();
-    let child = fork::child(|| {
-        let _tx = ch.sender().unwrap();
-        wait_phase(&ch, RECEIVER_WAITING);
-        fork::die()
+    isolated(|| {
+        let region = Arc::new(Region::create("sync-kill", 1 << 16).unwrap());
+        let ch = SyncChannel::<u64>::create(&region, WaitMode::Block).unwrap();
+        let rx = ch.receiver().unwrap();
+        let mut target = region.alloc(0u64).unwrap();
+        let child = fork::child(|| {
+            let _tx = ch.sender().unwrap();
+            wait_phase(&ch, RECEIVER_WAITING);
+            fork::die()
+        });
+        let got = rx.recv_timeout(&mut target, Duration::from_secs(30));
+        assert_eq!(got, Err(memlink_channels::RecvTimeoutError::Disconnected));
+        assert_eq!(fork::wait(child), 128 + libc::SIGKILL);
+        // The dead sender's end can be taken over.
+        let tx = ch.sender().unwrap();
+        let msg = region.alloc(42u64).unwrap();
+        let child = fork::child(|| {
+            let mut t = region.alloc(0u64).unwrap();
+            match rx.recv(&mut t) {
+                Ok(()) if *t == 42 => 0,
+                _ => 1,
+            }
+        });
+        tx.send(&msg).unwrap();
+        assert_eq!(fork::wait(child), 0);
     });
-    let got = rx.recv_timeout(&mut target, Duration::from_secs(30));
-    assert_eq!(got, Err(memlink_channels::RecvTimeoutError::Disconnected));
-    assert_eq!(fork::wait(child), 128 + libc::SIGKILL);
-    // The dead sender's end can be taken over.
-    let tx = ch.sender().unwrap();
-    let msg = region.alloc(42u64).unwrap();
-    let child = fork::child(|| {
-        let mut t = region.alloc(0u64).unwrap();
-        match rx.recv(&mut t) {
-            Ok(()) if *t == 42 => 0,
-            _ => 1,
-        }
-    });
-    tx.send(&msg).unwrap();
-    assert_eq!(fork::wait(child), 0);
 }
 
 /// The receiver process is SIGKILLed while the sender waits: the sender gets Disconnected.
 #[test]
 fn sync_receiver_killed_disconnects_sender() {
-    let region = Arc::new(Region::create("sync-kill-rx", 1 << 16).unwrap());
-    let ch = SyncChannel::<u64>::create(&region, WaitMode::ADAPTIVE).unwrap();
-    let tx = ch.sender().unwrap();
-    let msg = region.alloc(5u64).unwrap();
-    let child = fork::child(|| {
-        let _rx = ch.receiver().unwrap();
-        wait_phase(&ch, SENDER_WAITING);
-        fork::die()
+    isolated(|| {
+        let region = Arc::new(Region::create("sync-kill-rx", 1 << 16).unwrap());
+        let ch = SyncChannel::<u64>::create(&region, WaitMode::ADAPTIVE).unwrap();
+        let tx = ch.sender().unwrap();
+        let msg = region.alloc(5u64).unwrap();
+        let child = fork::child(|| {
+            let _rx = ch.receiver().unwrap();
+            wait_phase(&ch, SENDER_WAITING);
+            fork::die()
+        });
+        match tx.send_timeout(&msg, Duration::from_secs(30)) {
+            Err(memlink_channels::SendTimeoutError::Disconnected(m)) => assert_eq!(*m, 5),
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+        assert_eq!(fork::wait(child), 128 + libc::SIGKILL);
     });
-    match tx.send_timeout(&msg, Duration::from_secs(30)) {
-        Err(memlink_channels::SendTimeoutError::Disconnected(m)) => assert_eq!(*m, 5),
-        other => panic!("expected Disconnected, got {other:?}"),
-    }
-    assert_eq!(fork::wait(child), 128 + libc::SIGKILL);
 }
 
 /// Variables outside the region cannot be reached by another process: refused, handed back.
