@@ -4,10 +4,8 @@
 //! `measure` forks its peer process, so each test runs in a process of its own (see
 //! `isolated`): never a fork of the multithreaded test harness.
 
-mod isolated;
-
-use isolated::isolated;
 use memlink::ipc_bench::{Plan, Transport, Wait, measure};
+use memlink_test_support::isolated;
 
 #[test]
 fn both_wait_modes_carry_checked_messages_through_the_memlink_channels() {

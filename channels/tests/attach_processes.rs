@@ -2,10 +2,9 @@
 //! address and opens channels by reference (scheme 2 offset + scheme 1 fixed address).
 
 mod fork;
-mod isolated;
 
-use isolated::isolated;
 use memlink_channels::{LoanChannel, Region, RegionError, SyncChannel, WaitMode};
+use memlink_test_support::isolated;
 use std::sync::Arc;
 
 #[test]

@@ -2,13 +2,12 @@
 //! right moving to another process inside a message, and dead peers.
 
 mod fork;
-mod isolated;
 
-use isolated::isolated;
 use memlink_channels::{
     BufferedChannel, Port, ReceiveRight, ReceiveRightToken, RecvError, RecvTimeoutError, Region,
     SendError, SendRight, TrySendError, WaitMode,
 };
+use memlink_test_support::isolated;
 use std::sync::Arc;
 use std::time::Duration;
 

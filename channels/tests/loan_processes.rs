@@ -2,11 +2,10 @@
 //! wrote), 16 MiB slots, back-pressure, and a sender SIGKILLed while holding loans.
 
 mod fork;
-mod isolated;
 
-use isolated::isolated;
 use memlink_channels::protocol::loan::FREE;
 use memlink_channels::{LoanChannel, LoanError, RecvTimeoutError, Region, TryRecvError, WaitMode};
+use memlink_test_support::isolated;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,11 +4,10 @@
 //! in its sender's order, intact, and every slot ends up back in its pool.
 
 mod fork;
-mod isolated;
 
-use isolated::isolated;
 use memlink_channels::protocol::loan::FREE;
 use memlink_channels::{LoanChannel, Port, Region, Sample, TryRecvError, WaitMode};
+use memlink_test_support::isolated;
 use proptest::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -2,10 +2,9 @@
 //! and with a sender killed by SIGKILL mid-rendezvous.
 
 mod fork;
-mod isolated;
 
-use isolated::isolated;
 use memlink_channels::{RecvError, Region, SendError, SyncChannel, WaitMode};
+use memlink_test_support::isolated;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
