@@ -10,11 +10,11 @@ use std::sync::Arc;
 use memlink_channels::{BufferedChannel, BufferedReceiver, BufferedSender, Region};
 
 use super::error::RunError;
-use super::fixed_size::with_pow2_size;
 use super::pattern::{self, REPLY_BIT};
 use super::peer::{Peer, ReadyWait, ready_pair, spawn_peer};
-use super::plan::{Msg, Plan, SizeTiming, run_client, run_server};
-use super::{Wait, wait_mode};
+use super::per_size_runner::{OneSize, SizedPingPong};
+use super::plan::{Msg, SizeTiming, run_client, run_server};
+use super::wait_mode;
 
 const NAME: &str = "buffered";
 /// Ring cells per direction.
@@ -79,11 +79,19 @@ fn on_big_stack<R: Send>(
     })
 }
 
-fn run_sized<const N: usize>(
-    plan: &Plan,
-    wait: Wait,
-    size_done: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<SizeTiming>, RunError> {
+/// The buffered channel's ping-pong, one pair of processes and channels per size (the
+/// channel's value type is `[u8; size]`), each size on a thread with a stack for it.
+pub(crate) struct BufferedPingPong;
+
+impl SizedPingPong for BufferedPingPong {
+    const NAME: &'static str = NAME;
+
+    fn run_sized<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunError> {
+        on_big_stack(N, move || ping_pong::<N>(one))
+    }
+}
+
+fn ping_pong<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunError> {
     let region = Region::create(
         "memlink-bench-buffered",
         2 * CAPACITY * (N + 64) + (1 << 20),
@@ -93,11 +101,11 @@ fn run_sized<const N: usize>(
         detail: e.to_string(),
     })?;
     let region = Arc::new(region);
-    let mode = wait_mode(wait);
+    let mode = wait_mode(one.wait);
     let ping = BufferedChannel::<[u8; N]>::create(&region, CAPACITY, mode).map_err(fail)?;
     let pong = BufferedChannel::<[u8; N]>::create(&region, CAPACITY, mode).map_err(fail)?;
     let (ready, ready_wait) = ready_pair(NAME)?;
-    let server_plan = plan.clone();
+    let server_plan = one.plan.clone();
     let (s_ping, s_pong) = (ping.clone(), pong.clone());
     let mut peer = spawn_peer(NAME, &[ready_wait.fd()], move || {
         let serve = || {
@@ -117,36 +125,11 @@ fn run_sized<const N: usize>(
         let rx = pong.receiver().map_err(fail)?;
         ready.wait(peer)?;
         let mut msg = Box::new([0u8; N]);
-        run_client(plan, size_done, |m| {
+        run_client(one.plan, one.size_done, |m| {
             send(&tx, &mut msg, m.seq, m)?;
             receive(&rx, m.seq | REPLY_BIT, m)
         })
     };
     let result = client(ready_wait, &mut peer);
     peer.finish(result)
-}
-
-/// Runs the plan, one pair of processes and channels per size (the channel's value type
-/// is `[u8; size]`).
-pub(crate) fn run(
-    plan: &Plan,
-    wait: Wait,
-    size_done: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<SizeTiming>, RunError> {
-    let mut out = Vec::new();
-    for &size in &plan.sizes {
-        let one = Plan {
-            sizes: vec![size],
-            ..plan.clone()
-        };
-        let unsupported = Err(RunError::Setup {
-            transport: NAME,
-            detail: format!("size {size} is not a power of two from 8 B to 16 MiB"),
-        });
-        let size_done = &mut *size_done;
-        out.extend(on_big_stack(size, move || {
-            with_pow2_size!(size, unsupported, run_sized(&one, wait, size_done))
-        })?);
-    }
-    Ok(out)
 }

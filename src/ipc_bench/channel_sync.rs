@@ -7,11 +7,11 @@ use std::sync::Arc;
 use memlink_channels::{Region, SyncChannel, SyncReceiver, SyncSender};
 
 use super::error::RunError;
-use super::fixed_size::with_pow2_size;
 use super::pattern::{self, REPLY_BIT};
 use super::peer::{ReadyWait, ready_pair, spawn_peer};
-use super::plan::{Plan, SizeTiming, run_client, run_server};
-use super::{Wait, wait_mode};
+use super::per_size_runner::{OneSize, SizedPingPong};
+use super::plan::{SizeTiming, run_client, run_server};
+use super::wait_mode;
 
 const NAME: &str = "sync";
 
@@ -79,22 +79,30 @@ fn side<const N: usize>(
     })
 }
 
-fn run_sized<const N: usize>(
-    plan: &Plan,
-    wait: Wait,
-    size_done: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<SizeTiming>, RunError> {
+/// The sync channel's ping-pong, one pair of processes and channels per size (the
+/// channel's message type is `[u8; size]`).
+pub(crate) struct SyncPingPong;
+
+impl SizedPingPong for SyncPingPong {
+    const NAME: &'static str = NAME;
+
+    fn run_sized<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunError> {
+        ping_pong::<N>(one)
+    }
+}
+
+fn ping_pong<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunError> {
     let region =
         Region::create("memlink-bench-sync", 4 * N + (1 << 20)).map_err(|e| RunError::Setup {
             transport: NAME,
             detail: e.to_string(),
         })?;
     let region = Arc::new(region);
-    let mode = wait_mode(wait);
+    let mode = wait_mode(one.wait);
     let ping = SyncChannel::<[u8; N]>::create(&region, mode).map_err(fail)?;
     let pong = SyncChannel::<[u8; N]>::create(&region, mode).map_err(fail)?;
     let (ready, ready_wait) = ready_pair(NAME)?;
-    let server_plan = plan.clone();
+    let server_plan = one.plan.clone();
     let server_region = Arc::clone(&region);
     let (s_ping, s_pong) = (ping.clone(), pong.clone());
     let mut peer = spawn_peer(NAME, &[ready_wait.fd()], move || {
@@ -111,37 +119,11 @@ fn run_sized<const N: usize>(
     let mut client = |ready: ReadyWait, peer: &mut super::peer::Peer| {
         let mut me = side(&region, &ping, &pong)?;
         ready.wait(peer)?;
-        run_client(plan, size_done, |m| {
+        run_client(one.plan, one.size_done, |m| {
             me.send(m.seq, m.check)?;
             me.receive(m.seq | REPLY_BIT, m.check)
         })
     };
     let result = client(ready_wait, &mut peer);
     peer.finish(result)
-}
-
-/// Runs the plan, one pair of processes and channels per size (the channel's message
-/// type is `[u8; size]`).
-pub(crate) fn run(
-    plan: &Plan,
-    wait: Wait,
-    size_done: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<SizeTiming>, RunError> {
-    let mut out = Vec::new();
-    for &size in &plan.sizes {
-        let one = Plan {
-            sizes: vec![size],
-            ..plan.clone()
-        };
-        let unsupported = Err(RunError::Setup {
-            transport: NAME,
-            detail: format!("size {size} is not a power of two from 8 B to 16 MiB"),
-        });
-        out.extend(with_pow2_size!(
-            size,
-            unsupported,
-            run_sized(&one, wait, size_done)
-        )?);
-    }
-    Ok(out)
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 use memlink_capability::futex;
 
 use super::error::RunError;
-use super::pattern::PatternMismatch;
-use super::peer::{Peer, spawn_peer};
-use super::plan::{Plan, SizeTiming, run_client, run_server};
-use super::shared_words::SharedWords;
+use super::floor_ping_pong::{Floor, FloorWords, check_word};
+use super::peer::Peer;
+use super::plan::Msg;
 
 const NAME: &str = "futex";
 /// How long a wait sleeps before it checks that the peer lives.
@@ -21,7 +20,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 const REPLY: u32 = 1 << 31;
 
 #[repr(C)]
-struct Words {
+pub(crate) struct Words {
     ping: CachePadded<AtomicU32>,
     pong: CachePadded<AtomicU32>,
 }
@@ -45,52 +44,31 @@ fn wait_change(w: &AtomicU32, old: u32, peer: Option<&Peer>) -> Result<u32, RunE
     }
 }
 
-fn check(got: u32, want: u32, seq: u64) -> Result<(), RunError> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(RunError::Corrupt {
-            transport: NAME,
-            mismatch: PatternMismatch {
-                seq,
-                offset: 0,
-                len: 4,
-            },
-        })
-    }
-}
+// SAFETY: two cache-padded atomics (under a page, 128-byte aligned at most), valid
+// zero-filled and under access from both processes.
+unsafe impl FloorWords for Words {}
 
-/// Runs the plan; every message is the sequence number whatever the plan's sizes
+/// The futex floor; every message is the sequence number whatever the plan's sizes
 /// (reported as 8 bytes, like the cache-line floor).
-pub(crate) fn run(
-    plan: &Plan,
-    size_done: &mut dyn FnMut(usize),
-) -> Result<Vec<SizeTiming>, RunError> {
-    let plan = Plan {
-        sizes: vec![8],
-        ..plan.clone()
-    };
-    let shared = SharedWords::create(NAME, size_of::<Words>())?;
-    // SAFETY: Words is two cache-padded atomics (under a page), valid zero-filled and
-    // under access from both processes.
-    let words: &Words = unsafe { shared.get() };
-    let server_plan = plan.clone();
-    let peer = spawn_peer(NAME, &[], || {
-        run_server(&server_plan, |m| {
-            let got = wait_change(&words.ping, word(m.seq - 1), None)?;
-            check(got, word(m.seq), m.seq)?;
-            words.pong.store(word(m.seq) | REPLY, Ordering::Release);
-            futex::wake(&words.pong, 1);
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
-    })?;
-    let result = run_client(&plan, size_done, |m| {
+pub(crate) struct FutexFloor;
+
+impl Floor for FutexFloor {
+    const NAME: &'static str = NAME;
+    type Words = Words;
+
+    fn echo(words: &Words, m: Msg) -> Result<(), RunError> {
+        let got = wait_change(&words.ping, word(m.seq - 1), None)?;
+        check_word(NAME, got, word(m.seq), m.seq)?;
+        words.pong.store(word(m.seq) | REPLY, Ordering::Release);
+        futex::wake(&words.pong, 1);
+        Ok(())
+    }
+
+    fn round_trip(words: &Words, peer: &Peer, m: Msg) -> Result<(), RunError> {
         let before = words.pong.load(Ordering::Acquire);
         words.ping.store(word(m.seq), Ordering::Release);
         futex::wake(&words.ping, 1);
-        let got = wait_change(&words.pong, before, Some(&peer))?;
-        check(got, word(m.seq) | REPLY, m.seq)
-    });
-    peer.finish(result)
+        let got = wait_change(&words.pong, before, Some(peer))?;
+        check_word(NAME, got, word(m.seq) | REPLY, m.seq)
+    }
 }

@@ -25,12 +25,14 @@ mod channel_loan;
 mod channel_sync;
 mod error;
 mod fixed_size;
+mod floor_ping_pong;
 mod futex_floor;
 #[cfg(feature = "iceoryx2")]
 mod iceoryx2_pubsub;
 mod measurement;
 pub mod pattern;
 mod peer;
+mod per_size_runner;
 mod pipe;
 mod plan;
 mod report;
@@ -219,12 +221,16 @@ pub fn round_trips(
     })?;
     match transport {
         Transport::Loan => channel_loan::run(plan, wait, size_done),
-        Transport::Sync => channel_sync::run(plan, wait, size_done),
-        Transport::Buffered => channel_buffered::run(plan, wait, size_done),
+        Transport::Sync => {
+            per_size_runner::run::<channel_sync::SyncPingPong>(plan, wait, size_done)
+        }
+        Transport::Buffered => {
+            per_size_runner::run::<channel_buffered::BufferedPingPong>(plan, wait, size_done)
+        }
         Transport::Pipe => pipe::run(plan, size_done),
         Transport::UnixSocket => unix_socket::run(plan, size_done),
-        Transport::CacheLine => cache_line::run(plan, size_done),
-        Transport::Futex => futex_floor::run(plan, size_done),
+        Transport::CacheLine => floor_ping_pong::run::<cache_line::CacheLineFloor>(plan, size_done),
+        Transport::Futex => floor_ping_pong::run::<futex_floor::FutexFloor>(plan, size_done),
         #[cfg(feature = "iceoryx2")]
         Transport::Iceoryx2 => iceoryx2_pubsub::run(plan, size_done),
         #[cfg(not(feature = "iceoryx2"))]
