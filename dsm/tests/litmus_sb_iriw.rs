@@ -20,20 +20,18 @@
 //!   Forbidden: node 2 sees x but not y while node 3 sees y but not x (they disagree on the
 //!   order of the two writes).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlink_dsm::cluster::Dsm;
-use memlink_dsm::init::{LaunchError, NodeOutput, NodeSlot, launch};
-use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, PAGE_SIZE};
+use memlink_dsm::init::{LaunchError, NodeOutput, launch};
+use memlink_dsm::{Backend, DsmError, ManagerKind, PAGE_SIZE};
 
-const NODE_ENV: &str = "MEMLINK_DSM_LITMUS_NODE";
 const NODES: usize = 4;
-const PAGES: u32 = 16;
 /// Rounds per test and layout in one cluster run.
 const ROUNDS: u64 = 500;
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -167,77 +165,23 @@ fn litmus(dsm: &Dsm) -> Result<Vec<String>, DsmError> {
     Ok(lines)
 }
 
-fn node_config(spec: &str) -> Option<(NodeConfig, Backend)> {
-    let parts: Vec<&str> = spec.split('|').collect();
-    let [id, listen, peers, manager, backend] = parts[..] else {
-        return None;
-    };
-    let config = NodeConfig {
-        id: id.parse().ok()?,
-        listen: listen.parse().ok()?,
-        peers: peers
-            .split(',')
-            .map(|p| p.parse::<SocketAddr>().ok())
-            .collect::<Option<_>>()?,
-        pages: PAGES,
-        manager: manager.parse().ok()?,
-        connect_timeout: Duration::from_secs(20),
-    };
-    Some((config, backend.parse().ok()?))
+/// The node body: runs every test and prints the observations (the support module leaves
+/// the cluster and exits).
+fn litmus_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    let lines = litmus(dsm)?;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+    let _ = out.flush();
+    Ok(true)
 }
 
-/// In a node process (the environment variable set): join, run every test, print the
-/// observations, leave, exit. In the test harness's own run: nothing.
+/// In a node process: join, run the litmus body, leave, exit. In the test harness's own
+/// run: nothing.
 #[test]
 fn node_main() {
-    let Ok(spec) = std::env::var(NODE_ENV) else {
-        return;
-    };
-    let Some((config, backend)) = node_config(&spec) else {
-        eprintln!("bad {NODE_ENV}: {spec}");
-        std::process::exit(4);
-    };
-    let code = match Dsm::join(config, backend).and_then(|dsm| {
-        let lines = litmus(&dsm)?;
-        dsm.leave()?;
-        Ok(lines)
-    }) {
-        Ok(lines) => {
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                let _ = writeln!(out, "{l}");
-            }
-            let _ = out.flush();
-            0
-        }
-        Err(e) => {
-            eprintln!("litmus node failed: {e}");
-            3
-        }
-    };
-    std::process::exit(code);
-}
-
-fn node_command(slot: &NodeSlot, manager: ManagerKind, backend: Backend) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
-    cmd.args([
-        "--exact",
-        "node_main",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(
-        NODE_ENV,
-        format!(
-            "{}|{}|{}|{manager}|{backend}",
-            slot.id,
-            slot.listen,
-            slot.peers_arg()
-        ),
-    )
-    .env("RUST_BACKTRACE", "0");
-    cmd
+    support::node_entry(&[("litmus", litmus_node)]);
 }
 
 /// Observations of one test and layout: per node, per round, the bits it saw.
@@ -313,7 +257,9 @@ fn outcomes(test: &str, per_node: &BTreeMap<u16, Vec<String>>) -> BTreeMap<Strin
 }
 
 fn run_combination(manager: ManagerKind, backend: Backend) {
-    let outputs = match launch(NODES, DEADLINE, |slot| node_command(slot, manager, backend)) {
+    let outputs = match launch(NODES, DEADLINE, |slot| {
+        support::node_command_with_manager(slot, "litmus", backend, manager)
+    }) {
         Ok(o) => o,
         Err(e) => {
             if let LaunchError::NodeFailed { outputs, .. } | LaunchError::TimedOut { outputs, .. } =

@@ -15,7 +15,8 @@ use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{LaunchError, NodeOutput, NodeSlot, launch};
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig};
 
-/// The environment variable that makes a test binary a node: `id|listen|peers|body|backend`.
+/// The environment variable that makes a test binary a node:
+/// `id|listen|peers|body|backend|manager`.
 pub const NODE_ENV: &str = "MEMLINK_DSM_TEST_NODE";
 
 /// A node body: runs on a joined node, returns whether its checks passed.
@@ -46,7 +47,7 @@ pub fn node_entry(custom: &[(&str, Body)]) {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let [id, listen, peers, body, backend] = parts[..] else {
+    let [id, listen, peers, body, backend, manager] = parts[..] else {
         eprintln!("bad {NODE_ENV}: {spec}");
         std::process::exit(EXIT_DSM_ERROR);
     };
@@ -58,7 +59,7 @@ pub fn node_entry(custom: &[(&str, Body)]) {
             .map(|p| p.parse::<SocketAddr>().expect("peer"))
             .collect(),
         pages: PAGES,
-        manager: ManagerKind::Central,
+        manager: manager.parse().expect("manager"),
         connect_timeout: Duration::from_millis(
             std::env::var("MEMLINK_DSM_TEST_CONNECT_MS")
                 .ok()
@@ -100,8 +101,19 @@ pub fn node_entry(custom: &[(&str, Body)]) {
     std::process::exit(code);
 }
 
-/// The command that runs this test binary as node `slot` with `body`.
+/// The command that runs this test binary as node `slot` with `body`, under the central
+/// manager.
 pub fn node_command(slot: &NodeSlot, body: &str, backend: Backend) -> Command {
+    node_command_with_manager(slot, body, backend, ManagerKind::Central)
+}
+
+/// The command that runs this test binary as node `slot` with `body`, under `manager`.
+pub fn node_command_with_manager(
+    slot: &NodeSlot,
+    body: &str,
+    backend: Backend,
+    manager: ManagerKind,
+) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
     cmd.args([
         "--exact",
@@ -113,7 +125,7 @@ pub fn node_command(slot: &NodeSlot, body: &str, backend: Backend) -> Command {
     .env(
         NODE_ENV,
         format!(
-            "{}|{}|{}|{body}|{backend}",
+            "{}|{}|{}|{body}|{backend}|{manager}",
             slot.id,
             slot.listen,
             slot.peers_arg()
