@@ -150,3 +150,33 @@ pub fn wait_for<R>(
         thorough = true;
     }
 }
+
+/// Waits on `pcb` until `try_send` takes `value`, as [`wait_for`] does for any attempt.
+///
+/// `try_send` either takes the value or hands it back (no room yet); when the wait fails
+/// (peer gone, deadline passed) the value comes back with the failure, unless a last attempt
+/// took it after all.
+pub fn wait_to_send<T>(
+    pcb: &Pcb,
+    mode: WaitMode,
+    deadline: Deadline,
+    value: T,
+    mut try_send: impl FnMut(T) -> Result<(), T>,
+    gone: impl FnMut(bool) -> bool,
+) -> Result<(), (T, WaitFailure)> {
+    let mut value = Some(value);
+    let attempt = || match try_send(value.take()?) {
+        Ok(()) => Some(()),
+        Err(back) => {
+            value = Some(back);
+            None
+        }
+    };
+    match wait_for(pcb, mode, deadline, attempt, gone) {
+        Ok(()) => Ok(()),
+        Err(failure) => match value {
+            Some(v) => Err((v, failure)),
+            None => Ok(()),
+        },
+    }
+}

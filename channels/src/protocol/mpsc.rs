@@ -9,7 +9,7 @@ use crate::pcb::Pcb;
 use crate::protocol::endpoint::EndpointRecord;
 use crate::protocol::view::{CellsHeader, View};
 use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
-use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
+use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for, wait_to_send};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
 
@@ -138,27 +138,14 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
         deadline: Deadline,
         gone: impl FnMut(bool) -> bool,
     ) -> Result<(), (T, WaitFailure)> {
-        let mut value = Some(value);
-        let attempt = || match self.try_send(value.take()?) {
-            Ok(()) => Some(()),
-            Err(back) => {
-                value = Some(back);
-                None
-            }
-        };
-        match wait_for(
+        wait_to_send(
             &self.header().senders_pcb,
             self.mode(),
             deadline,
-            attempt,
+            value,
+            |v| self.try_send(v),
             gone,
-        ) {
-            Ok(()) => Ok(()),
-            Err(failure) => match value {
-                Some(v) => Err((v, failure)),
-                None => Ok(()),
-            },
-        }
+        )
     }
 
     /// Dequeues the oldest value, if one is complete. Only the holder of the receive right

@@ -5,7 +5,7 @@
 use crate::protocol::endpoint::EndpointRecord;
 use crate::protocol::view::{CellsHeader, View};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
-use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
+use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for, wait_to_send};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
 
@@ -75,22 +75,15 @@ impl<'a, T: Copy> View<'a, RingHeader, RingCell<T>> {
         deadline: Deadline,
         gone: impl FnMut(bool) -> bool,
     ) -> Result<(), (T, WaitFailure)> {
-        let mut value = Some(value);
         let me = &self.header().sender;
-        let attempt = || match self.try_send(value.take()?) {
-            Ok(()) => Some(()),
-            Err(back) => {
-                value = Some(back);
-                None
-            }
-        };
-        match wait_for(&me.pcb, self.mode(), deadline, attempt, gone) {
-            Ok(()) => Ok(()),
-            Err(failure) => match value {
-                Some(v) => Err((v, failure)),
-                None => Ok(()),
-            },
-        }
+        wait_to_send(
+            &me.pcb,
+            self.mode(),
+            deadline,
+            value,
+            |v| self.try_send(v),
+            gone,
+        )
     }
 
     /// Copies the oldest value out of the buffer, if any.
