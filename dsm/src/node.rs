@@ -388,9 +388,17 @@ impl NodeRuntime {
         if out.served {
             self.served.notify_all();
         }
+        // One batch per peer, each in the order the protocol produced its messages.
+        let mut batches: Vec<(NodeId, Vec<Vec<u8>>)> = Vec::new();
         for (to, payload) in out.messages {
+            match batches.iter_mut().find(|(peer, _)| *peer == to) {
+                Some((_, batch)) => batch.push(payload),
+                None => batches.push((to, vec![payload])),
+            }
+        }
+        for (to, batch) in batches {
             self.endpoint
-                .send(to, payload)
+                .send_all(to, batch)
                 .map_err(|e| (to, e.reason))?;
         }
         Ok(())
@@ -724,81 +732,180 @@ impl NodeRuntime {
     }
 }
 
-impl FaultResolver for NodeRuntime {
-    fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
+impl NodeRuntime {
+    /// The protocol's view of `page` here (no access, not owned, nothing pending for a page
+    /// it has not seen yet).
+    fn page_state(st: &State, page: PageNo) -> crate::protocol::PageState {
+        st.coherence
+            .page(page)
+            .unwrap_or(crate::protocol::PageState {
+                access: Access::None,
+                owner: false,
+                pending: None,
+            })
+    }
+
+    /// Start a fault on `page` for `access` (nothing of it is pending): the protocol's
+    /// request, and whatever it does locally at once, into `out`. Counts a fault that needs
+    /// another node.
+    fn start_fault(
+        &self,
+        st: &mut State,
+        page: PageNo,
+        access: Access,
+        out: &mut Outgoing,
+    ) -> Result<(), DsmError> {
+        let effects = st
+            .coherence
+            .fault(page, access)
+            .map_err(|e| DsmError::Protocol(e.to_string()))?;
+        if effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
+            let counter = if access == Access::Write {
+                &self.write_faults
+            } else {
+                &self.read_faults
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.run_effects(st, effects, None) {
+            Ok(more) => {
+                out.served |= more.served;
+                out.messages.extend(more.messages);
+                Ok(())
+            }
+            Err((node, reason)) => Err(DsmError::NodeLost { node, reason }),
+        }
+    }
+
+    /// Send what a fault started (the state lock released); a failed send fails the node.
+    fn flush_fault(&self, out: Outgoing) -> Result<(), DsmError> {
+        let Err((node, reason)) = self.flush(out) else {
+            return Ok(());
+        };
+        // A stale backend event whose request was made just before shutdown began and sent
+        // after the peers had left (the service thread was preempted in between): not a loss.
+        if lock(&self.state).leaving {
+            return Err(DsmError::ShutDown);
+        }
+        self.fail(node, reason.clone());
+        Err(DsmError::NodeLost { node, reason })
+    }
+
+    /// Why a fault cannot be served any more, if so: the node failed or is shutting down.
+    fn refused(st: &State) -> Result<(), DsmError> {
+        match Self::failure(st) {
+            Some(e) => Err(e),
+            None if st.leaving => Err(DsmError::ShutDown),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a caller waits for `page`: a peer that left did so after the final barrier, so
+    /// no fault of a correct program waits now; whatever this one waits for may never come,
+    /// and the node fails.
+    fn wait_for_page<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        page: PageNo,
+    ) -> Result<MutexGuard<'a, State>, DsmError> {
+        if let Some(&gone) = st.left.iter().next() {
+            let reason =
+                format!("it left the cluster while page {page} was still being fetched here");
+            self.fail_locked(st, gone, reason);
+            return Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::ShutDown));
+        }
+        Ok(self
+            .served
+            .wait_timeout(st, RECHECK)
+            .unwrap_or_else(|p| p.into_inner())
+            .0)
+    }
+
+    fn check_page(&self, page: PageNo) -> Result<(), DsmError> {
         if page >= self.page_count {
             return Err(DsmError::PageOutOfRange {
                 page,
                 pages: self.page_count,
             });
         }
+        Ok(())
+    }
+
+    /// Fetch pages ahead of use: every page of each range in `wanted` with at least its
+    /// access. One request per page not yet held, all sent before any reply is awaited, so
+    /// the fetches overlap instead of costing one fault's round trip each. Returns when none
+    /// of the requests is pending any more. A hint: it changes no result (a page taken away
+    /// again before it is used simply faults then), only when pages arrive. Pages with a
+    /// fetch already under way are left to it.
+    ///
+    /// ```no_run
+    /// # use memlink_dsm::{Access, node::NodeRuntime};
+    /// # fn f(node: &NodeRuntime) -> Result<(), memlink_dsm::DsmError> {
+    /// // Pages 8 to 11 to read and 20 to 23 to write, in one round.
+    /// node.prefetch(&[(8..12, Access::Read), (20..24, Access::Write)])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn prefetch(&self, wanted: &[(std::ops::Range<PageNo>, Access)]) -> Result<(), DsmError> {
+        for (pages, _) in wanted.iter().filter(|(pages, _)| !pages.is_empty()) {
+            self.check_page(pages.end - 1)?;
+        }
+        let mut st = lock(&self.state);
+        Self::refused(&st)?;
+        let mut out = Outgoing::default();
+        let mut started = Vec::new();
+        for (pages, access) in wanted {
+            for page in pages.clone() {
+                let now = Self::page_state(&st, page);
+                if now.access >= *access || now.pending.is_some() {
+                    continue;
+                }
+                if let Err(e) = self.start_fault(&mut st, page, *access, &mut out) {
+                    if let DsmError::NodeLost { node, reason } = &e {
+                        self.fail_locked(st, *node, reason.clone());
+                    }
+                    return Err(e);
+                }
+                started.push(page);
+            }
+        }
+        drop(st);
+        self.flush_fault(out)?;
+        let mut st = lock(&self.state);
+        while let Some(&page) = started
+            .iter()
+            .find(|&&p| Self::page_state(&st, p).pending.is_some())
+        {
+            Self::refused(&st)?;
+            st = self.wait_for_page(st, page)?;
+        }
+        Ok(())
+    }
+}
+
+impl FaultResolver for NodeRuntime {
+    fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
+        self.check_page(page)?;
         let mut st = lock(&self.state);
         loop {
-            if let Some(e) = Self::failure(&st) {
-                return Err(e);
-            }
-            if st.leaving {
-                return Err(DsmError::ShutDown);
-            }
-            let now = st
-                .coherence
-                .page(page)
-                .unwrap_or(crate::protocol::PageState {
-                    access: Access::None,
-                    owner: false,
-                    pending: None,
-                });
+            Self::refused(&st)?;
+            let now = Self::page_state(&st, page);
             if now.access >= access {
                 return Ok(());
             }
             if now.pending.is_none() {
-                let effects = match st.coherence.fault(page, access) {
-                    Ok(e) => e,
-                    Err(e) => return Err(DsmError::Protocol(e.to_string())),
-                };
-                if effects.iter().any(|e| matches!(e, Effect::Send { .. })) {
-                    let counter = if access == Access::Write {
-                        &self.write_faults
-                    } else {
-                        &self.read_faults
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                match self.run_effects(&mut st, effects, None) {
-                    Ok(out) => {
-                        drop(st);
-                        if let Err((node, reason)) = self.flush(out) {
-                            // A stale backend event whose request was made just before
-                            // shutdown began and sent after the peers had left (the service
-                            // thread was preempted in between): not a loss.
-                            if lock(&self.state).leaving {
-                                return Err(DsmError::ShutDown);
-                            }
-                            self.fail(node, reason.clone());
-                            return Err(DsmError::NodeLost { node, reason });
-                        }
-                        st = lock(&self.state);
+                let mut out = Outgoing::default();
+                if let Err(e) = self.start_fault(&mut st, page, access, &mut out) {
+                    if let DsmError::NodeLost { node, reason } = &e {
+                        self.fail_locked(st, *node, reason.clone());
                     }
-                    Err((node, reason)) => {
-                        self.fail_locked(st, node, reason.clone());
-                        return Err(DsmError::NodeLost { node, reason });
-                    }
+                    return Err(e);
                 }
+                drop(st);
+                self.flush_fault(out)?;
+                st = lock(&self.state);
                 continue;
             }
-            if let Some(&gone) = st.left.iter().next() {
-                // A peer left: it left after the final barrier, so no fault of a correct
-                // program waits here now; whatever this one waits for may never come.
-                let reason =
-                    format!("it left the cluster while page {page} was still being fetched here");
-                self.fail_locked(st, gone, reason);
-                return Err(Self::failure(&lock(&self.state)).unwrap_or(DsmError::ShutDown));
-            }
-            st = self
-                .served
-                .wait_timeout(st, RECHECK)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = self.wait_for_page(st, page)?;
         }
     }
 }

@@ -82,6 +82,7 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
             pages: 2,
             faults: 4,
             writes: 3,
+            concurrent: 1,
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
     }
@@ -96,6 +97,7 @@ fn from_every_state_every_fault_can_still_be_served() {
             pages: 2,
             faults: 4,
             writes: 2,
+            concurrent: 1,
         };
         let started = Instant::now();
         match model.check_progress() {
@@ -117,6 +119,36 @@ fn from_every_state_every_fault_can_still_be_served() {
                 ));
                 panic!("{report}");
             }
+        }
+    }
+}
+
+/// A node with several faults under way at once (several application threads, or one
+/// prefetch of several pages, see `NodeRuntime::prefetch`): each node may wait for both pages
+/// at the same time, requests for the two pages crossing in every order.
+#[test]
+fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
+    for kind in implemented_managers() {
+        let model = CoherenceModel {
+            kind,
+            nodes: 3,
+            pages: 2,
+            faults: 4,
+            writes: 2,
+            concurrent: 2,
+        };
+        let states = check(model);
+        assert!(states > 1000, "{kind:?}: only {states} states explored");
+        if let Err(trapped) = model.check_progress() {
+            let mut report = format!(
+                "{kind:?} manager, {} faults at once: after these {} steps no run serves every fault:\n",
+                model.concurrent,
+                trapped.path.len()
+            );
+            for (i, step) in trapped.path.iter().enumerate() {
+                report.push_str(&format!("  {:2}. {step}\n", i + 1));
+            }
+            panic!("{report}");
         }
     }
 }

@@ -19,7 +19,7 @@ pub struct Timing {
 
 use super::{pseudo_random, share};
 use crate::cluster::Dsm;
-use crate::types::{DsmError, PAGE_SIZE};
+use crate::types::{Access, DsmError, PAGE_SIZE};
 
 /// The default grid side (64 x 64 doubles: 8 pages per grid, 8 rows per page).
 pub const N: usize = 64;
@@ -68,13 +68,20 @@ pub fn sequential(n: usize, sweeps: usize) -> Vec<f64> {
 /// Runs this node's band of the default grid; true if the final grid equals the sequential
 /// computation bit for bit.
 pub fn run(dsm: &Dsm) -> Result<bool, DsmError> {
-    run_sized(dsm, N, SWEEPS).map(|(verified, _)| verified)
+    run_sized(dsm, N, SWEEPS, true).map(|(verified, _)| verified)
 }
 
 /// Runs this node's band of an `n` x `n` grid (n >= 3) for `sweeps` sweeps. Returns whether
 /// the final grid equals the sequential computation bit for bit, and how long the parallel
-/// part took.
-pub fn run_sized(dsm: &Dsm, n: usize, sweeps: usize) -> Result<(bool, Timing), DsmError> {
+/// part took. With `prefetch`, each sweep starts by fetching, in one round, the rows it
+/// needs from its neighbours (to read) and its own edge rows (to write, taking them back
+/// from the neighbours' read copies); without it, each of those pages is one fault.
+pub fn run_sized(
+    dsm: &Dsm,
+    n: usize,
+    sweeps: usize,
+    prefetch: bool,
+) -> Result<(bool, Timing), DsmError> {
     if n < 3 {
         return Err(DsmError::Config(format!(
             "a Jacobi grid needs a side of at least 3, not {n}"
@@ -89,10 +96,8 @@ pub fn run_sized(dsm: &Dsm, n: usize, sweeps: usize) -> Result<(bool, Timing), D
         dsm.publish(2, b as u64);
     }
     dsm.barrier(1)?;
-    let grids = [
-        dsm.at::<f64>(dsm.lookup(1) as usize),
-        dsm.at::<f64>(dsm.lookup(2) as usize),
-    ];
+    let offsets = [dsm.lookup(1) as usize, dsm.lookup(2) as usize];
+    let grids = offsets.map(|offset| dsm.at::<f64>(offset));
     let band = share(n - 2, dsm.id(), dsm.nodes());
     let rows = band.start + 1..band.end + 1;
     // This node initialises its rows (the first and last node also the border rows) in both
@@ -113,6 +118,24 @@ pub fn run_sized(dsm: &Dsm, n: usize, sweeps: usize) -> Result<(bool, Timing), D
     let sweeps_start = Instant::now();
     for sweep in 0..sweeps {
         let (src, dst) = (grids[sweep % 2], grids[(sweep + 1) % 2]);
+        // The pages this sweep needs from elsewhere, in one round: the neighbours' rows next
+        // to the band (their owners wrote them last sweep) to read, and the band's own edge
+        // rows to write (the neighbours read them last sweep, so they hold copies). Rows
+        // outside the grid's inner part are this node's own borders: nothing to fetch.
+        if prefetch && !rows.is_empty() {
+            let row_bytes = n * size_of::<f64>();
+            let row_at = |grid: usize, r: usize| {
+                let start = offsets[grid] + r * row_bytes;
+                start..start + row_bytes
+            };
+            let (from, to) = (sweep % 2, (sweep + 1) % 2);
+            dsm.prefetch(&[
+                (row_at(from, rows.start - 1), Access::Read),
+                (row_at(from, rows.end), Access::Read),
+                (row_at(to, rows.start), Access::Write),
+                (row_at(to, rows.end - 1), Access::Write),
+            ])?;
+        }
         if !rows.is_empty() {
             // SAFETY: both grids are n x n f64 blocks inside the region (see above). During a
             // sweep no node writes `src` (sweeps are separated by barriers), so a shared view of

@@ -51,27 +51,28 @@ impl App {
         }
     }
 
-    /// The shared pages a cluster running this app at `size` needs.
-    pub fn pages(self, size: &AppSize) -> u32 {
-        match (self, size.size) {
+    /// The shared pages a cluster running this app with `params` needs.
+    pub fn pages(self, params: &AppParams) -> u32 {
+        match (self, params.size) {
             (App::Jacobi, Some(n)) => jacobi::pages_for(n).max(APP_PAGES),
             _ => APP_PAGES,
         }
     }
 
-    /// Runs this node's share of the app at `size` (only jacobi takes a size: `size.size` is
-    /// the grid's side, `size.iters` the sweeps); returns whether the result checked, and for
+    /// Runs this node's share of the app with `params` (only jacobi takes them: `params.size`
+    /// is the grid's side, `params.iters` the sweeps); returns whether the result checked, and for
     /// jacobi how long its parallel part and its sweeps took (without the check).
     pub fn run_sized(
         self,
         dsm: &Dsm,
-        size: &AppSize,
+        params: &AppParams,
     ) -> Result<(bool, Option<jacobi::Timing>), DsmError> {
         match self {
             App::Jacobi => {
-                let n = size.size.unwrap_or(jacobi::N);
-                let sweeps = size.iters.unwrap_or(jacobi::SWEEPS);
-                jacobi::run_sized(dsm, n, sweeps).map(|(ok, took)| (ok, Some(took)))
+                let n = params.size.unwrap_or(jacobi::N);
+                let sweeps = params.iters.unwrap_or(jacobi::SWEEPS);
+                jacobi::run_sized(dsm, n, sweeps, params.prefetch)
+                    .map(|(ok, took)| (ok, Some(took)))
             }
             _ => self.run(dsm).map(|ok| (ok, None)),
         }
@@ -94,13 +95,27 @@ impl fmt::Display for App {
     }
 }
 
-/// The problem size of an app run; `None` fields take the app's defaults.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AppSize {
+/// How an app runs: its problem size (`None` fields take the app's defaults) and whether it
+/// prefetches the pages it knows it will need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppParams {
     /// The problem's side (jacobi: the grid is size x size).
     pub size: Option<usize>,
     /// The iterations (jacobi: sweeps).
     pub iters: Option<usize>,
+    /// Fetch pages ahead with [`Dsm::prefetch`] (jacobi: each sweep's edge rows in one
+    /// round); false leaves every page to its fault.
+    pub prefetch: bool,
+}
+
+impl Default for AppParams {
+    fn default() -> Self {
+        AppParams {
+            size: None,
+            iters: None,
+            prefetch: true,
+        }
+    }
 }
 
 /// An app name that is not one of [`App::ALL`].
@@ -218,20 +233,20 @@ pub const EXIT_DSM_ERROR: i32 = 4;
 
 /// Joins the cluster, runs `app`, leaves in order; the body of a node process.
 pub fn run_node(config: NodeConfig, backend: Backend, app: App) -> Result<NodeReport, DsmError> {
-    run_node_sized(config, backend, app, &AppSize::default())
+    run_node_sized(config, backend, app, &AppParams::default())
 }
 
-/// As [`run_node`], at `size` (`config.pages` should be at least [`App::pages`]).
+/// As [`run_node`], with `params` (`config.pages` should be at least [`App::pages`]).
 pub fn run_node_sized(
     config: NodeConfig,
     backend: Backend,
     app: App,
-    size: &AppSize,
+    params: &AppParams,
 ) -> Result<NodeReport, DsmError> {
     let id = config.id;
     let dsm = Dsm::join(config, backend)?;
     let start = Instant::now();
-    let (verified, timing) = app.run_sized(&dsm, size)?;
+    let (verified, timing) = app.run_sized(&dsm, params)?;
     let wall_us = timing
         .map_or_else(|| start.elapsed(), |t| t.total)
         .as_micros() as u64;

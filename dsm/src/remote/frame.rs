@@ -184,11 +184,18 @@ impl Frame {
 
     /// Header and payload in one buffer, ready for a single write.
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::with_capacity(self.wire_len());
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Append the frame's wire bytes (header, then payload) to `out`; nothing is appended if
+    /// the frame cannot be sent.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
         let h = self.header()?;
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
         out.extend_from_slice(&h.encode());
         out.extend_from_slice(&self.payload);
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes this frame takes on the wire.

@@ -302,6 +302,15 @@ impl Endpoint {
             .send(to, Frame::new(FrameKind::OneWay, 0, payload))
     }
 
+    /// Send one-way messages to `to`, in order, as one batch (see [`Transport::send_all`]).
+    pub fn send_all(&self, to: NodeId, payloads: Vec<Vec<u8>>) -> Result<(), SendError> {
+        let frames = payloads
+            .into_iter()
+            .map(|p| Frame::new(FrameKind::OneWay, 0, p))
+            .collect();
+        self.transport.send_all(to, frames)
+    }
+
     /// Send a request to `to` and wait for its reply.
     pub fn call(&self, to: NodeId, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
         match self.broadcast(&[to], payload, ReplyScheme::First, None)? {

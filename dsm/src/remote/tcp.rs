@@ -19,6 +19,8 @@ use crate::types::NodeId;
 
 /// How long an accepted connection has to present its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The reader's buffer: a batch of page messages (4 KiB each) in one read.
+const READ_BUFFER: usize = 64 * 1024;
 /// Pause between two connection attempts to a peer that is not up yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -132,7 +134,7 @@ fn hello_payload(id: NodeId, nodes: usize, tag: u64) -> Vec<u8> {
 }
 
 /// Read one whole frame (validated header, then payload).
-fn read_frame(stream: &mut TcpStream) -> io::Result<Frame> {
+fn read_frame(stream: &mut impl Read) -> io::Result<Frame> {
     let mut h = [0u8; HEADER_LEN];
     stream.read_exact(&mut h)?;
     let header = Header::decode(&h)
@@ -391,14 +393,17 @@ fn spawn_acceptor(
 
 fn spawn_reader(
     peer: NodeId,
-    mut stream: TcpStream,
+    stream: TcpStream,
     events: Arc<EventSwitch>,
     closing: Arc<AtomicBool>,
 ) {
-    thread::spawn(move || {
+    let named = thread::Builder::new().name(format!("dsm-reader-{peer}"));
+    let spawned = named.spawn(move || {
         let mut left = false;
+        // Frames sent as one batch arrive in one read.
+        let mut reader = io::BufReader::with_capacity(READ_BUFFER, &stream);
         loop {
-            match read_frame(&mut stream) {
+            match read_frame(&mut reader) {
                 Ok(frame) if frame.kind == FrameKind::Leave => {
                     left = true;
                     events.deliver(TransportEvent::Left { node: peer });
@@ -430,6 +435,17 @@ fn spawn_reader(
             }
         }
     });
+    if let Err(e) = spawned {
+        panic!("cannot start the reader thread for node {peer}: {e}");
+    }
+}
+
+/// The frame a failed batch hands back: its first.
+fn first_of(frames: Vec<Frame>) -> Frame {
+    frames
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Frame::new(FrameKind::OneWay, 0, Vec::new()))
 }
 
 impl Transport for TcpTransport {
@@ -442,34 +458,45 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, to: NodeId, frame: Frame) -> Result<(), SendError> {
+        self.send_all(to, vec![frame])
+    }
+
+    fn send_all(&self, to: NodeId, frames: Vec<Frame>) -> Result<(), SendError> {
         let Some(Some(w)) = self.writers.get(to as usize) else {
             return Err(SendError {
                 to,
                 reason: "no such peer".into(),
-                frame,
+                frame: first_of(frames),
             });
         };
-        // Counted before the write, so that a peer's answer can never be seen before the
-        // frame it answers is counted; taken back if the write fails.
-        let n = frame.wire_len() as u64;
-        self.frames.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-        let result = match w.lock() {
-            Ok(mut s) => write_frame(&mut s, &frame),
-            Err(_) => Err(io::Error::other("writer poisoned")),
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.frames.fetch_sub(1, Ordering::Relaxed);
-                self.bytes.fetch_sub(n, Ordering::Relaxed);
-                Err(SendError {
+        let mut bytes = Vec::with_capacity(frames.iter().map(Frame::wire_len).sum());
+        for frame in &frames {
+            if let Err(e) = frame.encode_into(&mut bytes) {
+                return Err(SendError {
                     to,
                     reason: e.to_string(),
-                    frame,
-                })
+                    frame: first_of(frames),
+                });
             }
         }
+        // Counted before the write, so that a peer's answer can never be seen before the
+        // frame it answers is counted; taken back if the write fails.
+        let (count, n) = (frames.len() as u64, bytes.len() as u64);
+        self.frames.fetch_add(count, Ordering::Relaxed);
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        let result = match w.lock() {
+            Ok(mut s) => s.write_all(&bytes),
+            Err(_) => Err(io::Error::other("writer poisoned")),
+        };
+        result.map_err(|e| {
+            self.frames.fetch_sub(count, Ordering::Relaxed);
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            SendError {
+                to,
+                reason: e.to_string(),
+                frame: first_of(frames),
+            }
+        })
     }
 
     fn sent(&self) -> (u64, u64) {

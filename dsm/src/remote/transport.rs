@@ -61,6 +61,12 @@ pub trait Transport: Send + Sync {
     fn nodes(&self) -> usize;
     /// Send `frame` to `to` (not to this node itself). Frames to one peer arrive in order.
     fn send(&self, to: NodeId, frame: Frame) -> Result<(), SendError>;
+    /// Send `frames` to `to`, in order, as one batch where the transport can (TCP: one
+    /// write, so the peer's reader takes them in one wake-up). On failure the first frame is
+    /// handed back; frames before the failure may have been sent.
+    fn send_all(&self, to: NodeId, frames: Vec<Frame>) -> Result<(), SendError> {
+        frames.into_iter().try_for_each(|f| self.send(to, f))
+    }
     /// Frames and bytes sent so far (headers included).
     fn sent(&self) -> (u64, u64);
     /// Tell every peer this node leaves (a Leave frame), then close the connections.

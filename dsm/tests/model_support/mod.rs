@@ -3,12 +3,13 @@
 //!
 //! State: every node's `Coherence`, the multiset of messages in flight (kept sorted, so two
 //! orders of the same messages are one state), each node's page contents as version numbers,
-//! the last version written to each page, and what each node's application thread is waiting
-//! for. Actions: a thread faults on a page for read or write (a bounded number of faults, of
-//! which a bounded number are writes); any message in flight is delivered (in any order); a
-//! thread whose access was granted completes its read (checking the version it sees) or its
-//! write (a new version); a thread whose granted access was taken away before it ran faults
-//! again, as a real thread would.
+//! the last version written to each page, and which pages each node waits for. Actions: a
+//! node faults on a page for read or write (a bounded number of faults, of which a bounded
+//! number are writes; a node waits for at most `concurrent` pages at once: 1 is one
+//! application thread, more are several threads or a prefetch); any message in flight is
+//! delivered (in any order); a wait whose access was granted completes its read (checking the
+//! version it sees) or its write (a new version); a wait whose granted access was taken away
+//! before it ran faults again, as a real thread would.
 
 pub mod invariants;
 
@@ -34,6 +35,9 @@ pub struct CoherenceModel {
     pub faults: u8,
     /// Of those, at most this many are write faults.
     pub writes: u8,
+    /// How many pages one node may wait for at once (1: one thread; more: several threads,
+    /// or one prefetch of several pages).
+    pub concurrent: usize,
 }
 
 /// One state of the cluster.
@@ -47,8 +51,8 @@ pub struct ClusterState {
     pub latest: Vec<u64>,
     /// Messages in flight, sorted: a multiset.
     pub in_flight: Vec<Envelope>,
-    /// What each node's application thread waits for (one thread per node).
-    pub waiting: Vec<Option<(PageNo, Access)>>,
+    /// `waiting[node][page]`: the access that node waits for on that page, if any.
+    pub waiting: Vec<Vec<Option<Access>>>,
     /// Faults the threads may still take.
     pub faults_left: u8,
     /// Write faults the threads may still take.
@@ -126,17 +130,21 @@ pub enum Step {
     },
     /// A message in flight arrives.
     Deliver(Envelope),
-    /// `node`'s thread was granted its access and runs: a read sees a version, a write makes
+    /// `node`'s wait for `page` was granted and runs: a read sees a version, a write makes
     /// a new one.
     Complete {
         /// The node.
         node: NodeId,
+        /// The page.
+        page: PageNo,
     },
-    /// `node`'s thread was served, but its access was taken away before it ran: it faults
-    /// again.
+    /// `node`'s wait for `page` was served, but its access was taken away before it ran: it
+    /// faults again.
     Refault {
         /// The node.
         node: NodeId,
+        /// The page.
+        page: PageNo,
     },
 }
 
@@ -153,8 +161,15 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::Complete { node } => write!(f, "node {node}'s access completes"),
-            Step::Refault { node } => write!(f, "node {node} lost its access and faults again"),
+            Step::Complete { node, page } => {
+                write!(f, "node {node}'s access to page {page} completes")
+            }
+            Step::Refault { node, page } => {
+                write!(
+                    f,
+                    "node {node} lost its access to page {page} and faults again"
+                )
+            }
         }
     }
 }
@@ -173,7 +188,7 @@ impl Model for CoherenceModel {
             contents: vec![vec![0; self.pages as usize]; self.nodes],
             latest: vec![0; self.pages as usize],
             in_flight: Vec::new(),
-            waiting: vec![None; self.nodes],
+            waiting: vec![vec![None; self.pages as usize]; self.nodes],
             faults_left: self.faults,
             writes_left: self.writes,
             error: None,
@@ -192,17 +207,19 @@ impl Model for CoherenceModel {
         }
         for n in 0..self.nodes {
             let node = n as NodeId;
-            match s.waiting[n] {
-                Some((page, access)) => {
-                    if s.access(n, page) >= access {
-                        actions.push(Step::Complete { node });
-                    } else if s.pending(n, page).is_none() {
-                        actions.push(Step::Refault { node });
+            let waits = s.waiting[n].iter().filter(|w| w.is_some()).count();
+            for page in 0..self.pages {
+                let have = s.access(n, page);
+                match s.waiting[n][page as usize] {
+                    Some(access) if have >= access => actions.push(Step::Complete { node, page }),
+                    Some(_) if s.pending(n, page).is_none() => {
+                        actions.push(Step::Refault { node, page })
                     }
-                }
-                None if s.faults_left > 0 => {
-                    for page in 0..self.pages {
-                        let have = s.access(n, page);
+                    Some(_) => {}
+                    None if s.faults_left > 0
+                        && waits < self.concurrent
+                        && s.pending(n, page).is_none() =>
+                    {
                         if have < Access::Read {
                             actions.push(Step::Fault {
                                 node,
@@ -218,8 +235,8 @@ impl Model for CoherenceModel {
                             });
                         }
                     }
+                    None => {}
                 }
-                None => {}
             }
         }
     }
@@ -232,14 +249,14 @@ impl Model for CoherenceModel {
                 if access == Access::Write {
                     s.writes_left -= 1;
                 }
-                s.waiting[node as usize] = Some((page, access));
+                s.waiting[node as usize][page as usize] = Some(access);
                 match s.nodes[node as usize].fault(page, access) {
                     Ok(effects) => s.apply(node, effects, None),
                     Err(e) => s.error = Some(format!("node {node}: {e}")),
                 }
             }
-            Step::Refault { node } => {
-                let (page, access) = s.waiting[node as usize]?;
+            Step::Refault { node, page } => {
+                let access = s.waiting[node as usize][page as usize]?;
                 match s.nodes[node as usize].fault(page, access) {
                     Ok(effects) => s.apply(node, effects, None),
                     Err(e) => s.error = Some(format!("node {node}: {e}")),
@@ -253,9 +270,9 @@ impl Model for CoherenceModel {
                     Err(e) => s.error = Some(format!("node {}: {e}", env.to)),
                 }
             }
-            Step::Complete { node } => {
+            Step::Complete { node, page } => {
                 let n = node as usize;
-                let (page, access) = s.waiting[n].take()?;
+                let access = s.waiting[n][page as usize].take()?;
                 let p = page as usize;
                 if access == Access::Write {
                     s.latest[p] += 1;
@@ -320,7 +337,8 @@ impl Model for CoherenceModel {
                     m.actions(s, &mut more);
                     s.error.is_some()
                         || !more.is_empty()
-                        || (s.in_flight.is_empty() && s.waiting.iter().all(Option::is_none))
+                        || (s.in_flight.is_empty()
+                            && s.waiting.iter().flatten().all(Option::is_none))
                 },
             ),
         ]
@@ -343,7 +361,7 @@ impl CoherenceModel {
         s.error.is_none()
             && more.is_empty()
             && s.in_flight.is_empty()
-            && s.waiting.iter().all(Option::is_none)
+            && s.waiting.iter().flatten().all(Option::is_none)
     }
 
     /// Liveness under fair scheduling: explores every state (breadth first, remembering each

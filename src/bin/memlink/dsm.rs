@@ -59,13 +59,18 @@ struct ClusterArgs {
     /// Iterations: jacobi's sweeps.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     iters: Option<u32>,
+    /// Leave every page to its fault: jacobi then does not prefetch each sweep's edge rows
+    /// (one round for all of them) but faults them in one page at a time.
+    #[arg(long)]
+    no_prefetch: bool,
 }
 
 impl ClusterArgs {
-    fn app_size(&self) -> apps::AppSize {
-        apps::AppSize {
+    fn app_params(&self) -> apps::AppParams {
+        apps::AppParams {
             size: self.size.map(|v| v as usize),
             iters: self.iters.map(|v| v as usize),
+            prefetch: !self.no_prefetch,
         }
     }
 }
@@ -142,12 +147,12 @@ fn run_node(a: NodeArgs) -> ExitCode {
         id: a.id,
         listen: a.listen,
         peers: a.peers,
-        pages: a.cluster.app.pages(&a.cluster.app_size()),
+        pages: a.cluster.app.pages(&a.cluster.app_params()),
         manager: a.cluster.manager,
         connect_timeout: Duration::from_secs(a.connect_timeout),
     };
     let app = a.cluster.app;
-    match apps::run_node_sized(config, a.cluster.backend, app, &a.cluster.app_size()) {
+    match apps::run_node_sized(config, a.cluster.backend, app, &a.cluster.app_params()) {
         Ok(report) => {
             if a.report {
                 println!("{}", report.to_line());
@@ -204,6 +209,9 @@ fn run_local(a: RunArgs) -> ExitCode {
         }
         if let Some(iters) = c.iters {
             cmd.args(["--iters", &iters.to_string()]);
+        }
+        if c.no_prefetch {
+            cmd.arg("--no-prefetch");
         }
         cmd
     });
