@@ -44,6 +44,36 @@ fn dsm_run_json_prints_one_verified_object() {
     }
 }
 
+/// jacobi with rows of a whole page (512 doubles) on 3 nodes, the middle one with two
+/// neighbours: with each sweep's edge rows prefetched in one round (the default) and faulted
+/// in one at a time (--no-prefetch), with both backends, the grid checks bit for bit.
+#[test]
+fn dsm_run_jacobi_verifies_with_and_without_prefetch() {
+    for backend in ["sigsegv", "uffd"] {
+        for prefetch in [true, false] {
+            let mut cmd = memlink();
+            cmd.args(["dsm", "run", "--nodes", "3", "--app", "jacobi", "--json"])
+                .args(["--size", "512", "--iters", "20", "--backend", backend]);
+            if !prefetch {
+                cmd.arg("--no-prefetch");
+            }
+            let out = cmd.output().expect("run memlink");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let what = format!("{backend}, prefetch {prefetch}");
+            assert!(
+                out.status.success(),
+                "{what}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(stdout.trim()).expect("one JSON object");
+            assert_eq!(v["verified"], true, "{what}: {v}");
+            assert!(v["read_faults"].as_u64().unwrap() > 0, "{what}: {v}");
+            assert!(v["steady_ms"].as_f64().is_some(), "{what}: {v}");
+        }
+    }
+}
+
 #[test]
 fn dsm_run_table_ends_with_verified() {
     let out = memlink()

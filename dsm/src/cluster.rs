@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::fault::FaultService;
 use crate::mapping::{MapError, Mapping, base_from_env};
 use crate::node::NodeRuntime;
+use crate::node::prefetch::Prefetch;
 use crate::types::{
     Access, Backend, DsmError, LocalPages, NodeConfig, NodeId, NodeStats, PAGE_SIZE,
 };
@@ -217,8 +218,9 @@ impl Dsm {
 
     /// Fetches pages before they are touched: for each region byte range in `wanted`, its
     /// pages with at least the access given, all requests at once (see
-    /// [`NodeRuntime::prefetch`]). A node about to read a neighbour's rows, or to write rows
-    /// others hold copies of, pays one round trip instead of one fault per page. A hint: it
+    /// [`crate::node::prefetch`]). A node about to read a neighbour's rows, or to write rows
+    /// others hold copies of, pays one round trip instead of one fault per page. Returns at
+    /// once: work on other data while the pages travel, then [`Prefetch::wait`]. A hint: it
     /// changes no result. A range past the region's end is refused with
     /// [`DsmError::PageOutOfRange`].
     ///
@@ -227,10 +229,18 @@ impl Dsm {
     /// use memlink_dsm::Access;
     /// const ROW: usize = 16 * 1024; // 2048 doubles: 4 pages
     /// // The neighbour's row to read and this node's edge row to write, in one round.
-    /// dsm.prefetch(&[(above..above + ROW, Access::Read), (mine..mine + ROW, Access::Write)])?;
+    /// let fetching = dsm.prefetch_start(&[
+    ///     (above..above + ROW, Access::Read),
+    ///     (mine..mine + ROW, Access::Write),
+    /// ])?;
+    /// // ... compute what needs neither ...
+    /// fetching.wait()?;
     /// # Ok(()) }
     /// ```
-    pub fn prefetch(&self, wanted: &[(std::ops::Range<usize>, Access)]) -> Result<(), DsmError> {
+    pub fn prefetch_start(
+        &self,
+        wanted: &[(std::ops::Range<usize>, Access)],
+    ) -> Result<Prefetch<'_>, DsmError> {
         let pages = self.runtime.pages();
         let mut in_pages = Vec::with_capacity(wanted.len());
         for (bytes, access) in wanted.iter().filter(|(bytes, _)| !bytes.is_empty()) {
@@ -243,7 +253,12 @@ impl Dsm {
             }
             in_pages.push(((bytes.start / PAGE_SIZE) as u32..end as u32, *access));
         }
-        self.runtime.prefetch(&in_pages).map_err(remote_error)
+        self.runtime.prefetch_start(&in_pages).map_err(remote_error)
+    }
+
+    /// [`Dsm::prefetch_start`], then [`Prefetch::wait`].
+    pub fn prefetch(&self, wanted: &[(std::ops::Range<usize>, Access)]) -> Result<(), DsmError> {
+        self.prefetch_start(wanted)?.wait()
     }
 
     /// Faults served, messages and bytes sent by this node so far.

@@ -41,6 +41,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+pub mod prefetch;
 pub mod wire;
 
 use crate::alloc::FirstFit;
@@ -827,56 +828,6 @@ impl NodeRuntime {
                 page,
                 pages: self.page_count,
             });
-        }
-        Ok(())
-    }
-
-    /// Fetch pages ahead of use: every page of each range in `wanted` with at least its
-    /// access. One request per page not yet held, all sent before any reply is awaited, so
-    /// the fetches overlap instead of costing one fault's round trip each. Returns when none
-    /// of the requests is pending any more. A hint: it changes no result (a page taken away
-    /// again before it is used simply faults then), only when pages arrive. Pages with a
-    /// fetch already under way are left to it.
-    ///
-    /// ```no_run
-    /// # use memlink_dsm::{Access, node::NodeRuntime};
-    /// # fn f(node: &NodeRuntime) -> Result<(), memlink_dsm::DsmError> {
-    /// // Pages 8 to 11 to read and 20 to 23 to write, in one round.
-    /// node.prefetch(&[(8..12, Access::Read), (20..24, Access::Write)])?;
-    /// # Ok(()) }
-    /// ```
-    pub fn prefetch(&self, wanted: &[(std::ops::Range<PageNo>, Access)]) -> Result<(), DsmError> {
-        for (pages, _) in wanted.iter().filter(|(pages, _)| !pages.is_empty()) {
-            self.check_page(pages.end - 1)?;
-        }
-        let mut st = lock(&self.state);
-        Self::refused(&st)?;
-        let mut out = Outgoing::default();
-        let mut started = Vec::new();
-        for (pages, access) in wanted {
-            for page in pages.clone() {
-                let now = Self::page_state(&st, page);
-                if now.access >= *access || now.pending.is_some() {
-                    continue;
-                }
-                if let Err(e) = self.start_fault(&mut st, page, *access, &mut out) {
-                    if let DsmError::NodeLost { node, reason } = &e {
-                        self.fail_locked(st, *node, reason.clone());
-                    }
-                    return Err(e);
-                }
-                started.push(page);
-            }
-        }
-        drop(st);
-        self.flush_fault(out)?;
-        let mut st = lock(&self.state);
-        while let Some(&page) = started
-            .iter()
-            .find(|&&p| Self::page_state(&st, p).pending.is_some())
-        {
-            Self::refused(&st)?;
-            st = self.wait_for_page(st, page)?;
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! page of its ranges with the access asked for (one remote fetch per page, counted as a
 //! fault), the data it brings is the owner's, touching the pages afterwards faults no more,
 //! a write prefetch takes the other nodes' copies away (they see the new data after), and a
-//! range past the region is refused.
+//! range past the region is refused. Started and waited for in one call, or started, then
+//! waited for.
 
 mod support;
 
@@ -51,10 +52,18 @@ fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
     let block = dsm.lookup(1) as usize;
     let mut ok = true;
 
-    // Phase 1: nodes 1 and 2 fetch the whole block for reading in one call.
+    // Phase 1: nodes 1 and 2 fetch the whole block for reading in one call (node 2 starts
+    // it, then waits).
     if dsm.id() != 0 {
         let before = dsm.stats().read_faults;
-        dsm.prefetch(&[(block..block + block_len, Access::Read)])?;
+        let whole = [(block..block + block_len, Access::Read)];
+        if dsm.id() == 1 {
+            dsm.prefetch(&whole)?;
+        } else {
+            let fetching = dsm.prefetch_start(&whole)?;
+            ok &= fetching.requested() == BLOCK_PAGES;
+            fetching.wait()?;
+        }
         let fetched = dsm.stats().read_faults - before;
         ok &= fetched == BLOCK_PAGES as u64;
         ok &= all_words_match(dsm, block, 0);

@@ -118,29 +118,32 @@ pub fn run_sized(
     let sweeps_start = Instant::now();
     for sweep in 0..sweeps {
         let (src, dst) = (grids[sweep % 2], grids[(sweep + 1) % 2]);
-        // The pages this sweep needs from elsewhere, in one round: the neighbours' rows next
-        // to the band (their owners wrote them last sweep) to read, and the band's own edge
-        // rows to write (the neighbours read them last sweep, so they hold copies). Rows
-        // outside the grid's inner part are this node's own borders: nothing to fetch.
-        if prefetch && !rows.is_empty() {
+        // The pages this sweep needs from elsewhere, requested in one round: the neighbours'
+        // rows next to the band (their owners wrote them last sweep) to read, and the band's
+        // own edge rows to write (the neighbours read them last sweep, so they hold copies).
+        // Rows outside the grid's inner part are this node's own borders: nothing to fetch.
+        let fetching = if prefetch && !rows.is_empty() {
             let row_bytes = n * size_of::<f64>();
             let row_at = |grid: usize, r: usize| {
                 let start = offsets[grid] + r * row_bytes;
                 start..start + row_bytes
             };
             let (from, to) = (sweep % 2, (sweep + 1) % 2);
-            dsm.prefetch(&[
+            Some(dsm.prefetch_start(&[
                 (row_at(from, rows.start - 1), Access::Read),
                 (row_at(from, rows.end), Access::Read),
                 (row_at(to, rows.start), Access::Write),
                 (row_at(to, rows.end - 1), Access::Write),
-            ])?;
-        }
+            ])?)
+        } else {
+            None
+        };
         if !rows.is_empty() {
             // SAFETY: both grids are n x n f64 blocks inside the region (see above). During a
             // sweep no node writes `src` (sweeps are separated by barriers), so a shared view of
             // it is sound; rows `rows` of `dst` are written by this node only, and this view
-            // covers nothing else. The DSM faults pages in, coherent, as they are touched.
+            // covers nothing else. The DSM brings pages in, coherent, before they are touched
+            // (prefetched or faulted).
             let (src, dst) = unsafe {
                 (
                     std::slice::from_raw_parts(src, n * n),
@@ -148,8 +151,19 @@ pub fn run_sized(
                 )
             };
             let row = |r: usize| &src[r * n..(r + 1) * n];
-            for (out, r) in dst.chunks_exact_mut(n).zip(rows.clone()) {
-                stencil_row(row(r - 1), row(r), row(r + 1), out);
+            let mut compute = |i: usize| {
+                let r = rows.start + i;
+                stencil_row(row(r - 1), row(r), row(r + 1), &mut dst[i * n..(i + 1) * n]);
+            };
+            // The inner rows need nothing from elsewhere: they run while the pages travel.
+            let last = rows.len() - 1;
+            (1..last).for_each(&mut compute);
+            if let Some(fetching) = fetching {
+                fetching.wait()?;
+            }
+            compute(0);
+            if last > 0 {
+                compute(last);
             }
         }
         dsm.barrier(SWEEP_BARRIERS[sweep % 2])?;
