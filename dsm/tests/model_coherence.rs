@@ -1,6 +1,7 @@
 //! Exhaustive model checking (stateright, breadth first) of the coherence protocol's own state
 //! machines, for every manager the protocol implements: 3 nodes, 2 pages, messages delivered
-//! in every order, threads faulting for read and write. Checks that every state has at most
+//! in every order, threads faulting for read and write (one fault at a time per node, and
+//! again with each node waiting on both pages at once, as a prefetch does). Checks that every state has at most
 //! one writer per page, that every read copy is in the copyset, that no acknowledged write is
 //! lost, that the protocol accepts every message, and that every fault is served: every run
 //! that stops has served them all (no deadlock), and from every state a run that serves them
@@ -88,44 +89,53 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
     }
 }
 
+/// Check that from every state of `model` every fault can still be served; panic with the
+/// shortest path to a state from which none can.
+fn check_progress(model: CoherenceModel) {
+    let started = Instant::now();
+    match model.check_progress() {
+        Ok(states) => println!(
+            "{:?}, {} faults at once: progress possible from all {states} states, {:.2?}",
+            model.kind,
+            model.concurrent,
+            started.elapsed()
+        ),
+        Err(trapped) => {
+            let mut report = format!(
+                "{:?} manager, {} faults at once: after these {} steps no run serves every fault:\n",
+                model.kind,
+                model.concurrent,
+                trapped.path.len()
+            );
+            for (i, step) in trapped.path.iter().enumerate() {
+                report.push_str(&format!("  {:2}. {step}\n", i + 1));
+            }
+            report.push_str(&format!(
+                "  => {}\n",
+                model.explain("every fault is served", &trapped.state)
+            ));
+            panic!("{report}");
+        }
+    }
+}
+
 #[test]
 fn from_every_state_every_fault_can_still_be_served() {
     for kind in implemented_managers() {
-        let model = CoherenceModel {
+        check_progress(CoherenceModel {
             kind,
             nodes: 3,
             pages: 2,
             faults: 4,
             writes: 2,
             concurrent: 1,
-        };
-        let started = Instant::now();
-        match model.check_progress() {
-            Ok(states) => println!(
-                "{kind:?}: progress possible from all {states} states, {:.2?}",
-                started.elapsed()
-            ),
-            Err(trapped) => {
-                let mut report = format!(
-                    "{kind:?} manager: after these {} steps no run serves every fault:\n",
-                    trapped.path.len()
-                );
-                for (i, step) in trapped.path.iter().enumerate() {
-                    report.push_str(&format!("  {:2}. {step}\n", i + 1));
-                }
-                report.push_str(&format!(
-                    "  => {}\n",
-                    model.explain("every fault is served", &trapped.state)
-                ));
-                panic!("{report}");
-            }
-        }
+        });
     }
 }
 
 /// A node with several faults under way at once (several application threads, or one
-/// prefetch of several pages, see `NodeRuntime::prefetch`): each node may wait for both pages
-/// at the same time, requests for the two pages crossing in every order.
+/// prefetch of several pages, see `NodeRuntime::prefetch_start`): each node may wait for both
+/// pages at the same time, requests for the two pages crossing in every order.
 #[test]
 fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
     for kind in implemented_managers() {
@@ -139,16 +149,6 @@ fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
         };
         let states = check(model);
         assert!(states > 1000, "{kind:?}: only {states} states explored");
-        if let Err(trapped) = model.check_progress() {
-            let mut report = format!(
-                "{kind:?} manager, {} faults at once: after these {} steps no run serves every fault:\n",
-                model.concurrent,
-                trapped.path.len()
-            );
-            for (i, step) in trapped.path.iter().enumerate() {
-                report.push_str(&format!("  {:2}. {step}\n", i + 1));
-            }
-            panic!("{report}");
-        }
+        check_progress(model);
     }
 }
