@@ -1,12 +1,12 @@
 //! Exhaustive model checking (stateright, breadth first) of the coherence protocol's own state
 //! machines, for every manager the protocol implements: 3 nodes, 2 pages, messages delivered
 //! in every order, threads faulting for read and write (one fault at a time per node, and
-//! again with each node waiting on both pages at once, as a prefetch does). Checks that every state has at most
-//! one writer per page, that every read copy is in the copyset, that no acknowledged write is
-//! lost, that the protocol accepts every message, and that every fault is served: every run
-//! that stops has served them all (no deadlock), and from every state a run that serves them
-//! all exists (no livelock, under fair scheduling). A broken property panics with the
-//! shortest trace that breaks it.
+//! again with each node waiting on both pages at once, as a prefetch does). Checks that every
+//! state has at most one writer per page, that every read copy is in the copyset, that no
+//! acknowledged write is lost, that the protocol accepts every message, and that every fault
+//! is served: every run that stops has served them all (no deadlock), and from every state a
+//! run that serves them all exists (no livelock, under fair scheduling). A broken property
+//! panics with the shortest trace that breaks it.
 
 // Shared with the other model_* test binaries, each of which uses only part of it.
 #[allow(dead_code)]
