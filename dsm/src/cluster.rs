@@ -272,11 +272,13 @@ impl Dsm {
     }
 
     /// Leaves the cluster in order (a final barrier with every node) and unmaps the region.
-    /// Returns this node's final statistics.
+    /// Returns this node's final statistics, or [`DsmError::NodeLost`] when the cluster lost
+    /// a node before every node reached the final barrier (this node has left either way).
     pub fn leave(mut self) -> Result<NodeStats, DsmError> {
         let stats = self.runtime.stats();
-        self.runtime.shutdown();
+        let final_barrier = self.runtime.shutdown();
         drop(self.faults.take());
+        final_barrier.map_err(remote_error)?;
         Ok(stats)
     }
 }

@@ -30,7 +30,7 @@
 //! node.unlock(0)?;
 //! node.barrier(1)?;
 //! let offset = node.alloc(1024, 64)?;
-//! node.shutdown();
+//! node.shutdown()?;
 //! # Ok::<(), memlink_dsm::DsmError>(())
 //! ```
 
@@ -715,21 +715,24 @@ impl NodeRuntime {
     ///
     /// The final barrier ends however the peers go: when all arrive, when one is lost (EOF or
     /// a broken connection), or when one leaves without arriving
-    /// (see `fail_if_waiting_on_departed`).
-    pub fn shutdown(&self) {
+    /// (see `fail_if_waiting_on_departed`). Its result is returned: `Ok` when every node
+    /// arrived, [`DsmError::NodeLost`] when the cluster lost a node before or during it (the
+    /// connections are closed either way). A second call returns `Ok` at once.
+    pub fn shutdown(&self) -> Result<(), DsmError> {
         {
             let mut st = lock(&self.state);
             if st.shut {
-                return;
+                return Ok(());
             }
             st.leaving = true;
         }
-        let _ = self.barrier(SHUTDOWN_BARRIER);
+        let final_barrier = self.barrier(SHUTDOWN_BARRIER);
         lock(&self.state).shut = true;
         self.endpoint.transport().close();
         self.endpoint
             .fail_all(self.id, "this node shut down (left the cluster)");
         self.served.notify_all();
+        final_barrier
     }
 }
 

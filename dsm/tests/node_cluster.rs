@@ -48,7 +48,8 @@ fn a_write_on_one_node_is_read_on_another_and_copies_are_invalidated() {
             .into_iter()
             .map(|n| thread::spawn(move || n.rt.shutdown()))
             .collect();
-        hs.into_iter().for_each(|h| h.join().unwrap());
+        hs.into_iter()
+            .for_each(|h| h.join().unwrap().expect("orderly shutdown"));
     }
 }
 
@@ -82,7 +83,7 @@ fn counter(manager: ManagerKind) -> (u64, u64) {
                 let total = n.mem.read_u64(&n.rt, counter).unwrap();
                 n.rt.barrier(8).unwrap();
                 let s = n.rt.stats();
-                n.rt.shutdown();
+                n.rt.shutdown().expect("orderly shutdown");
                 (total, s.read_faults + s.write_faults, s.messages)
             })
         })
@@ -136,7 +137,7 @@ fn barriers_order_phases_across_nodes() {
                     }
                     n.rt.barrier(100 + round as u32).unwrap();
                 }
-                n.rt.shutdown();
+                n.rt.shutdown().expect("orderly shutdown");
             })
         })
         .collect();

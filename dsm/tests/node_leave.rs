@@ -15,6 +15,15 @@ use node_support::cluster;
 /// Must-not-hang bound for each wait below.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// A node's shutdown after the cluster lost a node: its final barrier fails with NodeLost,
+/// naming node 2 or, when another node concluded first and left, that node.
+fn assert_shutdown_saw_a_loss(what: &str, r: Result<(), DsmError>) {
+    match r {
+        Err(DsmError::NodeLost { .. }) => {}
+        other => panic!("{what}: expected NodeLost, got {other:?}"),
+    }
+}
+
 fn assert_lost_node_2(what: &str, r: Result<(), DsmError>) {
     match r {
         Err(DsmError::NodeLost { node: 2, .. }) => {}
@@ -41,15 +50,15 @@ fn a_barrier_that_a_departed_node_never_reached_fails_with_node_lost() {
             .expect("a barrier wait hung after a node left");
         assert_lost_node_2(&format!("node {id} barrier"), r);
     }
-    // Later operations fail too, and shutdown (its final barrier fails) returns.
+    // Later operations fail too, and shutdown returns its failed final barrier.
     assert!(nodes[1].rt.barrier(4).is_err());
     for n in nodes {
         let (tx, rx) = channel();
         thread::spawn(move || {
-            n.rt.shutdown();
-            let _ = tx.send(());
+            let _ = tx.send((n.rt.id(), n.rt.shutdown()));
         });
-        rx.recv_timeout(DEADLINE).expect("shutdown hung");
+        let (id, r) = rx.recv_timeout(DEADLINE).expect("shutdown hung");
+        assert_shutdown_saw_a_loss(&format!("node {id} shutdown"), r);
     }
 }
 
@@ -61,13 +70,14 @@ fn shutdown_ends_when_a_node_left_without_its_final_barrier() {
     for n in nodes {
         let tx = tx.clone();
         thread::spawn(move || {
-            n.rt.shutdown();
-            let _ = tx.send(n.rt.id());
+            let _ = tx.send((n.rt.id(), n.rt.shutdown()));
         });
     }
     for _ in 0..2 {
-        rx.recv_timeout(DEADLINE)
+        let (id, r) = rx
+            .recv_timeout(DEADLINE)
             .expect("shutdown hung in its final barrier after a node left");
+        assert_shutdown_saw_a_loss(&format!("node {id} shutdown"), r);
     }
 }
 
@@ -102,8 +112,7 @@ fn an_orderly_shutdown_of_every_node_reports_no_loss() {
             thread::spawn(move || {
                 // A barrier all pass, then leave: Leaves arrive while others still finish
                 // their final barrier; none of that is a loss.
-                let r = n.rt.barrier(5);
-                n.rt.shutdown();
+                let r = n.rt.barrier(5).and(n.rt.shutdown());
                 // A node that saw a loss would answer NodeLost here, not ShutDown.
                 let after = n.rt.barrier(6);
                 let _ = tx.send((
