@@ -36,9 +36,9 @@ impl FaultResolver for LocalResolver {
             return Ok(());
         }
         if now == Access::None {
-            self.mapping.install_page(page, &self.contents, access);
+            self.mapping.install_page(page, &self.contents, access)?;
         } else {
-            self.mapping.set_access(page, access);
+            self.mapping.set_access(page, access)?;
         }
         Ok(())
     }
@@ -98,7 +98,7 @@ fn faults(c: &mut Criterion) {
                 timed(
                     &mapping,
                     iters,
-                    |m, p| m.set_access(p, Access::None),
+                    |m, p| m.set_access(p, Access::None).expect("invalidate"),
                     |m, p| {
                         std::hint::black_box(read(m, p));
                     },
@@ -114,7 +114,7 @@ fn faults(c: &mut Criterion) {
                         if m.access(p) == Access::None {
                             read(m, p);
                         } else {
-                            m.set_access(p, Access::Read);
+                            m.set_access(p, Access::Read).expect("downgrade");
                         }
                     },
                     write,

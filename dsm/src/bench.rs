@@ -361,7 +361,7 @@ struct LocalResolver {
 impl FaultResolver for LocalResolver {
     fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
         if self.mapping.access(page) < access {
-            self.mapping.install_page(page, &self.contents, access);
+            self.mapping.install_page(page, &self.contents, access)?;
         }
         Ok(())
     }

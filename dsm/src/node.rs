@@ -224,7 +224,7 @@ impl NodeRuntime {
         if config.id == 0 {
             let zero = vec![0u8; PAGE_SIZE];
             for p in 0..config.pages {
-                pages.install_page(p, &zero, Access::Write);
+                pages.install_page(p, &zero, Access::Write)?;
             }
         }
         let endpoint = Endpoint::new(transport);
@@ -405,6 +405,25 @@ impl NodeRuntime {
         Ok(())
     }
 
+    /// The kernel refused to change a page here (the mapping limit, memory): the node cannot
+    /// keep the region coherent any more and fails, as a node the cluster lost.
+    fn local_memory_failure(
+        &self,
+        page: PageNo,
+        access: Access,
+        e: std::io::Error,
+    ) -> (NodeId, String) {
+        let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
+            " (too many differently protected page runs for vm.max_map_count, or out of memory)"
+        } else {
+            ""
+        };
+        (
+            self.id,
+            format!("this node could not give page {page} {access:?} access: {e}{hint}"),
+        )
+    }
+
     fn execute(
         &self,
         effects: Vec<Effect>,
@@ -428,12 +447,18 @@ impl NodeRuntime {
                     out.messages.push((to, payload));
                 }
                 Effect::Install { page, access } => match data {
-                    Some(d) => self.pages.install_page(page, d, access),
+                    Some(d) => self
+                        .pages
+                        .install_page(page, d, access)
+                        .map_err(|e| self.local_memory_failure(page, access, e))?,
                     None => {
                         return Err((self.id, format!("page {page} to install came without data")));
                     }
                 },
-                Effect::SetAccess { page, access } => self.pages.set_access(page, access),
+                Effect::SetAccess { page, access } => self
+                    .pages
+                    .set_access(page, access)
+                    .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
             }
         }

@@ -259,11 +259,14 @@ pub trait LocalPages: Send + Sync {
     /// Copy the current contents of `page` into `out` (PAGE_SIZE bytes), e.g. to send it.
     fn read_page(&self, page: PageNo, out: &mut [u8]);
     /// Fill `page` with `data` and then make it accessible with `access`, atomically for app
-    /// threads (fill through the private view, then change protection / UFFDIO_COPY).
-    fn install_page(&self, page: PageNo, data: &[u8], access: Access);
+    /// threads (fill through the private view, then change protection / UFFDIO_COPY). An
+    /// error (the kernel refused a protection change: mapping limit, memory) leaves the page
+    /// inaccessible or as it was; the node cannot keep its pages coherent and fails.
+    fn install_page(&self, page: PageNo, data: &[u8], access: Access) -> std::io::Result<()>;
     /// Change the access of a page whose contents are already current here (downgrade on a
     /// remote read, invalidate on a remote write, upgrade when ownership arrives without data).
-    fn set_access(&self, page: PageNo, access: Access);
+    /// Errors as for [`LocalPages::install_page`].
+    fn set_access(&self, page: PageNo, access: Access) -> std::io::Result<()>;
 }
 
 /// Serves page faults; implemented by the node runtime (dsm-core).

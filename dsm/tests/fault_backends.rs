@@ -46,7 +46,9 @@ impl MemoryResolver {
     fn take_back(&self, page: PageNo, generation: u8) {
         let mut local = vec![0u8; PAGE_SIZE];
         self.mapping.read_page(page, &mut local);
-        self.mapping.set_access(page, Access::None);
+        self.mapping
+            .set_access(page, Access::None)
+            .expect("invalidate");
         for b in &mut local[..8] {
             *b = generation;
         }
@@ -64,16 +66,16 @@ impl FaultResolver for MemoryResolver {
             Access::Write => {
                 self.write_faults.fetch_add(1, Ordering::Relaxed);
                 if self.mapping.access(page) == Access::Read {
-                    self.mapping.set_access(page, Access::Write);
+                    self.mapping.set_access(page, Access::Write)?;
                 } else {
                     let data = self.remote(page);
-                    self.mapping.install_page(page, &data, Access::Write);
+                    self.mapping.install_page(page, &data, Access::Write)?;
                 }
             }
             _ => {
                 self.read_faults.fetch_add(1, Ordering::Relaxed);
                 let data = self.remote(page);
-                self.mapping.install_page(page, &data, Access::Read);
+                self.mapping.install_page(page, &data, Access::Read)?;
             }
         }
         Ok(())
@@ -336,12 +338,12 @@ fn invalidated_contents_stay_readable_by_the_runtime(slot: usize, backend: Backe
     let (mapping, _resolver, _service) = setup(slot, 2, backend);
     write_byte(&mapping, 10, 123);
     // The protocol invalidates before it reads the page to send it on.
-    mapping.set_access(0, Access::None);
+    mapping.set_access(0, Access::None).expect("invalidate");
     let mut out = vec![0u8; PAGE_SIZE];
     mapping.read_page(0, &mut out);
     assert_eq!(out[10], 123);
     // Ownership coming back without data: the old contents are current again.
-    mapping.set_access(0, Access::Write);
+    mapping.set_access(0, Access::Write).expect("upgrade");
     assert_eq!(byte(&mapping, 10), 123);
 }
 

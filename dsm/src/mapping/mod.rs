@@ -250,14 +250,12 @@ impl Mapping {
     }
 
     /// userfaultfd: drops the backing page of `page`, keeping its contents in the stash.
-    fn uffd_discard(&self, uffd: &Userfaultfd, page: PageNo) {
+    fn uffd_discard(&self, uffd: &Userfaultfd, page: PageNo) -> io::Result<()> {
         if self.table.access(page) == Access::Write {
             // Stop application writes before taking the copy, or a write landing between the
             // copy and the hole punch would be lost (they fault and wait from now on).
             let addr = self.region.app_page(page as usize) as usize;
-            if let Err(e) = uffd.write_protect(addr, PAGE_SIZE, true) {
-                panic!("UFFDIO_WRITEPROTECT of page {page} failed: {e}");
-            }
+            uffd.write_protect(addr, PAGE_SIZE, true)?;
         }
         let mut copy = vec![0u8; PAGE_SIZE].into_boxed_slice();
         let src = self.region.fill_page(page as usize);
@@ -266,27 +264,35 @@ impl Mapping {
         unsafe { std::ptr::copy_nonoverlapping(src, copy.as_mut_ptr(), PAGE_SIZE) };
         self.stash().insert(page, copy);
         self.table.set(page, Access::None, false);
-        self.region.discard(page as usize);
+        self.region.discard(page as usize)
     }
 
     /// userfaultfd: maps `data` at `page` in one step (the page must have no backing page).
-    fn uffd_fill(&self, uffd: &Userfaultfd, page: PageNo, data: &[u8], access: Access) {
+    fn uffd_fill(
+        &self,
+        uffd: &Userfaultfd,
+        page: PageNo,
+        data: &[u8],
+        access: Access,
+    ) -> io::Result<()> {
         let dst = self.region.app_page(page as usize) as usize;
         let wp = access == Access::Read;
         // Recorded before the copy wakes the faulting threads, so that they see it.
         self.table.set(page, access, true);
-        if let Err(e) = uffd.copy(dst, data, wp) {
+        let copied = match uffd.copy(dst, data, wp) {
             // EEXIST: a backing page appeared (only a kernel-side access could do that):
             // drop it and fill again.
-            if e.raw_os_error() == Some(libc::EEXIST) {
-                self.region.discard(page as usize);
-                if let Err(e) = uffd.copy(dst, data, wp) {
-                    panic!("UFFDIO_COPY of page {page} failed twice: {e}");
-                }
-            } else {
-                panic!("UFFDIO_COPY of page {page} failed: {e}");
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self
+                .region
+                .discard(page as usize)
+                .and_then(|()| uffd.copy(dst, data, wp)),
+            other => other,
+        };
+        if copied.is_err() {
+            // Nothing was mapped: the page stays missing, as the table must say.
+            self.table.set(page, Access::None, false);
         }
+        copied
     }
 }
 
@@ -313,9 +319,9 @@ impl LocalPages for Mapping {
         unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len) };
     }
 
-    fn install_page(&self, page: PageNo, data: &[u8], access: Access) {
+    fn install_page(&self, page: PageNo, data: &[u8], access: Access) -> io::Result<()> {
         if !self.in_range(page) {
-            return;
+            return Ok(());
         }
         let len = data.len().min(PAGE_SIZE);
         let _guard = self.lock(page);
@@ -323,7 +329,7 @@ impl LocalPages for Mapping {
             None => {
                 if self.table.access(page) != Access::None {
                     // No application thread may see the page while it is being filled.
-                    self.region.protect(page as usize, libc::PROT_NONE);
+                    self.region.protect(page as usize, libc::PROT_NONE)?;
                 }
                 let dst = self.region.fill_page(page as usize);
                 // SAFETY: `dst` is page `page` in the fill view (read-write); the application
@@ -334,34 +340,38 @@ impl LocalPages for Mapping {
                     std::ptr::write_bytes(dst.add(len), 0, PAGE_SIZE - len);
                 }
                 self.table.set(page, access, true);
-                self.region.protect(page as usize, Self::prot(access));
+                let protected = self.region.protect(page as usize, Self::prot(access));
+                if protected.is_err() {
+                    self.table.set(page, Access::None, true);
+                }
+                protected
             }
             Some(uffd) => {
                 if self.table.present(page) {
                     self.table.set(page, Access::None, false);
-                    self.region.discard(page as usize);
+                    self.region.discard(page as usize)?;
                 }
                 self.stash().remove(&page);
                 if access == Access::None {
                     let mut saved = vec![0u8; PAGE_SIZE].into_boxed_slice();
                     saved[..len].copy_from_slice(&data[..len]);
                     self.stash().insert(page, saved);
-                    return;
+                    return Ok(());
                 }
                 if len == PAGE_SIZE {
-                    self.uffd_fill(uffd, page, data, access);
+                    self.uffd_fill(uffd, page, data, access)
                 } else {
                     let mut full = [0u8; PAGE_SIZE];
                     full[..len].copy_from_slice(&data[..len]);
-                    self.uffd_fill(uffd, page, &full, access);
+                    self.uffd_fill(uffd, page, &full, access)
                 }
             }
         }
     }
 
-    fn set_access(&self, page: PageNo, access: Access) {
+    fn set_access(&self, page: PageNo, access: Access) -> io::Result<()> {
         if !self.in_range(page) {
-            return;
+            return Ok(());
         }
         let _guard = self.lock(page);
         match &self.uffd {
@@ -370,38 +380,47 @@ impl LocalPages for Mapping {
                 if access > current {
                     // Recorded first, so that a thread woken by the change sees it.
                     self.table.set(page, access, true);
-                    self.region.protect(page as usize, Self::prot(access));
+                    let protected = self.region.protect(page as usize, Self::prot(access));
+                    if protected.is_err() {
+                        self.table.set(page, current, true);
+                    }
+                    protected
                 } else if access < current {
-                    self.region.protect(page as usize, Self::prot(access));
+                    self.region.protect(page as usize, Self::prot(access))?;
                     self.table.set(page, access, true);
+                    Ok(())
+                } else {
+                    Ok(())
                 }
             }
             Some(uffd) => {
                 let present = self.table.present(page);
                 match access {
-                    Access::None => {
-                        if present {
-                            self.uffd_discard(uffd, page);
-                        }
-                    }
+                    Access::None if present => self.uffd_discard(uffd, page),
+                    Access::None => Ok(()),
                     Access::Read | Access::Write if !present => {
                         // Its contents are the stashed ones, or the initial zeros.
                         let saved = self.stash().remove(&page);
                         let data = saved.as_deref().unwrap_or(&ZERO_PAGE);
-                        self.uffd_fill(uffd, page, data, access);
+                        self.uffd_fill(uffd, page, data, access)
                     }
                     Access::Read | Access::Write => {
                         let addr = self.region.app_page(page as usize) as usize;
-                        let upgrade = access > self.table.access(page);
-                        if upgrade {
+                        let current = self.table.access(page);
+                        if access > current {
                             // Recorded before lifting the protection wakes the faulting thread.
                             self.table.set(page, access, true);
                         }
-                        if let Err(e) = uffd.write_protect(addr, PAGE_SIZE, access == Access::Read)
-                        {
-                            panic!("UFFDIO_WRITEPROTECT of page {page} failed: {e}");
+                        match uffd.write_protect(addr, PAGE_SIZE, access == Access::Read) {
+                            Ok(()) => {
+                                self.table.set(page, access, true);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                self.table.set(page, current, true);
+                                Err(e)
+                            }
                         }
-                        self.table.set(page, access, true);
                     }
                 }
             }

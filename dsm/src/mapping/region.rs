@@ -122,19 +122,23 @@ impl Region {
         self.len
     }
 
-    /// Sets the protection of one page of the application view.
-    pub(crate) fn protect(&self, page: usize, prot: libc::c_int) {
+    /// Sets the protection of one page of the application view. On our own, page-aligned,
+    /// mapped range mprotect fails only with ENOMEM: the split would pass the process's
+    /// mapping limit (`vm.max_map_count`) or the kernel is out of memory.
+    pub(crate) fn protect(&self, page: usize, prot: libc::c_int) -> io::Result<()> {
         // SAFETY: the page lies inside our application view; changing its protection cannot
         // invalidate Rust references because the view is only reached through raw pointers.
         let rc = unsafe { libc::mprotect(self.app_page(page).cast(), PAGE_SIZE, prot) };
-        // mprotect on our own, page-aligned, mapped range can only fail on ENOMEM (out of
-        // kernel memory for the VMA split): nothing sensible is left to do.
-        assert!(rc == 0, "mprotect failed: {}", io::Error::last_os_error());
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Drops the backing page of `page` from the memfd, so that the next access to the
     /// application view is a missing-page fault (userfaultfd's invalidation).
-    pub(crate) fn discard(&self, page: usize) {
+    pub(crate) fn discard(&self, page: usize) -> io::Result<()> {
         // SAFETY: fallocate punches a hole inside our own memfd; every mapping of that page
         // (both views) is zapped by the kernel and refaults.
         let punch = || unsafe {
@@ -149,7 +153,11 @@ impl Region {
         while rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             rc = punch();
         }
-        assert!(rc == 0, "hole punch failed: {}", io::Error::last_os_error());
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use memlink_dsm::{
 /// Pages in a Vec, with an access array that "the hardware" checks on every access.
 pub struct MemPages {
     inner: Mutex<(Vec<u8>, Vec<Access>)>,
+    /// While set, every access change is refused as the kernel refuses an mprotect past
+    /// `vm.max_map_count` (ENOMEM), and changes nothing.
+    refuse: AtomicBool,
 }
 
 impl MemPages {
@@ -25,7 +29,20 @@ impl MemPages {
                 vec![0xEE; pages as usize * PAGE_SIZE], // garbage until installed
                 vec![Access::None; pages as usize],
             )),
+            refuse: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, refuse every access change (see the `refuse` field).
+    pub fn refuse_changes(&self) {
+        self.refuse.store(true, Ordering::SeqCst);
+    }
+
+    fn refused(&self) -> std::io::Result<()> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        Ok(())
     }
 
     pub fn access(&self, page: PageNo) -> Access {
@@ -70,15 +87,19 @@ impl LocalPages for MemPages {
         out.copy_from_slice(&g.0[at..at + PAGE_SIZE]);
     }
 
-    fn install_page(&self, page: PageNo, data: &[u8], access: Access) {
+    fn install_page(&self, page: PageNo, data: &[u8], access: Access) -> std::io::Result<()> {
+        self.refused()?;
         let mut g = self.inner.lock().unwrap();
         let at = page as usize * PAGE_SIZE;
         g.0[at..at + PAGE_SIZE].copy_from_slice(data);
         g.1[page as usize] = access;
+        Ok(())
     }
 
-    fn set_access(&self, page: PageNo, access: Access) {
+    fn set_access(&self, page: PageNo, access: Access) -> std::io::Result<()> {
+        self.refused()?;
         self.inner.lock().unwrap().1[page as usize] = access;
+        Ok(())
     }
 }
 
