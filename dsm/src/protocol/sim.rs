@@ -30,7 +30,7 @@ pub struct SimCluster {
     pub contents: Vec<Vec<u64>>,
     /// The last version written to each page.
     pub latest: Vec<u64>,
-    /// Messages sent and not yet delivered.
+    /// Messages sent and not yet delivered, sorted (a multiset).
     pub in_flight: Vec<Envelope>,
 }
 
@@ -47,28 +47,43 @@ impl SimCluster {
         })
     }
 
-    fn apply(&mut self, node: NodeId, effects: Vec<Effect>, data: Option<u64>) {
+    /// Carry out the effects of one protocol step at `node`, as the runtime does: a message
+    /// with data takes the node's current contents when it is sent, an install takes the
+    /// contents of the message being handled (`data`). The messages in flight stay sorted,
+    /// so two orders of sending the same messages give the same cluster.
+    pub fn apply(
+        &mut self,
+        node: NodeId,
+        effects: Vec<Effect>,
+        data: Option<u64>,
+    ) -> Result<(), ProtocolError> {
         for e in effects {
             match e {
                 Effect::Send { to, msg } => {
                     let data = msg
                         .carries_data()
                         .then(|| self.contents[node as usize][msg.page() as usize]);
-                    self.in_flight.push(Envelope {
+                    let env = Envelope {
                         from: node,
                         to,
                         msg,
                         data,
-                    });
+                    };
+                    let at = self.in_flight.partition_point(|x| *x <= env);
+                    self.in_flight.insert(at, env);
                 }
-                Effect::Install { page, .. } => {
-                    if let Some(v) = data {
-                        self.contents[node as usize][page as usize] = v;
+                Effect::Install { page, .. } => match data {
+                    Some(v) => self.contents[node as usize][page as usize] = v,
+                    None => {
+                        return Err(ProtocolError(format!(
+                            "node {node} installs page {page} from a message without data"
+                        )));
                     }
-                }
+                },
                 Effect::SetAccess { .. } | Effect::Served { .. } => {}
             }
         }
+        Ok(())
     }
 
     /// Node `node` faults on `page` for `access`.
@@ -79,16 +94,14 @@ impl SimCluster {
         access: Access,
     ) -> Result<(), ProtocolError> {
         let effects = self.nodes[node as usize].fault(page, access)?;
-        self.apply(node, effects, None);
-        Ok(())
+        self.apply(node, effects, None)
     }
 
     /// Deliver the in-flight message at `index`.
     pub fn deliver(&mut self, index: usize) -> Result<(), ProtocolError> {
         let env = self.in_flight.remove(index);
         let effects = self.nodes[env.to as usize].handle(env.from, env.msg)?;
-        self.apply(env.to, effects, env.data);
-        Ok(())
+        self.apply(env.to, effects, env.data)
     }
 
     /// The local access of `node` to `page`.

@@ -15,8 +15,7 @@ pub mod invariants;
 
 use std::fmt;
 
-use memlink_dsm::protocol::sim::Envelope;
-use memlink_dsm::protocol::{Coherence, Effect};
+use memlink_dsm::protocol::sim::{Envelope, SimCluster};
 use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
 use stateright::{Model, Property};
 
@@ -43,14 +42,9 @@ pub struct CoherenceModel {
 /// One state of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterState {
-    /// Each node's protocol state machine.
-    pub nodes: Vec<Coherence>,
-    /// `contents[node][page]`: the version in that node's memory.
-    pub contents: Vec<Vec<u64>>,
-    /// The last version written to each page by a completed write.
-    pub latest: Vec<u64>,
-    /// Messages in flight, sorted: a multiset.
-    pub in_flight: Vec<Envelope>,
+    /// Every node's protocol state machine, page contents (as versions) and the messages in
+    /// flight (a sorted multiset, so two orders of the same messages are one state).
+    pub sim: SimCluster,
     /// `waiting[node][page]`: the access that node waits for on that page, if any.
     pub waiting: Vec<Vec<Option<Access>>>,
     /// Faults the threads may still take.
@@ -66,53 +60,19 @@ impl ClusterState {
     pub fn view(&self, kind: ManagerKind) -> ClusterView<'_> {
         ClusterView {
             kind,
-            nodes: &self.nodes,
-            contents: &self.contents,
-            latest: &self.latest,
-            in_flight: &self.in_flight,
+            nodes: &self.sim.nodes,
+            contents: &self.sim.contents,
+            latest: &self.sim.latest,
+            in_flight: &self.sim.in_flight,
         }
     }
 
     fn access(&self, node: usize, page: PageNo) -> Access {
-        self.nodes[node]
-            .page(page)
-            .map_or(Access::None, |s| s.access)
+        self.sim.access(node as NodeId, page)
     }
 
     fn pending(&self, node: usize, page: PageNo) -> Option<Access> {
-        self.nodes[node].page(page).and_then(|s| s.pending)
-    }
-
-    /// Carry out the effects of one protocol step at `node`, as the runtime does: a message
-    /// with data takes the node's current contents when it is sent, an install takes the
-    /// contents of the message being handled.
-    fn apply(&mut self, node: NodeId, effects: Vec<Effect>, data: Option<u64>) {
-        for e in effects {
-            match e {
-                Effect::Send { to, msg } => {
-                    let data = msg
-                        .carries_data()
-                        .then(|| self.contents[node as usize][msg.page() as usize]);
-                    let env = Envelope {
-                        from: node,
-                        to,
-                        msg,
-                        data,
-                    };
-                    let at = self.in_flight.partition_point(|x| *x <= env);
-                    self.in_flight.insert(at, env);
-                }
-                Effect::Install { page, .. } => match data {
-                    Some(v) => self.contents[node as usize][page as usize] = v,
-                    None => {
-                        self.error = Some(format!(
-                            "node {node} installs page {page} from a message without data"
-                        ))
-                    }
-                },
-                Effect::SetAccess { .. } | Effect::Served { .. } => {}
-            }
-        }
+        self.sim.nodes[node].page(page).and_then(|s| s.pending)
     }
 }
 
@@ -179,15 +139,10 @@ impl Model for CoherenceModel {
     type Action = Step;
 
     fn init_states(&self) -> Vec<ClusterState> {
-        let nodes = (0..self.nodes)
-            .map(|i| Coherence::new(i as NodeId, self.nodes, self.pages, self.kind))
-            .collect::<Result<Vec<_>, _>>()
+        let sim = SimCluster::new(self.nodes, self.pages, self.kind)
             .expect("the protocol supports this manager");
         vec![ClusterState {
-            nodes,
-            contents: vec![vec![0; self.pages as usize]; self.nodes],
-            latest: vec![0; self.pages as usize],
-            in_flight: Vec::new(),
+            sim,
             waiting: vec![vec![None; self.pages as usize]; self.nodes],
             faults_left: self.faults,
             writes_left: self.writes,
@@ -199,9 +154,10 @@ impl Model for CoherenceModel {
         if s.error.is_some() {
             return;
         }
-        for (i, e) in s.in_flight.iter().enumerate() {
+        let in_flight = &s.sim.in_flight;
+        for (i, e) in in_flight.iter().enumerate() {
             // Equal messages give equal successors: offer one of them.
-            if i == 0 || s.in_flight[i - 1] != *e {
+            if i == 0 || in_flight[i - 1] != *e {
                 actions.push(Step::Deliver(e.clone()));
             }
         }
@@ -250,38 +206,40 @@ impl Model for CoherenceModel {
                     s.writes_left -= 1;
                 }
                 s.waiting[node as usize][page as usize] = Some(access);
-                match s.nodes[node as usize].fault(page, access) {
-                    Ok(effects) => s.apply(node, effects, None),
-                    Err(e) => s.error = Some(format!("node {node}: {e}")),
+                if let Err(e) = s.sim.fault(node, page, access) {
+                    s.error = Some(format!("node {node}: {e}"));
                 }
             }
             Step::Refault { node, page } => {
                 let access = s.waiting[node as usize][page as usize]?;
-                match s.nodes[node as usize].fault(page, access) {
-                    Ok(effects) => s.apply(node, effects, None),
-                    Err(e) => s.error = Some(format!("node {node}: {e}")),
+                if let Err(e) = s.sim.fault(node, page, access) {
+                    s.error = Some(format!("node {node}: {e}"));
                 }
             }
             Step::Deliver(env) => {
-                let at = s.in_flight.iter().position(|e| *e == env)?;
-                s.in_flight.remove(at);
-                match s.nodes[env.to as usize].handle(env.from, env.msg) {
-                    Ok(effects) => s.apply(env.to, effects, env.data),
-                    Err(e) => s.error = Some(format!("node {}: {e}", env.to)),
+                let at = s.sim.in_flight.iter().position(|e| *e == env)?;
+                if let Err(e) = s.sim.deliver(at) {
+                    s.error = Some(format!("node {}: {e}", env.to));
                 }
             }
             Step::Complete { node, page } => {
                 let n = node as usize;
                 let access = s.waiting[n][page as usize].take()?;
-                let p = page as usize;
-                if access == Access::Write {
-                    s.latest[p] += 1;
-                    s.contents[n][p] = s.latest[p];
-                } else if s.contents[n][p] < s.latest[p] {
-                    s.error = Some(format!(
-                        "node {node} read version {} of page {page} after version {} was written",
-                        s.contents[n][p], s.latest[p]
-                    ));
+                let latest = s.sim.latest[page as usize];
+                let done = if access == Access::Write {
+                    s.sim.write(node, page).map(|_| ())
+                } else {
+                    s.sim.read(node, page).map(|seen| {
+                        if seen < latest {
+                            s.error = Some(format!(
+                                "node {node} read version {seen} of page {page} after version \
+                                 {latest} was written"
+                            ));
+                        }
+                    })
+                };
+                if let Err(e) = done {
+                    s.error = Some(e.to_string());
                 }
             }
         }
@@ -319,7 +277,7 @@ impl Model for CoherenceModel {
             Property::always(
                 "no request waits with nothing in flight",
                 |m: &CoherenceModel, s: &ClusterState| {
-                    !s.in_flight.is_empty()
+                    !s.sim.in_flight.is_empty()
                         || (0..m.nodes).all(|n| (0..m.pages).all(|p| s.pending(n, p).is_none()))
                 },
             ),
@@ -337,7 +295,7 @@ impl Model for CoherenceModel {
                     m.actions(s, &mut more);
                     s.error.is_some()
                         || !more.is_empty()
-                        || (s.in_flight.is_empty()
+                        || (s.sim.in_flight.is_empty()
                             && s.waiting.iter().flatten().all(Option::is_none))
                 },
             ),
@@ -360,7 +318,7 @@ impl CoherenceModel {
         self.actions(s, &mut more);
         s.error.is_none()
             && more.is_empty()
-            && s.in_flight.is_empty()
+            && s.sim.in_flight.is_empty()
             && s.waiting.iter().flatten().all(Option::is_none)
     }
 
@@ -464,7 +422,7 @@ impl CoherenceModel {
                 (0..self.nodes)
                     .map(|n| (0..self.pages).map(|p| s.pending(n, p)).collect::<Vec<_>>())
                     .collect::<Vec<_>>(),
-                s.in_flight
+                s.sim.in_flight
             ),
         }
     }
