@@ -4,8 +4,8 @@
 //! futex word (memlink-capability's futex, through [`crate::sync`], so loom models it): an
 //! event count in the upper 31 bits and an *asleep* bit in bit 0.
 //!
-//! * A waiter takes the count ([`Pcb::prepare_sleep`]), re-checks its condition, then
-//!   [`Pcb::sleep`] sets the asleep bit with a compare-exchange *on that same count* and only
+//! * A waiter takes the count (`Pcb::prepare_sleep`), re-checks its condition, then
+//!   `Pcb::sleep` sets the asleep bit with a compare-exchange *on that same count* and only
 //!   then calls FUTEX_WAIT. If the count moved meanwhile (a waker came), the compare-exchange
 //!   fails and the waiter does not enter the kernel at all.
 //! * A waker makes its condition true, then bumps the count and clears the bit in one

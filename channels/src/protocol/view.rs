@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 pub trait CellsHeader {
     /// How many cells follow the header.
     fn cell_count(&self) -> u64;
-    /// The channel's waiting policy, as stored ([`WaitMode::to_word`]).
+    /// The channel's waiting policy, as stored (`WaitMode::to_word`).
     fn mode_word(&self) -> u32;
 }
 
