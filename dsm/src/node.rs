@@ -7,8 +7,10 @@
 //! (fault service threads, application threads calling lock/barrier/alloc) block until
 //! served. Protocol steps run under one state lock; the messages they produce are sent after
 //! the lock is released (the protocol allows any delivery order), so a served fault wakes
-//! its thread without waiting for the sends. A lost peer fails every waiting and later
-//! operation with [`DsmError::NodeLost`].
+//! its thread without waiting for the sends; the messages one step produces for one peer go
+//! out as one batch (one write). A lost peer fails every waiting and later operation with
+//! [`DsmError::NodeLost`]; so does a page change the kernel refuses here (the node fails,
+//! naming itself). [`prefetch`] starts the faults of many pages at once.
 //!
 //! ```no_run
 //! use std::sync::Arc;
