@@ -97,6 +97,59 @@ fn port_many_sender_processes() {
     });
 }
 
+/// A sender process killed between claiming a cell and publishing it (its claim made, its
+/// message never written) does not stall the receiver: once the sender is seen dead its cell
+/// is freed, and every message of a live sender process arrives, in order; then Disconnected.
+/// The same with a receiver that only polls (`try_recv`).
+#[test]
+fn port_sender_killed_mid_send_does_not_stall_the_receiver() {
+    isolated(|| {
+        let region = Arc::new(Region::create("port-killed-mid-send", 1 << 16).unwrap());
+        let (port, right) = Port::<u64>::create(&region, 4, WaitMode::Block).unwrap();
+        let claim_and_die = |port: &Port<u64>| {
+            let claimed = fork::Event::new();
+            let dying = fork::child(|| {
+                let tx = port.sender().unwrap();
+                if !tx.claim_and_abandon() {
+                    return 1;
+                }
+                claimed.set();
+                fork::die()
+            });
+            assert!(claimed.wait(), "the dying sender did not claim a cell");
+            assert_eq!(fork::wait(dying), 128 + libc::SIGKILL);
+        };
+        // Blocking receives: the dead cell comes first, the live sender's behind it.
+        claim_and_die(&port);
+        let live = {
+            let port = port.clone();
+            fork::child(move || {
+                let tx = port.sender().unwrap();
+                for i in 0..200u64 {
+                    if tx.send(i).is_err() {
+                        return 1;
+                    }
+                }
+                0
+            })
+        };
+        for i in 0..200u64 {
+            assert_eq!(right.recv_timeout(Duration::from_secs(30)), Ok(i));
+        }
+        assert_eq!(fork::wait(live), 0);
+        // Polling: a dead cell, then a message of ours.
+        let ours = port.sender().unwrap();
+        claim_and_die(&port);
+        ours.send(1000).unwrap();
+        assert_eq!(right.try_recv(), Ok(1000));
+        drop(ours);
+        assert_eq!(
+            right.recv_timeout(Duration::from_secs(30)),
+            Err(RecvTimeoutError::Disconnected)
+        );
+    });
+}
+
 /// A message type that carries capabilities: a send right and a receive right in transit.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

@@ -2,6 +2,7 @@
 #![cfg(memlink_loom)]
 
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use memlink_channels::WaitMode;
 use memlink_channels::protocol::mpsc::MpscStorage;
@@ -18,10 +19,12 @@ fn port_mpsc_exactly_once_per_sender_fifo() {
         let senders: Vec<_> = (0..2u32)
             .map(|id| {
                 let s = Arc::clone(&storage);
+                let index = s.queue().connect_sender(10 + id, |_| false).unwrap();
                 thread::spawn(move || {
                     let q = s.queue();
                     for seq in 0..1u32 {
-                        q.send((id, seq), Deadline::Never, |_| false).unwrap();
+                        q.send(index, (id, seq), Deadline::Never, |_| false)
+                            .unwrap();
                     }
                 })
             })
@@ -51,10 +54,11 @@ fn port_receive_right_moves() {
     loom::model(|| {
         let storage = Arc::new(MpscStorage::<u32>::new(2, WaitMode::Spin, 1));
         let s = Arc::clone(&storage);
+        let index = s.queue().connect_sender(10, |_| false).unwrap();
         let sender = thread::spawn(move || {
             let q = s.queue();
             for v in 0..2u32 {
-                q.send(v, Deadline::Never, |_| false).unwrap();
+                q.send(index, v, Deadline::Never, |_| false).unwrap();
             }
         });
         let q = storage.queue();
@@ -102,10 +106,11 @@ fn port_fifo_across_wraparound() {
     loom::model(|| {
         let storage = Arc::new(MpscStorage::<u32>::new(2, WaitMode::Block, 1));
         let s = Arc::clone(&storage);
+        let index = s.queue().connect_sender(10, |_| false).unwrap();
         let sender = thread::spawn(move || {
             let q = s.queue();
             for v in 0..3u32 {
-                q.send(v, Deadline::Never, |_| false).unwrap();
+                q.send(index, v, Deadline::Never, |_| false).unwrap();
             }
         });
         let q = storage.queue();
@@ -113,5 +118,47 @@ fn port_fifo_across_wraparound() {
             assert_eq!(q.recv(Deadline::Never, |_| false), Ok(expected));
         }
         sender.join().unwrap();
+    });
+}
+
+/// A sender killed between claiming a cell and publishing it (`claim_and_abandon`, then its
+/// death noticed), racing a live sender that sends two messages through a three-cell port
+/// (the dead cell first, between or after them): the receiver frees the dead sender's cell (`skip_dead_claim`) and gets the live sender's
+/// messages exactly once, in order; it never frees a cell the live sender owns (that would be
+/// a data race on the cell, or a lost or duplicated message).
+#[test]
+fn port_cell_of_a_dead_sender_is_skipped() {
+    loom::model(|| {
+        let storage = Arc::new(MpscStorage::<u32>::new(3, WaitMode::Block, 1));
+        let (dead_pid, live_pid) = (7u32, 8u32);
+        let dying = storage.queue().connect_sender(dead_pid, |_| false).unwrap();
+        let live = storage.queue().connect_sender(live_pid, |_| false).unwrap();
+        let dead = Arc::new(AtomicBool::new(false));
+        let (s, d) = (Arc::clone(&storage), Arc::clone(&dead));
+        let killed = thread::spawn(move || {
+            s.queue().claim_and_abandon(dying);
+            d.store(true, Ordering::SeqCst); // the kernel reports the death from now on
+        });
+        let s = Arc::clone(&storage);
+        let sender = thread::spawn(move || {
+            let q = s.queue();
+            for v in 1..=2u32 {
+                q.send(live, v, Deadline::Never, |_| false).unwrap();
+            }
+        });
+        let q = storage.queue();
+        let is_dead = |pid: u32| pid == dead_pid && dead.load(Ordering::SeqCst);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(v) = q.try_recv() {
+                got.push(v);
+            } else if !q.skip_dead_claim(&is_dead) {
+                thread::yield_now();
+            }
+        }
+        killed.join().unwrap();
+        sender.join().unwrap();
+        assert_eq!(got, [1, 2]);
+        assert_eq!(q.try_recv(), None);
     });
 }

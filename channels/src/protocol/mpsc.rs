@@ -4,6 +4,14 @@
 //!
 //! The receive right is a word (generation, holder pid): releasing it bumps the generation and
 //! leaves no holder; another process claims it with the generation it was told in a message.
+//!
+//! A sender killed between claiming a cell and publishing it would stall the receiver at that
+//! cell for good. So each registered sender announces the position it is about to claim in its
+//! entry of `claims` before its compare-and-swap on the tail, and clears it once the cell is
+//! published. A receiver stuck at an unpublished, claimed cell whose only announcers are dead
+//! frees the cell without a value ([`View::skip_dead_claim`]) and goes on: the dead sender's
+//! message is lost (it was never complete), nobody else's is. A live announcer keeps the
+//! receiver waiting: it may be the owner, preempted before it publishes.
 
 use crate::pcb::Pcb;
 use crate::protocol::endpoint::EndpointRecord;
@@ -28,6 +36,8 @@ pub struct PortHeader {
     pub senders_pcb: CachePadded<Pcb>,
     right: AtomicU64,
     senders: [AtomicU32; MAX_SENDERS],
+    /// `claims[i]`: 1 + the position sender `i` is claiming or filling; 0 when it is not.
+    claims: [AtomicU64; MAX_SENDERS],
     connects: AtomicU32,
     capacity: u64,
     mode: u32,
@@ -64,6 +74,7 @@ impl PortHeader {
             senders_pcb: CachePadded::new(Pcb::new()),
             right: AtomicU64::new(receiver_pid as u64),
             senders: std::array::from_fn(|_| AtomicU32::new(0)),
+            claims: std::array::from_fn(|_| AtomicU64::new(0)),
             connects: AtomicU32::new(0),
             capacity: capacity.max(2) as u64,
             mode: mode.to_word(),
@@ -98,42 +109,106 @@ impl CellsHeader for PortHeader {
 }
 
 impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
-    /// Enqueues `value`, or hands it back if the port is full.
-    pub fn try_send(&self, value: T) -> Result<(), T> {
+    /// Claims the next free cell for registered sender `sender` (announcing the claim
+    /// first); its position, or `None` if the port is full.
+    fn claim(&self, sender: usize) -> Option<u64> {
         let h = self.header();
+        let claims = &h.claims[sender];
         let mut pos = h.tail.load(Ordering::Relaxed);
         loop {
-            let cell = self.cell(pos);
-            let seq = cell.seq.load(Ordering::Acquire);
+            let seq = self.cell(pos).seq.load(Ordering::Acquire);
             if seq == pos {
+                // Announced before the claim; the Release of the winning CAS below (and of
+                // every later CAS on the tail: a release sequence) carries it to a receiver
+                // that sees the tail moved past `pos`.
+                claims.store(pos + 1, Ordering::Relaxed);
                 match h.tail.compare_exchange_weak(
                     pos,
                     pos + 1,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => {
-                        // SAFETY: winning the CAS on `tail` at `pos` while the cell's turn is
-                        // `pos` makes this sender the only writer of the cell until it
-                        // publishes `pos + 1`.
-                        cell.value.with_mut(|p| unsafe { (*p).write(value) });
-                        cell.seq.store(pos + 1, Ordering::Release);
-                        h.receiver.pcb.notify_for(self.mode());
-                        return Ok(());
-                    }
+                    Ok(_) => return Some(pos),
                     Err(now) => pos = now,
                 }
             } else if seq < pos {
-                return Err(value);
+                claims.store(0, Ordering::Relaxed);
+                return None;
             } else {
                 pos = h.tail.load(Ordering::Relaxed);
             }
         }
     }
 
-    /// Enqueues `value`, waiting for room per the mode.
+    /// Enqueues `value` from registered sender `sender` (its [`View::connect_sender`] index),
+    /// or hands it back if the port is full.
+    pub fn try_send(&self, sender: usize, value: T) -> Result<(), T> {
+        let h = self.header();
+        let Some(pos) = self.claim(sender) else {
+            return Err(value);
+        };
+        let cell = self.cell(pos);
+        // SAFETY: winning the CAS on `tail` at `pos` while the cell's turn is `pos` makes this
+        // sender the only writer of the cell until it publishes `pos + 1` (a receiver frees a
+        // claimed cell only when this sender is dead).
+        cell.value.with_mut(|p| unsafe { (*p).write(value) });
+        cell.seq.store(pos + 1, Ordering::Release);
+        h.claims[sender].store(0, Ordering::Release);
+        h.receiver.pcb.notify_for(self.mode());
+        Ok(())
+    }
+
+    /// Claims a cell for `sender` and abandons it unpublished, as a sender killed between
+    /// the two steps does; `false` if the port was full. For tests of
+    /// [`View::skip_dead_claim`] (loom models and killed processes).
+    #[doc(hidden)]
+    pub fn claim_and_abandon(&self, sender: usize) -> bool {
+        self.claim(sender).is_some()
+    }
+
+    /// The receiver, stuck at an unpublished cell: if the cell was claimed and everyone who
+    /// announced that claim is dead (`is_dead`), frees it without a value and moves on.
+    /// Returns whether it did (the next receive looks at the next cell). Only the holder of
+    /// the receive right may call it.
+    pub fn skip_dead_claim(&self, is_dead: &dyn Fn(u32) -> bool) -> bool {
+        let h = self.header();
+        let pos = h.head.load(Ordering::Relaxed);
+        let cell = self.cell(pos);
+        if cell.seq.load(Ordering::Acquire) != pos || h.tail.load(Ordering::Acquire) <= pos {
+            return false; // published, or nobody claimed it yet
+        }
+        let announcers: Vec<usize> = (0..MAX_SENDERS)
+            .filter(|&i| h.claims[i].load(Ordering::Acquire) == pos + 1)
+            .collect();
+        let dead = |i: usize| {
+            let pid = h.senders[i].load(Ordering::Acquire);
+            pid == 0 || is_dead(pid)
+        };
+        // The owner announced `pos + 1` before its claim and clears it only after publishing,
+        // so it is among the announcers unless it published already (then the CAS below
+        // fails). A live announcer may be the owner: wait for it.
+        if announcers.is_empty() || !announcers.iter().all(|&i| dead(i)) {
+            return false;
+        }
+        if cell
+            .seq
+            .compare_exchange(pos, pos + h.capacity, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        for i in announcers {
+            h.claims[i].store(0, Ordering::Release);
+        }
+        h.head.store(pos + 1, Ordering::Release);
+        h.senders_pcb.notify_for(self.mode());
+        true
+    }
+
+    /// Enqueues `value` from registered sender `sender`, waiting for room per the mode.
     pub fn send(
         &self,
+        sender: usize,
         value: T,
         deadline: Deadline,
         gone: impl FnMut(bool) -> bool,
@@ -143,7 +218,7 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
             self.mode(),
             deadline,
             value,
-            |v| self.try_send(v),
+            |v| self.try_send(sender, v),
             gone,
         )
     }
@@ -229,12 +304,18 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
     }
 
     /// Registers a sender process; returns its table index, or `None` if the table is full of
-    /// live senders (`is_dead` says which recorded pids died).
+    /// live senders (`is_dead` says which recorded pids died). The entry of a dead sender
+    /// whose announced claim the receiver has not passed yet is not reused: the receiver
+    /// needs it to free that cell.
     pub fn connect_sender(&self, pid: u32, is_dead: impl Fn(u32) -> bool) -> Option<usize> {
         let h = self.header();
         for (i, entry) in h.senders.iter().enumerate() {
             let cur = entry.load(Ordering::Acquire);
-            if (cur == 0 || is_dead(cur))
+            // A dead sender's announcement matters while the receiver has not passed it.
+            let claim = h.claims[i].load(Ordering::Acquire);
+            let settled = claim == 0 || claim - 1 < h.head.load(Ordering::Acquire);
+            let free = cur == 0 || (is_dead(cur) && settled);
+            if free
                 && entry
                     .compare_exchange(cur, pid, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
