@@ -8,13 +8,14 @@ fn memlink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memlink"))
 }
 
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "read_miss_us",
     "write_miss_us",
     "invalidation_us",
     "lock_free_us",
     "lock_contended_us",
     "barrier_us",
+    "prefetch_8_pages_us",
     "tcp_4k_rtt_us",
     "local_fault_us",
 ];

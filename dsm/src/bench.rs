@@ -44,10 +44,16 @@ const BARRIER_BASE: u32 = 1 << 20;
 const SLOT_BLOCK: usize = 1;
 const SLOT_ECHO_PORT: usize = 2;
 
-/// The region size (in pages) a bench cluster of `iters` iterations needs: three fresh pages
-/// per iteration (read miss, write miss, invalidation) plus the directory.
+/// Pages one prefetch sample fetches.
+pub const PREFETCH_PAGES: usize = 8;
+
+/// Fresh pages per iteration: a read miss, a write miss, an invalidation and one prefetch.
+const PAGES_PER_ITER: usize = 3 + PREFETCH_PAGES;
+
+/// The region size (in pages) a bench cluster of `iters` iterations needs: fresh pages for
+/// every sample (see `PAGES_PER_ITER`) plus the directory.
 pub fn bench_pages(iters: usize) -> u32 {
-    (3 * iters + 2) as u32
+    (PAGES_PER_ITER * iters + 2) as u32
 }
 
 /// The prober's medians, in microseconds.
@@ -69,9 +75,12 @@ pub struct BenchFigures {
     pub lock_contended_us: f64,
     /// One barrier of every node.
     pub barrier_us: f64,
+    /// A prefetch of [`PREFETCH_PAGES`] pages whose only copies are at another node, for
+    /// reading, in one call (compare with that many read misses one after another).
+    pub prefetch_8_pages_us: f64,
 }
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "tcp_4k_rtt_us",
     "read_miss_us",
     "write_miss_us",
@@ -79,11 +88,12 @@ const FIELDS: [&str; 7] = [
     "lock_free_us",
     "lock_contended_us",
     "barrier_us",
+    "prefetch_8_pages_us",
 ];
 const LINE_PREFIX: &str = "memlink-dsm-bench";
 
 impl BenchFigures {
-    fn values(&self) -> [f64; 7] {
+    fn values(&self) -> [f64; 8] {
         [
             self.tcp_4k_rtt_us,
             self.read_miss_us,
@@ -92,6 +102,7 @@ impl BenchFigures {
             self.lock_free_us,
             self.lock_contended_us,
             self.barrier_us,
+            self.prefetch_8_pages_us,
         ]
     }
 
@@ -112,7 +123,7 @@ impl BenchFigures {
     /// Parses a line written by [`BenchFigures::to_line`]; `None` for any other line.
     pub fn parse_line(line: &str) -> Option<BenchFigures> {
         let rest = line.trim().strip_prefix(LINE_PREFIX)?;
-        let mut values = [f64::NAN; 7];
+        let mut values = [f64::NAN; 8];
         for field in rest.split_whitespace() {
             let (k, v) = field.split_once('=')?;
             let i = FIELDS.iter().position(|f| *f == k)?;
@@ -121,7 +132,7 @@ impl BenchFigures {
         if values.iter().any(|v| v.is_nan()) {
             return None;
         }
-        let [a, b, c, d, e, f, g] = values;
+        let [a, b, c, d, e, f, g, h] = values;
         Some(BenchFigures {
             tcp_4k_rtt_us: a,
             read_miss_us: b,
@@ -130,6 +141,7 @@ impl BenchFigures {
             lock_free_us: e,
             lock_contended_us: f,
             barrier_us: g,
+            prefetch_8_pages_us: h,
         })
     }
 
@@ -191,7 +203,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     let prober = id == PROBER;
     let mut echo = None;
     if id == 0 {
-        let block = dsm.alloc(3 * iters * PAGE_SIZE, PAGE_SIZE)?;
+        let block = dsm.alloc(PAGES_PER_ITER * iters * PAGE_SIZE, PAGE_SIZE)?;
         dsm.publish(SLOT_BLOCK, block as u64);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         dsm.publish(SLOT_ECHO_PORT, listener.local_addr()?.port() as u64);
@@ -254,6 +266,20 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
             s.push(elapsed_us(t));
         }
         f.invalidation_us = median_us(&mut s);
+    }
+    barrier()?;
+
+    // Prefetches: pages 3*iters.., owned by node 0, never touched here, PREFETCH_PAGES at a
+    // time in one call.
+    if prober {
+        let mut s = Vec::with_capacity(iters);
+        for i in 0..iters {
+            let first = page(3 * iters + i * PREFETCH_PAGES);
+            let t = Instant::now();
+            dsm.prefetch(&[(first..first + PREFETCH_PAGES * PAGE_SIZE, Access::Read)])?;
+            s.push(elapsed_us(t));
+        }
+        f.prefetch_8_pages_us = median_us(&mut s);
     }
     barrier()?;
 
@@ -415,6 +441,7 @@ mod tests {
             lock_free_us: 50.0,
             lock_contended_us: 90.0,
             barrier_us: 30.0,
+            prefetch_8_pages_us: 70.0,
         };
         let text = format!("noise\n{}\n", f.to_line());
         assert_eq!(BenchFigures::find_in(&text), Some(f));

@@ -31,8 +31,9 @@ enum DsmCommand {
     ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
     ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
     Node(NodeArgs),
-    /// Measure remote read and write misses, invalidations, locks and barriers next to a raw
-    /// TCP 4 KiB round trip and a locally served fault (medians in microseconds).
+    /// Measure remote read and write misses, invalidations, a prefetch of 8 pages, locks and
+    /// barriers next to a raw TCP 4 KiB round trip and a locally served fault (medians in
+    /// microseconds).
     ///
     /// Example: memlink dsm bench --nodes 3 --manager dynamic --backend uffd --json
     Bench(crate::dsm_bench::BenchArgs),

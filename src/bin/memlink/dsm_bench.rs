@@ -147,6 +147,8 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
     let local_fault_us = bench::median_us(&mut faults);
     let floor = f.tcp_4k_rtt_us + local_fault_us;
     let ratio = f.read_miss_us / floor;
+    // The prefetch of PREFETCH_PAGES pages against that many read misses one after another.
+    let prefetch_ratio = f.prefetch_8_pages_us / (bench::PREFETCH_PAGES as f64 * f.read_miss_us);
     if a.json {
         let mut obj = serde_json::json!({
             "nodes": a.nodes,
@@ -156,6 +158,7 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
             "invalidated_copies": a.nodes - 1,
             "local_fault_us": round3(local_fault_us),
             "read_miss_vs_floor": round3(ratio),
+            "prefetch_vs_read_misses": round3(prefetch_ratio),
         });
         for (k, v) in f.named() {
             obj[k] = serde_json::json!(round3(v));
@@ -173,6 +176,11 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
         println!(
             "  read miss / (tcp 4k rtt + local fault) = {ratio:.2} (a write invalidates {} copies)",
             a.nodes - 1
+        );
+        println!(
+            "  prefetch of {} pages / {} read misses = {prefetch_ratio:.2}",
+            bench::PREFETCH_PAGES,
+            bench::PREFETCH_PAGES
         );
     }
     ExitCode::SUCCESS
