@@ -78,7 +78,11 @@ impl NodeRuntime {
                 if let Err(e) = self.start_fault(&mut st, page, *access, &mut out) {
                     if let DsmError::NodeLost { node, reason } = &e {
                         self.fail_locked(st, *node, reason.clone());
+                        return Err(e);
                     }
+                    // The faults started so far are pending: their requests must go out.
+                    drop(st);
+                    self.flush_fault(out)?;
                     return Err(e);
                 }
                 started.push(page);
