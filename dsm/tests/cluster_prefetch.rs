@@ -3,7 +3,7 @@
 //! fault), the data it brings is the owner's, touching the pages afterwards faults no more,
 //! a write prefetch takes the other nodes' copies away (they see the new data after), and a
 //! range past the region is refused. Started and waited for in one call, or started, then
-//! waited for.
+//! waited for; and racing another thread's faults on the same pages.
 
 mod support;
 
@@ -47,10 +47,36 @@ fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
             unsafe { word(dsm, block, i).write_volatile(expected(i, 0)) };
         }
         dsm.publish(1, block as u64);
+        let racing = dsm.alloc(block_len, PAGE_SIZE)?;
+        for i in 0..BLOCK_PAGES * WORDS_PER_PAGE {
+            // SAFETY: as above, in the second block.
+            unsafe { word(dsm, racing, i).write_volatile(expected(i, 0)) };
+        }
+        dsm.publish(2, racing as u64);
     }
     dsm.barrier(1)?;
     let block = dsm.lookup(1) as usize;
+    let racing = dsm.lookup(2) as usize;
     let mut ok = true;
+
+    // Phase 0: on nodes 1 and 2, a thread reads the second block (faulting page by page)
+    // while the main thread prefetches it: every word reads right, and each page is fetched
+    // once (a fault on a page the prefetch requested waits for it, and the prefetch leaves
+    // pages already requested by a fault to that fault).
+    if dsm.id() != 0 {
+        let before = dsm.stats().read_faults;
+        let first = word(dsm, racing, 0) as usize;
+        let reader = std::thread::spawn(move || {
+            (0..BLOCK_PAGES * WORDS_PER_PAGE).all(|i| {
+                // SAFETY: word i of the second block (never freed); nobody writes the block
+                // after barrier 1.
+                unsafe { (first as *const u64).add(i).read_volatile() == expected(i, 0) }
+            })
+        });
+        dsm.prefetch(&[(racing..racing + block_len, Access::Read)])?;
+        ok &= reader.join().unwrap_or(false);
+        ok &= dsm.stats().read_faults - before == BLOCK_PAGES as u64;
+    }
 
     // Phase 1: nodes 1 and 2 fetch the whole block for reading in one call (node 2 starts
     // it, then waits).
