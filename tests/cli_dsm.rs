@@ -74,6 +74,47 @@ fn dsm_run_jacobi_verifies_with_and_without_prefetch() {
     }
 }
 
+/// `memlink dsm scale` runs 1 node, 2 nodes with prefetch and 2 nodes with faults only in
+/// each round, every grid verified, and reports each steady time and the speed-ups; it refuses
+/// 1 node to compare with and zero rounds.
+#[test]
+fn dsm_scale_reports_every_run_and_the_speedups() {
+    let out = memlink()
+        .args([
+            "dsm", "scale", "--nodes", "2", "--size", "512", "--iters", "4",
+        ])
+        .args(["--rounds", "2", "--json"])
+        .output()
+        .expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for key in ["one_node_ms", "prefetch_ms", "faults_only_ms"] {
+        let runs = v[key].as_array().unwrap_or_else(|| panic!("{key} in {v}"));
+        assert_eq!(runs.len(), 2, "{key}: one steady time per round in {v}");
+        assert!(
+            runs.iter().all(|ms| ms.as_f64().is_some_and(|ms| ms > 0.0)),
+            "{v}"
+        );
+    }
+    for key in ["speedup_prefetch", "speedup_faults_only"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert_eq!(v["nodes"], 2);
+    for bad in [["--nodes", "1"], ["--rounds", "0"]] {
+        let out = memlink()
+            .args(["dsm", "scale"])
+            .args(bad)
+            .output()
+            .expect("run memlink");
+        assert_eq!(out.status.code(), Some(2), "{bad:?} should be refused");
+    }
+}
+
 #[test]
 fn dsm_run_table_ends_with_verified() {
     let out = memlink()

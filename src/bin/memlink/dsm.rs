@@ -1,5 +1,6 @@
 //! `memlink dsm`: run the distributed shared memory, as a local cluster of node processes
-//! (`run`) or as one node of a cluster spread over hosts (`node`).
+//! (`run`) or as one node of a cluster spread over hosts (`node`); `bench` and `scale` measure
+//! it (their own modules).
 
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
@@ -37,33 +38,38 @@ enum DsmCommand {
     ///
     /// Example: memlink dsm bench --nodes 3 --manager dynamic --backend uffd --json
     Bench(crate::dsm_bench::BenchArgs),
+    /// Time jacobi's sweeps on 1 node and on N nodes (with prefetch, and with faults only),
+    /// interleaved for several rounds in one run, and print the speed-ups of the medians.
+    ///
+    /// Example: memlink dsm scale --nodes 2 --size 4096 --iters 60 --rounds 5
+    Scale(crate::dsm_scale::ScaleArgs),
 }
 
 /// What every node of a cluster must agree on.
 #[derive(Args, Clone)]
-struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// The app: counter (lock-protected increments), jacobi (stencil with barriers), matmul
     /// (read-shared inputs) or sort (chunk sort and merge).
     #[arg(long, value_parser = parse_app)]
-    app: App,
+    pub(crate) app: App,
     /// How page faults are caught: sigsegv (mprotect + signal handler, works everywhere) or
     /// uffd (userfaultfd, user-mode faults; see `memlink doctor`).
     #[arg(long, default_value = "sigsegv", value_parser = parse_backend)]
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// Which page manager locates page owners: central (node 0), fixed (page % nodes) or
     /// dynamic (probable owners).
     #[arg(long, default_value = "central", value_parser = parse_manager)]
-    manager: ManagerKind,
+    pub(crate) manager: ManagerKind,
     /// Problem size: jacobi's grid side (a multiple of 512 gives every row its own pages).
     #[arg(long, value_parser = clap::value_parser!(u32).range(3..=16384))]
-    size: Option<u32>,
+    pub(crate) size: Option<u32>,
     /// Iterations: jacobi's sweeps.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    iters: Option<u32>,
+    pub(crate) iters: Option<u32>,
     /// Leave every page to its fault: jacobi then does not prefetch each sweep's edge rows
     /// (one round for all of them) but faults them in one page at a time.
     #[arg(long)]
-    no_prefetch: bool,
+    pub(crate) no_prefetch: bool,
 }
 
 impl ClusterArgs {
@@ -117,11 +123,11 @@ fn parse_app(s: &str) -> Result<App, String> {
     s.parse::<App>().map_err(|e| e.to_string())
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
+pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
 
-fn parse_manager(s: &str) -> Result<ManagerKind, String> {
+pub(crate) fn parse_manager(s: &str) -> Result<ManagerKind, String> {
     s.parse::<ManagerKind>().map_err(|e| e.to_string())
 }
 
@@ -131,6 +137,7 @@ pub fn run(args: DsmArgs) -> ExitCode {
         DsmCommand::Run(a) => run_local(a),
         DsmCommand::Node(a) => run_node(a),
         DsmCommand::Bench(a) => crate::dsm_bench::run(a),
+        DsmCommand::Scale(a) => crate::dsm_scale::run(a),
     }
 }
 
@@ -187,16 +194,23 @@ fn run_node(a: NodeArgs) -> ExitCode {
     }
 }
 
-fn run_local(a: RunArgs) -> ExitCode {
+/// Starts `nodes` node processes of this executable on loopback running `c`, and returns
+/// each node's report; on failure, says what went wrong on stderr (`who` names the command)
+/// and returns None.
+pub(crate) fn run_cluster(
+    who: &str,
+    nodes: u16,
+    c: &ClusterArgs,
+    timeout: Duration,
+) -> Option<Vec<NodeReport>> {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("memlink dsm run: cannot find my own executable to start the nodes: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("{who}: cannot find my own executable to start the nodes: {e}");
+            return None;
         }
     };
-    let c = a.cluster.clone();
-    let launched = launch(a.nodes as usize, Duration::from_secs(a.timeout), |slot| {
+    let launched = launch(nodes as usize, timeout, |slot| {
         let mut cmd = Command::new(&exe);
         cmd.args(["dsm", "node", "--report"])
             .args(["--id", &slot.id.to_string()])
@@ -219,7 +233,7 @@ fn run_local(a: RunArgs) -> ExitCode {
     let outputs = match launched {
         Ok(outputs) => outputs,
         Err(e) => {
-            eprintln!("memlink dsm run: {e}");
+            eprintln!("{who}: {e}");
             if let LaunchError::NodeFailed { outputs, .. } = &e {
                 for o in outputs {
                     if !o.stderr.trim().is_empty() {
@@ -231,7 +245,7 @@ fn run_local(a: RunArgs) -> ExitCode {
                     }
                 }
             }
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     let mut reports = Vec::with_capacity(outputs.len());
@@ -240,13 +254,26 @@ fn run_local(a: RunArgs) -> ExitCode {
             Some(r) => reports.push(r),
             None => {
                 eprintln!(
-                    "memlink dsm run: node {} ended without a report; its output:\n{}{}",
+                    "{who}: node {} ended without a report; its output:\n{}{}",
                     o.id, o.stdout, o.stderr
                 );
-                return ExitCode::FAILURE;
+                return None;
             }
         }
     }
+    Some(reports)
+}
+
+fn run_local(a: RunArgs) -> ExitCode {
+    let c = a.cluster.clone();
+    let Some(reports) = run_cluster(
+        "memlink dsm run",
+        a.nodes,
+        &c,
+        Duration::from_secs(a.timeout),
+    ) else {
+        return ExitCode::FAILURE;
+    };
     let verified = reports.iter().all(|r| r.verified);
     let wall_ms = reports.iter().map(|r| r.wall_us).max().unwrap_or(0) as f64 / 1000.0;
     let sum = |f: fn(&NodeReport) -> u64| reports.iter().map(f).sum::<u64>();

@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod dsm;
 mod dsm_bench;
+mod dsm_scale;
 
 use clap::{Parser, Subcommand};
 
@@ -33,7 +34,7 @@ enum Command {
     /// kind and the pipe/socket baselines, then a table compares them.
     Demo(demo::DemoArgs),
     /// Distributed shared memory: `memlink dsm run` starts a local cluster and runs an app;
-    /// `memlink dsm node` runs one node of a multi-host cluster.
+    /// `memlink dsm node` runs one node of a multi-host cluster; `bench` and `scale` measure.
     Dsm(dsm::DsmArgs),
 }
 
