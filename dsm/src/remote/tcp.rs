@@ -398,6 +398,7 @@ fn spawn_reader(
     closing: Arc<AtomicBool>,
 ) {
     let named = thread::Builder::new().name(format!("dsm-reader-{peer}"));
+    let on_failure = Arc::clone(&events);
     let spawned = named.spawn(move || {
         let mut left = false;
         // Frames sent as one batch arrive in one read.
@@ -436,7 +437,11 @@ fn spawn_reader(
         }
     });
     if let Err(e) = spawned {
-        panic!("cannot start the reader thread for node {peer}: {e}");
+        // Nothing can be read from this peer: the connection is as good as broken.
+        on_failure.deliver(TransportEvent::Lost {
+            node: peer,
+            reason: format!("cannot start the thread that reads from it: {e}"),
+        });
     }
 }
 
