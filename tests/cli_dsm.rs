@@ -6,21 +6,27 @@ fn memlink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memlink"))
 }
 
+/// Runs `cmd`, which must succeed and print one JSON object; `what` names the case in failures.
+fn json_of(cmd: &mut Command, what: &str) -> serde_json::Value {
+    let out = cmd.output().expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
 #[test]
 fn dsm_run_json_prints_one_verified_object() {
     for backend in ["sigsegv", "uffd"] {
-        let out = memlink()
-            .args(["dsm", "run", "--nodes", "2", "--app", "counter", "--json"])
-            .args(["--backend", backend])
-            .output()
-            .expect("run memlink");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{backend}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
+        let v = json_of(
+            memlink()
+                .args(["dsm", "run", "--nodes", "2", "--app", "counter", "--json"])
+                .args(["--backend", backend]),
+            backend,
         );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
         for key in [
             "app",
             "nodes",
@@ -57,16 +63,8 @@ fn dsm_run_jacobi_verifies_with_and_without_prefetch() {
             if !prefetch {
                 cmd.arg("--no-prefetch");
             }
-            let out = cmd.output().expect("run memlink");
-            let stdout = String::from_utf8_lossy(&out.stdout);
             let what = format!("{backend}, prefetch {prefetch}");
-            assert!(
-                out.status.success(),
-                "{what}: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: serde_json::Value =
-                serde_json::from_str(stdout.trim()).expect("one JSON object");
+            let v = json_of(&mut cmd, &what);
             assert_eq!(v["verified"], true, "{what}: {v}");
             assert!(v["read_faults"].as_u64().unwrap() > 0, "{what}: {v}");
             assert!(v["steady_ms"].as_f64().is_some(), "{what}: {v}");
@@ -79,20 +77,12 @@ fn dsm_run_jacobi_verifies_with_and_without_prefetch() {
 /// 1 node to compare with and zero rounds.
 #[test]
 fn dsm_scale_reports_every_run_and_the_speedups() {
-    let out = memlink()
-        .args([
-            "dsm", "scale", "--nodes", "2", "--size", "512", "--iters", "4",
-        ])
-        .args(["--rounds", "2", "--json"])
-        .output()
-        .expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        memlink()
+            .args(["dsm", "scale", "--nodes", "2", "--size", "512"])
+            .args(["--iters", "4", "--rounds", "2", "--json"]),
+        "scale",
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     for key in ["one_node_ms", "prefetch_ms", "faults_only_ms"] {
         let runs = v[key].as_array().unwrap_or_else(|| panic!("{key} in {v}"));
         assert_eq!(runs.len(), 2, "{key}: one steady time per round in {v}");

@@ -778,14 +778,15 @@ impl NodeRuntime {
 
     /// Start a fault on `page` for `access` (nothing of it is pending): the protocol's
     /// request, and whatever it does locally at once, into `out`. Counts a fault that needs
-    /// another node.
-    fn start_fault(
-        &self,
-        st: &mut State,
+    /// another node. A local step that fails the node (NodeLost) fails it here; on any error
+    /// the state lock is released.
+    fn start_fault<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
         page: PageNo,
         access: Access,
         out: &mut Outgoing,
-    ) -> Result<(), DsmError> {
+    ) -> Result<MutexGuard<'a, State>, DsmError> {
         let effects = st
             .coherence
             .fault(page, access)
@@ -798,13 +799,16 @@ impl NodeRuntime {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        match self.run_effects(st, effects, None) {
+        match self.run_effects(&mut st, effects, None) {
             Ok(more) => {
                 out.served |= more.served;
                 out.messages.extend(more.messages);
-                Ok(())
+                Ok(st)
             }
-            Err((node, reason)) => Err(DsmError::NodeLost { node, reason }),
+            Err((node, reason)) => {
+                self.fail_locked(st, node, reason.clone());
+                Err(DsmError::NodeLost { node, reason })
+            }
         }
     }
 
@@ -875,12 +879,7 @@ impl FaultResolver for NodeRuntime {
             }
             if now.pending.is_none() {
                 let mut out = Outgoing::default();
-                if let Err(e) = self.start_fault(&mut st, page, access, &mut out) {
-                    if let DsmError::NodeLost { node, reason } = &e {
-                        self.fail_locked(st, *node, reason.clone());
-                    }
-                    return Err(e);
-                }
+                st = self.start_fault(st, page, access, &mut out)?;
                 drop(st);
                 self.flush_fault(out)?;
                 st = lock(&self.state);

@@ -75,16 +75,15 @@ impl NodeRuntime {
                 if now.access >= *access || now.pending.is_some() {
                     continue;
                 }
-                if let Err(e) = self.start_fault(&mut st, page, *access, &mut out) {
-                    if let DsmError::NodeLost { node, reason } = &e {
-                        self.fail_locked(st, *node, reason.clone());
+                st = match self.start_fault(st, page, *access, &mut out) {
+                    Ok(st) => st,
+                    Err(e @ DsmError::NodeLost { .. }) => return Err(e),
+                    Err(e) => {
+                        // The faults started so far are pending: their requests must go out.
+                        self.flush_fault(out)?;
                         return Err(e);
                     }
-                    // The faults started so far are pending: their requests must go out.
-                    drop(st);
-                    self.flush_fault(out)?;
-                    return Err(e);
-                }
+                };
                 started.push(page);
             }
         }
