@@ -182,3 +182,57 @@ fn the_demo_runs_real_processes_and_verifies_every_message() {
         assert!(stdout.contains(transport), "{stdout}");
     }
 }
+
+#[test]
+fn pin_names_the_cpu_that_cannot_be_used() {
+    // CPU 1000 is below CPU_SETSIZE but exists on no machine this runs on.
+    let out = memlink(&["bench", "ipc", "--pin", "0,1000", "--iters", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--pin 0,1000 was accepted");
+    assert!(err.contains("CPU 1000"), "{err}");
+    assert!(!err.contains("CPU 0 "), "blames CPU 0: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn unwritable_json_and_plot_paths_are_refused_before_the_run() {
+    let dir = scratch("unwritable");
+    let missing = dir.join("no-such-folder");
+    for (flag, name) in [("--json", "r.json"), ("--plot", "r.svg")] {
+        let path = missing.join(name);
+        let path = path.to_str().unwrap();
+        let out = memlink(&[
+            "bench",
+            "ipc",
+            "--sizes",
+            "8",
+            "--iters",
+            "20",
+            "--transports",
+            "pipe",
+            flag,
+            path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{flag} {path} was accepted");
+        assert!(err.contains(flag) && err.contains(path), "{err}");
+        // Refused up front: nothing was measured, so no table was printed.
+        assert!(!table.contains("rtt p50"), "{flag}: ran first: {table}");
+    }
+    // A writable path is only probed: nothing is left behind when the run is refused
+    // later (here by --pin, checked after the paths).
+    let json = dir.join("probe.json");
+    let out = memlink(&[
+        "bench",
+        "ipc",
+        "--json",
+        json.to_str().unwrap(),
+        "--pin",
+        "0,1000",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pin"));
+    assert!(!json.exists(), "the probe left {}", json.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -23,7 +23,7 @@ use memlink_capability::capability::{AcquireError, Capability, Rights};
 use memlink_capability::capability_transfer::{recv_capability, send_capability};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::mapping::Protection;
-use memlink_capability::rendezvous::{RendezvousListener, connect_within};
+use memlink_capability::rendezvous::{BindError, ConnectError, RendezvousListener, connect_within};
 use memlink_capability::segment::Segment;
 use memlink_capability::shared_ref::{SharedRef, TranslationTable};
 use memlink_capability::window::{Window, WindowPtr};
@@ -39,7 +39,18 @@ struct Node {
     next: WindowPtr<Node>,
 }
 
-fn main() -> Result<(), Error> {
+/// Runs the example; an error is printed for a person (Display, with the path it concerns).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(args.get(2).ok_or("serve needs a socket path")?, None),
@@ -58,7 +69,10 @@ fn main() -> Result<(), Error> {
 }
 
 fn serve(path: &str, spawn_peer: Option<std::path::PathBuf>) -> Result<(), Error> {
-    let listener = RendezvousListener::bind(path)?;
+    let listener = RendezvousListener::bind(path).map_err(|e| match e {
+        BindError::Io(io) => format!("binding the rendezvous socket {path} failed: {io}"),
+        other => other.to_string(),
+    })?;
     println!("[server {}] listening on {path}", std::process::id());
     let mut child = match spawn_peer {
         Some(exe) => Some(
@@ -149,7 +163,13 @@ fn serve(path: &str, spawn_peer: Option<std::path::PathBuf>) -> Result<(), Error
 }
 
 fn connect(path: &str) -> Result<(), Error> {
-    let stream: UnixStream = connect_within(path, Duration::from_secs(30))?;
+    let stream: UnixStream =
+        connect_within(path, Duration::from_secs(30)).map_err(|e| match e {
+            ConnectError::Io(io) => {
+                format!("connecting to the rendezvous socket {path} failed: {io}")
+            }
+            other => other.to_string(),
+        })?;
     let me = std::process::id();
     let (msg, fds) = recv_message(&stream)?;
     let word = |i: usize| -> Result<u64, Error> {

@@ -41,13 +41,59 @@ fn current_mask() -> std::io::Result<libc::cpu_set_t> {
     Ok(set)
 }
 
+/// Why [`pin`] refused a pinning.
+#[derive(Debug)]
+pub enum PinError {
+    /// This process may not run on `cpu` (it does not exist, is offline, or is outside
+    /// the CPUs this process is allowed: see `taskset -p $$` or `nproc`).
+    Cpu {
+        /// The CPU that could not be used.
+        cpu: usize,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// Reading or restoring this process's own CPU mask failed.
+    Mask(std::io::Error),
+}
+
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinError::Cpu { cpu, source } => write!(
+                f,
+                "CPU {cpu} cannot be used ({source}); this process may run on CPUs {}",
+                allowed_cpus()
+            ),
+            PinError::Mask(e) => write!(f, "reading or restoring the CPU mask failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PinError {}
+
+/// The CPUs this process may run on, as a list like `0,1,4`, for error messages.
+fn allowed_cpus() -> String {
+    let Ok(mask) = current_mask() else {
+        return "(unknown)".into();
+    };
+    let cpus: Vec<String> = (0..8 * size_of::<libc::cpu_set_t>())
+        // SAFETY: `cpu` is below CPU_SETSIZE and `mask` is a valid set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &mask) })
+        .map(|cpu| cpu.to_string())
+        .collect();
+    cpus.join(",")
+}
+
 /// From now on, spinning transports run with the calling thread (the measuring side) on
-/// CPU `client` and the forked peer on CPU `peer`. Checks that both CPUs can be used.
-pub fn pin(client: usize, peer: usize) -> std::io::Result<()> {
-    let original = current_mask()?;
-    set_mask(&one_cpu(peer)?)?;
-    set_mask(&one_cpu(client)?)?;
-    set_mask(&original)?;
+/// CPU `client` and the forked peer on CPU `peer`. Checks that both CPUs can be used and
+/// names the first that cannot.
+pub fn pin(client: usize, peer: usize) -> Result<(), PinError> {
+    let original = current_mask().map_err(PinError::Mask)?;
+    for cpu in [client, peer] {
+        let tried = one_cpu(cpu).and_then(|set| set_mask(&set));
+        set_mask(&original).map_err(PinError::Mask)?;
+        tried.map_err(|source| PinError::Cpu { cpu, source })?;
+    }
     *PINNING.lock().unwrap_or_else(|e| e.into_inner()) = Some((client, peer, original));
     Ok(())
 }

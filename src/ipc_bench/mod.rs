@@ -42,7 +42,7 @@ mod spin_wait;
 mod stream;
 mod unix_socket;
 
-pub use affinity::pin;
+pub use affinity::{PinError, pin};
 pub use error::RunError;
 pub use measurement::Measurement;
 pub use plan::{Msg, Plan, SizeTiming};

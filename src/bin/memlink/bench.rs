@@ -163,6 +163,28 @@ fn parse_pin(text: &str) -> Result<(usize, usize), String> {
     Ok((a, b))
 }
 
+/// Checks, before a run of minutes, that its result can be written to `path` at the end:
+/// the file opens for writing (an existing one is left as it is until then), or, if it
+/// does not exist, it can be created in its folder (the probe file is removed again).
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a folder; give a file name".into());
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot be written: {e}"));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("cannot be created: {e}"))?;
+    std::fs::remove_file(path).map_err(|e| format!("cannot be created: {e}"))
+}
+
 /// Refuses sizes a chosen transport cannot carry.
 pub fn check_sizes(transports: &[Transport], sizes: &[usize]) -> Result<(), String> {
     for &t in transports {
@@ -235,10 +257,14 @@ fn ipc(a: IpcArgs) -> Result<(), String> {
             ));
         }
     }
+    for (flag, path) in [("--json", &a.json), ("--plot", &a.plot)] {
+        if let Some(path) = path {
+            check_writable(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        }
+    }
     if let Some(cpus) = &a.pin {
         let (client, peer) = parse_pin(cpus)?;
-        memlink::ipc_bench::pin(client, peer)
-            .map_err(|e| format!("--pin {cpus}: pinning to CPU {client} failed: {e}"))?;
+        memlink::ipc_bench::pin(client, peer).map_err(|e| format!("--pin {cpus}: {e}"))?;
     }
     let wait = Wait::from(a.wait);
     let plan = Plan::new(sizes, a.iters);
