@@ -1,58 +1,251 @@
-//! `memlink doctor`: probes the kernel features memlink relies on.
+//! `memlink doctor`: checks that this machine offers what memlink needs (the kernel
+//! version, the page size, the mapping limit against a DSM region, the system calls) and
+//! ends with one verdict line.
 
 use std::process::ExitCode;
 
-/// One probe: its name, what needs it, and its outcome.
-struct Probe {
-    feature: &'static str,
-    needed_by: &'static str,
-    outcome: Result<(), String>,
+use clap::Args;
+
+use memlink::ipc_bench::size::{format_size, parse_size};
+
+/// Options of `memlink doctor`.
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// The DSM region to check vm.max_map_count against (binary suffixes K, M, G). The
+    /// default is the region of `memlink dsm run` at its default sizes; `--region 256M`
+    /// checks for jacobi at 4096 x 4096 (`memlink dsm scale --size 4096`).
+    #[arg(long, value_name = "SIZE", default_value = "256K")]
+    region: String,
 }
 
-pub fn run() -> ExitCode {
-    let probes = [
-        Probe {
+/// The oldest kernel memlink is built and tested for (userfaultfd's user-mode-only flag).
+const MIN_KERNEL: (u32, u32) = (5, 11);
+/// The page size the DSM and the segments are laid out for.
+const PAGE_SIZE: usize = 4096;
+/// The most pages a DSM region holds (page numbers are 32-bit).
+const MAX_REGION_PAGES: u64 = 1 << 32;
+
+/// How one check came out.
+enum Outcome {
+    /// What memlink needs is there.
+    Ok(String),
+    /// Missing: memlink does not work here.
+    Missing(String),
+    /// Works, but something can fail later (said how to avoid it).
+    Warn(String),
+    /// Missing, and memlink uses a fallback that works without it.
+    Fallback(String),
+}
+
+/// One check: what it checks, what needs it, and its outcome.
+struct Check {
+    feature: &'static str,
+    needed_by: &'static str,
+    outcome: Outcome,
+}
+
+pub fn run(args: DoctorArgs) -> ExitCode {
+    let region = match parse_region(&args.region) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let checks = [
+        Check {
+            feature: "Linux 5.11 or newer",
+            needed_by: "everything (userfaultfd user mode, pidfd, MAP_FIXED_NOREPLACE)",
+            outcome: check_kernel(),
+        },
+        Check {
+            feature: "4 KiB pages",
+            needed_by: "segments, the DSM's page layout",
+            outcome: check_page_size(),
+        },
+        Check {
+            feature: "vm.max_map_count",
+            needed_by: "the DSM region: one mapping per run of equally protected pages",
+            outcome: check_max_map_count(region),
+        },
+        Check {
             feature: "memfd_create + seals",
             needed_by: "segments",
-            outcome: probe_memfd(),
+            outcome: probed(probe_memfd()),
         },
-        Probe {
+        Check {
             feature: "mmap MAP_FIXED_NOREPLACE",
             needed_by: "the shared window, DSM region",
-            outcome: probe_fixed_noreplace(),
+            outcome: probed(probe_fixed_noreplace()),
         },
-        Probe {
+        Check {
             feature: "futex wait/wake",
             needed_by: "blocking channels, process descriptors",
-            outcome: probe_futex(),
+            outcome: probed(probe_futex()),
         },
-        Probe {
+        Check {
             feature: "pidfd_open",
             needed_by: "peer liveness checks",
-            outcome: probe_pidfd(),
+            outcome: probed(probe_pidfd()),
         },
-        Probe {
-            feature: "userfaultfd (UFFD_USER_MODE_ONLY)",
-            needed_by: "DSM --backend uffd (sigsegv works without it)",
-            outcome: probe_userfaultfd(),
+        Check {
+            feature: "unprivileged userfaultfd",
+            needed_by: "DSM --backend uffd",
+            outcome: check_userfaultfd(),
         },
     ];
-    let mut required_missing = false;
-    for probe in &probes {
-        match &probe.outcome {
-            Ok(()) => println!("ok       {:<36} {}", probe.feature, probe.needed_by),
-            Err(why) => {
-                println!("MISSING  {:<36} {}: {why}", probe.feature, probe.needed_by);
-                if !probe.feature.starts_with("userfaultfd") {
-                    required_missing = true;
-                }
+    let (mut missing, mut warnings, mut fallbacks) = (Vec::new(), 0, 0);
+    for check in &checks {
+        let (tag, text) = match &check.outcome {
+            Outcome::Ok(text) => ("ok", text),
+            Outcome::Missing(text) => {
+                missing.push(check.feature);
+                ("MISSING", text)
             }
-        }
+            Outcome::Warn(text) => {
+                warnings += 1;
+                ("WARN", text)
+            }
+            Outcome::Fallback(text) => {
+                fallbacks += 1;
+                ("fallback", text)
+            }
+        };
+        println!("{tag:<9}{:<28} {}: {text}", check.feature, check.needed_by);
     }
-    if required_missing {
-        ExitCode::FAILURE
+    if !missing.is_empty() {
+        println!(
+            "verdict: memlink cannot run here: missing {}",
+            missing.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut notes = Vec::new();
+    if warnings > 0 {
+        notes.push(format!("{warnings} warning(s) above"));
+    }
+    if fallbacks > 0 {
+        notes.push("the DSM uses --backend sigsegv".to_string());
+    }
+    if notes.is_empty() {
+        println!("verdict: memlink can run here, every check passed");
     } else {
-        ExitCode::SUCCESS
+        println!("verdict: memlink can run here ({})", notes.join("; "));
+    }
+    ExitCode::SUCCESS
+}
+
+fn probed(result: Result<(), String>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok("works".into()),
+        Err(why) => Outcome::Missing(why),
+    }
+}
+
+/// `--region`: a size in bytes, at least one page, at most the 2^32 pages a region holds.
+fn parse_region(text: &str) -> Result<usize, String> {
+    let bytes = parse_size(text).map_err(|e| format!("--region {text}: {e}"))?;
+    let pages = bytes.div_ceil(PAGE_SIZE) as u64;
+    if pages > MAX_REGION_PAGES {
+        return Err(format!(
+            "--region {text}: a DSM region holds at most 2^32 pages (16384G)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The kernel release as (major, minor), from uname.
+fn kernel_release() -> Result<(String, (u32, u32)), String> {
+    // SAFETY: utsname is plain data; an all-zero value is valid.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return Err(last_os_error());
+    }
+    // SAFETY: uname filled `release` with a NUL-terminated string within the array.
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    let version = parse_release(&release).ok_or_else(|| format!("cannot read {release:?}"))?;
+    Ok((release, version))
+}
+
+/// `6.18.44-fc` -> (6, 18).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn check_kernel() -> Outcome {
+    match kernel_release() {
+        Ok((release, version)) if version >= MIN_KERNEL => Outcome::Ok(format!("Linux {release}")),
+        Ok((release, _)) => Outcome::Missing(format!(
+            "Linux {release} is older than {}.{}",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        )),
+        Err(why) => Outcome::Missing(why),
+    }
+}
+
+fn check_page_size() -> Outcome {
+    // SAFETY: sysconf has no memory inputs.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size == PAGE_SIZE as libc::c_long {
+        Outcome::Ok("4096 bytes".into())
+    } else {
+        Outcome::Missing(format!(
+            "pages are {size} bytes here; memlink is laid out for 4096"
+        ))
+    }
+}
+
+fn check_max_map_count(region: usize) -> Outcome {
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"));
+    let limit: u64 = match read("/proc/sys/vm/max_map_count")
+        .and_then(|t| t.trim().parse().map_err(|e| format!("{t:?}: {e}")))
+    {
+        Ok(limit) => limit,
+        Err(why) => return Outcome::Warn(format!("cannot read the limit ({why})")),
+    };
+    // What the process maps besides the region (its binary, libraries, stacks, heap).
+    let in_use = read("/proc/self/maps").map_or(0, |m| m.lines().count() as u64);
+    let pages = region.div_ceil(PAGE_SIZE) as u64;
+    // At worst every page of the region has a protection unlike its neighbours' (one
+    // mapping each), plus the region's second, fill mapping.
+    let worst = pages + 1 + in_use;
+    let region = format_size(region);
+    if worst <= limit {
+        Outcome::Ok(format!(
+            "{limit}, enough for a {region} region ({pages} pages) even if every page has its own mapping"
+        ))
+    } else {
+        // The kernel takes at most INT_MAX.
+        let advice = if worst <= i32::MAX as u64 {
+            format!(
+                "raise it with `sysctl -w vm.max_map_count={}` or use a smaller region",
+                worst.next_power_of_two().min(i32::MAX as u64)
+            )
+        } else {
+            "no vm.max_map_count is that large: use a smaller region".to_string()
+        };
+        Outcome::Warn(format!(
+            "{limit} is below the {worst} mappings a {region} region ({pages} pages) needs at worst \
+             (each page protected unlike its neighbours); a node that hits the limit fails with ENOMEM: {advice}"
+        ))
+    }
+}
+
+fn check_userfaultfd() -> Outcome {
+    let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .map(|t| format!("vm.unprivileged_userfaultfd = {}", t.trim()))
+        .unwrap_or_else(|_| "vm.unprivileged_userfaultfd absent".into());
+    match probe_userfaultfd() {
+        Ok(()) => Outcome::Ok(format!("user-mode-only userfaultfd opens ({sysctl})")),
+        Err(why) => Outcome::Fallback(format!(
+            "{why} ({sysctl}); the DSM's --backend sigsegv works without it"
+        )),
     }
 }
 

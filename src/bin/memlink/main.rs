@@ -24,9 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check that this kernel offers what memlink uses (memfd, sealing, fixed mappings,
-    /// futex, pidfd, userfaultfd) and say what is missing.
-    Doctor,
+    /// Check that this machine offers what memlink needs (Linux 5.11+, 4 KiB pages,
+    /// vm.max_map_count for a DSM region, memfd, sealing, fixed mappings, futex, pidfd,
+    /// userfaultfd or its fallback) and end with one verdict line.
+    Doctor(doctor::DoctorArgs),
     /// Measure: `memlink bench ipc` times round trips between two processes over
     /// memlink's channels, pipes, sockets and the raw floors.
     Bench(bench::BenchArgs),
@@ -41,7 +42,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Doctor => doctor::run(),
+        Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Dsm(a) => dsm::run(a),
