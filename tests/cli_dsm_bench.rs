@@ -97,3 +97,35 @@ fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
         assert!(v["wall_ms"].as_f64() >= v["steady_ms"].as_f64(), "{v}");
     }
 }
+
+/// The table is for people: every figure in µs under a name in words ("write invalidating 1
+/// read copy" on 2 nodes), no JSON key and no "us".
+#[test]
+fn dsm_bench_table_speaks_words_and_micro_seconds() {
+    let out = memlink()
+        .args(["dsm", "bench", "--iters", "12", "--nodes", "2"])
+        .output()
+        .expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in FIGURES {
+        assert!(
+            !stdout.contains(key),
+            "raw key {key} in the table:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(" us"), "\"us\" in the table:\n{stdout}");
+    let rows = stdout.lines().filter(|l| l.ends_with(" µs")).count();
+    assert_eq!(rows, FIGURES.len(), "one µs row per figure:\n{stdout}");
+    for words in [
+        "write invalidating 1 read copy",
+        "read miss",
+        "raw TCP round trip",
+    ] {
+        assert!(stdout.contains(words), "{words:?} missing:\n{stdout}");
+    }
+}

@@ -128,18 +128,23 @@ impl fmt::Display for LaunchError {
             LaunchError::NodeFailed { node, outputs } => {
                 let out = outputs.iter().find(|o| o.id == *node);
                 match out {
+                    Some(o) if o.stderr.trim().is_empty() => write!(
+                        f,
+                        "node {node} {} (the other nodes were stopped); it printed nothing",
+                        describe(&o.status)
+                    )?,
                     Some(o) => write!(
                         f,
                         "node {node} {} (the other nodes were stopped); its last words:\n{}",
                         describe(&o.status),
-                        last_lines(&o.stderr, 8)
+                        last_lines(o.stderr.trim_end(), 8)
                     )?,
                     None => write!(f, "node {node} failed (the other nodes were stopped)")?,
                 }
                 // The others' words too: the first node to fail is not always the cause.
                 for o in outputs.iter().filter(|o| o.id != *node) {
                     if !o.stderr.trim().is_empty() {
-                        write!(f, "\nnode {}: {}", o.id, last_lines(&o.stderr, 4))?;
+                        write!(f, "\nnode {}: {}", o.id, last_lines(o.stderr.trim_end(), 4))?;
                     }
                 }
                 Ok(())

@@ -92,6 +92,33 @@ fn calls_and_broadcasts_over_tcp() {
     assert_eq!(bytes, (HEADER_LEN + 4096 + HEADER_LEN + 2) as u64);
 }
 
+/// A connect timeout or a broadcast timeout too long to add to an `Instant` (`Duration::MAX`)
+/// is a wait without end, not an overflow panic.
+#[test]
+fn endless_timeouts_do_not_overflow() {
+    let (ls, addrs) = listeners(2);
+    let hs: Vec<_> = (0..2u16)
+        .zip(ls)
+        .map(|(id, l)| {
+            let mut cfg = tcp_config(id, &addrs);
+            cfg.connect_timeout = Duration::MAX;
+            thread::spawn(move || TcpTransport::start_with_listener(l, &cfg).unwrap())
+        })
+        .collect();
+    let eps: Vec<_> = hs
+        .into_iter()
+        .map(|h| h.join().expect("a transport with Duration::MAX connects"))
+        .map(|(t, rx)| echo_endpoint(t, rx))
+        .collect();
+    match eps[0]
+        .broadcast(&[1], vec![5], ReplyScheme::First, Some(Duration::MAX))
+        .unwrap()
+    {
+        BroadcastReply::First { from, payload } => assert_eq!((from, payload), (1, vec![5, 1])),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The Hello a member sends first: id, node count, cluster tag.
 fn hello(id: u16, nodes: u16) -> Vec<u8> {
     let mut p = id.to_le_bytes().to_vec();

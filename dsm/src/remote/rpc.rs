@@ -374,7 +374,8 @@ impl Endpoint {
                 return Err(CallError::Send(e));
             }
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to an Instant is a wait without deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = collector.lock();
         loop {
             if st.replies.len() >= st.expected {

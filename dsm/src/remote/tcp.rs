@@ -206,7 +206,7 @@ impl TcpTransport {
             addr: config.peers[me as usize],
             error,
         })?;
-        let deadline = Instant::now() + config.connect_timeout;
+        let deadline = deadline_after(config.connect_timeout);
         let closing = Arc::new(AtomicBool::new(false));
         let (accepted_tx, accepted_rx) = channel::<(NodeId, TcpStream)>();
         spawn_acceptor(
@@ -288,6 +288,16 @@ impl TcpTransport {
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
     }
+}
+
+/// `now + timeout`; a timeout too long for an `Instant` (`Duration::MAX`, or a count of
+/// seconds near `u64::MAX` from a command line) waits a century instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 fn dial(

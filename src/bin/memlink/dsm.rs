@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use memlink_dsm::apps::{self, App, NodeReport};
-use memlink_dsm::init::{LaunchError, launch};
+use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, ManagerKind, NodeConfig, NodeId};
 
 /// Arguments of `memlink dsm`.
@@ -111,8 +111,8 @@ struct NodeArgs {
     peers: Vec<SocketAddr>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// How long to keep trying to reach the peers at start, in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// How long to keep trying to reach the peers at start, in seconds (1 to 86400: a day).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: u64,
     /// Print the machine-readable report line (used by `memlink dsm run`).
     #[arg(long, hide = true)]
@@ -233,18 +233,8 @@ pub(crate) fn run_cluster(
     let outputs = match launched {
         Ok(outputs) => outputs,
         Err(e) => {
+            // The error names the failed node and quotes every node's last lines.
             eprintln!("{who}: {e}");
-            if let LaunchError::NodeFailed { outputs, .. } = &e {
-                for o in outputs {
-                    if !o.stderr.trim().is_empty() {
-                        eprintln!(
-                            "  node {}: {}",
-                            o.id,
-                            o.stderr.trim().replace('\n', "\n    ")
-                        );
-                    }
-                }
-            }
             return None;
         }
     };

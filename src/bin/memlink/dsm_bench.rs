@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use memlink_dsm::bench::{self, BenchFigures, PROBER};
-use memlink_dsm::init::{LaunchError, launch};
+use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
 
 /// Arguments of `memlink dsm bench`.
@@ -123,12 +123,8 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
     let outputs = match launched {
         Ok(outputs) => outputs,
         Err(e) => {
+            // The error names the failed node and quotes every node's last lines.
             eprintln!("memlink dsm bench: {e}");
-            if let LaunchError::NodeFailed { outputs, .. } = &e {
-                for o in outputs.iter().filter(|o| !o.stderr.trim().is_empty()) {
-                    eprintln!("  node {}: {}", o.id, o.stderr.trim());
-                }
-            }
             return ExitCode::FAILURE;
         }
     };
@@ -170,20 +166,40 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
             a.nodes, a.manager, a.backend, a.iters
         );
         for (k, v) in f.named() {
-            println!("  {k:<20} {v:>9.1} us");
+            println!("  {:<44} {v:>9.1} µs", label(k, a.nodes));
         }
-        println!("  {:<20} {local_fault_us:>9.1} us", "local_fault_us");
         println!(
-            "  read miss / (tcp 4k rtt + local fault) = {ratio:.2} (a write invalidates {} copies)",
-            a.nodes - 1
+            "  {:<44} {local_fault_us:>9.1} µs",
+            label("local_fault_us", a.nodes)
         );
+        println!("  read miss / (TCP round trip + local fault) = {ratio:.2}");
         println!(
-            "  prefetch of {} pages / {} read misses = {prefetch_ratio:.2}",
+            "  prefetch of {} pages / {} read misses one by one = {prefetch_ratio:.2}",
             bench::PREFETCH_PAGES,
             bench::PREFETCH_PAGES
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What a figure of the table measures, in words (`--json` keeps the keys).
+fn label(key: &str, nodes: u16) -> String {
+    let others = nodes - 1;
+    match key {
+        "tcp_4k_rtt_us" => "raw TCP round trip, 4 KiB each way".into(),
+        "read_miss_us" => "read miss (the page is at another node)".into(),
+        "write_miss_us" => "write miss (ownership and data move here)".into(),
+        "invalidation_us" => format!(
+            "write invalidating {others} read {}",
+            if others == 1 { "copy" } else { "copies" }
+        ),
+        "lock_free_us" => "lock + unlock, nobody waiting".into(),
+        "lock_contended_us" => format!("lock + unlock, {nodes} nodes contending"),
+        "barrier_us" => format!("barrier of {nodes} nodes"),
+        "prefetch_8_pages_us" => format!("prefetch of {} remote pages", bench::PREFETCH_PAGES),
+        "local_fault_us" => "fault served locally (no network)".into(),
+        other => other.into(),
+    }
 }
 
 fn round3(v: f64) -> f64 {
