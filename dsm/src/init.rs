@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -220,10 +220,14 @@ pub fn pass_listener(cmd: &mut Command, listener: &TcpListener) {
 /// Set once the inherited listener has been taken, so that two owners never close it.
 static LISTENER_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The listening socket this process inherited from its launcher for `listen`, if any: the
-/// descriptor named in [`LISTEN_FD_ENV`], when it is a listening TCP socket bound to exactly
+/// The listening socket this process was given for `listen`, if any: the one handed over with
+/// [`hand_over_listener`], else the descriptor inherited from its launcher and named in
+/// [`LISTEN_FD_ENV`], when it is a listening TCP socket bound to exactly
 /// `listen` and was not taken before. It is made close-on-exec again.
 pub fn take_inherited_listener(listen: SocketAddr) -> Option<TcpListener> {
+    if let Some(listener) = take_handed_over(listen) {
+        return Some(listener);
+    }
     let fd: RawFd = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
     if fd < 3 || !is_listening_socket(fd) {
         return None;
@@ -240,6 +244,24 @@ pub fn take_inherited_listener(listen: SocketAddr) -> Option<TcpListener> {
     // SAFETY: fcntl on an open descriptor of this process only changes its flags.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Some(std::mem::ManuallyDrop::into_inner(view))
+}
+
+/// A listener bound in this process before the node starts (by the rendezvous of
+/// [`crate::rendezvous`]), waiting for [`take_inherited_listener`].
+static HANDED_OVER: Mutex<Option<TcpListener>> = Mutex::new(None);
+
+/// Keeps `listener` for the node this process starts next: [`crate::NodeRuntime::start`] with
+/// `listen` set to the listener's address takes it instead of binding that address again.
+pub fn hand_over_listener(listener: TcpListener) {
+    *HANDED_OVER.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+}
+
+fn take_handed_over(listen: SocketAddr) -> Option<TcpListener> {
+    let mut slot = HANDED_OVER.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref().map(TcpListener::local_addr) {
+        Some(Ok(addr)) if addr == listen => slot.take(),
+        _ => None,
+    }
 }
 
 /// Whether `fd` is an open socket in the listening state.

@@ -7,6 +7,8 @@ pub mod alloc;
 pub mod node;
 pub mod protocol;
 pub mod remote;
+#[cfg(not(memlink_loom))]
+pub mod rendezvous;
 pub mod sync;
 #[cfg(not(memlink_loom))]
 pub use node::NodeRuntime;
@@ -22,7 +24,10 @@ pub mod fault;
 pub mod fault_slots;
 #[cfg(not(memlink_loom))]
 pub mod handles;
+pub mod hostlist;
 #[cfg(not(memlink_loom))]
 pub mod init;
+pub mod launcher_env;
 #[cfg(not(memlink_loom))]
 pub mod mapping;
+pub mod peer_addr;

@@ -137,7 +137,7 @@ pub struct NodeRuntime {
     write_faults: AtomicU64,
 }
 
-fn cluster_tag(config: &NodeConfig) -> u64 {
+pub(crate) fn cluster_tag(config: &NodeConfig) -> u64 {
     let kind = match config.manager {
         crate::ManagerKind::Central => 1u64,
         crate::ManagerKind::Fixed => 2,
@@ -172,7 +172,17 @@ impl NodeRuntime {
     ) -> Result<Arc<NodeRuntime>, DsmError> {
         let listener = match crate::init::take_inherited_listener(config.listen) {
             Some(listener) => listener,
-            None => TcpListener::bind(config.listen)?,
+            None => TcpListener::bind(config.listen).map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => " (another process uses that port)",
+                    std::io::ErrorKind::AddrNotAvailable => " (not an address of this host)",
+                    _ => "",
+                };
+                DsmError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}{hint}", config.listen),
+                ))
+            })?,
         };
         Self::start_with_listener(config, listener, pages)
     }

@@ -111,7 +111,7 @@ fn set_opt(s: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_
 
 /// Options of every peer connection: no Nagle delay, and keepalive probes plus a user timeout
 /// so that a peer whose host vanished (no FIN, no RST) is seen as lost within seconds.
-fn tune(s: &TcpStream) {
+pub(crate) fn tune(s: &TcpStream) {
     let _ = s.set_nodelay(true);
     set_opt(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
     set_opt(s, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE.0);
@@ -134,7 +134,7 @@ fn hello_payload(id: NodeId, nodes: usize, tag: u64) -> Vec<u8> {
 }
 
 /// Read one whole frame (validated header, then payload).
-fn read_frame(stream: &mut impl Read) -> io::Result<Frame> {
+pub(crate) fn read_frame(stream: &mut impl Read) -> io::Result<Frame> {
     let mut h = [0u8; HEADER_LEN];
     stream.read_exact(&mut h)?;
     let header = Header::decode(&h)
@@ -144,7 +144,7 @@ fn read_frame(stream: &mut impl Read) -> io::Result<Frame> {
     Ok(Frame::new(header.kind, header.request_id, payload))
 }
 
-fn write_frame(stream: &mut TcpStream, frame: &Frame) -> io::Result<usize> {
+pub(crate) fn write_frame(stream: &mut TcpStream, frame: &Frame) -> io::Result<usize> {
     let bytes = frame
         .encode()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -173,6 +173,41 @@ fn read_hello(stream: &mut TcpStream, nodes: usize, tag: u64) -> Result<NodeId, 
     if id as usize >= nodes {
         return Err(format!("node id {id} out of range for {nodes} nodes"));
     }
+    Ok(id)
+}
+
+/// The greeting that opens every connection between nodes, on the side that dialled: say who
+/// this node is, and check that `peer` of the same cluster answered. Every connection between
+/// nodes goes through this pair of functions (the rendezvous too), so whatever a cluster
+/// checks before admitting a connection is checked on all of them.
+pub(crate) fn greet_as_dialer(
+    s: &mut TcpStream,
+    me: NodeId,
+    peer: NodeId,
+    nodes: usize,
+    tag: u64,
+) -> Result<(), String> {
+    let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
+    write_frame(s, &hello).map_err(|e| e.to_string())?;
+    match read_hello(s, nodes, tag)? {
+        id if id == peer => Ok(()),
+        id => Err(format!("node {id} answered at that address")),
+    }
+}
+
+/// The greeting on the side that accepted: read who dialled, let `admit` refuse it (an id
+/// out of place, one already connected), answer. Returns the dialler's id.
+pub(crate) fn greet_as_acceptor(
+    s: &mut TcpStream,
+    me: NodeId,
+    nodes: usize,
+    tag: u64,
+    admit: impl FnOnce(NodeId) -> Result<(), String>,
+) -> Result<NodeId, String> {
+    let id = read_hello(s, nodes, tag)?;
+    admit(id)?;
+    let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
+    write_frame(s, &hello).map_err(|e| format!("cannot answer node {id}: {e}"))?;
     Ok(id)
 }
 
@@ -322,16 +357,11 @@ fn dial(
             Ok(mut s) => {
                 tune(&s);
                 let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
-                let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
-                let answered = write_frame(&mut s, &hello)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| read_hello(&mut s, nodes, tag));
-                match answered {
-                    Ok(id) if id == peer => {
+                match greet_as_dialer(&mut s, me, peer, nodes, tag) {
+                    Ok(()) => {
                         let _ = s.set_read_timeout(None);
                         return Ok(s);
                     }
-                    Ok(id) => last = format!("node {id} answered at that address"),
                     Err(e) => last = e,
                 }
             }
@@ -370,7 +400,7 @@ fn spawn_acceptor(
                     .unwrap_or_else(|_| "?".into());
                 tune(&s);
                 let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
-                let checked = read_hello(&mut s, nodes, tag).and_then(|id| {
+                let checked = greet_as_acceptor(&mut s, me, nodes, tag, |id| {
                     if id <= me {
                         return Err(format!("node {id} must be dialled by this node {me}"));
                     }
@@ -379,15 +409,12 @@ fn spawn_acceptor(
                         return Err(format!("node {id} is already connected"));
                     }
                     c[id as usize] = true;
-                    Ok(id)
+                    Ok(())
                 });
                 match checked {
                     Ok(id) => {
-                        let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
-                        if write_frame(&mut s, &hello).is_ok() {
-                            let _ = s.set_read_timeout(None);
-                            let _ = accepted.send((id, s));
-                        }
+                        let _ = s.set_read_timeout(None);
+                        let _ = accepted.send((id, s));
                     }
                     Err(reason) => {
                         eprintln!(

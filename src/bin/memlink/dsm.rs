@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use memlink_dsm::apps::{self, App, NodeReport};
 use memlink_dsm::init::launch;
+use memlink_dsm::launcher_env::LaunchEnv;
+use memlink_dsm::rendezvous;
 use memlink_dsm::{Backend, ManagerKind, NodeConfig, NodeId};
 
 /// Arguments of `memlink dsm`.
@@ -26,11 +28,17 @@ enum DsmCommand {
     /// Example: memlink dsm run --nodes 4 --app jacobi --backend uffd --json
     Run(RunArgs),
     /// Run one node of a cluster; start the same command on every host, each with its own
-    /// --id and --listen and the same --peers list (index = node id).
+    /// --id and --listen and the same --peers list (index = node id; host:port, names allowed).
+    /// Under mpirun or srun, --from-env takes the id and node count from the launcher and
+    /// finds the peers through a rendezvous at node 0 (--coordinator host:port, or under
+    /// Slurm the first host of the step).
     ///
     /// Example (two hosts):
-    ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
-    ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers 10.0.0.1:7700,10.0.0.2:7700 --app matmul
+    ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul
+    ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul
+    /// Under a launcher:
+    ///   mpirun -n 4 --host a,b memlink dsm node --from-env --coordinator a:7700 --app jacobi
+    ///   srun -N 2 -n 4 memlink dsm node --from-env --app jacobi
     Node(NodeArgs),
     /// Measure remote read and write misses, invalidations, a prefetch of 8 pages, locks and
     /// barriers next to a raw TCP 4 KiB round trip and a locally served fault (medians in
@@ -101,14 +109,28 @@ struct RunArgs {
 #[derive(Args)]
 struct NodeArgs {
     /// This node's id: its index in --peers.
-    #[arg(long)]
-    id: NodeId,
-    /// The address to listen on for the other nodes, e.g. 0.0.0.0:7700.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// Every node's address, this one included, comma-separated, in node-id order.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        required_unless_present = "from_env",
+        conflicts_with = "from_env"
+    )]
+    id: Option<NodeId>,
+    /// The address to listen on for the other nodes, host:port, e.g. 0.0.0.0:7700 (with
+    /// --from-env: default 0.0.0.0, on the coordinator's port for node 0, any port for the rest).
+    #[arg(long, required_unless_present = "from_env", value_parser = parse_addr)]
+    listen: Option<SocketAddr>,
+    /// Every node's address (host:port), this one included, comma-separated, in node-id order.
+    #[arg(long, value_delimiter = ',', value_parser = parse_addr,
+          required_unless_present = "from_env", conflicts_with = "from_env")]
     peers: Vec<SocketAddr>,
+    /// Take the node id and count from the launcher (mpirun: OMPI_COMM_WORLD_RANK/SIZE; MPICH
+    /// and PMI: PMI_RANK/SIZE; srun: SLURM_PROCID, SLURM_NTASKS) and meet the peers at node 0.
+    #[arg(long)]
+    from_env: bool,
+    /// With --from-env: node 0's rendezvous address, host:port (default under srun: the
+    /// step's first host, on a port drawn from the job id).
+    #[arg(long)]
+    coordinator: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How long to keep trying to reach the peers at start, in seconds (1 to 86400: a day).
@@ -141,24 +163,61 @@ pub fn run(args: DsmArgs) -> ExitCode {
     }
 }
 
-fn run_node(a: NodeArgs) -> ExitCode {
-    if a.id as usize >= a.peers.len() {
-        eprintln!(
-            "memlink dsm node: --id {} is not an index of --peers (which lists {} nodes, ids 0..{})",
-            a.id,
+/// A `host:port` argument, resolved now (names allowed).
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    memlink_dsm::peer_addr::resolve(s).map_err(|e| e.to_string())
+}
+
+/// The node's configuration from --id/--listen/--peers, or from the launcher's environment
+/// and the rendezvous at node 0 (--from-env).
+fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
+    let pages = a.cluster.app.pages(&a.cluster.app_params());
+    let connect_timeout = Duration::from_secs(a.connect_timeout);
+    if a.from_env {
+        let env = LaunchEnv::from_process().map_err(|e| e.to_string())?;
+        let bootstrap = rendezvous::Bootstrap {
+            coordinator: a.coordinator.clone(),
+            listen: a.listen,
+            pages,
+            manager: a.cluster.manager,
+            connect_timeout,
+        };
+        return rendezvous::node_config(&env, &bootstrap)
+            .map_err(|e| format!("node {} of {} ({}): {e}", env.rank, env.size, env.launcher));
+    }
+    if a.coordinator.is_some() {
+        return Err("--coordinator is for --from-env (a launcher's nodes)".into());
+    }
+    let (Some(id), Some(listen)) = (a.id, a.listen) else {
+        return Err("--id and --listen are needed (or --from-env)".into());
+    };
+    memlink_dsm::peer_addr::check_distinct(&a.peers).map_err(|e| format!("--peers: {e}"))?;
+    if id as usize >= a.peers.len() {
+        return Err(format!(
+            "--id {id} is not an index of --peers (which lists {} nodes, ids 0..{})",
             a.peers.len(),
             a.peers.len()
-        );
-        return ExitCode::from(2);
+        ));
     }
-    let config = NodeConfig {
-        id: a.id,
-        listen: a.listen,
-        peers: a.peers,
-        pages: a.cluster.app.pages(&a.cluster.app_params()),
+    Ok(NodeConfig {
+        id,
+        listen,
+        peers: a.peers.clone(),
+        pages,
         manager: a.cluster.manager,
-        connect_timeout: Duration::from_secs(a.connect_timeout),
+        connect_timeout,
+    })
+}
+
+fn run_node(a: NodeArgs) -> ExitCode {
+    let config = match node_config(&a) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("memlink dsm node: {e}");
+            return ExitCode::from(2);
+        }
     };
+    let id = config.id;
     let app = a.cluster.app;
     match apps::run_node_sized(config, a.cluster.backend, app, &a.cluster.app_params()) {
         Ok(report) => {
@@ -184,7 +243,7 @@ fn run_node(a: NodeArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("memlink dsm node {}: {e}", a.id);
+            eprintln!("memlink dsm node {id}: {e}");
             let code = match e {
                 memlink_dsm::DsmError::NodeLost { .. } => apps::EXIT_NODE_LOST,
                 _ => apps::EXIT_DSM_ERROR,
