@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 
 use crate::types::NodeId;
 
+mod termination;
+pub use termination::signal_name;
+
 /// Where one node of a local cluster listens, and where all of them do.
 #[derive(Clone, Debug)]
 pub struct NodeSlot {
@@ -95,6 +98,17 @@ pub enum LaunchError {
         /// Every node's output (the killed ones included).
         outputs: Vec<NodeOutput>,
     },
+    /// The launcher received SIGINT or SIGTERM: it passed the signal on to every node and
+    /// waited for them (a node still running after [`INTERRUPT_GRACE`] was killed). The
+    /// caller should end as the signal asked; the `memlink` CLI exits with 128 + `signal`.
+    Interrupted {
+        /// The signal received (`libc::SIGINT` or `libc::SIGTERM`).
+        signal: i32,
+        /// Every node's output.
+        outputs: Vec<NodeOutput>,
+    },
+    /// The signal handlers that pass SIGINT and SIGTERM on to the nodes could not be set up.
+    Signals(io::Error),
     /// The cluster ran past its deadline; every node was killed.
     TimedOut {
         /// The deadline.
@@ -149,6 +163,18 @@ impl fmt::Display for LaunchError {
                 }
                 Ok(())
             }
+            LaunchError::Interrupted { signal, outputs } => {
+                write!(
+                    f,
+                    "stopped by {}: the signal was passed on to the {} nodes, which have ended",
+                    signal_name(*signal),
+                    outputs.len()
+                )
+            }
+            LaunchError::Signals(e) => write!(
+                f,
+                "cannot catch SIGINT and SIGTERM to pass them on to the nodes: {e}"
+            ),
             LaunchError::TimedOut { after, outputs } => {
                 write!(
                     f,
@@ -290,20 +316,69 @@ fn reader(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
+/// How long nodes that were passed SIGINT or SIGTERM get to end before they are killed.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// What the launcher waits for.
+enum Event {
+    /// Node `i` has exited (not reaped yet).
+    Exited(usize),
+    /// The launcher received this signal.
+    Signal(libc::c_int),
+}
+
+/// Makes the process that `cmd` starts die with its launcher: it gets SIGKILL when the thread
+/// that spawns it (the launcher's, which waits for it) ends, and if the launcher died before
+/// that was set up (the race between fork and prctl), the child does not start at all.
+pub fn die_with_launcher(cmd: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let launcher = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec and only makes the syscalls
+    // prctl and getppid, which are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The launcher died between fork and prctl: this child was reparented already and
+            // the death signal will never come.
+            if libc::getppid() != launcher {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Starts `nodes` node processes on loopback, each from `command(slot)`, with stdout and stderr
 /// captured, and waits for all of them (at most `deadline`). The first node that fails makes
 /// the launcher kill the others and return [`LaunchError::NodeFailed`].
+///
+/// The nodes die with the launcher: each gets SIGKILL if the thread that called `launch`
+/// ends, whatever ended it (see [`die_with_launcher`]). While `launch` runs, a SIGINT or
+/// SIGTERM sent to this process is passed on to every node; `launch` waits for them and
+/// returns [`LaunchError::Interrupted`].
 pub fn launch(
     nodes: usize,
     deadline: Duration,
     mut command: impl FnMut(&NodeSlot) -> Command,
 ) -> Result<Vec<NodeOutput>, LaunchError> {
     let slots = bind_slots(nodes).map_err(LaunchError::Ports)?;
+    let (tx, rx) = mpsc::channel::<Event>();
+    // Subscribed before the first node starts, so no signal falls between the two.
+    let signals = {
+        let tx = tx.clone();
+        termination::subscribe(move |sig| {
+            let _ = tx.send(Event::Signal(sig));
+        })
+        .map_err(LaunchError::Signals)?
+    };
     let mut children: Vec<Child> = Vec::with_capacity(nodes);
     let mut pipes = Vec::with_capacity(nodes);
     for (id, (slot, listener)) in slots.into_iter().enumerate() {
         let mut cmd = command(&slot);
         pass_listener(&mut cmd, &listener);
+        die_with_launcher(&mut cmd);
         let spawned = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -332,8 +407,7 @@ pub fn launch(
     }
     // One waiter thread per child reports its exit without reaping it (WNOWAIT); this thread
     // reaps, so a child not reaped yet is still ours and its pid cannot have been reused when
-    // kill_all signals it.
-    let (tx, rx) = mpsc::channel::<usize>();
+    // kill_all or forward signals it.
     let waiters: Vec<JoinHandle<()>> = children
         .iter()
         .enumerate()
@@ -342,7 +416,7 @@ pub fn launch(
             let pid = child.id() as libc::id_t;
             std::thread::spawn(move || {
                 wait_exited(pid);
-                let _ = tx.send(i);
+                let _ = tx.send(Event::Exited(i));
             })
         })
         .collect();
@@ -351,36 +425,52 @@ pub fn launch(
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; nodes];
     let mut failed: Option<usize> = None;
     let mut timed_out = false;
+    // The signal received, and until when its nodes may take to end.
+    let mut interrupted: Option<(libc::c_int, Instant)> = None;
     let mut done = 0;
     while done < nodes {
-        let left = deadline.saturating_sub(start.elapsed());
+        let mut left = deadline.saturating_sub(start.elapsed());
+        if let Some((_, grace_end)) = interrupted {
+            left = left.min(grace_end.saturating_duration_since(Instant::now()));
+        }
         match rx.recv_timeout(left) {
-            Ok(i) => {
+            Ok(Event::Exited(i)) => {
                 done += 1;
                 let status = children[i].wait();
                 let ok = matches!(&status, Ok(s) if s.success());
                 statuses[i] = status.ok();
-                if !ok && failed.is_none() {
+                if !ok && failed.is_none() && interrupted.is_none() {
                     failed = Some(i);
                     kill_all(&mut children, &statuses);
                 }
             }
+            Ok(Event::Signal(sig)) => {
+                if interrupted.is_none() {
+                    interrupted = Some((sig, Instant::now() + INTERRUPT_GRACE));
+                    forward(&children, &statuses, sig);
+                } else {
+                    // A second signal: no more patience.
+                    kill_all(&mut children, &statuses);
+                }
+            }
             Err(_) => {
-                timed_out = true;
+                timed_out = interrupted.is_none();
                 kill_all(&mut children, &statuses);
                 // The waiters see the killed children exit; reap and record them.
                 while done < nodes {
                     match rx.recv() {
-                        Ok(i) => {
+                        Ok(Event::Exited(i)) => {
                             statuses[i] = children[i].wait().ok();
                             done += 1;
                         }
+                        Ok(Event::Signal(_)) => {}
                         Err(_) => break,
                     }
                 }
             }
         }
     }
+    drop(signals);
     for w in waiters {
         let _ = w.join();
     }
@@ -398,6 +488,9 @@ pub fn launch(
             stderr: err.and_then(|h| h.join().ok()).unwrap_or_default(),
         })
         .collect();
+    if let Some((signal, _)) = interrupted {
+        return Err(LaunchError::Interrupted { signal, outputs });
+    }
     if timed_out {
         return Err(LaunchError::TimedOut {
             after: deadline,
@@ -410,6 +503,17 @@ pub fn launch(
             outputs,
         }),
         None => Ok(outputs),
+    }
+}
+
+/// Passes `sig` on to every node that has not been reaped yet (still our children, at worst
+/// zombies, so the pids are theirs).
+fn forward(children: &[Child], statuses: &[Option<ExitStatus>], sig: libc::c_int) {
+    for (child, status) in children.iter().zip(statuses) {
+        if status.is_none() {
+            // SAFETY: kill only sends a signal; the pid is our unreaped child's.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use memlink_dsm::apps::{self, App, NodeReport};
-use memlink_dsm::init::launch;
+use memlink_dsm::init::{LaunchError, launch};
 use memlink_dsm::launcher_env::LaunchEnv;
 use memlink_dsm::rendezvous;
 use memlink_dsm::{Backend, ManagerKind, NodeConfig, NodeId};
@@ -255,18 +255,18 @@ fn run_node(a: NodeArgs) -> ExitCode {
 
 /// Starts `nodes` node processes of this executable on loopback running `c`, and returns
 /// each node's report; on failure, says what went wrong on stderr (`who` names the command)
-/// and returns None.
+/// and returns the exit status to end with.
 pub(crate) fn run_cluster(
     who: &str,
     nodes: u16,
     c: &ClusterArgs,
     timeout: Duration,
-) -> Option<Vec<NodeReport>> {
+) -> Result<Vec<NodeReport>, ExitCode> {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{who}: cannot find my own executable to start the nodes: {e}");
-            return None;
+            return Err(ExitCode::FAILURE);
         }
     };
     let launched = launch(nodes as usize, timeout, |slot| {
@@ -294,7 +294,7 @@ pub(crate) fn run_cluster(
         Err(e) => {
             // The error names the failed node and quotes every node's last lines.
             eprintln!("{who}: {e}");
-            return None;
+            return Err(launch_failure_status(&e));
         }
     };
     let mut reports = Vec::with_capacity(outputs.len());
@@ -306,22 +306,32 @@ pub(crate) fn run_cluster(
                     "{who}: node {} ended without a report; its output:\n{}{}",
                     o.id, o.stdout, o.stderr
                 );
-                return None;
+                return Err(ExitCode::FAILURE);
             }
         }
     }
-    Some(reports)
+    Ok(reports)
+}
+
+/// The exit status of a launcher whose cluster did not complete: 128 + the signal when it was
+/// stopped by SIGINT or SIGTERM (as a shell reports a process that signal ended), else 1.
+pub(crate) fn launch_failure_status(e: &LaunchError) -> ExitCode {
+    match e {
+        LaunchError::Interrupted { signal, .. } => ExitCode::from((128 + signal) as u8),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 fn run_local(a: RunArgs) -> ExitCode {
     let c = a.cluster.clone();
-    let Some(reports) = run_cluster(
+    let reports = match run_cluster(
         "memlink dsm run",
         a.nodes,
         &c,
         Duration::from_secs(a.timeout),
-    ) else {
-        return ExitCode::FAILURE;
+    ) {
+        Ok(reports) => reports,
+        Err(code) => return code,
     };
     let verified = reports.iter().all(|r| r.verified);
     let wall_ms = reports.iter().map(|r| r.wall_us).max().unwrap_or(0) as f64 / 1000.0;

@@ -125,7 +125,7 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
         Err(e) => {
             // The error names the failed node and quotes every node's last lines.
             eprintln!("memlink dsm bench: {e}");
-            return ExitCode::FAILURE;
+            return crate::dsm::launch_failure_status(&e);
         }
     };
     let Some(f) = outputs

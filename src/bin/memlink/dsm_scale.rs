@@ -80,8 +80,9 @@ pub fn run(a: ScaleArgs) -> ExitCode {
                 no_prefetch: i == 2,
             };
             let nodes = if many { a.nodes } else { 1 };
-            let Some(reports) = run_cluster("memlink dsm scale", nodes, &cluster, timeout) else {
-                return ExitCode::FAILURE;
+            let reports = match run_cluster("memlink dsm scale", nodes, &cluster, timeout) {
+                Ok(reports) => reports,
+                Err(code) => return code,
             };
             if !reports.iter().all(|r| r.verified) {
                 eprintln!("memlink dsm scale: round {round}, {label}: the grid did not verify");
