@@ -1,15 +1,23 @@
 //! Where a channel's shared structures live, and how to place them there.
 
+use crate::layout::LayoutSpec;
 use crate::region::{AllocError, Region};
 use std::sync::Arc;
 
 /// A tag written in front of every channel placed in a region, checked when a process opens
 /// the channel from a [`ChannelRef`].
 #[repr(C)]
-struct Tagged<T> {
-    kind: u64,
-    value: T,
+pub(crate) struct Tagged<T> {
+    /// The kind tag (at [`crate::layout::KIND_OFFSET`]).
+    pub(crate) kind: u64,
+    /// CRC-32 of the kind and the sealed fields (at [`crate::layout::CHECK_OFFSET`]).
+    pub(crate) check: u64,
+    /// The channel's layout.
+    pub(crate) value: T,
 }
+
+const _: () = assert!(std::mem::offset_of!(Tagged<u64>, kind) == crate::layout::KIND_OFFSET);
+const _: () = assert!(std::mem::offset_of!(Tagged<u64>, check) == crate::layout::CHECK_OFFSET);
 
 /// A reference to a channel inside a region, meaningful in every process that maps the region
 /// (reference scheme 2: an offset translated by each process's own base). It is plain data, so
@@ -34,24 +42,39 @@ pub(crate) mod kind {
     pub const PORT: u64 = 0x6d6c_504f_5254_0001;
 }
 
-/// Places `value` in `region` behind a kind tag; returns a pointer to the value and its ref.
+/// Places `value` in `region` behind the kind tag of `spec` and the check over its sealed
+/// fields; returns a pointer to the value and its ref.
 pub(crate) fn place<T>(
     region: &Region,
-    kind: u64,
+    spec: &LayoutSpec,
     value: T,
 ) -> Result<(*mut T, ChannelRef), AllocError> {
+    debug_assert_eq!(spec.len, size_of::<Tagged<T>>());
+    let kind = spec.kind;
     let p = region
         .alloc_bytes(size_of::<Tagged<T>>(), align_of::<Tagged<T>>().max(128))?
         .cast::<Tagged<T>>();
     // SAFETY: fresh, aligned, in-bounds space for one `Tagged<T>` that nobody else uses yet.
-    unsafe { p.write(Tagged { kind, value }) };
+    unsafe {
+        p.write(Tagged {
+            kind,
+            check: 0,
+            value,
+        })
+    };
+    // SAFETY: `p` holds the `Tagged<T>` just written (`spec.len` bytes, aligned).
+    let snapshot = unsafe { spec.snapshot(p.cast()) };
+    let values: Vec<u64> = (0..spec.fields.len()).map(|i| snapshot.get(i)).collect();
+    // SAFETY: as above; no other process knows the layout's offset yet.
+    unsafe { (*p).check = spec.seal(&values) };
     let offset = region.offset_of(p.cast()) as u64;
     // SAFETY: `p` is valid; taking the address of a field.
     let value = unsafe { &raw mut (*p).value };
     Ok((value, ChannelRef { offset, kind }))
 }
 
-/// Finds the value behind `r` in `region`, checking bounds and the kind tag.
+/// Finds the value behind `r` in `region`, checking bounds, alignment and the kind tag (the
+/// caller then checks the layout's fields: [`crate::layout`]).
 pub(crate) fn find<T>(region: &Region, kind: u64, r: ChannelRef) -> Option<*mut T> {
     if r.kind != kind || r.offset % align_of::<Tagged<T>>() as u64 != 0 {
         return None;
@@ -63,6 +86,12 @@ pub(crate) fn find<T>(region: &Region, kind: u64, r: ChannelRef) -> Option<*mut 
     let tag = unsafe { std::ptr::read_volatile(&raw const (*p).kind) };
     // SAFETY: as above, taking a field address.
     (tag == kind).then(|| unsafe { &raw mut (*p).value })
+}
+
+/// The bytes (as region offsets) that the tagged layout holding `value` occupies.
+pub(crate) fn layout_span<T>(region: &Region, value: *mut T) -> std::ops::Range<u64> {
+    let start = region.offset_of(value.cast()) - std::mem::offset_of!(Tagged<T>, value);
+    start as u64..(start + size_of::<Tagged<T>>()) as u64
 }
 
 /// Allocates `n` elements made by `make` in `region`, aligned to a cache line.

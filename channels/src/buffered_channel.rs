@@ -1,13 +1,14 @@
 //! The buffered channel: k slots, two copies (sender to slot, slot to receiver). It is the
 //! classic asynchronous channel and the baseline the zero-copy channels are compared with.
 
-use crate::backing::{ChannelRef, find, kind, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
+use crate::layout::{Field, LayoutCheck, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
-use crate::protocol::ring::{Ring, RingCell, RingHeader};
+use crate::protocol::ring::{Ring, RingCell, RingHeader, SHAPE_OFFSETS};
 use crate::region::Region;
 use crate::shareable::Shareable;
 use crate::sync::UnsafeCell;
@@ -23,6 +24,39 @@ struct RingLayout {
     cells: u64,
     capacity: u64,
 }
+
+const fn at(field: usize) -> usize {
+    std::mem::offset_of!(Tagged<RingLayout>, value) + field
+}
+
+/// The sealed fields of a buffered channel's layout, as `open` reads them.
+pub static BUFFERED_LAYOUT: LayoutSpec = LayoutSpec {
+    channel: "buffered channel",
+    kind: kind::BUFFERED,
+    fields: &[
+        Field {
+            name: "capacity",
+            offset: at(std::mem::offset_of!(RingLayout, capacity)),
+            width: 8,
+        },
+        Field {
+            name: "header.capacity",
+            offset: at(std::mem::offset_of!(RingLayout, header) + SHAPE_OFFSETS.0),
+            width: 8,
+        },
+        Field {
+            name: "mode",
+            offset: at(std::mem::offset_of!(RingLayout, header) + SHAPE_OFFSETS.1),
+            width: 4,
+        },
+        Field {
+            name: "cells",
+            offset: at(std::mem::offset_of!(RingLayout, cells)),
+            width: 8,
+        },
+    ],
+    len: size_of::<Tagged<RingLayout>>(),
+};
 
 /// A k-slot channel of `T` values in a shared region.
 #[derive(Debug)]
@@ -66,32 +100,53 @@ impl<T: Shareable + Copy> BufferedChannel<T> {
             cells: region.offset_of(cells.cast()) as u64,
             capacity: capacity as u64,
         };
-        let (layout, reference) = place(region, kind::BUFFERED, layout)?;
-        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+        let (layout, reference) = place(region, &BUFFERED_LAYOUT, layout)?;
+        Self::from_layout(region, layout, reference)
     }
 
     /// Opens a channel created in `region` by another process.
+    ///
+    /// The layout is read once and checked (see [`crate::layout`]): a corrupt field is
+    /// [`ConnectError::CorruptLayout`] naming it; the channel then uses its private copy.
     pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
         let layout = find::<RingLayout>(region, kind::BUFFERED, reference)
             .ok_or(ConnectError::BadReference)?;
-        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+        Self::from_layout(region, layout, reference)
     }
 
     fn from_layout(
         region: &Arc<Region>,
         layout: *mut RingLayout,
         reference: ChannelRef,
-    ) -> Option<Self> {
-        // SAFETY: `layout` was placed (or found, tag checked) in the mapped region.
-        let l = unsafe { &*layout };
-        let cells = region.at_offset(
-            l.cells as usize,
-            l.capacity as usize * size_of::<RingCell<T>>(),
+    ) -> Result<Self, ConnectError> {
+        let spec = &BUFFERED_LAYOUT;
+        let span = layout_span(region, layout);
+        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
+        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
+        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
+        let mut check = LayoutCheck::new(region, spec, span);
+        let capacity = check.count("capacity", v.get(0), 1, u64::MAX, "must be at least 1")?;
+        if v.get(1) != capacity {
+            return Err(check
+                .error("header.capacity", v.get(1), "must equal `capacity`")
+                .into());
+        }
+        let mode = v.get(2) as u32;
+        check.mode("mode", mode)?;
+        let cells = check.array(
+            "cells",
+            v.get(3),
+            capacity,
+            size_of::<RingCell<T>>(),
+            align_of::<RingCell<T>>(),
         )?;
-        // SAFETY: header and `capacity` cells initialised by `create`, bounds checked above,
-        // kept mapped by `self.region`.
-        let ring = unsafe { Ring::from_raw(&l.header, cells.cast()) };
-        Some(Self {
+        check.sealed(spec, &v)?;
+        // SAFETY: header placed by `create`; `capacity` cells inside the region (checked
+        // above, apart from the layout), kept mapped by `self.region`. The view uses this
+        // private, checked shape, never the header's shared copy.
+        let ring =
+            unsafe { Ring::with_shape(&raw const (*layout).header, cells.cast(), capacity, mode) };
+        Ok(Self {
             region: Arc::clone(region),
             ring,
             reference,

@@ -218,6 +218,9 @@ pub enum ConnectError {
     TooManySenders,
     /// The reference does not name a channel of this kind in this region.
     BadReference,
+    /// The channel's layout in the region failed a check in `open` (a field named in the
+    /// error was changed by a process with write access to the region).
+    CorruptLayout(crate::layout::LayoutError),
 }
 
 impl fmt::Display for ConnectError {
@@ -244,11 +247,18 @@ impl fmt::Display for ConnectError {
                     "the reference does not name a channel of this kind in this region"
                 )
             }
+            ConnectError::CorruptLayout(e) => write!(f, "cannot open the channel: {e}"),
         }
     }
 }
 
 impl std::error::Error for ConnectError {}
+
+impl From<crate::layout::LayoutError> for ConnectError {
+    fn from(e: crate::layout::LayoutError) -> Self {
+        ConnectError::CorruptLayout(e)
+    }
+}
 
 impl From<crate::region::AllocError> for ConnectError {
     fn from(e: crate::region::AllocError) -> Self {

@@ -30,7 +30,13 @@ mod backing;
 #[cfg(not(memlink_loom))]
 mod buffered_channel;
 #[cfg(not(memlink_loom))]
+mod checksum;
+#[cfg(not(memlink_loom))]
 pub mod error;
+#[cfg(not(memlink_loom))]
+pub mod fuzzing;
+#[cfg(not(memlink_loom))]
+pub mod layout;
 #[cfg(not(memlink_loom))]
 pub mod liveness;
 #[cfg(not(memlink_loom))]
@@ -43,6 +49,8 @@ mod port;
 pub mod region;
 #[cfg(not(memlink_loom))]
 mod sync_channel;
+#[cfg(not(memlink_loom))]
+pub mod tamper;
 
 pub use pcb::Pcb;
 pub use shareable::Shareable;
@@ -58,11 +66,13 @@ pub use error::{
     TryRecvError, TrySendError,
 };
 #[cfg(not(memlink_loom))]
+pub use layout::LayoutError;
+#[cfg(not(memlink_loom))]
 pub use loan_channel::{Loan, LoanChannel, LoanReceiver, LoanSender, Sample};
 #[cfg(not(memlink_loom))]
 pub use port::{Port, PortSender, ReceiveRight, ReceiveRightToken, SendRight};
 #[cfg(not(memlink_loom))]
-pub use region::{AllocError, Region, RegionError, SharedVar};
+pub use region::{AllocError, HeaderField, Region, RegionError, SharedVar};
 #[cfg(not(memlink_loom))]
 pub use sync_channel::{SyncChannel, SyncReceiver, SyncSender};
 

@@ -9,10 +9,11 @@
 //! or held by a process that died are taken back ([`LoanSender::reclaim`], also done
 //! automatically while waiting for a slot).
 
-use crate::backing::{ChannelRef, find, kind, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
 use crate::error::{ConnectError, LoanError, RecvError, RecvTimeoutError, SendError, TryRecvError};
+use crate::layout::{Field, LayoutCheck, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
-use crate::protocol::loan::{LoanHeader, LoanPool, SlotMeta};
+use crate::protocol::loan::{LoanHeader, LoanPool, SHAPE_OFFSETS, SlotMeta};
 use crate::region::Region;
 use crate::sync::AtomicU32;
 use crate::wait::{Deadline, WaitFailure, WaitMode};
@@ -27,6 +28,49 @@ struct LoanLayout {
     meta: u64,
     data: u64,
 }
+
+const fn at(field: usize) -> usize {
+    std::mem::offset_of!(Tagged<LoanLayout>, value) + field
+}
+
+/// The sealed fields of a loan channel's layout, as `open` reads them.
+pub static LOAN_LAYOUT: LayoutSpec = LayoutSpec {
+    channel: "loan channel",
+    kind: kind::LOAN,
+    fields: &[
+        Field {
+            name: "slots",
+            offset: at(std::mem::offset_of!(LoanLayout, header) + SHAPE_OFFSETS.0),
+            width: 4,
+        },
+        Field {
+            name: "mode",
+            offset: at(std::mem::offset_of!(LoanLayout, header) + SHAPE_OFFSETS.1),
+            width: 4,
+        },
+        Field {
+            name: "slot_size",
+            offset: at(std::mem::offset_of!(LoanLayout, header) + SHAPE_OFFSETS.2),
+            width: 8,
+        },
+        Field {
+            name: "ring",
+            offset: at(std::mem::offset_of!(LoanLayout, ring)),
+            width: 8,
+        },
+        Field {
+            name: "meta",
+            offset: at(std::mem::offset_of!(LoanLayout, meta)),
+            width: 8,
+        },
+        Field {
+            name: "data",
+            offset: at(std::mem::offset_of!(LoanLayout, data)),
+            width: 8,
+        },
+    ],
+    len: size_of::<Tagged<LoanLayout>>(),
+};
 
 /// A zero-copy channel of byte messages up to `slot_size`, with a pool of `slots` slots.
 #[derive(Debug, Clone)]
@@ -67,32 +111,80 @@ impl LoanChannel {
             meta: region.offset_of(meta.cast()) as u64,
             data: region.offset_of(data) as u64,
         };
-        let (layout, reference) = place(region, kind::LOAN, layout)?;
-        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+        let (layout, reference) = place(region, &LOAN_LAYOUT, layout)?;
+        Self::from_layout(region, layout, reference)
     }
 
     /// Opens a channel created in `region` by another process.
+    ///
+    /// The layout is read from the region once and checked (see [`crate::layout`]): a field
+    /// that another process with write access corrupted is [`ConnectError::CorruptLayout`]
+    /// naming it. The channel then uses only its private copy of the layout.
     pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
         let layout =
             find::<LoanLayout>(region, kind::LOAN, reference).ok_or(ConnectError::BadReference)?;
-        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+        Self::from_layout(region, layout, reference)
     }
 
     fn from_layout(
         region: &Arc<Region>,
         layout: *mut LoanLayout,
         reference: ChannelRef,
-    ) -> Option<Self> {
-        // SAFETY: `layout` was placed (or found, tag checked) in the region, which is mapped.
-        let l = unsafe { &*layout };
-        let n = l.header.slots() as usize;
-        let ring = region.at_offset(l.ring as usize, n * size_of::<AtomicU32>())?;
-        let meta = region.at_offset(l.meta as usize, n * size_of::<SlotMeta>())?;
-        let data = region.at_offset(l.data as usize, n * l.header.slot_size())?;
-        // SAFETY: all parts were initialised by `create` with `n` elements and `n * slot_size`
-        // bytes (bounds checked above); `self.region` keeps them mapped for the view's life.
-        let pool = unsafe { LoanPool::from_raw(&l.header, ring.cast(), meta.cast(), data) };
-        Some(Self {
+    ) -> Result<Self, ConnectError> {
+        let spec = &LOAN_LAYOUT;
+        let span = layout_span(region, layout);
+        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
+        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
+        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
+        let mut check = LayoutCheck::new(region, spec, span);
+        let slots = check.count("slots", v.get(0), 1, u32::MAX as u64, "must be at least 1")?;
+        let slot_size = check.count(
+            "slot_size",
+            v.get(2),
+            1,
+            isize::MAX as u64,
+            "must be at least 1",
+        )?;
+        if slot_size.checked_mul(slots).is_none() {
+            return Err(check
+                .error("slot_size", slot_size, "times `slots` must not exceed 2^64")
+                .into());
+        }
+        let mode = v.get(1) as u32;
+        check.mode("mode", mode)?;
+        let ring = check.array(
+            "ring",
+            v.get(3),
+            slots,
+            size_of::<AtomicU32>(),
+            align_of::<AtomicU32>(),
+        )?;
+        let meta = check.array(
+            "meta",
+            v.get(4),
+            slots,
+            size_of::<SlotMeta>(),
+            align_of::<SlotMeta>(),
+        )?;
+        let data = check.array("data", v.get(5), slots, slot_size as usize, 1)?;
+        check.sealed(spec, &v)?;
+        // SAFETY: the header was placed by `create` (in `layout`); `ring` and `meta` hold
+        // `slots` elements and `data` `slots * slot_size` bytes, all inside the region (checked
+        // above, apart from each other and from the layout), which `self.region` keeps mapped.
+        // Their contents are atomics and bytes, valid whatever a peer wrote there. The view
+        // uses this private, checked shape, never the header's shared copy.
+        let pool = unsafe {
+            LoanPool::with_shape(
+                &raw const (*layout).header,
+                ring.cast(),
+                meta.cast(),
+                data,
+                slots as u32,
+                slot_size as usize,
+                mode,
+            )
+        };
+        Ok(Self {
             region: Arc::clone(region),
             pool,
             reference,

@@ -4,13 +4,14 @@
 //! or another port) to the process that [`ReceiveRight::claim`]s it. Send rights travel the same
 //! way as [`SendRight`]s. Any [`Shareable`] message type can carry such rights as fields.
 
-use crate::backing::{ChannelRef, find, kind, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
+use crate::layout::{Field, LayoutCheck, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
-use crate::protocol::mpsc::{Mpsc, PortCell, PortHeader};
+use crate::protocol::mpsc::{Mpsc, PortCell, PortHeader, SHAPE_OFFSETS};
 use crate::region::Region;
 use crate::shareable::Shareable;
 use crate::wait::{Deadline, WaitFailure, WaitMode};
@@ -23,6 +24,34 @@ struct PortLayout {
     header: PortHeader,
     cells: u64,
 }
+
+const fn at(field: usize) -> usize {
+    std::mem::offset_of!(Tagged<PortLayout>, value) + field
+}
+
+/// The sealed fields of a port's layout, as `open` reads them.
+pub static PORT_LAYOUT: LayoutSpec = LayoutSpec {
+    channel: "port",
+    kind: kind::PORT,
+    fields: &[
+        Field {
+            name: "capacity",
+            offset: at(std::mem::offset_of!(PortLayout, header) + SHAPE_OFFSETS.0),
+            width: 8,
+        },
+        Field {
+            name: "mode",
+            offset: at(std::mem::offset_of!(PortLayout, header) + SHAPE_OFFSETS.1),
+            width: 4,
+        },
+        Field {
+            name: "cells",
+            offset: at(std::mem::offset_of!(PortLayout, cells)),
+            width: 8,
+        },
+    ],
+    len: size_of::<Tagged<PortLayout>>(),
+};
 
 /// A port in a shared region carrying `T` messages.
 #[derive(Debug)]
@@ -87,9 +116,8 @@ impl<T: Shareable + Copy> Port<T> {
             header: PortHeader::new(capacity, mode, current_pid()),
             cells: region.offset_of(cells.cast()) as u64,
         };
-        let (layout, reference) = place(region, kind::PORT, layout)?;
-        let port =
-            Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)?;
+        let (layout, reference) = place(region, &PORT_LAYOUT, layout)?;
+        let port = Self::from_layout(region, layout, reference)?;
         let right = ReceiveRight {
             port: port.clone(),
             pid: current_pid(),
@@ -98,25 +126,44 @@ impl<T: Shareable + Copy> Port<T> {
     }
 
     /// Opens a port created in `region` by another process.
+    ///
+    /// The layout is read once and checked (see [`crate::layout`]): a corrupt field is
+    /// [`ConnectError::CorruptLayout`] naming it; the port then uses its private copy.
     pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
         let layout =
             find::<PortLayout>(region, kind::PORT, reference).ok_or(ConnectError::BadReference)?;
-        Self::from_layout(region, layout, reference).ok_or(ConnectError::BadReference)
+        Self::from_layout(region, layout, reference)
     }
 
     fn from_layout(
         region: &Arc<Region>,
         layout: *mut PortLayout,
         reference: ChannelRef,
-    ) -> Option<Self> {
-        // SAFETY: `layout` was placed (or found, tag checked) in the mapped region.
-        let l = unsafe { &*layout };
-        let cap = l.header.capacity();
-        let cells = region.at_offset(l.cells as usize, cap * size_of::<PortCell<T>>())?;
-        // SAFETY: header and `cap` cells (cell i made with index i) initialised by `create`,
-        // bounds checked above, kept mapped by `self.region`.
-        let queue = unsafe { Mpsc::from_raw(&l.header, cells.cast()) };
-        Some(Self {
+    ) -> Result<Self, ConnectError> {
+        let spec = &PORT_LAYOUT;
+        let span = layout_span(region, layout);
+        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
+        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
+        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
+        let mut check = LayoutCheck::new(region, spec, span);
+        let capacity = check.count("capacity", v.get(0), 2, u64::MAX, "must be at least 2")?;
+        let mode = v.get(1) as u32;
+        check.mode("mode", mode)?;
+        let cells = check.array(
+            "cells",
+            v.get(2),
+            capacity,
+            size_of::<PortCell<T>>(),
+            align_of::<PortCell<T>>(),
+        )?;
+        check.sealed(spec, &v)?;
+        // SAFETY: header placed by `create`; `capacity` cells inside the region (checked
+        // above, apart from the layout), kept mapped by `self.region`. A cell's turn counter
+        // is an atomic, valid whatever a peer wrote; a wrong one only stalls or reorders this
+        // port's messages. The view uses this private, checked shape.
+        let queue =
+            unsafe { Mpsc::with_shape(&raw const (*layout).header, cells.cast(), capacity, mode) };
+        Ok(Self {
             region: Arc::clone(region),
             queue,
             reference,

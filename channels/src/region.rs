@@ -13,9 +13,10 @@
 //! region means the same object in every process, which is what lets a channel descriptor's
 //! `val_ref` point straight at another process's message variable.
 
+use crate::checksum::{crc16_48, crc32_words};
 use crate::shareable::Shareable;
 use memlink_capability::mapping::{MapError, Mapping, Protection};
-use memlink_capability::segment::{AttachError, CreateError, Segment};
+use memlink_capability::segment::{self, AttachError, CreateError, Segment};
 use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -24,16 +25,92 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const REGION_MAGIC: u64 = u64::from_le_bytes(*b"MLREGION");
 /// Bytes at the start of the payload kept for [`RegionHeader`] (one cache line pair).
 const REGION_HEADER_LEN: usize = 128;
+/// The allocation cursor keeps its value in the low 48 bits of its word and a CRC-16 of those
+/// bits in the high 16, so a corrupted cursor is seen before it is used.
+const CURSOR_BITS: u32 = 48;
+const CURSOR_MASK: u64 = (1 << CURSOR_BITS) - 1;
 
 /// The start of every region's payload: what `attach` checks, and the allocation cursor.
+///
+/// `magic`, `base` and `len` never change after `create`; `check` is a CRC-32 of the three, so
+/// any change of up to four consecutive bytes of them is detected. A peer with write access can
+/// still rewrite all four consistently; `attach_at` defends against that by checking `base`
+/// against the value learnt from the creator itself.
 #[repr(C)]
 struct RegionHeader {
     magic: AtomicU64,
     base: AtomicU64,
+    len: AtomicU64,
+    check: AtomicU64,
     cursor: AtomicU64,
 }
 
 const _: () = assert!(size_of::<RegionHeader>() <= REGION_HEADER_LEN);
+
+/// Byte offsets of the header's fields (for tests that corrupt them on purpose).
+pub mod header_offsets {
+    /// The magic (`MLREGION`).
+    pub const MAGIC: usize = 0;
+    /// The base address the creator mapped the payload at.
+    pub const BASE: usize = 8;
+    /// The payload length at creation.
+    pub const LEN: usize = 16;
+    /// CRC-32 of magic, base and length.
+    pub const CHECK: usize = 24;
+    /// The allocation cursor (48 bits) and its CRC-16 (16 bits).
+    pub const CURSOR: usize = 32;
+    /// Bytes of the header that carry meaning; the rest of the reserved space is unused.
+    pub const END: usize = 40;
+}
+
+fn header_check(magic: u64, base: u64, len: u64) -> u64 {
+    crc32_words(&[magic, base, len]) as u64
+}
+
+fn cursor_word(cursor: u64) -> u64 {
+    debug_assert!(cursor <= CURSOR_MASK);
+    cursor | (crc16_48(cursor) as u64) << CURSOR_BITS
+}
+
+/// The cursor in `word` if its check matches and it lies in `[REGION_HEADER_LEN, len]`.
+fn cursor_value(word: u64, len: usize) -> Option<u64> {
+    let cursor = word & CURSOR_MASK;
+    (crc16_48(cursor) as u64 == word >> CURSOR_BITS
+        && cursor >= REGION_HEADER_LEN as u64
+        && cursor <= len as u64)
+        .then_some(cursor)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+/// A field of the region header that failed its check on attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderField {
+    /// The CRC-32 over magic, base and length does not match: one of the four was changed.
+    Check,
+    /// The base address is zero, not page-aligned, or the region would end past the top of
+    /// the address space.
+    Base,
+    /// The recorded length differs from the segment's payload.
+    Len,
+    /// The allocation cursor fails its CRC-16 or points outside the region.
+    Cursor,
+}
+
+impl fmt::Display for HeaderField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeaderField::Check => "checksum (of magic, base and length)",
+            HeaderField::Base => "base address",
+            HeaderField::Len => "length",
+            HeaderField::Cursor => "allocation cursor",
+        })
+    }
+}
 
 /// Why a region could not be created or attached.
 #[derive(Debug)]
@@ -44,6 +121,21 @@ pub enum RegionError {
     Attach(AttachError),
     /// The descriptor is a memlink segment but not a channel region (wrong region header).
     NotARegion,
+    /// The region header is a channel region's, but one of its fields is corrupt.
+    CorruptHeader {
+        /// The field that failed its check.
+        field: HeaderField,
+        /// The value found there.
+        found: u64,
+    },
+    /// The region's header names a base address other than the one the creator announced
+    /// (over the rendezvous socket): someone rewrote the header.
+    BaseMismatch {
+        /// The base the creator announced.
+        expected: usize,
+        /// The base the header names.
+        found: usize,
+    },
     /// The creator's address range is already used in this process.
     AddressInUse {
         /// The base address the region must be mapped at.
@@ -62,6 +154,16 @@ impl fmt::Display for RegionError {
                 f,
                 "the descriptor is a memlink segment but not a channel region (wrong region header)"
             ),
+            RegionError::CorruptHeader { field, found } => write!(
+                f,
+                "the region header's {field} is corrupt (found {found:#x}): a process with write \
+                 access to the region overwrote it; the region was not mapped"
+            ),
+            RegionError::BaseMismatch { expected, found } => write!(
+                f,
+                "the region header names base {found:#x} but its creator announced {expected:#x}: \
+                 a process with write access rewrote the header; the region was not mapped"
+            ),
             RegionError::AddressInUse { base } => write!(
                 f,
                 "cannot map the region at its shared address {base:#x}: that range is already \
@@ -78,7 +180,10 @@ impl std::error::Error for RegionError {
             RegionError::Create(e) => Some(e),
             RegionError::Attach(e) => Some(e),
             RegionError::Map(e) => Some(e),
-            RegionError::NotARegion | RegionError::AddressInUse { .. } => None,
+            RegionError::NotARegion
+            | RegionError::CorruptHeader { .. }
+            | RegionError::BaseMismatch { .. }
+            | RegionError::AddressInUse { .. } => None,
         }
     }
 }
@@ -93,6 +198,12 @@ pub enum AllocError {
         /// Bytes still free.
         available: usize,
     },
+    /// The shared allocation cursor fails its check or points outside the region: a process
+    /// with write access overwrote it. Nothing was allocated.
+    CorruptCursor {
+        /// The cursor word found.
+        found: u64,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -104,6 +215,11 @@ impl fmt::Display for AllocError {
             } => write!(
                 f,
                 "region is full: {requested} bytes requested, {available} free; create a larger region"
+            ),
+            AllocError::CorruptCursor { found } => write!(
+                f,
+                "the region's allocation cursor is corrupt (word {found:#x}): a process with \
+                 write access overwrote it; nothing was allocated"
             ),
         }
     }
@@ -136,14 +252,38 @@ impl Region {
         };
         let h = region.header();
         h.base.store(base as u64, Ordering::Relaxed);
-        h.cursor.store(REGION_HEADER_LEN as u64, Ordering::Relaxed);
+        h.len.store(region.len as u64, Ordering::Relaxed);
+        h.check.store(
+            header_check(REGION_MAGIC, base as u64, region.len as u64),
+            Ordering::Relaxed,
+        );
+        h.cursor
+            .store(cursor_word(REGION_HEADER_LEN as u64), Ordering::Relaxed);
         // The magic goes last: a header with the magic is complete.
         h.magic.store(REGION_MAGIC, Ordering::Release);
         Ok(region)
     }
 
-    /// Maps a region received as a descriptor (from another process) at its creator's address.
+    /// Maps a region received as a descriptor (from another process) at its creator's address,
+    /// as the region header records it.
+    ///
+    /// Every header field is checked before use (magic, a CRC-32 over magic, base and length,
+    /// the base's alignment and range, the length against the segment, the cursor's CRC-16 and
+    /// bounds): a corrupt field is [`RegionError::CorruptHeader`] naming it, and nothing is
+    /// mapped. A header rewritten consistently by a peer with write access (checksum
+    /// recomputed) cannot be told from the creator's own; [`Region::attach_at`] with the base
+    /// learnt from the creator closes that gap.
     pub fn attach(fd: OwnedFd) -> Result<Region, RegionError> {
+        Self::attach_checked(fd, None)
+    }
+
+    /// Like [`Region::attach`], and the header must name `expected_base` (the creator's
+    /// address, learnt from the creator itself): otherwise [`RegionError::BaseMismatch`].
+    pub fn attach_at(fd: OwnedFd, expected_base: usize) -> Result<Region, RegionError> {
+        Self::attach_checked(fd, Some(expected_base))
+    }
+
+    fn attach_checked(fd: OwnedFd, expected_base: Option<usize>) -> Result<Region, RegionError> {
         let segment = Segment::attach(fd).map_err(RegionError::Attach)?;
         if segment.protection() != Protection::ReadWrite
             || segment.payload_capacity() < REGION_HEADER_LEN
@@ -153,10 +293,33 @@ impl Region {
         // SAFETY: the payload is mapped (read-write, checked above) for at least
         // REGION_HEADER_LEN bytes, page-aligned; the header is all atomics.
         let h = unsafe { &*segment.payload_ptr().cast::<RegionHeader>() };
-        if h.magic.load(Ordering::Acquire) != REGION_MAGIC {
-            return Err(RegionError::NotARegion);
+        let base = Self::check_header(h, segment.payload_capacity())?;
+        if let Some(expected) = expected_base {
+            if expected != base {
+                return Err(RegionError::BaseMismatch {
+                    expected,
+                    found: base,
+                });
+            }
         }
-        let base = h.base.load(Ordering::Relaxed) as usize;
+        // The segment's own mapping (where the kernel chose) may sit in the very range the
+        // region must take. Then map the segment again while the first mapping still holds
+        // that spot (the new one lands elsewhere), and let the first one go.
+        let overlaps = |seg: &Segment| {
+            let start = seg.payload_ptr() as usize - segment::HEADER_LEN;
+            let end = seg.payload_ptr() as usize + seg.payload_capacity();
+            start < base + seg.payload_capacity() && base < end
+        };
+        let segment = if overlaps(&segment) {
+            let fd = segment
+                .try_clone_fd()
+                .map_err(|e| RegionError::Map(MapError::Io(e)))?;
+            let again = Segment::attach(fd).map_err(RegionError::Attach)?;
+            drop(segment);
+            again
+        } else {
+            segment
+        };
         let fixed = segment
             .map_payload_at(base, Protection::ReadWrite)
             .map_err(|e| match e {
@@ -169,6 +332,47 @@ impl Region {
             _fixed: Some(fixed),
             base,
         })
+    }
+
+    /// Reads every header field once and checks it; returns the base to map at.
+    fn check_header(h: &RegionHeader, capacity: usize) -> Result<usize, RegionError> {
+        if h.magic.load(Ordering::Acquire) != REGION_MAGIC {
+            return Err(RegionError::NotARegion);
+        }
+        let base = h.base.load(Ordering::Relaxed);
+        let len = h.len.load(Ordering::Relaxed);
+        let check = h.check.load(Ordering::Relaxed);
+        if check != header_check(REGION_MAGIC, base, len) {
+            return Err(RegionError::CorruptHeader {
+                field: HeaderField::Check,
+                found: check,
+            });
+        }
+        let base_ok = base != 0
+            && base % page_size() as u64 == 0
+            && base
+                .checked_add(len)
+                .is_some_and(|end| end <= usize::MAX as u64);
+        if !base_ok {
+            return Err(RegionError::CorruptHeader {
+                field: HeaderField::Base,
+                found: base,
+            });
+        }
+        if len != capacity as u64 {
+            return Err(RegionError::CorruptHeader {
+                field: HeaderField::Len,
+                found: len,
+            });
+        }
+        let cursor = h.cursor.load(Ordering::Acquire);
+        if cursor_value(cursor, capacity).is_none() {
+            return Err(RegionError::CorruptHeader {
+                field: HeaderField::Cursor,
+                found: cursor,
+            });
+        }
+        Ok(base as usize)
     }
 
     fn header(&self) -> &RegionHeader {
@@ -222,23 +426,32 @@ impl Region {
     }
 
     /// Reserves `size` bytes aligned to `align` (a power of two) and returns their address.
-    /// Space is never returned to the region.
+    /// Space is never returned to the region. The shared cursor is checked (CRC-16 and
+    /// bounds) before it is used: a corrupt one is [`AllocError::CorruptCursor`].
     pub fn alloc_bytes(&self, size: usize, align: usize) -> Result<*mut u8, AllocError> {
-        let align = align.max(1) as u64;
+        let align = align.max(1).next_power_of_two() as u64;
+        let len = self.len;
         let mut start = 0;
+        let mut corrupt = false;
         let r = self
             .header()
             .cursor
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                start = (cur + align - 1) & !(align - 1);
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let Some(cur) = cursor_value(word, len) else {
+                    corrupt = true;
+                    return None;
+                };
+                corrupt = false;
+                start = cur.checked_add(align - 1)? & !(align - 1);
                 let end = start.checked_add(size as u64)?;
-                (end <= self.len as u64).then_some(end)
+                (end <= len as u64).then(|| cursor_word(end))
             });
         match r {
             Ok(_) => Ok((self.base + start as usize) as *mut u8),
-            Err(cur) => Err(AllocError::OutOfSpace {
+            Err(word) if corrupt => Err(AllocError::CorruptCursor { found: word }),
+            Err(word) => Err(AllocError::OutOfSpace {
                 requested: size,
-                available: (self.len as u64).saturating_sub(cur) as usize,
+                available: (len as u64).saturating_sub(word & CURSOR_MASK) as usize,
             }),
         }
     }

@@ -13,11 +13,12 @@
 //! outside the region is refused with `NotShared` instead of being read through a dangling
 //! address. Between threads, [`SyncChannel::local`] accepts any variable, stack included.
 
-use crate::backing::{Backing, ChannelRef, find, kind, place};
+use crate::backing::{Backing, ChannelRef, Tagged, find, kind, place};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
+use crate::layout::LayoutSpec;
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
 use crate::protocol::rendezvous::{Role, SyncDescriptor, SyncShared};
 use crate::region::Region;
@@ -27,6 +28,15 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A synchronous channel's layout: no sealed fields (its descriptor's pointers are checked at
+/// every use instead: `val_ref` must lie in the region, `PCB_ref` must be the peer's record).
+static SYNC_LAYOUT: LayoutSpec = LayoutSpec {
+    channel: "synchronous channel",
+    kind: kind::SYNC,
+    fields: &[],
+    len: size_of::<Tagged<SyncShared>>(),
+};
 
 /// A synchronous zero-copy channel carrying values of type `T`; hand out one
 /// [`SyncSender`] and one [`SyncReceiver`].
@@ -60,7 +70,7 @@ impl<T: Shareable + Copy> SyncChannel<T> {
     /// Creates a channel in `region`, usable by every process that maps it (forked children
     /// inherit it; others attach the region and [`SyncChannel::open`] it).
     pub fn create(region: &Arc<Region>, mode: WaitMode) -> Result<Self, ConnectError> {
-        let (shared, reference) = place(region, kind::SYNC, SyncShared::new(mode))?;
+        let (shared, reference) = place(region, &SYNC_LAYOUT, SyncShared::new(mode))?;
         Ok(Self {
             backing: Backing::Region(Arc::clone(region)),
             shared,
@@ -156,10 +166,13 @@ impl<T: Shareable + Copy> SyncChannel<T> {
         let mut peer = peer.borrow_mut();
         let gone =
             |thorough: bool| other.is_closed() || (thorough && peer.is_dead(other.pcb.pid()));
+        let backing = &self.backing;
+        let reachable = |ptr: *const u8, len: usize| backing.reachable(ptr, len);
         // SAFETY: `var` is a `T` borrowed by the caller for the whole call (shared for send,
         // exclusive for recv) and `reachable` checked that the peer can reach it; the single
-        // endpoint per role is `!Sync`, so one caller per role is inside `transfer`.
-        unsafe { shared.transfer(role, var, size_of::<T>(), deadline, gone) }
+        // endpoint per role is `!Sync`, so one caller per role is inside `transfer`. The
+        // peer's variable is used only if it lies in the region `backing` keeps mapped.
+        unsafe { shared.transfer_within(role, var, size_of::<T>(), deadline, gone, &reachable) }
     }
 
     fn close(&self, role: Role) {

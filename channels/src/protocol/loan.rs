@@ -65,6 +65,15 @@ impl LoanHeader {
     }
 }
 
+/// Byte offsets in [`LoanHeader`] of its shape fields (slots: u32, mode: u32, slot size:
+/// u64), for `open`, which reads them once by offset and checks them, and for tools that
+/// corrupt them on purpose (tests, fuzzing).
+pub const SHAPE_OFFSETS: (usize, usize, usize) = (
+    std::mem::offset_of!(LoanHeader, slots),
+    std::mem::offset_of!(LoanHeader, mode),
+    std::mem::offset_of!(LoanHeader, slot_size),
+);
+
 /// Per-slot bookkeeping: state and owner in one word, and the message length.
 #[repr(C)]
 #[derive(Debug)]
@@ -89,6 +98,11 @@ pub struct LoanPool<'a> {
     ring: *const AtomicU32,
     meta: *const SlotMeta,
     data: *mut u8,
+    /// Private copies of the header's shape: read once when the view is built, never again
+    /// (in shared memory a peer could change the originals).
+    slots: u32,
+    slot_size: usize,
+    mode: WaitMode,
     _life: PhantomData<&'a LoanHeader>,
 }
 
@@ -111,11 +125,36 @@ impl<'a> LoanPool<'a> {
         meta: *const SlotMeta,
         data: *mut u8,
     ) -> Self {
+        // SAFETY: `header` is initialised (this function's contract).
+        let h = unsafe { &*header };
+        let (slots, slot_size, mode) = (h.slots, h.slot_size as usize, h.mode);
+        // SAFETY: forwarded from this function's contract, with the header's own shape.
+        unsafe { Self::with_shape(header, ring, meta, data, slots, slot_size, mode) }
+    }
+
+    /// Builds a view with a shape the caller read and checked once (`open` over shared
+    /// memory); the view never reads the header's shape fields.
+    ///
+    /// # Safety
+    /// As for [`LoanPool::from_raw`], with `slots` (at least 1) and `slot_size` in place of
+    /// the header's: `ring` and `meta` hold `slots` elements, `data` `slots * slot_size` bytes.
+    pub unsafe fn with_shape(
+        header: *const LoanHeader,
+        ring: *const AtomicU32,
+        meta: *const SlotMeta,
+        data: *mut u8,
+        slots: u32,
+        slot_size: usize,
+        mode: u32,
+    ) -> Self {
         LoanPool {
             header,
             ring,
             meta,
             data,
+            slots: slots.max(1),
+            slot_size,
+            mode: WaitMode::from_word(mode),
             _life: PhantomData,
         }
     }
@@ -127,35 +166,37 @@ impl<'a> LoanPool<'a> {
     }
 
     fn meta(&self, slot: u32) -> &'a SlotMeta {
-        debug_assert!(slot < self.slots());
-        // SAFETY: `slot < slots`, and `meta` holds `slots` elements valid for 'a.
-        unsafe { &*self.meta.add(slot as usize) }
+        debug_assert!(slot < self.slots);
+        // SAFETY: reduced modulo `slots` (every caller passes a slot below it already);
+        // `meta` holds `slots` elements valid for 'a.
+        unsafe { &*self.meta.add((slot % self.slots) as usize) }
     }
 
     fn ring(&self, index: u64) -> &'a AtomicU32 {
         // SAFETY: the index is reduced modulo `slots`; `ring` holds `slots` elements.
-        unsafe { &*self.ring.add((index % self.slots() as u64) as usize) }
+        unsafe { &*self.ring.add((index % self.slots as u64) as usize) }
     }
 
     /// Number of slots in the pool.
     pub fn slots(&self) -> u32 {
-        self.header().slots
+        self.slots
     }
 
     /// Size of each slot in bytes.
     pub fn slot_size(&self) -> usize {
-        self.header().slot_size as usize
+        self.slot_size
     }
 
     /// The waiting policy.
     pub fn mode(&self) -> WaitMode {
-        WaitMode::from_word(self.header().mode)
+        self.mode
     }
 
     /// Address of a slot's memory, the same in every process sharing it.
     pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
-        // SAFETY: `slot < slots`, so the offset stays inside the `slots * slot_size` bytes.
-        unsafe { self.data.add(slot as usize * self.slot_size()) }
+        // SAFETY: reduced modulo `slots` (callers pass a slot below it), so the offset stays
+        // inside the `slots * slot_size` bytes, whose product does not overflow.
+        unsafe { self.data.add((slot % self.slots) as usize * self.slot_size) }
     }
 
     /// State and owner of a slot (for tests and diagnostics).
@@ -216,9 +257,14 @@ impl<'a> LoanPool<'a> {
             return None;
         }
         let slot = self.ring(head).load(Ordering::Relaxed);
+        if slot >= self.slots {
+            // Not a slot of this pool: a peer wrote garbage into the ring. Skip the entry.
+            header.head.store(head.wrapping_add(1), Ordering::Release);
+            return None;
+        }
         let meta = self.meta(slot);
         meta.state.store(word(owner, HELD), Ordering::Relaxed);
-        let len = meta.len.load(Ordering::Relaxed) as usize;
+        let len = (meta.len.load(Ordering::Relaxed) as usize).min(self.slot_size);
         header.head.store(head.wrapping_add(1), Ordering::Release);
         Some((slot, len))
     }

@@ -43,6 +43,14 @@ pub struct PortHeader {
     mode: u32,
 }
 
+/// Byte offsets in [`PortHeader`] of its shape fields (capacity: u64, mode: u32), for
+/// `open`, which reads them once by offset and checks them, and for tools that corrupt them on
+/// purpose (tests, fuzzing).
+pub const SHAPE_OFFSETS: (usize, usize) = (
+    std::mem::offset_of!(PortHeader, capacity),
+    std::mem::offset_of!(PortHeader, mode),
+);
+
 /// One cell: the turn counter and the value.
 #[derive(Debug)]
 pub struct PortCell<T> {
@@ -121,10 +129,10 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
                 // Announced before the claim; the Release of the winning CAS below (and of
                 // every later CAS on the tail: a release sequence) carries it to a receiver
                 // that sees the tail moved past `pos`.
-                claims.store(pos + 1, Ordering::Relaxed);
+                claims.store(pos.wrapping_add(1), Ordering::Relaxed);
                 match h.tail.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
@@ -152,7 +160,7 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
         // sender the only writer of the cell until it publishes `pos + 1` (a receiver frees a
         // claimed cell only when this sender is dead).
         cell.value.with_mut(|p| unsafe { (*p).write(value) });
-        cell.seq.store(pos + 1, Ordering::Release);
+        cell.seq.store(pos.wrapping_add(1), Ordering::Release);
         h.claims[sender].store(0, Ordering::Release);
         h.receiver.pcb.notify_for(self.mode());
         Ok(())
@@ -178,7 +186,7 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
             return false; // published, or nobody claimed it yet
         }
         let announcers: Vec<usize> = (0..MAX_SENDERS)
-            .filter(|&i| h.claims[i].load(Ordering::Acquire) == pos + 1)
+            .filter(|&i| h.claims[i].load(Ordering::Acquire) == pos.wrapping_add(1))
             .collect();
         let dead = |i: usize| {
             let pid = h.senders[i].load(Ordering::Acquire);
@@ -192,7 +200,12 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
         }
         if cell
             .seq
-            .compare_exchange(pos, pos + h.capacity, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(self.cell_count()),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return false;
@@ -200,7 +213,7 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
         for i in announcers {
             h.claims[i].store(0, Ordering::Release);
         }
-        h.head.store(pos + 1, Ordering::Release);
+        h.head.store(pos.wrapping_add(1), Ordering::Release);
         h.senders_pcb.notify_for(self.mode());
         true
     }
@@ -229,14 +242,15 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
         let h = self.header();
         let pos = h.head.load(Ordering::Acquire);
         let cell = self.cell(pos);
-        if cell.seq.load(Ordering::Acquire) != pos + 1 {
+        if cell.seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
             return None;
         }
         // SAFETY: the cell's turn is `pos + 1`: its sender finished writing (Release, read with
         // Acquire above) and only the single receiver reads it.
         let value = cell.value.with(|p| unsafe { (*p).assume_init_read() });
-        cell.seq.store(pos + h.capacity, Ordering::Release);
-        h.head.store(pos + 1, Ordering::Release);
+        cell.seq
+            .store(pos.wrapping_add(self.cell_count()), Ordering::Release);
+        h.head.store(pos.wrapping_add(1), Ordering::Release);
         h.senders_pcb.notify_for(self.mode());
         Some(value)
     }

@@ -142,10 +142,33 @@ impl SyncShared {
         var: *mut u8,
         len: usize,
         deadline: Deadline,
-        mut gone: impl FnMut(bool) -> bool,
+        gone: impl FnMut(bool) -> bool,
     ) -> Result<(), WaitFailure> {
         // SAFETY: forwarded from this function's contract.
-        let generation = match unsafe { self.arrive(role, var, len, deadline, &mut gone) }? {
+        unsafe { self.transfer_within(role, var, len, deadline, gone, &|_, _| true) }
+    }
+
+    /// [`SyncShared::transfer`] for a descriptor in shared memory, where a peer may have
+    /// written anything into `val_ref`: the copy goes through the peer's variable only if
+    /// `reachable(val_ref, n)` says those bytes are shared memory of this channel (for a
+    /// region: inside it). A descriptor that fails the check, or whose `PCB_ref` is not the
+    /// peer endpoint's PCB, is never copied through: the call fails with `Disconnected`.
+    ///
+    /// # Safety
+    /// As for [`SyncShared::transfer`]; `reachable` must only accept memory that stays mapped,
+    /// readable and writable, while this call runs.
+    pub unsafe fn transfer_within(
+        &self,
+        role: Role,
+        var: *mut u8,
+        len: usize,
+        deadline: Deadline,
+        mut gone: impl FnMut(bool) -> bool,
+        reachable: &dyn Fn(*const u8, usize) -> bool,
+    ) -> Result<(), WaitFailure> {
+        // SAFETY: forwarded from this function's contract.
+        let arrival = unsafe { self.arrive(role, var, len, deadline, &mut gone, reachable) }?;
+        let generation = match arrival {
             Arrival::Completed => return Ok(()),
             Arrival::Published(generation) => generation,
         };
@@ -198,6 +221,7 @@ impl SyncShared {
         len: usize,
         deadline: Deadline,
         gone: &mut impl FnMut(bool) -> bool,
+        reachable: &dyn Fn(*const u8, usize) -> bool,
     ) -> Result<Arrival, WaitFailure> {
         let wait = &self.desc.wait;
         let mut spins = 0u32;
@@ -241,12 +265,14 @@ impl SyncShared {
                 let peer_len = self.desc.length.load(Ordering::Relaxed) as usize;
                 let peer_var = self.desc.val_ref.load(Ordering::Relaxed) as *mut u8;
                 let peer_pcb = self.desc.pcb_ref.load(Ordering::Relaxed) as *const Pcb;
-                if peer_var.is_null() || peer_pcb.is_null() {
-                    // A torn descriptor: never copy through it. Leave the rendezvous as it was.
+                let n = len.min(peer_len);
+                let peer_record = &self.endpoint(role.peer()).pcb as *const Pcb;
+                if peer_var.is_null() || peer_pcb != peer_record || !reachable(peer_var, n) {
+                    // A torn or forged descriptor: never copy through it, never wake through
+                    // it. Leave the rendezvous as it was.
                     wait.store(now, Ordering::Release);
                     return Err(WaitFailure::Disconnected);
                 }
-                let n = len.min(peer_len);
                 let (src, dst) = match role {
                     Role::Sender => (var as *const u8, peer_var),
                     Role::Receiver => (peer_var as *const u8, var),
@@ -260,8 +286,8 @@ impl SyncShared {
                     flag(generation.wrapping_add(1) & (u32::MAX >> 2), EMPTY),
                     Ordering::Release,
                 );
-                // SAFETY: `peer_pcb` points at the peer's endpoint record inside this same
-                // shared channel, which outlives this call because we hold a handle to it.
+                // SAFETY: `peer_pcb` is the peer's endpoint record inside this same shared
+                // channel (checked above), which outlives this call because we hold a handle.
                 unsafe { (*peer_pcb).notify_for(self.mode()) };
                 return Ok(Arrival::Completed);
             }

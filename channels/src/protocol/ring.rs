@@ -37,6 +37,14 @@ impl RingHeader {
     }
 }
 
+/// Byte offsets in [`RingHeader`] of its shape fields (capacity: u64, mode: u32), for
+/// `open`, which reads them once by offset and checks them, and for tools that corrupt them on
+/// purpose (tests, fuzzing).
+pub const SHAPE_OFFSETS: (usize, usize) = (
+    std::mem::offset_of!(RingHeader, capacity),
+    std::mem::offset_of!(RingHeader, mode),
+);
+
 /// One slot of the buffer.
 pub type RingCell<T> = UnsafeCell<MaybeUninit<T>>;
 
@@ -57,7 +65,7 @@ impl<'a, T: Copy> View<'a, RingHeader, RingCell<T>> {
     pub fn try_send(&self, value: T) -> Result<(), T> {
         let h = self.header();
         let tail = h.tail.load(Ordering::Relaxed);
-        if tail.wrapping_sub(h.head.load(Ordering::Acquire)) >= h.capacity {
+        if tail.wrapping_sub(h.head.load(Ordering::Acquire)) >= self.cell_count() {
             return Err(value);
         }
         // SAFETY: slot `tail` is free (the receiver moved head past it, Acquire above) and only

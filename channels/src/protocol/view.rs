@@ -18,6 +18,10 @@ pub trait CellsHeader {
 pub struct View<'a, H, C> {
     header: *const H,
     cells: *const C,
+    /// Private copies of the header's cell count and mode: read once when the view is built,
+    /// never again (in shared memory a peer could change the originals).
+    count: u64,
+    mode: WaitMode,
     _life: PhantomData<&'a H>,
 }
 
@@ -42,11 +46,31 @@ impl<'a, H: CellsHeader, C> View<'a, H, C> {
     /// each initialised as its protocol says (ring: any; port: cell `i` made by
     /// `PortCell::new(i)`), all valid and used by nothing else for `'a`.
     pub unsafe fn from_raw(header: *const H, cells: *const C) -> Self {
+        // SAFETY: `header` is initialised (this function's contract).
+        let h = unsafe { &*header };
+        let (count, mode) = (h.cell_count(), h.mode_word());
+        // SAFETY: forwarded from this function's contract, with the header's own shape.
+        unsafe { Self::with_shape(header, cells, count, mode) }
+    }
+
+    /// Builds a view with a cell count and mode the caller read and checked once (`open`
+    /// over shared memory); the view never reads the header's copies of them.
+    ///
+    /// # Safety
+    /// As for [`View::from_raw`], with `count` (at least 1) in place of the header's count.
+    pub unsafe fn with_shape(header: *const H, cells: *const C, count: u64, mode: u32) -> Self {
         View {
             header,
             cells,
+            count: count.max(1),
+            mode: WaitMode::from_word(mode),
             _life: PhantomData,
         }
+    }
+
+    /// How many cells the view covers (its private copy).
+    pub fn cell_count(&self) -> u64 {
+        self.count
     }
 
     /// The header.
@@ -58,11 +82,11 @@ impl<'a, H: CellsHeader, C> View<'a, H, C> {
     /// The cell for position `pos` (reduced modulo the cell count).
     pub(crate) fn cell(&self, pos: u64) -> &'a C {
         // SAFETY: reduced modulo the count; `cells` holds that many cells valid for 'a.
-        unsafe { &*self.cells.add((pos % self.header().cell_count()) as usize) }
+        unsafe { &*self.cells.add((pos % self.count) as usize) }
     }
 
     /// The waiting policy.
     pub fn mode(&self) -> WaitMode {
-        WaitMode::from_word(self.header().mode_word())
+        self.mode
     }
 }
