@@ -13,6 +13,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use memlink_dsm::admission::Admission;
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig};
 
@@ -62,6 +63,8 @@ fn join_and_run(id: u16, listen: &str, peers: &str) -> Result<bool, String> {
         pages: 32,
         manager: ManagerKind::Central,
         connect_timeout: Duration::from_secs(30),
+        // The local launcher's key (MEMLINK_DSM_KEY_FILE), or none on loopback.
+        admission: Admission::from_env().map_err(|e| e.to_string())?,
     };
     let dsm = Dsm::join(config, Backend::Sigsegv).map_err(|e| e.to_string())?;
     let ok = node(&dsm).map_err(|e| e.to_string())?;

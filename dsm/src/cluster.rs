@@ -6,6 +6,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use memlink_dsm::{Backend, ManagerKind, NodeConfig, cluster::Dsm};
+//! use memlink_dsm::admission::{Admission, ClusterKey};
 //!
 //! let peers = vec!["10.0.0.1:7000".parse().unwrap(), "10.0.0.2:7000".parse().unwrap()];
 //! let config = NodeConfig {
@@ -15,6 +16,7 @@
 //!     pages: 64,
 //!     manager: ManagerKind::Central,
 //!     connect_timeout: Duration::from_secs(30),
+//!     admission: Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?),
 //! };
 //! let dsm = Dsm::join(config, Backend::Sigsegv)?;
 //! dsm.barrier(0)?;                         // node 0 has published its data by now
@@ -22,7 +24,7 @@
 //! let first = unsafe { *dsm.at::<u64>(offset) }; // a plain read: faults fetch the page
 //! dsm.leave()?;
 //! # let _ = first;
-//! # Ok::<(), memlink_dsm::DsmError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::sync::Arc;

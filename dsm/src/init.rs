@@ -7,6 +7,10 @@
 //! it from there instead of binding the address again. No port is ever picked, released and
 //! bound again, so no other process can take a node's port in between.
 //!
+//! The launcher makes a fresh cluster key for each run, in a private file named to every
+//! node in [`crate::admission::KEY_FILE_ENV`] (read with
+//! [`crate::admission::Admission::from_env`]) and removed when the run ends.
+//!
 //! The launcher does not know what a node runs: the caller builds each node's command from
 //! its [`NodeSlot`] (the `memlink` CLI runs `memlink dsm node ...`; tests re-run their own
 //! binary).
@@ -84,6 +88,8 @@ pub struct NodeOutput {
 pub enum LaunchError {
     /// No free loopback port could be found.
     Ports(io::Error),
+    /// The run's cluster key could not be made.
+    Key(crate::admission::KeyError),
     /// A node process could not be started.
     Spawn {
         /// The node.
@@ -136,6 +142,7 @@ impl fmt::Display for LaunchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LaunchError::Ports(e) => write!(f, "no free loopback port for the nodes: {e}"),
+            LaunchError::Key(e) => write!(f, "cannot make the cluster key of this run: {e}"),
             LaunchError::Spawn { node, error } => {
                 write!(f, "cannot start node {node}: {error}")
             }
@@ -373,10 +380,13 @@ pub fn launch(
         })
         .map_err(LaunchError::Signals)?
     };
+    // Removed when this function returns, after every node has ended.
+    let key = crate::admission::TempKeyFile::create().map_err(LaunchError::Key)?;
     let mut children: Vec<Child> = Vec::with_capacity(nodes);
     let mut pipes = Vec::with_capacity(nodes);
     for (id, (slot, listener)) in slots.into_iter().enumerate() {
         let mut cmd = command(&slot);
+        cmd.env(crate::admission::KEY_FILE_ENV, key.path());
         pass_listener(&mut cmd, &listener);
         die_with_launcher(&mut cmd);
         let spawned = cmd

@@ -2,6 +2,7 @@
 
 pub mod types;
 pub use types::*;
+pub mod admission;
 pub mod alloc;
 #[cfg(not(memlink_loom))]
 pub mod node;

@@ -16,6 +16,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use memlink_dsm::{LocalPages, ManagerKind, NodeConfig, node::NodeRuntime};
+//! use memlink_dsm::admission::{Admission, ClusterKey};
 //! # fn pages() -> Arc<dyn LocalPages> { unimplemented!() }
 //! let peers = vec!["127.0.0.1:7000".parse().unwrap(), "127.0.0.1:7001".parse().unwrap()];
 //! let config = NodeConfig {
@@ -25,6 +26,7 @@
 //!     pages: 256,
 //!     manager: ManagerKind::Central,
 //!     connect_timeout: Duration::from_secs(10),
+//!     admission: Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?),
 //! };
 //! let node = NodeRuntime::start(config, pages())?;   // waits for every peer
 //! node.lock(0)?;
@@ -33,7 +35,7 @@
 //! node.barrier(1)?;
 //! let offset = node.alloc(1024, 64)?;
 //! node.shutdown()?;
-//! # Ok::<(), memlink_dsm::DsmError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::{HashSet, VecDeque};
@@ -137,13 +139,16 @@ pub struct NodeRuntime {
     write_faults: AtomicU64,
 }
 
-pub(crate) fn cluster_tag(config: &NodeConfig) -> u64 {
-    let kind = match config.manager {
+/// What every node of a cluster must agree on besides the peers list, as one number: the page
+/// count, the manager and the page size (part of the cluster id of the admission handshake,
+/// see [`TcpConfig::cluster_id`]).
+pub fn cluster_tag(pages: u32, manager: crate::ManagerKind) -> u64 {
+    let kind = match manager {
         crate::ManagerKind::Central => 1u64,
         crate::ManagerKind::Fixed => 2,
         crate::ManagerKind::Dynamic => 3,
     };
-    (config.pages as u64) | (kind << 32) | ((PAGE_SIZE as u64) << 40)
+    (pages as u64) | (kind << 32) | ((PAGE_SIZE as u64) << 40)
 }
 
 fn connect_error(e: ConnectError) -> DsmError {
@@ -152,6 +157,15 @@ fn connect_error(e: ConnectError) -> DsmError {
         ConnectError::Unreachable { node, addr, reason } => DsmError::Unreachable {
             node,
             addr: format!("{addr} ({reason})"),
+        },
+        ConnectError::Rejected { by, reason } => DsmError::Rejected {
+            by,
+            reason: reason.to_string(),
+        },
+        ConnectError::NotAdmitted { node, addr, reason } => DsmError::NotAdmitted {
+            node,
+            addr: addr.to_string(),
+            reason: reason.to_string(),
         },
         ConnectError::Config(what) => DsmError::Config(what),
     }
@@ -194,10 +208,17 @@ impl NodeRuntime {
         pages: Arc<dyn LocalPages>,
     ) -> Result<Arc<NodeRuntime>, DsmError> {
         Self::check_config(&config)?;
+        let listen = listener.local_addr()?;
+        match config.admission.check(listen, &config.peers) {
+            Ok(None) => {}
+            Ok(Some(warning)) => eprintln!("memlink-dsm node {}: {warning}", config.id),
+            Err(refusal) => return Err(DsmError::Config(refusal)),
+        }
         let tcp = TcpConfig {
             id: config.id,
             peers: config.peers.clone(),
-            cluster_tag: cluster_tag(&config),
+            cluster_tag: cluster_tag(config.pages, config.manager),
+            key: config.admission.key().cloned(),
             connect_timeout: config.connect_timeout,
         };
         let (transport, events) =

@@ -47,10 +47,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::admission::{
+    Admission, AdmitError, ClusterId, ClusterKey, Handshake, Refusal, admit_accepted, admit_dialled,
+};
 use crate::launcher_env::LaunchEnv;
 use crate::peer_addr::{self, AddrError};
 use crate::remote::frame::{Frame, FrameKind};
-use crate::remote::tcp::{greet_as_acceptor, greet_as_dialer, read_frame, tune, write_frame};
+use crate::remote::tcp::{read_frame, tune, write_frame};
 use crate::types::{ManagerKind, NodeConfig, NodeId};
 
 /// The bit that marks a greeting's cluster tag as a rendezvous one.
@@ -89,6 +92,8 @@ pub struct Bootstrap {
     pub manager: ManagerKind,
     /// How long to wait for the rendezvous, and then for the peers.
     pub connect_timeout: Duration,
+    /// Who may join: the rendezvous connections prove the cluster key too.
+    pub admission: Admission,
 }
 
 /// Why the rendezvous failed.
@@ -204,15 +209,17 @@ pub fn coordinator_addr(
 
 /// The tag of the greeting on rendezvous connections.
 fn rendezvous_tag(pages: u32, manager: ManagerKind) -> u64 {
-    let probe = NodeConfig {
-        id: 0,
-        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
-        peers: Vec::new(),
-        pages,
-        manager,
-        connect_timeout: Duration::ZERO,
-    };
-    crate::node::cluster_tag(&probe) | RENDEZVOUS_TAG
+    crate::node::cluster_tag(pages, manager) | RENDEZVOUS_TAG
+}
+
+/// What node `me` of `size` brings to a rendezvous handshake (see [`crate::admission`]).
+fn rendezvous_handshake(me: NodeId, size: usize, tag: u64, key: Option<&ClusterKey>) -> Handshake {
+    Handshake {
+        me,
+        nodes: size,
+        cluster: ClusterId::derive(&[b"memlink-dsm rendezvous", &tag.to_le_bytes()]),
+        key: key.cloned(),
+    }
 }
 
 /// Runs the rendezvous for the node `env` describes and returns its [`NodeConfig`]: its id,
@@ -229,7 +236,7 @@ pub fn node_config(env: &LaunchEnv, b: &Bootstrap) -> Result<NodeConfig, Rendezv
     let (listener, peers) = if env.rank == 0 {
         let addr = b.listen.unwrap_or_else(|| unspecified(coordinator.port()));
         let listener = listener_for(addr)?;
-        let peers = coordinate(&listener, env.size, tag, deadline)?;
+        let peers = coordinate(&listener, env.size, tag, b.admission.key(), deadline)?;
         (listener, peers)
     } else {
         let addr = b.listen.unwrap_or_else(|| unspecified(0));
@@ -237,7 +244,15 @@ pub fn node_config(env: &LaunchEnv, b: &Bootstrap) -> Result<NodeConfig, Rendezv
         let announce = listener
             .local_addr()
             .map_err(|error| RendezvousError::Listen { addr, error })?;
-        let peers = join(coordinator, env.rank, env.size, tag, announce, deadline)?;
+        let peers = join(
+            coordinator,
+            env.rank,
+            env.size,
+            tag,
+            b.admission.key(),
+            announce,
+            deadline,
+        )?;
         (listener, peers)
     };
     let listen = listener
@@ -254,6 +269,7 @@ pub fn node_config(env: &LaunchEnv, b: &Bootstrap) -> Result<NodeConfig, Rendezv
         pages: b.pages,
         manager: b.manager,
         connect_timeout: deadline.saturating_duration_since(Instant::now()),
+        admission: b.admission.clone(),
     })
 }
 
@@ -272,8 +288,10 @@ pub fn coordinate(
     listener: &TcpListener,
     size: usize,
     tag: u64,
+    key: Option<&ClusterKey>,
     deadline: Instant,
 ) -> Result<Vec<SocketAddr>, RendezvousError> {
+    let hs = rendezvous_handshake(0, size, tag, key);
     let here = listener
         .local_addr()
         .map_err(|error| RendezvousError::Listen {
@@ -327,8 +345,9 @@ pub fn coordinate(
         }
         in_flight.fetch_add(1, Ordering::SeqCst);
         let (tx, claimed, in_flight) = (tx.clone(), Arc::clone(&claimed), Arc::clone(&in_flight));
+        let hs = hs.clone();
         thread::spawn(move || {
-            if let Some(joined) = admit_join(stream, from, size, tag, &claimed) {
+            if let Some(joined) = admit_join(stream, from, &hs, &claimed) {
                 let _ = tx.send(joined);
             }
             in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -356,19 +375,16 @@ pub fn coordinate(
 fn admit_join(
     mut s: TcpStream,
     from: SocketAddr,
-    size: usize,
-    tag: u64,
+    hs: &Handshake,
     claimed: &std::sync::Mutex<Vec<bool>>,
 ) -> Option<(NodeId, TcpStream, SocketAddr)> {
     tune(&s);
     let _ = s.set_read_timeout(Some(JOIN_TIMEOUT));
-    let greeted = greet_as_acceptor(&mut s, 0, size, tag, |rank| {
-        if rank == 0 {
-            return Err("node 0 is the coordinator itself".into());
-        }
+    // The handshake refuses rank 0 (the coordinator itself) and ranks out of range.
+    let greeted = admit_accepted(&mut s, hs, |rank| {
         let mut c = claimed.lock().unwrap_or_else(|p| p.into_inner());
         if std::mem::replace(&mut c[rank as usize], true) {
-            return Err(format!("rank {rank} has joined already"));
+            return Err(Refusal::AlreadyConnected(rank));
         }
         Ok(())
     });
@@ -404,9 +420,11 @@ pub fn join(
     rank: NodeId,
     size: usize,
     tag: u64,
+    key: Option<&ClusterKey>,
     announce: SocketAddr,
     deadline: Instant,
 ) -> Result<Vec<SocketAddr>, RendezvousError> {
+    let hs = rendezvous_handshake(rank, size, tag, key);
     let mut last = String::from("no attempt");
     let fail = |reason| RendezvousError::Coordinator {
         addr: coordinator,
@@ -421,9 +439,13 @@ pub fn join(
             Ok(mut s) => {
                 tune(&s);
                 let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
-                match greet_as_dialer(&mut s, rank, 0, size, tag) {
+                match admit_dialled(&mut s, &hs, 0) {
                     Ok(()) => break s,
-                    Err(e) => last = e,
+                    Err(AdmitError::RefusedBy(r)) if !r.is_transient() => {
+                        return Err(fail(format!("rejected by node 0: {r}")));
+                    }
+                    Err(e @ AdmitError::Refused(_)) => return Err(fail(e.to_string())),
+                    Err(e) => last = e.to_string(),
                 }
             }
             Err(e) => last = e.to_string(),
@@ -640,16 +662,21 @@ mod tests {
         let at = coordinator.local_addr().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let tag = rendezvous_tag(8, ManagerKind::Central);
+        let key = ClusterKey::generate().unwrap();
         let ranks: Vec<_> = (1..3)
             .map(|r| {
+                let key = key.clone();
                 thread::spawn(move || {
                     let l = TcpListener::bind("127.0.0.1:0").unwrap();
                     let mine = l.local_addr().unwrap();
-                    (mine, join(at, r, 3, tag, mine, deadline).unwrap())
+                    (
+                        mine,
+                        join(at, r, 3, tag, Some(&key), mine, deadline).unwrap(),
+                    )
                 })
             })
             .collect();
-        let table = coordinate(&coordinator, 3, tag, deadline).unwrap();
+        let table = coordinate(&coordinator, 3, tag, Some(&key), deadline).unwrap();
         assert_eq!(table[0], at);
         for (r, h) in ranks.into_iter().enumerate() {
             let (mine, got) = h.join().unwrap();
@@ -667,13 +694,15 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(2);
         let tag = rendezvous_tag(8, ManagerKind::Central);
         let other = rendezvous_tag(9, ManagerKind::Central);
-        let foreign = thread::spawn(move || join(at, 1, 2, other, addr("127.0.0.1:9"), deadline));
-        let e = coordinate(&coordinator, 2, tag, deadline).unwrap_err();
+        let foreign =
+            thread::spawn(move || join(at, 1, 2, other, None, addr("127.0.0.1:9"), deadline));
+        let e = coordinate(&coordinator, 2, tag, None, deadline).unwrap_err();
         assert!(
             matches!(&e, RendezvousError::Missing { ranks, .. } if ranks == &[1]),
             "{e}"
         );
         let e = foreign.join().unwrap().unwrap_err();
         assert!(matches!(e, RendezvousError::Coordinator { .. }), "{e}");
+        assert!(e.to_string().contains("rejected by node 0"), "{e}");
     }
 }

@@ -140,6 +140,23 @@ pub enum DsmError {
         /// The address that was tried.
         addr: String,
     },
+    /// A peer refused this node at admission (wrong cluster key, another cluster, its id
+    /// taken, ...).
+    Rejected {
+        /// The node that refused.
+        by: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// What answered at a peer's address failed this node's admission checks.
+    NotAdmitted {
+        /// The peer that was dialled.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// A peer sent something the protocol does not allow.
     Protocol(String),
     /// An operating-system error (listen, accept, read, write).
@@ -180,6 +197,12 @@ impl fmt::Display for DsmError {
                 f,
                 "node {node} at {addr} could not be reached before the connect timeout: \
                  check that it runs, that the address is right and that no firewall blocks it"
+            ),
+            DsmError::Rejected { by, reason } => write!(f, "rejected by node {by}: {reason}"),
+            DsmError::NotAdmitted { node, addr, reason } => write!(
+                f,
+                "what answers at {addr} for node {node} failed admission ({reason}): it is not \
+                 a node of this cluster, or it holds another cluster key"
             ),
             DsmError::Protocol(what) => write!(
                 f,
@@ -236,6 +259,8 @@ pub struct NodeConfig {
     pub manager: ManagerKind,
     /// How long to keep retrying to reach the peers at start.
     pub connect_timeout: Duration,
+    /// Who may connect: the cluster key every connection proves (see [`crate::admission`]).
+    pub admission: crate::admission::Admission,
 }
 
 /// What a node has done so far.

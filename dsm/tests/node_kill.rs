@@ -23,12 +23,10 @@ fn child_node_process_entry() {
     let Ok(peers) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut peers: Vec<std::net::SocketAddr> =
-        peers.split(',').map(|a| a.parse().unwrap()).collect();
-    // Node 2 has the highest id: it dials nodes 0 and 1 and is never dialled, so it can
-    // listen on any free port (no port picked and released, which another process could take).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    peers[2] = listener.local_addr().unwrap();
+    let peers: Vec<std::net::SocketAddr> = peers.split(',').map(|a| a.parse().unwrap()).collect();
+    // The parent bound node 2's listener and passed it down (no port picked and released,
+    // which another process could take); every node has the same peers list.
+    let listener = memlink_dsm::init::take_inherited_listener(peers[2]).expect("inherited");
     let mem = MemPages::new(4);
     let cfg = config(2, &peers, 4, ManagerKind::Central);
     let rt = NodeRuntime::start_with_listener(cfg, listener, mem.clone()).unwrap();
@@ -44,19 +42,20 @@ fn child_node_process_entry() {
 #[test]
 fn a_killed_node_process_makes_the_others_fail_with_node_lost() {
     let (mut ls, addrs) = listeners(3);
-    drop(ls.pop()); // the child listens on a port of its own (see child_node_process_entry)
+    let l2 = ls.pop().unwrap(); // the child's (see child_node_process_entry)
     let peers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_node_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, peers.join(","))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_node_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, peers.join(","))
+    .stdout(Stdio::null());
+    memlink_dsm::init::pass_listener(&mut cmd, &l2);
+    let mut child = cmd.spawn().unwrap();
+    drop(l2); // the child owns its copy
 
     let l1 = ls.pop().unwrap();
     let l0 = ls.pop().unwrap();

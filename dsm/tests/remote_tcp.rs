@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use memlink_dsm::admission::dial;
 use memlink_dsm::remote::frame::HEADER_LEN;
 use memlink_dsm::remote::{
     BroadcastReply, Endpoint, EventSource, Frame, FrameKind, Incoming, ReplyScheme, TcpConfig,
@@ -29,6 +30,7 @@ fn tcp_config(id: u16, peers: &[SocketAddr]) -> TcpConfig {
         id,
         peers: peers.to_vec(),
         cluster_tag: TAG,
+        key: None,
         connect_timeout: Duration::from_secs(10),
     }
 }
@@ -119,26 +121,16 @@ fn endless_timeouts_do_not_overflow() {
     }
 }
 
-/// The Hello a member sends first: id, node count, cluster tag.
-fn hello(id: u16, nodes: u16) -> Vec<u8> {
-    let mut p = id.to_le_bytes().to_vec();
-    p.extend_from_slice(&nodes.to_le_bytes());
-    p.extend_from_slice(&TAG.to_le_bytes());
-    Frame::new(FrameKind::Hello, 0, p).encode().unwrap()
-}
-
-/// Join as node 2 by hand: dial `addr`, send Hello, read the Hello back.
-fn fake_member(addr: SocketAddr) -> TcpStream {
+/// Join as node 2 by hand: dial node `target` and pass its admission handshake.
+fn fake_member(addrs: &[SocketAddr], target: u16) -> TcpStream {
+    let hs = tcp_config(2, addrs).handshake();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            s.write_all(&hello(2, 3)).unwrap();
-            let mut back = [0u8; HEADER_LEN + 12];
-            s.read_exact(&mut back).unwrap();
-            return s;
+        match dial(addrs[target as usize], &hs, target, Duration::from_secs(5)) {
+            Ok(s) => return s,
+            Err(e) if e.is_transient() && Instant::now() < deadline => thread::yield_now(),
+            Err(e) => panic!("node {target} did not admit the fake member: {e}"),
         }
-        assert!(Instant::now() < deadline, "node at {addr} never listened");
-        thread::yield_now();
     }
 }
 
@@ -147,7 +139,7 @@ fn a_member_sending_a_bad_frame_is_dropped_and_the_others_go_on() {
     let (mut ls, addrs) = listeners(3);
     drop(ls.pop()); // node 2 is played by hand and never listens
     let a = addrs.clone();
-    let fake = thread::spawn(move || (fake_member(a[0]), fake_member(a[1])));
+    let fake = thread::spawn(move || (fake_member(&a, 0), fake_member(&a, 1)));
     let mut real = start(&[0, 1], ls, &addrs);
     let (mut to0, mut to1) = fake.join().unwrap();
     let (t1, ev1) = real.pop().unwrap();

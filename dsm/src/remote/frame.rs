@@ -18,7 +18,7 @@ use std::fmt;
 /// The first four bytes of every frame: "MLDS".
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"MLDS");
 /// The frame format version this build speaks.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 24;
 /// The largest payload a frame may carry: a page plus room for the message around it.
@@ -28,7 +28,8 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
-    /// First frame on a new connection: who is speaking (see `Hello`).
+    /// A message of the admission handshake (see [`crate::admission::handshake`]); only
+    /// before a connection is admitted.
     Hello = 1,
     /// A request that expects a reply carrying the same request id.
     Request = 2,

@@ -1,24 +1,23 @@
 //! The TCP transport: one connection per pair of nodes (TCP_NODELAY), set up all-to-all at
-//! start. Node `i` dials every node `j < i` and accepts every node `j > i`; the first frame on a
-//! connection is a Hello naming the node and the cluster. The listener keeps running after
-//! start and rejects (and logs) every further connection, garbage included, so a stray client
-//! cannot disturb a running node.
+//! start. Node `i` dials every node `j < i` and accepts every node `j > i`; every connection
+//! is admitted by the handshake of [`crate::admission`] (both ends prove the cluster key)
+//! before any other frame is read. A [`Gate`] serves the accepting side; it keeps running
+//! after start and refuses every further connection, garbage included, at a bounded cost, so
+//! a stray client cannot disturb a running node.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::frame::{Frame, FrameKind, HEADER_LEN, Header};
 use super::transport::{EventSource, EventSwitch, SendError, Transport, TransportEvent};
+use crate::admission::{AdmitError, ClusterId, ClusterKey, Gate, Handshake, Refusal, dial};
 use crate::types::NodeId;
 
-/// How long an accepted connection has to present its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The reader's buffer: a batch of page messages (4 KiB each) in one read.
 const READ_BUFFER: usize = 64 * 1024;
 /// Pause between two connection attempts to a peer that is not up yet.
@@ -31,10 +30,41 @@ pub struct TcpConfig {
     pub id: NodeId,
     /// Every node's listen address, index = node id.
     pub peers: Vec<SocketAddr>,
-    /// A fingerprint of the cluster configuration; peers with another tag are refused.
+    /// A fingerprint of the rest of the cluster configuration; with the peers list it makes
+    /// the cluster id, and peers with another id are refused.
     pub cluster_tag: u64,
+    /// The cluster key every connection must prove; None admits without proofs (see
+    /// [`crate::admission`]).
+    pub key: Option<ClusterKey>,
     /// How long to keep trying to reach the peers.
     pub connect_timeout: Duration,
+}
+
+impl TcpConfig {
+    /// The cluster id: the tag, the node count and the peers list.
+    pub fn cluster_id(&self) -> ClusterId {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        ClusterId::derive(&[
+            &self.cluster_tag.to_le_bytes(),
+            &(self.peers.len() as u64).to_le_bytes(),
+            peers.as_bytes(),
+        ])
+    }
+
+    /// What this node brings to every handshake.
+    pub fn handshake(&self) -> Handshake {
+        Handshake {
+            me: self.id,
+            nodes: self.peers.len(),
+            cluster: self.cluster_id(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// Why the all-to-all connection at start failed.
@@ -56,6 +86,23 @@ pub enum ConnectError {
         /// The last thing seen while trying.
         reason: String,
     },
+    /// A peer refused this node's handshake.
+    Rejected {
+        /// The peer that refused.
+        by: NodeId,
+        /// Why it refused.
+        reason: Refusal,
+    },
+    /// What answered at a peer's address failed this node's admission checks (it could not
+    /// prove the cluster key, or broke the handshake).
+    NotAdmitted {
+        /// The peer that was dialled.
+        node: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// What failed.
+        reason: Refusal,
+    },
     /// The configuration cannot work.
     Config(String),
 }
@@ -69,6 +116,11 @@ impl fmt::Display for ConnectError {
             ConnectError::Unreachable { node, addr, reason } => write!(
                 f,
                 "node {node} at {addr} unreachable before the connect timeout ({reason})"
+            ),
+            ConnectError::Rejected { by, reason } => write!(f, "rejected by node {by}: {reason}"),
+            ConnectError::NotAdmitted { node, addr, reason } => write!(
+                f,
+                "the node answering at {addr} (node {node}) failed admission: {reason}"
             ),
             ConnectError::Config(what) => write!(f, "bad cluster configuration: {what}"),
         }
@@ -86,6 +138,7 @@ pub struct TcpTransport {
     bytes: AtomicU64,
     closing: Arc<AtomicBool>,
     listen_addr: SocketAddr,
+    gate: Gate,
 }
 
 /// Seconds of silence before the kernel probes a peer, between probes, and probes lost before
@@ -125,15 +178,8 @@ pub(crate) fn tune(s: &TcpStream) {
     );
 }
 
-fn hello_payload(id: NodeId, nodes: usize, tag: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(12);
-    p.extend_from_slice(&id.to_le_bytes());
-    p.extend_from_slice(&(nodes as u16).to_le_bytes());
-    p.extend_from_slice(&tag.to_le_bytes());
-    p
-}
-
-/// Read one whole frame (validated header, then payload).
+/// Read one whole frame (validated header, then payload). The length is checked against
+/// the frame limit before the payload is allocated.
 pub(crate) fn read_frame(stream: &mut impl Read) -> io::Result<Frame> {
     let mut h = [0u8; HEADER_LEN];
     stream.read_exact(&mut h)?;
@@ -152,65 +198,6 @@ pub(crate) fn write_frame(stream: &mut TcpStream, frame: &Frame) -> io::Result<u
     Ok(bytes.len())
 }
 
-/// Read and check a Hello; returns the peer's id.
-fn read_hello(stream: &mut TcpStream, nodes: usize, tag: u64) -> Result<NodeId, String> {
-    let f = read_frame(stream).map_err(|e| format!("no valid Hello: {e}"))?;
-    if f.kind != FrameKind::Hello || f.payload.len() != 12 {
-        return Err(format!("first frame is {:?}, not a Hello", f.kind));
-    }
-    let p = &f.payload;
-    let id = u16::from_le_bytes([p[0], p[1]]);
-    let their_nodes = u16::from_le_bytes([p[2], p[3]]) as usize;
-    let mut t = [0u8; 8];
-    t.copy_from_slice(&p[4..12]);
-    let their_tag = u64::from_le_bytes(t);
-    if their_nodes != nodes || their_tag != tag {
-        return Err(format!(
-            "node {id} runs another cluster configuration ({their_nodes} nodes, tag {their_tag:#x}; \
-             here {nodes} nodes, tag {tag:#x})"
-        ));
-    }
-    if id as usize >= nodes {
-        return Err(format!("node id {id} out of range for {nodes} nodes"));
-    }
-    Ok(id)
-}
-
-/// The greeting that opens every connection between nodes, on the side that dialled: say who
-/// this node is, and check that `peer` of the same cluster answered. Every connection between
-/// nodes goes through this pair of functions (the rendezvous too), so whatever a cluster
-/// checks before admitting a connection is checked on all of them.
-pub(crate) fn greet_as_dialer(
-    s: &mut TcpStream,
-    me: NodeId,
-    peer: NodeId,
-    nodes: usize,
-    tag: u64,
-) -> Result<(), String> {
-    let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
-    write_frame(s, &hello).map_err(|e| e.to_string())?;
-    match read_hello(s, nodes, tag)? {
-        id if id == peer => Ok(()),
-        id => Err(format!("node {id} answered at that address")),
-    }
-}
-
-/// The greeting on the side that accepted: read who dialled, let `admit` refuse it (an id
-/// out of place, one already connected), answer. Returns the dialler's id.
-pub(crate) fn greet_as_acceptor(
-    s: &mut TcpStream,
-    me: NodeId,
-    nodes: usize,
-    tag: u64,
-    admit: impl FnOnce(NodeId) -> Result<(), String>,
-) -> Result<NodeId, String> {
-    let id = read_hello(s, nodes, tag)?;
-    admit(id)?;
-    let hello = Frame::new(FrameKind::Hello, 0, hello_payload(me, nodes, tag));
-    write_frame(s, &hello).map_err(|e| format!("cannot answer node {id}: {e}"))?;
-    Ok(id)
-}
-
 impl TcpTransport {
     /// Bind `listen` and connect to every peer; see [`TcpTransport::start_with_listener`].
     pub fn start(
@@ -224,8 +211,9 @@ impl TcpTransport {
         Self::start_with_listener(listener, config)
     }
 
-    /// Connect to every peer, accepting on `listener`, retrying until `connect_timeout`.
-    /// The error names the first peer that could not be reached.
+    /// Connect to every peer, admitting the ones that dial in on `listener`, retrying until
+    /// `connect_timeout`. The error names the first peer that could not be reached, or the
+    /// peer that refused this node and why.
     pub fn start_with_listener(
         listener: TcpListener,
         config: &TcpConfig,
@@ -242,23 +230,21 @@ impl TcpTransport {
             error,
         })?;
         let deadline = deadline_after(config.connect_timeout);
-        let closing = Arc::new(AtomicBool::new(false));
-        let (accepted_tx, accepted_rx) = channel::<(NodeId, TcpStream)>();
-        spawn_acceptor(
-            listener,
-            me,
-            nodes,
-            config.cluster_tag,
-            Arc::clone(&closing),
-            accepted_tx,
-        );
+        let hs = config.handshake();
+        let (gate, accepted_rx) =
+            Gate::start(listener, hs.clone(), &format!("memlink-dsm node {me}")).map_err(
+                |error| ConnectError::Bind {
+                    addr: listen_addr,
+                    error,
+                },
+            )?;
 
         let mut streams: Vec<Option<TcpStream>> = (0..nodes).map(|_| None).collect();
         for j in 0..me {
             let addr = config.peers[j as usize];
-            let s = dial(me, j, addr, nodes, config.cluster_tag, deadline).inspect_err(|_| {
-                wake_acceptor(&closing, listen_addr);
-            })?;
+            // On error the gate closes as it is dropped.
+            let s = dial_until(&hs, j, addr, deadline)?;
+            tune(&s);
             streams[j as usize] = Some(s);
         }
         let mut missing = nodes - 1 - me as usize;
@@ -267,12 +253,12 @@ impl TcpTransport {
             match accepted_rx.recv_timeout(left) {
                 Ok((j, s)) => {
                     if streams[j as usize].is_none() {
+                        tune(&s);
                         streams[j as usize] = Some(s);
                         missing -= 1;
                     }
                 }
                 Err(_) => {
-                    wake_acceptor(&closing, listen_addr);
                     let j = (me as usize + 1..nodes)
                         .find(|&j| streams[j].is_none())
                         .unwrap_or(nodes - 1);
@@ -285,6 +271,7 @@ impl TcpTransport {
             }
         }
 
+        let closing = Arc::new(AtomicBool::new(false));
         let switch = Arc::new(EventSwitch::default());
         let mut writers = Vec::with_capacity(nodes);
         for (j, s) in streams.into_iter().enumerate() {
@@ -314,6 +301,7 @@ impl TcpTransport {
                 bytes: AtomicU64::new(0),
                 closing,
                 listen_addr,
+                gate,
             },
             EventSource::direct(switch),
         ))
@@ -335,12 +323,12 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-fn dial(
-    me: NodeId,
+/// Dials node `peer` at `addr` until admitted, retrying while it is not up (or busy) until
+/// `deadline`; a refusal ends the tries at once.
+fn dial_until(
+    hs: &Handshake,
     peer: NodeId,
     addr: SocketAddr,
-    nodes: usize,
-    tag: u64,
     deadline: Instant,
 ) -> Result<TcpStream, ConnectError> {
     let mut last = String::from("no attempt");
@@ -353,79 +341,22 @@ fn dial(
                 reason: last,
             });
         }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(mut s) => {
-                tune(&s);
-                let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(10))));
-                match greet_as_dialer(&mut s, me, peer, nodes, tag) {
-                    Ok(()) => {
-                        let _ = s.set_read_timeout(None);
-                        return Ok(s);
-                    }
-                    Err(e) => last = e,
-                }
+        match dial(addr, hs, peer, left) {
+            Ok(s) => return Ok(s),
+            Err(AdmitError::RefusedBy(reason)) if !reason.is_transient() => {
+                return Err(ConnectError::Rejected { by: peer, reason });
+            }
+            Err(AdmitError::Refused(reason)) => {
+                return Err(ConnectError::NotAdmitted {
+                    node: peer,
+                    addr,
+                    reason,
+                });
             }
             Err(e) => last = e.to_string(),
         }
         thread::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
     }
-}
-
-fn wake_acceptor(closing: &AtomicBool, listen_addr: SocketAddr) {
-    closing.store(true, Ordering::SeqCst);
-    let _ = TcpStream::connect_timeout(&listen_addr, Duration::from_millis(200));
-}
-
-fn spawn_acceptor(
-    listener: TcpListener,
-    me: NodeId,
-    nodes: usize,
-    tag: u64,
-    closing: Arc<AtomicBool>,
-    accepted: Sender<(NodeId, TcpStream)>,
-) {
-    let claimed = Arc::new(Mutex::new(vec![false; nodes]));
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            if closing.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(mut s) = conn else { continue };
-            let claimed = Arc::clone(&claimed);
-            let accepted = accepted.clone();
-            thread::spawn(move || {
-                let who = s
-                    .peer_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| "?".into());
-                tune(&s);
-                let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
-                let checked = greet_as_acceptor(&mut s, me, nodes, tag, |id| {
-                    if id <= me {
-                        return Err(format!("node {id} must be dialled by this node {me}"));
-                    }
-                    let mut c = claimed.lock().map_err(|_| "poisoned".to_string())?;
-                    if c[id as usize] {
-                        return Err(format!("node {id} is already connected"));
-                    }
-                    c[id as usize] = true;
-                    Ok(())
-                });
-                match checked {
-                    Ok(id) => {
-                        let _ = s.set_read_timeout(None);
-                        let _ = accepted.send((id, s));
-                    }
-                    Err(reason) => {
-                        eprintln!(
-                            "memlink-dsm node {me}: rejected connection from {who}: {reason}"
-                        );
-                        let _ = s.shutdown(Shutdown::Both);
-                    }
-                }
-            });
-        }
-    });
 }
 
 fn spawn_reader(
@@ -559,7 +490,7 @@ impl Transport for TcpTransport {
                 let _ = s.shutdown(Shutdown::Write);
             }
         }
-        let _ = TcpStream::connect_timeout(&self.listen_addr, Duration::from_millis(200));
+        self.gate.close();
     }
 }
 

@@ -125,6 +125,7 @@ pub fn config(id: usize, peers: &[SocketAddr], pages: u32, manager: ManagerKind)
         pages,
         manager,
         connect_timeout: Duration::from_secs(10),
+        admission: memlink_dsm::admission::Admission::LoopbackOnly,
     }
 }
 

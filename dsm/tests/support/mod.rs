@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use memlink_dsm::admission::Admission;
 use memlink_dsm::apps::{App, EXIT_DSM_ERROR, EXIT_NODE_LOST, EXIT_NOT_VERIFIED};
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{LaunchError, NodeOutput, NodeSlot, launch};
@@ -66,6 +67,7 @@ pub fn node_entry(custom: &[(&str, Body)]) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(20_000),
         ),
+        admission: Admission::from_env().expect("the launcher's key"),
     };
     let backend: Backend = backend.parse().expect("backend");
     let body = body_of(body, custom).expect("known body");

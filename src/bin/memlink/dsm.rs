@@ -3,10 +3,12 @@
 //! it (their own modules).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use memlink_dsm::admission::{Admission, ClusterKey, KEY_FILE_ENV};
 use memlink_dsm::apps::{self, App, NodeReport};
 use memlink_dsm::init::{LaunchError, launch};
 use memlink_dsm::launcher_env::LaunchEnv;
@@ -46,6 +48,12 @@ enum DsmCommand {
     ///
     /// Example: memlink dsm bench --nodes 3 --manager dynamic --backend uffd --json
     Bench(crate::dsm_bench::BenchArgs),
+    /// Write a new random cluster key to FILE (mode 0600; never overwrites). Copy it to every
+    /// host (e.g. `scp -p`) and start every node with --key-file FILE: only holders of the key
+    /// can join the cluster.
+    ///
+    /// Example: memlink dsm keygen ~/.memlink/cluster.key
+    Keygen(KeygenArgs),
     /// Time jacobi's sweeps on 1 node and on N nodes (with prefetch, and with faults only),
     /// interleaved for several rounds in one run, and print the speed-ups of the medians.
     ///
@@ -136,9 +144,25 @@ struct NodeArgs {
     /// How long to keep trying to reach the peers at start, in seconds (1 to 86400: a day).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: u64,
+    /// The cluster key file (made by `memlink dsm keygen`, mode 0600, the same on every node);
+    /// default: the file named by MEMLINK_DSM_KEY_FILE. Every connection between nodes
+    /// proves this key before anything else is read (authenticated, not encrypted: use a
+    /// VPN such as WireGuard across untrusted networks).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Run without a cluster key on a non-loopback address: anyone who can reach the port
+    /// joins the cluster. Without a key a node refuses to listen or dial off loopback.
+    #[arg(long, conflicts_with = "key_file")]
+    insecure: bool,
     /// Print the machine-readable report line (used by `memlink dsm run`).
     #[arg(long, hide = true)]
     report: bool,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the key (a new file).
+    file: PathBuf,
 }
 
 fn parse_app(s: &str) -> Result<App, String> {
@@ -160,7 +184,39 @@ pub fn run(args: DsmArgs) -> ExitCode {
         DsmCommand::Node(a) => run_node(a),
         DsmCommand::Bench(a) => crate::dsm_bench::run(a),
         DsmCommand::Scale(a) => crate::dsm_scale::run(a),
+        DsmCommand::Keygen(a) => keygen(a),
     }
+}
+
+fn keygen(a: KeygenArgs) -> ExitCode {
+    match ClusterKey::generate().and_then(|key| key.write_new(&a.file)) {
+        Ok(()) => {
+            println!(
+                "wrote a new cluster key to {} (mode 0600); copy it to every node and start \
+                 each with --key-file {}",
+                a.file.display(),
+                a.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("memlink dsm keygen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Who may join, from --key-file, MEMLINK_DSM_KEY_FILE or --insecure.
+fn admission(a: &NodeArgs) -> Result<Admission, String> {
+    if let Some(path) = &a.key_file {
+        return ClusterKey::from_file(path)
+            .map(Admission::Key)
+            .map_err(|e| e.to_string());
+    }
+    if a.insecure {
+        return Ok(Admission::Insecure);
+    }
+    Admission::from_env().map_err(|e| format!("{e} (named by {KEY_FILE_ENV})"))
 }
 
 /// A `host:port` argument, resolved now (names allowed).
@@ -173,6 +229,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
     let pages = a.cluster.app.pages(&a.cluster.app_params());
     let connect_timeout = Duration::from_secs(a.connect_timeout);
+    let admission = admission(a)?;
     if a.from_env {
         let env = LaunchEnv::from_process().map_err(|e| e.to_string())?;
         let bootstrap = rendezvous::Bootstrap {
@@ -181,6 +238,7 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
             pages,
             manager: a.cluster.manager,
             connect_timeout,
+            admission,
         };
         return rendezvous::node_config(&env, &bootstrap)
             .map_err(|e| format!("node {} of {} ({}): {e}", env.rank, env.size, env.launcher));
@@ -206,6 +264,7 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
         pages,
         manager: a.cluster.manager,
         connect_timeout,
+        admission,
     })
 }
 

@@ -68,6 +68,13 @@ fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr
         pages: bench::bench_pages(iters),
         manager: a.manager,
         connect_timeout: Duration::from_secs(30),
+        admission: match memlink_dsm::admission::Admission::from_env() {
+            Ok(admission) => admission,
+            Err(e) => {
+                eprintln!("memlink dsm bench node {id}: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match bench::run_node(config, a.backend, iters) {
         Ok(Some(figures)) => {
