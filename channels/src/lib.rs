@@ -42,6 +42,8 @@ pub mod liveness;
 #[cfg(not(memlink_loom))]
 mod loan_channel;
 #[cfg(not(memlink_loom))]
+pub mod named;
+#[cfg(not(memlink_loom))]
 pub mod pingpong;
 #[cfg(not(memlink_loom))]
 mod port;
