@@ -143,7 +143,7 @@ fn serve(path: &str, spawn_peer: Option<std::path::PathBuf>) -> Result<(), Error
     // Scheme 3: a counter, passed on read-only, then revoked.
     let counter_seg = Segment::create("demo-counter", 4096)?;
     let counter = Capability::<AtomicU64>::mint(&counter_seg, 0, Rights::ALL)?;
-    counter.acquire()?.store(42, Ordering::Release);
+    counter.acquire_write()?.store(42, Ordering::Release);
     send_capability(&stream, &counter.restrict(Rights::READ | Rights::GRANT)?)?;
     println!("[server] scheme 3: sent a read-only capability for the counter (42)");
     let mut byte = [0u8];

@@ -17,7 +17,7 @@
 //!
 //! let seg = Segment::create("doc-cap", 4096).unwrap();
 //! let cap = Capability::<AtomicU64>::mint(&seg, 64, Rights::ALL).unwrap();
-//! cap.acquire().unwrap().store(7, Ordering::Relaxed);
+//! cap.acquire_write().unwrap().store(7, Ordering::Relaxed);
 //! let reader = cap.restrict(Rights::READ).unwrap();
 //! assert_eq!(reader.acquire().unwrap().load(Ordering::Relaxed), 7);
 //! seg.revoke().unwrap();
@@ -29,6 +29,9 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub use zerocopy::Immutable;
 
 use crate::guard_count::{GuardAcquireError, GuardCount};
 use crate::mapping::{MapError, Mapping, PAGE, Placement, Protection};
@@ -174,6 +177,8 @@ pub enum AcquireError {
     Revoked,
     /// The capability lacks the READ right.
     NoReadRight,
+    /// [`Capability::acquire_write`] on a capability without the WRITE right.
+    NoWriteRight,
     /// Mapping the object failed.
     Map(MapError),
 }
@@ -186,6 +191,10 @@ impl fmt::Display for AcquireError {
                 "the capability was revoked by the segment's owner; ask the owner for a new one"
             ),
             AcquireError::NoReadRight => write!(f, "the capability does not carry the READ right"),
+            AcquireError::NoWriteRight => write!(
+                f,
+                "the capability does not carry the WRITE right; acquire() it for reading"
+            ),
             AcquireError::Map(e) => write!(f, "mapping the object failed: {e}"),
         }
     }
@@ -372,6 +381,16 @@ impl<T: Shareable> Capability<T> {
         })
     }
 
+    /// Like [`acquire`](Self::acquire), for writing: needs [`Rights::WRITE`], and the guard
+    /// dereferences to `&T` whatever `T` is (the mapping is read-write).
+    #[inline]
+    pub fn acquire_write(&self) -> Result<WriteGuard<'_, T>, AcquireError> {
+        if !self.inner.rights.contains(Rights::WRITE) {
+            return Err(AcquireError::NoWriteRight);
+        }
+        self.acquire().map(WriteGuard)
+    }
+
     /// A capability for the same object with `rights` (which must be a subset of the held
     /// rights). Dropping WRITE reopens the descriptor read-only, so the new capability
     /// cannot be turned back into a writable one.
@@ -446,7 +465,11 @@ impl<T> Capability<T> {
     }
 }
 
-/// A live acquisition of a capability: the object is mapped while any guard lives.
+/// A live acquisition of a capability for reading: the object is mapped while any guard
+/// lives. It dereferences to `&T` only for types without interior mutability
+/// ([`Immutable`]): a shared reference to an atomic or a cell in a read-only mapping
+/// would let safe code store through it and fault. Atomics are read with
+/// [`load`](CapGuard::load); writing needs [`Capability::acquire_write`].
 pub struct CapGuard<'a, T> {
     cap: &'a Capability<T>,
     ptr: *mut T,
@@ -476,15 +499,102 @@ impl<T> CapGuard<'_, T> {
     }
 }
 
-impl<T: Shareable + Sync> Deref for CapGuard<'_, T> {
+impl<T: Shareable + Sync + Immutable> Deref for CapGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard keeps the mapping alive (guard count > 0); the object lies
-        // inside it, is aligned (checked at mint), and T: Shareable is valid for any bytes
-        // and, by its contract, only mutated concurrently through atomics.
+        // inside it, is aligned (checked at mint), T: Shareable is valid for any bytes,
+        // and T: Immutable has no UnsafeCell, so nothing can store through the `&T`
+        // (the mapping may be read-only).
         unsafe { &*self.ptr }
     }
 }
+
+impl<T: AtomicRead> CapGuard<'_, T> {
+    /// Loads the atomic's value; never writes, so it is sound on a read-only mapping.
+    #[inline]
+    pub fn load(&self, order: Ordering) -> T::Value {
+        // SAFETY: as in `deref`: mapped, in range, aligned; AtomicRead::load_shared only
+        // performs an atomic load, which does not write the (possibly read-only) page.
+        unsafe { T::load_shared(self.ptr, order) }
+    }
+}
+
+/// A live acquisition of a capability that carries [`Rights::WRITE`]: the object is
+/// mapped read-write, so the guard dereferences to `&T` for every shareable `T`,
+/// atomics included.
+pub struct WriteGuard<'a, T>(CapGuard<'a, T>);
+
+impl<T> fmt::Debug for WriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WriteGuard").field(&self.0).finish()
+    }
+}
+
+impl<T> WriteGuard<'_, T> {
+    /// The object's address in this process (mapped read-write).
+    pub fn as_ptr(&self) -> *mut T {
+        self.0.ptr
+    }
+}
+
+impl<T: Shareable + Sync> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard keeps the mapping alive; the object lies inside it and is
+        // aligned (checked at mint); the capability carries WRITE, so the mapping is
+        // read-write and stores through interior mutability cannot fault; T: Shareable
+        // is valid for any bytes and mutated concurrently only through atomics.
+        unsafe { &*self.0.ptr }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Atomics that a read-only guard can load from: the load is a plain atomic read that
+/// never writes the page (which a compare-exchange based load of a wider type would).
+pub trait AtomicRead: Shareable + sealed::Sealed {
+    /// The value type.
+    type Value;
+    /// Loads the value at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be aligned and point into a live (possibly read-only) mapping.
+    unsafe fn load_shared(ptr: *const Self, order: Ordering) -> Self::Value;
+}
+
+macro_rules! atomic_read {
+    ($($a:ty => $v:ty),* $(,)?) => {
+        $(
+            impl sealed::Sealed for $a {}
+            impl AtomicRead for $a {
+                type Value = $v;
+                #[inline]
+                unsafe fn load_shared(ptr: *const Self, order: Ordering) -> $v {
+                    // SAFETY: the caller guarantees an aligned pointer into a live
+                    // mapping; `load` reads without writing.
+                    unsafe { (*ptr).load(order) }
+                }
+            }
+        )*
+    };
+}
+
+atomic_read!(
+    std::sync::atomic::AtomicU8 => u8,
+    std::sync::atomic::AtomicU16 => u16,
+    std::sync::atomic::AtomicU32 => u32,
+    std::sync::atomic::AtomicU64 => u64,
+    std::sync::atomic::AtomicUsize => usize,
+    std::sync::atomic::AtomicI8 => i8,
+    std::sync::atomic::AtomicI16 => i16,
+    std::sync::atomic::AtomicI32 => i32,
+    std::sync::atomic::AtomicI64 => i64,
+    std::sync::atomic::AtomicIsize => isize,
+);
 
 impl<T> Drop for CapGuard<'_, T> {
     fn drop(&mut self) {
@@ -495,7 +605,7 @@ impl<T> Drop for CapGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn guards_share_one_mapping_and_last_drop_unmaps() {
@@ -506,7 +616,7 @@ mod tests {
         let g2 = cap.clone().acquire().map(|g| g.as_ptr()).unwrap();
         assert!(cap.is_mapped());
         assert_eq!(g1.as_ptr(), g2);
-        g1.store(5, Ordering::Relaxed);
+        cap.acquire_write().unwrap().store(5, Ordering::Relaxed);
         // SAFETY: payload is 3 pages, offset 4096 + 8 is inside and 8-aligned.
         let direct = unsafe { &*(seg.payload_ptr().add(4096 + 8) as *const AtomicU64) };
         assert_eq!(direct.load(Ordering::Relaxed), 5);

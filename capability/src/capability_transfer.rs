@@ -139,7 +139,7 @@ mod tests {
         send_capability(&a, &cap.restrict(Rights::READ | Rights::GRANT).unwrap()).unwrap();
         let got = recv_capability::<AtomicU32>(&b).unwrap();
         assert_eq!(got.rights(), Rights::READ | Rights::GRANT);
-        cap.acquire().unwrap().store(3, Ordering::Relaxed);
+        cap.acquire_write().unwrap().store(3, Ordering::Relaxed);
         assert_eq!(got.acquire().unwrap().load(Ordering::Relaxed), 3);
         // A message that is not a capability is refused.
         send_with_fds(&a, &[0u8; WIRE_LEN], &[seg.as_fd()]).unwrap();

@@ -72,7 +72,7 @@ impl fmt::Display for MapError {
             }
             MapError::ReadOnlyDescriptor => write!(
                 f,
-                "the segment was received read-only; it can only be mapped with Protection::ReadOnly"
+                "the segment was received read-only or is frozen; it can only be mapped with Protection::ReadOnly"
             ),
             MapError::Io(e) => write!(f, "mmap failed: {e}"),
         }
@@ -142,7 +142,8 @@ impl Mapping {
                 (Some(libc::EEXIST), Placement::FixedNoReplace(addr)) => {
                     MapError::AddressInUse { addr }
                 }
-                (Some(libc::EACCES), _) if protection == Protection::ReadWrite => {
+                // EACCES: opened O_RDONLY; EPERM: sealed F_SEAL_FUTURE_WRITE (frozen).
+                (Some(libc::EACCES | libc::EPERM), _) if protection == Protection::ReadWrite => {
                     MapError::ReadOnlyDescriptor
                 }
                 _ => MapError::Io(e),
@@ -194,7 +195,7 @@ impl Mapping {
             // A failed MAP_FIXED may have left a hole: put the reservation back.
             reserve_fixed(addr, len);
             return Err(match e.raw_os_error() {
-                Some(libc::EACCES) if protection == Protection::ReadWrite => {
+                Some(libc::EACCES | libc::EPERM) if protection == Protection::ReadWrite => {
                     MapError::ReadOnlyDescriptor
                 }
                 _ => MapError::Io(e),

@@ -293,6 +293,21 @@ impl fmt::Display for RevokeError {
 
 impl std::error::Error for RevokeError {}
 
+/// File mode of every segment's memfd: readable by anyone who holds or may reopen it,
+/// writable by nobody through a new open. A holder running under another uid than the
+/// creator cannot reopen /proc/self/fd/N read-write nor fchmod the file (not its owner),
+/// so its rights stay those of the open file description it was sent.
+pub const SEGMENT_FILE_MODE: libc::mode_t = 0o444;
+
+/// Whether new writable mappings of a segment stay possible after creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WritePolicy {
+    /// Writable capabilities may be minted at any time.
+    Shared,
+    /// F_SEAL_FUTURE_WRITE after the creator's fill: read-only for everyone else.
+    Frozen,
+}
+
 /// A shared memory segment mapped into this process (at an address the kernel chose).
 pub struct Segment {
     fd: OwnedFd,
@@ -328,22 +343,37 @@ fn fstat_len(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
     Ok(unsafe { st.assume_init() }.st_size as u64)
 }
 
-fn access_of(fd: BorrowedFd<'_>) -> std::io::Result<Protection> {
+/// The access a descriptor gives: read-only when it was opened O_RDONLY or when the file
+/// is sealed against (future) writes, which makes the kernel refuse writable mappings.
+fn access_of(fd: BorrowedFd<'_>, seals: libc::c_int) -> std::io::Result<Protection> {
     // SAFETY: F_GETFL only reads the descriptor's status flags.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     if flags < 0 {
         return Err(io_err());
     }
-    Ok(if flags & libc::O_ACCMODE == libc::O_RDONLY {
-        Protection::ReadOnly
-    } else {
-        Protection::ReadWrite
-    })
+    let write_sealed = seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0;
+    Ok(
+        if write_sealed || flags & libc::O_ACCMODE == libc::O_RDONLY {
+            Protection::ReadOnly
+        } else {
+            Protection::ReadWrite
+        },
+    )
 }
 
-/// Opens the file behind `fd` again, read-only (through /proc/self/fd): a writable
-/// mapping through the new descriptor is refused by the kernel.
+/// A read-only descriptor for the file behind `fd`: a duplicate when `fd` is already
+/// O_RDONLY, else a fresh open of /proc/self/fd/N with O_RDONLY. A writable mapping
+/// through the result is refused by the kernel, and so is mprotect to PROT_WRITE of a
+/// read-only shared mapping made through it (no VM_MAYWRITE).
 pub(crate) fn reopen_read_only(fd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_GETFL only reads the descriptor's status flags.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io_err());
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return fd.try_clone_to_owned();
+    }
     let path =
         CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(std::io::Error::other)?;
     // SAFETY: `path` is a valid NUL-terminated string.
@@ -387,7 +417,7 @@ pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachErro
     if file_len < (HEADER_LEN + PAGE) as u64 {
         return Err(AttachError::TooSmall { file_len });
     }
-    let protection = access_of(fd).map_err(AttachError::Io)?;
+    let protection = access_of(fd, seals).map_err(AttachError::Io)?;
     let header_map = Mapping::map(fd, 0, HEADER_LEN, Protection::ReadOnly, Placement::Anywhere)
         .map_err(|e| match e {
             MapError::Io(e) => AttachError::Io(e),
@@ -457,6 +487,46 @@ impl Segment {
     /// assert_eq!(seg.payload_ptr() as usize % 4096, 0);
     /// ```
     pub fn create(name: &str, payload_len: usize) -> Result<Segment, CreateError> {
+        Self::create_with_policy(name, payload_len, WritePolicy::Shared)
+    }
+
+    /// Creates a segment whose payload `fill` writes once, then freezes it with
+    /// F_SEAL_FUTURE_WRITE: from then on the kernel refuses every new writable mapping
+    /// and every write(2) of the file, for every process and every uid, root included.
+    /// Only the mapping this call made before sealing stays writable, so the creator can
+    /// still revoke (bump the generation) and change its own payload; every descriptor
+    /// that leaves this process can only ever be read.
+    ///
+    /// ```
+    /// use memlink_capability::mapping::Protection;
+    /// use memlink_capability::segment::Segment;
+    /// let seg = Segment::create_frozen("table", 64, |p| p[0] = 7).unwrap();
+    /// let copy = Segment::attach(seg.try_clone_fd().unwrap()).unwrap();
+    /// assert_eq!(copy.protection(), Protection::ReadOnly);
+    /// assert!(copy.map_payload(Protection::ReadWrite).is_err());
+    /// ```
+    pub fn create_frozen(
+        name: &str,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<Segment, CreateError> {
+        let seg = Self::create_with_policy(name, payload_len, WritePolicy::Frozen)?;
+        // SAFETY: the payload is `payload_len` bytes mapped read-write, and no descriptor
+        // or pointer to it has left this function yet, so this is the only reference.
+        fill(unsafe { std::slice::from_raw_parts_mut(seg.payload_ptr(), payload_len) });
+        let seals = libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: F_ADD_SEALS on the memfd this segment owns.
+        if unsafe { libc::fcntl(seg.fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(CreateError::Io(io_err()));
+        }
+        Ok(seg)
+    }
+
+    fn create_with_policy(
+        name: &str,
+        payload_len: usize,
+        policy: WritePolicy,
+    ) -> Result<Segment, CreateError> {
         if payload_len == 0 {
             return Err(CreateError::EmptyPayload);
         }
@@ -486,7 +556,18 @@ impl Segment {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), file_len as libc::off_t) } != 0 {
             return Err(CreateError::Io(io_err()));
         }
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // Rights are enforced on open file descriptions: a holder may only ever open the
+        // memfd again (through /proc/self/fd) for reading, whatever uid it runs as
+        // except the creator's and root's (see the README's "Rights" section).
+        // SAFETY: fchmod on a descriptor we own.
+        if unsafe { libc::fchmod(fd.as_raw_fd(), SEGMENT_FILE_MODE) } != 0 {
+            return Err(CreateError::Io(io_err()));
+        }
+        let seals = match policy {
+            WritePolicy::Shared => libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            // F_SEAL_SEAL and F_SEAL_FUTURE_WRITE come after `fill` (see `create_frozen`).
+            WritePolicy::Frozen => libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        };
         // SAFETY: F_ADD_SEALS on a memfd we own created with MFD_ALLOW_SEALING.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(CreateError::Io(io_err()));
@@ -605,6 +686,14 @@ impl Segment {
     /// kernel, so a receiver cannot upgrade itself).
     pub fn read_only_fd(&self) -> std::io::Result<OwnedFd> {
         reopen_read_only(self.fd.as_fd())
+    }
+
+    /// Whether the segment was created with [`create_frozen`](Self::create_frozen): no
+    /// new writable mapping of it is possible anywhere.
+    pub fn is_frozen(&self) -> bool {
+        // SAFETY: F_GET_SEALS only reads the descriptor's seals.
+        let seals = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GET_SEALS) };
+        seals >= 0 && seals & libc::F_SEAL_FUTURE_WRITE != 0
     }
 
     /// How this process holds the segment.

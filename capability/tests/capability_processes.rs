@@ -43,7 +43,7 @@ fn capability_passes_three_processes_with_restrict_and_revoke() {
             if cap.rights() != Rights::ALL {
                 return 2;
             }
-            cap.acquire().unwrap().store(41, Ordering::Release);
+            cap.acquire_write().unwrap().store(41, Ordering::Release);
             let ro = cap.restrict(Rights::READ | Rights::GRANT).unwrap();
             send_capability(&p1_to_p2, &ro).unwrap();
             0
@@ -102,7 +102,7 @@ fn write_through_read_only_capability_faults_in_child() {
     isolated(|| {
         let seg = Segment::create("cap-ro-fault", 4096).unwrap();
         let cap = Capability::<AtomicU64>::mint(&seg, 0, Rights::ALL).unwrap();
-        cap.acquire().unwrap().store(7, Ordering::Relaxed);
+        cap.acquire_write().unwrap().store(7, Ordering::Relaxed);
         let (tx, rx) = UnixStream::pair().unwrap();
         let child = fork_child(|| {
             let ro = recv_capability::<AtomicU64>(&rx).unwrap();
@@ -133,7 +133,7 @@ fn child_killed_while_holding_capability_leaves_segment_usable_and_nothing_in_de
         let (tx, rx) = UnixStream::pair().unwrap();
         let child = fork_child(|| {
             let cap = recv_capability::<AtomicU64>(&rx).unwrap();
-            let g = cap.acquire().unwrap();
+            let g = cap.acquire_write().unwrap();
             g.store(1234, Ordering::Release);
             // Segments of its own, which must vanish with it.
             let _own: Vec<Segment> = (0..3)
