@@ -19,7 +19,7 @@ pub struct Timing {
 
 use super::{pseudo_random, share};
 use crate::cluster::Dsm;
-use crate::types::{Access, DsmError, PAGE_SIZE};
+use crate::types::{Access, Backend, DsmError, PAGE_SIZE};
 
 /// The default grid side (64 x 64 doubles: 8 pages per grid, 8 rows per page).
 pub const N: usize = 64;
@@ -33,6 +33,23 @@ const SWEEP_BARRIERS: [u32; 2] = [10, 11];
 pub fn pages_for(n: usize) -> u32 {
     let grid = (n * n * size_of::<f64>()).div_ceil(PAGE_SIZE);
     (2 * grid + 2) as u32
+}
+
+/// The bytes one node of an `n` x `n` run may hold at once: the whole shared region (node 0
+/// starts as the owner of every page, so every page of both grids is resident there; the
+/// others end up with most of it, since the check reads the whole final grid), with `uffd`
+/// the last contents of the pages it gave away (kept aside for the runtime), and the two grids
+/// of the sequential computation it checks against.
+pub fn working_set_bytes(n: usize, backend: Backend) -> u64 {
+    let grid = (n as u64).saturating_mul(n as u64).saturating_mul(8);
+    let region = u64::from(pages_for(n)).saturating_mul(PAGE_SIZE as u64);
+    let kept_aside = match backend {
+        Backend::Uffd => region,
+        Backend::Sigsegv => 0,
+    };
+    region
+        .saturating_add(kept_aside)
+        .saturating_add(grid.saturating_mul(2))
 }
 
 /// Row `r` of the starting grid.

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use crate::cluster::Dsm;
-use crate::types::{Backend, DsmError, NodeConfig, NodeId, NodeStats};
+use crate::types::{Backend, DsmError, NodeConfig, NodeId, NodeStats, PAGE_SIZE};
 
 /// The number of pages every app's cluster is started with (each app fits in it).
 pub const APP_PAGES: u32 = 64;
@@ -57,6 +57,27 @@ impl App {
             (App::Jacobi, Some(n)) => jacobi::pages_for(n).max(APP_PAGES),
             _ => APP_PAGES,
         }
+    }
+
+    /// Whether this app uses `param` (only jacobi has a size, sweeps and a prefetch to turn off).
+    pub fn uses(self, param: AppParam) -> bool {
+        match param {
+            AppParam::Size | AppParam::Iters | AppParam::NoPrefetch => self == App::Jacobi,
+        }
+    }
+
+    /// The bytes of memory one node of this app may need with `params` and `backend`, from
+    /// the app's own working set (the shared pages it holds, what the backend keeps aside and
+    /// what its check allocates) and a fixed allowance for the process (code, threads,
+    /// buffers).
+    pub fn memory_per_node(self, params: &AppParams, backend: Backend) -> u64 {
+        const PROCESS: u64 = 32 << 20;
+        let app = match self {
+            App::Jacobi => jacobi::working_set_bytes(params.size.unwrap_or(jacobi::N), backend),
+            // The whole region, a copy kept aside, and a private copy for the check.
+            App::Counter | App::Matmul | App::Sort => 3 * APP_PAGES as u64 * PAGE_SIZE as u64,
+        };
+        PROCESS.saturating_add(app)
     }
 
     /// Runs this node's share of the app with `params` (only jacobi takes them: `params.size`
@@ -106,6 +127,84 @@ pub struct AppParams {
     /// Fetch pages ahead with [`Dsm::prefetch`] (jacobi: each sweep's edge rows in one
     /// round); false leaves every page to its fault.
     pub prefetch: bool,
+}
+
+/// A setting of [`AppParams`] that only some apps use, by its `memlink dsm` flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AppParam {
+    /// `--size`: [`AppParams::size`].
+    Size,
+    /// `--iters`: [`AppParams::iters`].
+    Iters,
+    /// `--no-prefetch`: [`AppParams::prefetch`] false.
+    NoPrefetch,
+}
+
+impl AppParam {
+    /// Every setting.
+    pub const ALL: [AppParam; 3] = [AppParam::Size, AppParam::Iters, AppParam::NoPrefetch];
+
+    /// Its command-line flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            AppParam::Size => "--size",
+            AppParam::Iters => "--iters",
+            AppParam::NoPrefetch => "--no-prefetch",
+        }
+    }
+}
+
+/// A setting given to an app that does not use it (it would be silently ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnusedParam {
+    /// The app.
+    pub app: App,
+    /// The setting it does not use.
+    pub param: AppParam,
+}
+
+impl fmt::Display for UnusedParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<&str> = App::ALL
+            .into_iter()
+            .filter(|a| a.uses(self.param))
+            .map(App::name)
+            .collect();
+        write!(
+            f,
+            "{} does not use {}: it applies to {} only",
+            self.app,
+            self.param.flag(),
+            users.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnusedParam {}
+
+impl AppParams {
+    /// The settings given, i.e. not left at their defaults.
+    pub fn given(&self) -> Vec<AppParam> {
+        let mut given = Vec::new();
+        if self.size.is_some() {
+            given.push(AppParam::Size);
+        }
+        if self.iters.is_some() {
+            given.push(AppParam::Iters);
+        }
+        if !self.prefetch {
+            given.push(AppParam::NoPrefetch);
+        }
+        given
+    }
+
+    /// Refuses a setting that `app` does not use.
+    pub fn check_for(&self, app: App) -> Result<(), UnusedParam> {
+        match self.given().into_iter().find(|p| !app.uses(*p)) {
+            Some(param) => Err(UnusedParam { app, param }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for AppParams {
@@ -243,6 +342,9 @@ pub fn run_node_sized(
     app: App,
     params: &AppParams,
 ) -> Result<NodeReport, DsmError> {
+    params
+        .check_for(app)
+        .map_err(|e| DsmError::Config(e.to_string()))?;
     let id = config.id;
     let dsm = Dsm::join(config, backend)?;
     let start = Instant::now();
@@ -331,6 +433,43 @@ mod tests {
         };
         assert_eq!(NodeReport::parse_line(&jacobi.to_line()), Some(jacobi));
         assert_eq!(NodeReport::parse_line("memlink-dsm-report id=x"), None);
+    }
+
+    #[test]
+    fn settings_an_app_ignores_are_refused() {
+        let sized = AppParams {
+            size: Some(100),
+            ..AppParams::default()
+        };
+        assert_eq!(sized.check_for(App::Jacobi), Ok(()));
+        let e = sized.check_for(App::Counter).unwrap_err();
+        assert_eq!(e.param, AppParam::Size);
+        assert_eq!(
+            e.to_string(),
+            "counter does not use --size: it applies to jacobi only"
+        );
+        let no_prefetch = AppParams {
+            prefetch: false,
+            ..AppParams::default()
+        };
+        let e = no_prefetch.check_for(App::Sort).unwrap_err();
+        assert_eq!(e.param, AppParam::NoPrefetch);
+        assert_eq!(AppParams::default().check_for(App::Matmul), Ok(()));
+    }
+
+    #[test]
+    fn jacobi_memory_grows_with_the_grid() {
+        let at = |n, backend| {
+            let params = AppParams {
+                size: Some(n),
+                ..AppParams::default()
+            };
+            App::Jacobi.memory_per_node(&params, backend)
+        };
+        // Four grids of n x n doubles (8 GiB at 16384), six with uffd.
+        assert!(at(16384, Backend::Sigsegv) >= 8 << 30);
+        assert!(at(16384, Backend::Uffd) >= 12 << 30);
+        assert!(at(512, Backend::Uffd) < 64 << 20);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub(crate) struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn app_params(&self) -> apps::AppParams {
+    pub(crate) fn app_params(&self) -> apps::AppParams {
         apps::AppParams {
             size: self.size.map(|v| v as usize),
             iters: self.iters.map(|v| v as usize),
@@ -109,9 +109,10 @@ struct RunArgs {
     /// write_faults, messages, bytes) instead of the table.
     #[arg(long)]
     json: bool,
-    /// Give up (and kill every node) after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    timeout: u64,
+    /// Give up (and kill every node) after this many seconds (default: 120 plus an estimate
+    /// of the app's work, said when that is long).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 #[derive(Args)]
@@ -269,6 +270,9 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
 }
 
 fn run_node(a: NodeArgs) -> ExitCode {
+    if let Err(code) = crate::dsm_plan::check("memlink dsm node", 1, &a.cluster, Some(0)) {
+        return code;
+    }
     let config = match node_config(&a) {
         Ok(config) => config,
         Err(e) => {
@@ -383,12 +387,11 @@ pub(crate) fn launch_failure_status(e: &LaunchError) -> ExitCode {
 
 fn run_local(a: RunArgs) -> ExitCode {
     let c = a.cluster.clone();
-    let reports = match run_cluster(
-        "memlink dsm run",
-        a.nodes,
-        &c,
-        Duration::from_secs(a.timeout),
-    ) {
+    let timeout = match crate::dsm_plan::check("memlink dsm run", a.nodes, &c, a.timeout) {
+        Ok(timeout) => timeout,
+        Err(code) => return code,
+    };
+    let reports = match run_cluster("memlink dsm run", a.nodes, &c, timeout) {
         Ok(reports) => reports,
         Err(code) => return code,
     };

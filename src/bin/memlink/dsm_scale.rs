@@ -4,7 +4,6 @@
 //! medians over the rounds, and the median of the per-round ratios is printed beside them.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use memlink_dsm::apps::App;
@@ -37,9 +36,10 @@ pub struct ScaleArgs {
     /// instead of the table.
     #[arg(long)]
     json: bool,
-    /// Give up on one cluster (and kill its nodes) after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    /// Give up on one cluster (and kill its nodes) after this many seconds (default: 120 plus
+    /// an estimate of the work, said when that is long).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 /// The three runs of a round.
@@ -66,7 +66,19 @@ fn median(values: &[f64]) -> f64 {
 
 /// Runs `memlink dsm scale ...`.
 pub fn run(a: ScaleArgs) -> ExitCode {
-    let timeout = Duration::from_secs(a.timeout);
+    // The largest of the runs: N nodes on this host.
+    let largest = ClusterArgs {
+        app: App::Jacobi,
+        backend: a.backend,
+        manager: a.manager,
+        size: Some(a.size),
+        iters: Some(a.iters),
+        no_prefetch: false,
+    };
+    let timeout = match crate::dsm_plan::check("memlink dsm scale", a.nodes, &largest, a.timeout) {
+        Ok(timeout) => timeout,
+        Err(code) => return code,
+    };
     // steady[run][round], in milliseconds.
     let mut steady: [Vec<f64>; 3] = Default::default();
     for round in 1..=a.rounds {
