@@ -153,6 +153,134 @@ fn iceoryx2_without_the_feature_says_how_to_get_it() {
     );
 }
 
+/// "2.6 µs" -> 2600 (ns), as the table prints durations.
+fn parse_duration_ns(text: &str) -> f64 {
+    let (value, unit) = text.trim().split_once(' ').expect("a value and a unit");
+    let value: f64 = value.parse().expect("a number");
+    value
+        * match unit {
+            "ns" => 1.0,
+            "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            other => panic!("unknown unit {other}"),
+        }
+}
+
+/// The table's median round trip of `transport` at `size` (as printed, e.g. "64 KiB").
+fn table_p50(stdout: &str, transport: &str, size: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(transport) && l.contains(&format!(" {size} "))
+        })
+        .unwrap_or_else(|| panic!("no row for {transport} {size}: {stdout}"));
+    // transport, copies, size (2 words), wait, then p50 (2 words).
+    let words: Vec<&str> = line.split_whitespace().collect();
+    parse_duration_ns(&format!("{} {}", words[5], words[6]))
+}
+
+/// Checks that a demo's verdict agrees with the figures it printed: a demo that draws
+/// ratios must have printed a steady floor and a loan figure its floor allows, and the
+/// ratios must be the table's; a demo that distrusts its figures draws no ratio.
+fn assert_demo_is_not_contradicted(stdout: &str) {
+    let verdicts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("verdict: "))
+        .collect();
+    assert_eq!(verdicts.len(), 1, "one verdict line: {stdout}");
+    let ratios = stdout
+        .lines()
+        .find(|l| l.contains("relative to the loan channel"));
+    if verdicts[0].contains("not trustworthy") {
+        assert!(
+            ratios.is_none(),
+            "ratios drawn from distrusted figures: {stdout}"
+        );
+        return;
+    }
+    let ratios = ratios.unwrap_or_else(|| panic!("a trusted run draws ratios: {stdout}"));
+    let floor = stdout
+        .lines()
+        .find(|l| l.starts_with("floor ("))
+        .unwrap_or_else(|| panic!("no floor line: {stdout}"));
+    let (_, figures) = floor.split_once("): ").unwrap();
+    let (before, rest) = figures.split_once(" before the run, ").unwrap();
+    let after = rest.trim_end_matches(" after it.");
+    let (before, after) = (parse_duration_ns(before), parse_duration_ns(after));
+    assert!(
+        before.max(after) <= 2.0 * before.min(after),
+        "ratios drawn though the floor moved: {stdout}"
+    );
+    let loan = table_p50(stdout, "loan", "64 KiB");
+    assert!(
+        loan <= 30.0 * before.max(after),
+        "ratios drawn though loan is far above its floor: {stdout}"
+    );
+    for pair in ratios
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('.')
+        .split(", ")
+    {
+        let (transport, ratio) = pair.split_once(' ').unwrap();
+        let ratio: f64 = ratio.trim_end_matches('x').parse().unwrap();
+        let table = table_p50(stdout, transport, "64 KiB") / loan;
+        assert!(
+            (ratio - table).abs() <= 0.05 * table.max(1.0),
+            "{transport}: printed {ratio}x, the table says {table:.2}x: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn two_demos_at_once_draw_no_conclusion_their_own_figures_contradict() {
+    // Two demos side by side oversubscribe a small machine, as in the run that printed
+    // "buffered 0.0x" from a loan figure of 8 ms.
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_memlink"))
+            .args(["demo", "--quick"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the memlink binary runs")
+    };
+    let (first, second) = (spawn(), spawn());
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "demo failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("verified"), "{stdout}");
+        assert!(stdout.contains("channels wait by "), "{stdout}");
+        assert_demo_is_not_contradicted(&stdout);
+    }
+}
+
+#[test]
+fn a_verdict_that_ignores_its_floor_is_caught() {
+    // The check above, shown the kind of output the demo printed before it had a verdict
+    // (and a made-up trusted verdict over a contradicted loan figure), refuses it.
+    let table = "transport    copies    size  wait    rtt p50    rtt p99\n\
+                 loan              0  64 KiB  spin    8.00 ms   9.00 ms\n\
+                 buffered          2  64 KiB  spin   100.0 µs  200.0 µs\n";
+    let old = format!(
+        "{table}at 64 KiB, round trip relative to the loan channel (zero copies): buffered 0.0x.\n"
+    );
+    assert!(std::panic::catch_unwind(|| assert_demo_is_not_contradicted(&old)).is_err());
+    let lying = format!(
+        "{table}floor (cache-line ping-pong, spin): 400 ns before the run, 420 ns after it.\n\
+         verdict: the floor held and every channel's figures agree with it.\n\
+         at 64 KiB, median round trip relative to the loan channel (zero copies): buffered 0.0x.\n"
+    );
+    assert!(std::panic::catch_unwind(|| assert_demo_is_not_contradicted(&lying)).is_err());
+}
+
 #[test]
 fn the_demo_runs_real_processes_and_verifies_every_message() {
     let out = memlink(&["demo", "--quick"]);

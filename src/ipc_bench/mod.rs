@@ -46,7 +46,7 @@ pub use affinity::{PinError, pin};
 pub use error::RunError;
 pub use measurement::Measurement;
 pub use plan::{Msg, Plan, SizeTiming};
-pub use report::{PlotError, format_table, plot_svg};
+pub use report::{PlotError, format_ns, format_table, plot_svg};
 
 use std::fmt;
 

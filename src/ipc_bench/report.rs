@@ -34,7 +34,8 @@ fn format_rate(per_s: f64) -> String {
 }
 
 /// The rows as an aligned text table: transport, copies per message, size, wait,
-/// round-trip p50 and p99, messages per second, GB/s.
+/// round-trip p50 and p99 (percentiles of the round trips), and messages per second and
+/// GB/s over the whole timed run (means, so stalls count: labelled as such).
 pub fn format_table(rows: &[Measurement]) -> String {
     let header = [
         "transport",
@@ -43,8 +44,8 @@ pub fn format_table(rows: &[Measurement]) -> String {
         "wait",
         "rtt p50",
         "rtt p99",
-        "msgs/s",
-        "GB/s",
+        "msgs/s (mean)",
+        "GB/s (mean)",
     ];
     let cells: Vec<[String; 8]> = rows
         .iter()
