@@ -35,7 +35,10 @@ pub use zerocopy::Immutable;
 
 use crate::guard_count::{GuardAcquireError, GuardCount};
 use crate::mapping::{MapError, Mapping, PAGE, Placement, Protection};
-use crate::segment::{AttachError, HEADER_LEN, HeaderCheck, Segment, SegmentId, check_header};
+use crate::segment::{
+    AttachError, HEADER_LEN, HeaderCheck, Segment, SegmentId, check_header, generation_of,
+    generation_word_for,
+};
 use crate::shareable::Shareable;
 
 /// What a capability allows: a set of [`Rights::READ`], [`Rights::WRITE`], [`Rights::GRANT`].
@@ -139,6 +142,11 @@ pub enum MintError {
     WriteOnReadOnly,
     /// The segment header failed its checks.
     Attach(AttachError),
+    /// The generation to expect is not a valid one (zero or wider than 32 bits).
+    InvalidGeneration {
+        /// The value given.
+        found: u64,
+    },
     /// Duplicating or reopening the descriptor failed.
     Io(std::io::Error),
 }
@@ -163,6 +171,10 @@ impl fmt::Display for MintError {
                 "the segment is held read-only, so a capability from it cannot carry WRITE"
             ),
             MintError::Attach(e) => write!(f, "{e}"),
+            MintError::InvalidGeneration { found } => write!(
+                f,
+                "generation {found} is not a valid segment generation (1 to 2^32 - 1)"
+            ),
             MintError::Io(e) => write!(f, "duplicating the segment descriptor failed: {e}"),
         }
     }
@@ -175,6 +187,11 @@ impl std::error::Error for MintError {}
 pub enum AcquireError {
     /// The owner revoked the capability (the segment's generation moved on).
     Revoked,
+    /// The segment header's generation word fails its check: someone overwrote it.
+    CorruptGeneration {
+        /// The word found.
+        found: u64,
+    },
     /// The capability lacks the READ right.
     NoReadRight,
     /// [`Capability::acquire_write`] on a capability without the WRITE right.
@@ -189,6 +206,10 @@ impl fmt::Display for AcquireError {
             AcquireError::Revoked => write!(
                 f,
                 "the capability was revoked by the segment's owner; ask the owner for a new one"
+            ),
+            AcquireError::CorruptGeneration { found } => write!(
+                f,
+                "the segment header field generation holds {found:#018x}, which fails its check: the header was overwritten"
             ),
             AcquireError::NoReadRight => write!(f, "the capability does not carry the READ right"),
             AcquireError::NoWriteRight => write!(
@@ -236,6 +257,8 @@ struct CapInner {
     offset: usize,
     rights: Rights,
     generation: u64,
+    /// The generation word that means "not revoked": generation plus its check.
+    expected_word: u64,
     /// Start of the mapped pages inside the payload, and the mapped length.
     page_start: usize,
     map_len: usize,
@@ -243,6 +266,17 @@ struct CapInner {
 }
 
 impl CapInner {
+    /// Why the generation word differs from the expected one: a valid later generation
+    /// (revoked) or a word that fails its check (overwritten).
+    #[cold]
+    fn revoked_or_corrupt(&self) -> AcquireError {
+        let word = self.header.generation_word().load(Ordering::Acquire);
+        match generation_of(word, self.header.fields.checksum) {
+            Some(_) => AcquireError::Revoked,
+            None => AcquireError::CorruptGeneration { found: word },
+        }
+    }
+
     fn map_object(&self) -> Result<(Mapping, usize), MapError> {
         let protection = if self.rights.contains(Rights::WRITE) {
             Protection::ReadWrite
@@ -280,7 +314,7 @@ impl<T> Clone for Capability<T> {
 impl<T> fmt::Debug for Capability<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Capability")
-            .field("segment", &self.inner.header.id)
+            .field("segment", &self.inner.header.fields.id)
             .field("offset", &self.inner.offset)
             .field("rights", &self.inner.rights)
             .field("generation", &self.inner.generation)
@@ -302,7 +336,8 @@ impl<T: Shareable> Capability<T> {
             segment.read_only_fd()
         }
         .map_err(MintError::Io)?;
-        Self::from_parts(fd, segment.id(), offset, rights, segment.generation())
+        let generation = segment.generation().map_err(MintError::Attach)?;
+        Self::from_parts(fd, segment.id(), offset, rights, generation)
     }
 
     /// Rebuilds a capability from its parts, checking the header, the id, the range and
@@ -320,19 +355,19 @@ impl<T: Shareable> Capability<T> {
             return Err(MintError::ZeroSized);
         }
         let header = check_header(fd.as_fd()).map_err(MintError::Attach)?;
-        if header.id != id {
+        if header.fields.id != id {
             return Err(MintError::Attach(AttachError::InvalidId {
                 found: id.raw(),
             }));
         }
         if offset
             .checked_add(size)
-            .is_none_or(|end| end > header.payload_len)
+            .is_none_or(|end| end > header.fields.payload_len)
         {
             return Err(MintError::OutOfRange {
                 offset,
                 size,
-                payload_len: header.payload_len,
+                payload_len: header.fields.payload_len,
             });
         }
         if offset % align != 0 {
@@ -341,6 +376,11 @@ impl<T: Shareable> Capability<T> {
         if rights.contains(Rights::WRITE) && header.protection != Protection::ReadWrite {
             return Err(MintError::WriteOnReadOnly);
         }
+        let expected_word = u32::try_from(generation)
+            .ok()
+            .filter(|g| *g != 0)
+            .map(|g| generation_word_for(g, header.fields.checksum))
+            .ok_or(MintError::InvalidGeneration { found: generation })?;
         let page_start = offset / PAGE * PAGE;
         let map_len = (offset + size).div_ceil(PAGE) * PAGE - page_start;
         Ok(Capability {
@@ -350,6 +390,7 @@ impl<T: Shareable> Capability<T> {
                 offset,
                 rights,
                 generation,
+                expected_word,
                 page_start,
                 map_len,
                 guards: GuardCount::new(),
@@ -368,11 +409,11 @@ impl<T: Shareable> Capability<T> {
         }
         let base = inner
             .guards
-            .acquire(inner.header.generation_word(), inner.generation, || {
+            .acquire(inner.header.generation_word(), inner.expected_word, || {
                 inner.map_object()
             })
             .map_err(|e| match e {
-                GuardAcquireError::Revoked => AcquireError::Revoked,
+                GuardAcquireError::Revoked => inner.revoked_or_corrupt(),
                 GuardAcquireError::Map(e) => AcquireError::Map(e),
             })?;
         Ok(CapGuard {
@@ -410,7 +451,7 @@ impl<T: Shareable> Capability<T> {
         .map_err(RestrictError::Io)?;
         Self::from_parts(
             fd,
-            self.inner.header.id,
+            self.inner.header.fields.id,
             self.inner.offset,
             rights,
             self.inner.generation,
@@ -427,7 +468,7 @@ impl<T> Capability<T> {
 
     /// The segment the object lives in.
     pub fn segment_id(&self) -> SegmentId {
-        self.inner.header.id
+        self.inner.header.fields.id
     }
 
     /// The object's offset in the segment payload.
@@ -442,11 +483,7 @@ impl<T> Capability<T> {
 
     /// Whether the owner has revoked it.
     pub fn is_revoked(&self) -> bool {
-        self.inner
-            .header
-            .generation_word()
-            .load(std::sync::atomic::Ordering::Acquire)
-            != self.inner.generation
+        self.inner.header.generation_word().load(Ordering::Acquire) != self.inner.expected_word
     }
 
     /// Whether the object is mapped in this process now (some guard is alive).

@@ -17,8 +17,12 @@ use crate::mapping::{MapError, Mapping, PAGE, Placement, Protection};
 pub const HEADER_LEN: usize = 4096;
 /// "MEMLINKS" as a little-endian u64: the first bytes of every segment.
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"MEMLINKS");
-/// Version of the header layout written by this build.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of the header layout written by this build (2: the generation word carries
+/// its own check, and the checksum covers the reserved word).
+pub const LAYOUT_VERSION: u32 = 2;
+/// Bytes of the header that carry fields; a peer may write the rest of the header page,
+/// which nobody reads.
+pub const HEADER_FIELDS_LEN: usize = 64;
 /// Largest payload a segment may have: offsets inside it must fit scheme 2's 32 bits.
 pub const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
 
@@ -67,9 +71,9 @@ impl fmt::Display for SegmentId {
 }
 
 /// The header at offset 0 of every segment. All fields are atomics because a peer with
-/// write access may change them at any time; their values are copied and checked once
-/// on attach and never trusted again afterwards (except `generation`, which is meant to
-/// change).
+/// write access may change them at any time; attach copies them out once
+/// ([`HeaderImage`]), checks the copy and never trusts the shared words again, except
+/// `generation`, which is meant to change and carries its own check.
 #[repr(C)]
 struct SegmentHeader {
     magic: AtomicU64,
@@ -79,9 +83,22 @@ struct SegmentHeader {
     file_len: AtomicU64,
     id: AtomicU64,
     owner_pid: AtomicU32,
-    _reserved: AtomicU32,
+    reserved: AtomicU32,
     generation: AtomicU64,
     checksum: AtomicU64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv1a(mut h: u64, words: &[u64]) -> u64 {
+    for w in words {
+        for b in w.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
 }
 
 /// FNV-1a over the fields that never change after creation, so that any corruption of
@@ -93,24 +110,38 @@ fn header_checksum(
     file_len: u64,
     id: u64,
     owner_pid: u32,
+    reserved: u32,
 ) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let fields = [
-        SEGMENT_MAGIC,
-        version as u64,
-        header_len as u64,
-        payload_len,
-        file_len,
-        id,
-        owner_pid as u64,
-    ];
-    for f in fields {
-        for b in f.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
+    fnv1a(
+        FNV_OFFSET,
+        &[
+            SEGMENT_MAGIC,
+            version as u64,
+            header_len as u64,
+            payload_len,
+            file_len,
+            id,
+            owner_pid as u64,
+            reserved as u64,
+        ],
+    )
+}
+
+/// The generation word: the generation (a nonzero u32) in the low half and, in the high
+/// half, a 32-bit check of it keyed by the header's checksum. One atomic store changes
+/// both, so a revocation stays a single write, and a corrupted word is told apart from a
+/// revoked one (a random change passes the check with probability 2^-32).
+pub fn generation_word_for(generation: u32, header_checksum: u64) -> u64 {
+    let h = fnv1a(header_checksum, &[generation as u64]);
+    let check = (h ^ (h >> 32)) as u32;
+    ((check as u64) << 32) | generation as u64
+}
+
+/// The generation in `word`, if the word carries a valid check for it.
+pub fn generation_of(word: u64, header_checksum: u64) -> Option<u32> {
+    let generation = word as u32;
+    (generation != 0 && generation_word_for(generation, header_checksum) == word)
+        .then_some(generation)
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_LEN);
@@ -131,7 +162,9 @@ pub mod header_offsets {
     pub const ID: usize = 32;
     /// The creator's pid (u32).
     pub const OWNER_PID: usize = 40;
-    /// The generation (u64), bumped on revocation.
+    /// Reserved (u32, zero; covered by the checksum).
+    pub const RESERVED: usize = 44;
+    /// The generation word (u64): generation (low 32 bits) and its check (high 32 bits).
     pub const GENERATION: usize = 48;
     /// Checksum of the fields that never change (u64).
     pub const CHECKSUM: usize = 56;
@@ -194,6 +227,17 @@ pub enum AttachError {
     /// The first 8 bytes are not [`SEGMENT_MAGIC`]: not a memlink segment.
     BadMagic {
         /// The value found.
+        found: u64,
+    },
+    /// The header's `header_len` field is not [`HEADER_LEN`].
+    BadHeaderLen {
+        /// The value found.
+        found: u32,
+    },
+    /// The header's `generation` word fails its check: it was overwritten (a revocation
+    /// always writes a word that passes).
+    CorruptGeneration {
+        /// The word found.
         found: u64,
     },
     /// The header was written by an incompatible layout version.
@@ -259,6 +303,14 @@ impl fmt::Display for AttachError {
                 f,
                 "segment header checksum {stored:#018x} does not match its fields ({computed:#018x}): the header was corrupted"
             ),
+            AttachError::BadHeaderLen { found } => write!(
+                f,
+                "segment header field header_len is {found}, expected {HEADER_LEN}: the header is corrupt"
+            ),
+            AttachError::CorruptGeneration { found } => write!(
+                f,
+                "segment header field generation holds {found:#018x}, which fails its check: the header was overwritten"
+            ),
             AttachError::InvalidId { found } => {
                 write!(f, "segment header carries an invalid id {found:#x}")
             }
@@ -276,6 +328,13 @@ pub enum RevokeError {
     ReadOnly,
     /// Only the process that created the segment may revoke.
     NotOwner,
+    /// The generation word fails its check (someone overwrote it); nothing was changed.
+    CorruptGeneration {
+        /// The word found.
+        found: u64,
+    },
+    /// The generation reached its limit (2^32 - 1 revocations); create a new segment.
+    Exhausted,
 }
 
 impl fmt::Display for RevokeError {
@@ -287,6 +346,14 @@ impl fmt::Display for RevokeError {
             RevokeError::NotOwner => {
                 write!(f, "cannot revoke: only the segment's creator may revoke")
             }
+            RevokeError::CorruptGeneration { found } => write!(
+                f,
+                "cannot revoke: the segment's generation word {found:#018x} fails its check (the header was overwritten)"
+            ),
+            RevokeError::Exhausted => write!(
+                f,
+                "cannot revoke: the segment was revoked 2^32 - 1 times; move the data to a new segment"
+            ),
         }
     }
 }
@@ -314,6 +381,9 @@ pub struct Segment {
     id: SegmentId,
     payload_len: usize,
     file_len: usize,
+    /// Private copies of header fields a peer must not be able to change under us.
+    owner_pid: u32,
+    checksum: u64,
     protection: Protection,
     map: Mapping,
 }
@@ -385,12 +455,185 @@ pub(crate) fn reopen_read_only(fd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The header fields as [`parse_header`] accepted them: a private copy, never read from
+/// shared memory again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// The segment's id.
+    pub id: SegmentId,
+    /// Payload bytes, as created.
+    pub payload_len: usize,
+    /// File bytes: the header page plus the payload rounded up to whole pages.
+    pub file_len: usize,
+    /// The creator's pid.
+    pub owner_pid: u32,
+    /// The checksum of the fixed fields (also the key of the generation check).
+    pub checksum: u64,
+    /// The generation when the header was read.
+    pub generation: u32,
+}
+
+fn u64_at(b: &[u8; HEADER_FIELDS_LEN], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn u32_at(b: &[u8; HEADER_FIELDS_LEN], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// Checks a private copy of a header's first [`HEADER_FIELDS_LEN`] bytes against the
+/// real length of its file: magic, layout version, header length, checksum (over every
+/// fixed field, the reserved word included), sizes, id, and the generation's own check.
+/// Pure: it is what [`Segment::attach`] runs on the copy it takes, and what the
+/// `segment_header` fuzz target drives.
+pub fn parse_header(
+    image: &[u8; HEADER_FIELDS_LEN],
+    file_len: u64,
+) -> Result<HeaderFields, AttachError> {
+    use header_offsets as o;
+    let magic = u64_at(image, o::MAGIC);
+    if magic != SEGMENT_MAGIC {
+        return Err(AttachError::BadMagic { found: magic });
+    }
+    let version = u32_at(image, o::LAYOUT_VERSION);
+    if version != LAYOUT_VERSION {
+        return Err(AttachError::UnsupportedVersion {
+            found: version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    let header_len = u32_at(image, o::HEADER_LEN);
+    if header_len != HEADER_LEN as u32 {
+        return Err(AttachError::BadHeaderLen { found: header_len });
+    }
+    let payload_len = u64_at(image, o::PAYLOAD_LEN);
+    let header_file_len = u64_at(image, o::FILE_LEN);
+    let raw_id = u64_at(image, o::ID);
+    let owner_pid = u32_at(image, o::OWNER_PID);
+    let sum = header_checksum(
+        version,
+        header_len,
+        payload_len,
+        header_file_len,
+        raw_id,
+        owner_pid,
+        u32_at(image, o::RESERVED),
+    );
+    let stored = u64_at(image, o::CHECKSUM);
+    if sum != stored {
+        return Err(AttachError::ChecksumMismatch {
+            stored,
+            computed: sum,
+        });
+    }
+    let sizes_agree = payload_len != 0
+        && payload_len <= MAX_PAYLOAD_LEN as u64
+        && header_file_len == file_len
+        && file_len_for(payload_len as usize) as u64 == file_len;
+    if !sizes_agree {
+        return Err(AttachError::SizeMismatch {
+            payload_len,
+            header_file_len,
+            file_len,
+        });
+    }
+    let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
+    let word = u64_at(image, o::GENERATION);
+    let generation =
+        generation_of(word, stored).ok_or(AttachError::CorruptGeneration { found: word })?;
+    Ok(HeaderFields {
+        id,
+        payload_len: payload_len as usize,
+        file_len: file_len as usize,
+        owner_pid,
+        checksum: stored,
+        generation,
+    })
+}
+
+/// The header bytes [`Segment::create`] writes for these fields (the inverse of
+/// [`parse_header`] on every header it accepts).
+pub fn encode_header(fields: &HeaderFields) -> [u8; HEADER_FIELDS_LEN] {
+    use header_offsets as o;
+    let mut b = [0u8; HEADER_FIELDS_LEN];
+    let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+    put(o::MAGIC, &SEGMENT_MAGIC.to_le_bytes());
+    put(o::LAYOUT_VERSION, &LAYOUT_VERSION.to_le_bytes());
+    put(o::HEADER_LEN, &(HEADER_LEN as u32).to_le_bytes());
+    put(o::PAYLOAD_LEN, &(fields.payload_len as u64).to_le_bytes());
+    put(o::FILE_LEN, &(fields.file_len as u64).to_le_bytes());
+    put(o::ID, &fields.id.raw().to_le_bytes());
+    put(o::OWNER_PID, &fields.owner_pid.to_le_bytes());
+    put(o::RESERVED, &0u32.to_le_bytes());
+    let word = generation_word_for(fields.generation, fields.checksum);
+    put(o::GENERATION, &word.to_le_bytes());
+    put(o::CHECKSUM, &fields.checksum.to_le_bytes());
+    b
+}
+
+/// The checksum a header with these fields carries.
+pub(crate) fn checksum_for(payload_len: u64, file_len: u64, id: SegmentId, owner_pid: u32) -> u64 {
+    header_checksum(
+        LAYOUT_VERSION,
+        HEADER_LEN as u32,
+        payload_len,
+        file_len,
+        id.raw(),
+        owner_pid,
+        0,
+    )
+}
+
+/// Copies the header's fields out of shared memory, one atomic load per field.
+fn copy_header(h: &SegmentHeader) -> [u8; HEADER_FIELDS_LEN] {
+    use header_offsets as o;
+    let mut b = [0u8; HEADER_FIELDS_LEN];
+    let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+    put(o::MAGIC, &h.magic.load(Ordering::Acquire).to_le_bytes());
+    put(
+        o::LAYOUT_VERSION,
+        &h.layout_version.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(
+        o::HEADER_LEN,
+        &h.header_len.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(
+        o::PAYLOAD_LEN,
+        &h.payload_len.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(
+        o::FILE_LEN,
+        &h.file_len.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(o::ID, &h.id.load(Ordering::Relaxed).to_le_bytes());
+    put(
+        o::OWNER_PID,
+        &h.owner_pid.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(
+        o::RESERVED,
+        &h.reserved.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    put(
+        o::GENERATION,
+        &h.generation.load(Ordering::Acquire).to_le_bytes(),
+    );
+    put(
+        o::CHECKSUM,
+        &h.checksum.load(Ordering::Relaxed).to_le_bytes(),
+    );
+    b
+}
+
 /// A header that passed every check, with the header page mapped read-only.
 #[derive(Debug)]
 pub(crate) struct HeaderCheck {
-    pub(crate) id: SegmentId,
-    pub(crate) payload_len: usize,
-    pub(crate) file_len: usize,
+    pub(crate) fields: HeaderFields,
     pub(crate) protection: Protection,
     header_map: Mapping,
 }
@@ -404,8 +647,8 @@ impl HeaderCheck {
     }
 }
 
-/// Checks seals, magic, layout version, id and sizes of a segment file, mapping only its
-/// header page (read-only).
+/// Checks seals, then a private copy of the header (see [`parse_header`]), mapping only
+/// the header page (read-only).
 pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachError> {
     // SAFETY: F_GET_SEALS only reads the descriptor's seals.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
@@ -426,51 +669,9 @@ pub(crate) fn check_header(fd: BorrowedFd<'_>) -> Result<HeaderCheck, AttachErro
     // SAFETY: the mapping is HEADER_LEN bytes, page-aligned, and the header consists of
     // atomics, valid for any bytes a peer may have written.
     let h = unsafe { &*(header_map.as_ptr() as *const SegmentHeader) };
-    let magic = h.magic.load(Ordering::Acquire);
-    if magic != SEGMENT_MAGIC {
-        return Err(AttachError::BadMagic { found: magic });
-    }
-    let version = h.layout_version.load(Ordering::Relaxed);
-    if version != LAYOUT_VERSION || h.header_len.load(Ordering::Relaxed) != HEADER_LEN as u32 {
-        return Err(AttachError::UnsupportedVersion {
-            found: version,
-            expected: LAYOUT_VERSION,
-        });
-    }
-    let payload_len = h.payload_len.load(Ordering::Relaxed);
-    let header_file_len = h.file_len.load(Ordering::Relaxed);
-    let raw_id = h.id.load(Ordering::Relaxed);
-    let sum = header_checksum(
-        version,
-        HEADER_LEN as u32,
-        payload_len,
-        header_file_len,
-        raw_id,
-        h.owner_pid.load(Ordering::Relaxed),
-    );
-    let stored = h.checksum.load(Ordering::Relaxed);
-    if sum != stored {
-        return Err(AttachError::ChecksumMismatch {
-            stored,
-            computed: sum,
-        });
-    }
-    if payload_len == 0
-        || payload_len > MAX_PAYLOAD_LEN as u64
-        || header_file_len != file_len
-        || file_len_for(payload_len as usize) as u64 != file_len
-    {
-        return Err(AttachError::SizeMismatch {
-            payload_len,
-            header_file_len,
-            file_len,
-        });
-    }
-    let id = SegmentId::from_raw(raw_id).ok_or(AttachError::InvalidId { found: raw_id })?;
+    let fields = parse_header(&copy_header(h), file_len)?;
     Ok(HeaderCheck {
-        id,
-        payload_len: payload_len as usize,
-        file_len: file_len as usize,
+        fields,
         protection,
         header_map,
     })
@@ -584,11 +785,15 @@ impl Segment {
             other => CreateError::Io(std::io::Error::other(other.to_string())),
         })?;
         let id = SegmentId::random().map_err(CreateError::Io)?;
+        let owner_pid = std::process::id();
+        let checksum = checksum_for(payload_len as u64, file_len as u64, id, owner_pid);
         let seg = Segment {
             fd,
             id,
             payload_len,
             file_len,
+            owner_pid,
+            checksum,
             protection: Protection::ReadWrite,
             map,
         };
@@ -598,19 +803,11 @@ impl Segment {
         h.payload_len.store(payload_len as u64, Ordering::Relaxed);
         h.file_len.store(file_len as u64, Ordering::Relaxed);
         h.id.store(id.raw(), Ordering::Relaxed);
-        h.owner_pid.store(std::process::id(), Ordering::Relaxed);
-        h.generation.store(1, Ordering::Relaxed);
-        h.checksum.store(
-            header_checksum(
-                LAYOUT_VERSION,
-                HEADER_LEN as u32,
-                payload_len as u64,
-                file_len as u64,
-                id.raw(),
-                std::process::id(),
-            ),
-            Ordering::Relaxed,
-        );
+        h.owner_pid.store(owner_pid, Ordering::Relaxed);
+        h.reserved.store(0, Ordering::Relaxed);
+        h.generation
+            .store(generation_word_for(1, checksum), Ordering::Relaxed);
+        h.checksum.store(checksum, Ordering::Relaxed);
         // The magic goes last: a header with the magic is a complete header.
         h.magic.store(SEGMENT_MAGIC, Ordering::Release);
         Ok(seg)
@@ -625,7 +822,7 @@ impl Segment {
         let map = Mapping::map(
             fd.as_fd(),
             0,
-            check.file_len,
+            check.fields.file_len,
             check.protection,
             Placement::Anywhere,
         )
@@ -635,9 +832,11 @@ impl Segment {
         })?;
         Ok(Segment {
             fd,
-            id: check.id,
-            payload_len: check.payload_len,
-            file_len: check.file_len,
+            id: check.fields.id,
+            payload_len: check.fields.payload_len,
+            file_len: check.fields.file_len,
+            owner_pid: check.fields.owner_pid,
+            checksum: check.fields.checksum,
             protection: check.protection,
             map,
         })
@@ -701,17 +900,22 @@ impl Segment {
         self.protection
     }
 
-    /// The pid of the process that created the segment (as its header says).
+    /// The pid of the process that created the segment (as its header said on attach).
     pub fn owner_pid(&self) -> u32 {
-        self.header().owner_pid.load(Ordering::Relaxed)
+        self.owner_pid
     }
 
-    /// The current generation (starts at 1; each revocation bumps it).
-    pub fn generation(&self) -> u64 {
-        self.header().generation.load(Ordering::Acquire)
+    /// The current generation (starts at 1; each revocation bumps it), or
+    /// [`AttachError::CorruptGeneration`] if the shared word fails its check.
+    pub fn generation(&self) -> Result<u64, AttachError> {
+        let word = self.header().generation.load(Ordering::Acquire);
+        generation_of(word, self.checksum)
+            .map(u64::from)
+            .ok_or(AttachError::CorruptGeneration { found: word })
     }
 
-    /// The generation word itself, for protocols that check it atomically.
+    /// The generation word itself (generation and its check), for protocols that compare
+    /// it atomically against [`generation_word_for`] of the generation they expect.
     pub fn generation_word(&self) -> &AtomicU64 {
         &self.header().generation
     }
@@ -728,10 +932,21 @@ impl Segment {
         if self.protection != Protection::ReadWrite {
             return Err(RevokeError::ReadOnly);
         }
-        if self.owner_pid() != std::process::id() {
+        if self.owner_pid != std::process::id() {
             return Err(RevokeError::NotOwner);
         }
-        Ok(self.header().generation.fetch_add(1, Ordering::AcqRel) + 1)
+        let word = &self.header().generation;
+        let mut now = word.load(Ordering::Acquire);
+        loop {
+            let current = generation_of(now, self.checksum)
+                .ok_or(RevokeError::CorruptGeneration { found: now })?;
+            let next = current.checked_add(1).ok_or(RevokeError::Exhausted)?;
+            let next_word = generation_word_for(next, self.checksum);
+            match word.compare_exchange(now, next_word, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(next as u64),
+                Err(seen) => now = seen,
+            }
+        }
     }
 
     /// Maps the payload again, wherever the kernel chooses, with `protection`.
@@ -797,7 +1012,7 @@ mod tests {
         assert_ne!(b.payload_ptr(), a.payload_ptr());
         // SAFETY: same segment, mapped at least 10_000 bytes.
         assert_eq!(unsafe { b.payload_ptr().add(9_999).read() }, 42);
-        assert_eq!(b.generation(), 1);
+        assert_eq!(b.generation().unwrap(), 1);
     }
 
     #[test]
@@ -831,7 +1046,7 @@ mod tests {
         ));
         assert_eq!(ro.bump_generation(), Err(RevokeError::ReadOnly));
         assert_eq!(a.bump_generation(), Ok(2));
-        assert_eq!(ro.generation(), 2);
+        assert_eq!(ro.generation().unwrap(), 2);
     }
 
     #[test]

@@ -319,7 +319,10 @@ impl TranslationTable {
             if s.key >> 32 == id {
                 let size = std::mem::size_of::<T>();
                 let payload_len = s.key as u32 as usize;
-                if offset as usize + size > payload_len {
+                if (offset as usize)
+                    .checked_add(size)
+                    .is_none_or(|end| end > payload_len)
+                {
                     return Err(ResolveError::OutOfRange {
                         offset,
                         size,
