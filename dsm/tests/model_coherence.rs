@@ -12,12 +12,16 @@
 #[allow(dead_code)]
 mod model_support;
 
-use std::time::Instant;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use memlink_dsm::ManagerKind;
 use memlink_dsm::protocol::Coherence;
 use model_support::CoherenceModel;
 use stateright::{Checker, Model};
+
+/// How often a long exploration says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 
 /// The managers the protocol implements (it refuses the others at start).
 fn implemented_managers() -> Vec<ManagerKind> {
@@ -35,7 +39,27 @@ fn implemented_managers() -> Vec<ManagerKind> {
 /// property broken. Returns the number of distinct states.
 fn check(model: CoherenceModel) -> usize {
     let started = Instant::now();
-    let checker = model.checker().spawn_bfs().join();
+    let checker = model.checker().spawn_bfs();
+    // A progress line every PROGRESS_EVERY while the exploration runs (written to stderr
+    // itself, which the test harness does not capture). Polling only paces these lines:
+    // join() below is what waits for the checker.
+    let mut reported = Instant::now();
+    while !checker.is_done() {
+        std::thread::sleep(Duration::from_millis(100));
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            let _ = writeln!(
+                std::io::stderr(),
+                "model_coherence: {:?} manager, {} faults at once: {} states so far, depth {}, {:.0?}",
+                model.kind,
+                model.concurrent,
+                checker.unique_state_count(),
+                checker.max_depth(),
+                started.elapsed()
+            );
+        }
+    }
+    let checker = checker.join();
     let states = checker.unique_state_count();
     println!(
         "{:?}: {} nodes, {} pages, {} faults ({} writes): {} states ({} visits), depth {}, {:.2?}",

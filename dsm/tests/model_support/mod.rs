@@ -343,7 +343,22 @@ impl CoherenceModel {
         let mut finished = vec![false];
         let mut queue = VecDeque::from([(0u32, init)]);
         let mut steps = Vec::new();
+        let started = std::time::Instant::now();
+        let mut reported = started;
         while let Some((i, s)) = queue.pop_front() {
+            // A progress line every 20 s on stderr itself (not captured by the harness).
+            if i % 4096 == 0 && reported.elapsed() >= std::time::Duration::from_secs(20) {
+                reported = std::time::Instant::now();
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "model progress: {:?} manager, {} faults at once: {} states so far, {:.0?}",
+                    self.kind,
+                    self.concurrent,
+                    parent.len(),
+                    started.elapsed()
+                );
+            }
             finished[i as usize] = self.finished(&s);
             steps.clear();
             self.actions(&s, &mut steps);
