@@ -228,8 +228,9 @@ fn assert_demo_is_not_contradicted(stdout: &str) {
         let (transport, ratio) = pair.split_once(' ').unwrap();
         let ratio: f64 = ratio.trim_end_matches('x').parse().unwrap();
         let table = table_p50(stdout, transport, "64 KiB") / loan;
+        // The table's durations are rounded to 2-3 digits and the ratio to one decimal.
         assert!(
-            (ratio - table).abs() <= 0.05 * table.max(1.0),
+            (ratio - table).abs() <= 0.05 + 0.05 * table,
             "{transport}: printed {ratio}x, the table says {table:.2}x: {stdout}"
         );
     }
