@@ -29,6 +29,8 @@ pub mod capability_transfer;
 #[cfg(not(memlink_loom))]
 pub mod fd_passing;
 #[cfg(not(memlink_loom))]
+pub mod fuzz_bodies;
+#[cfg(not(memlink_loom))]
 pub mod liveness;
 #[cfg(not(memlink_loom))]
 pub mod mapping;

@@ -1,0 +1,45 @@
+//! Replays the committed fuzz corpora (capability/fuzz/corpus/<target>/) through the
+//! same bodies the cargo-fuzz targets run, so CI checks them on stable, without nightly.
+
+#![cfg(not(memlink_loom))]
+
+use std::path::Path;
+
+use memlink_capability::fuzz_bodies;
+
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        body(&data);
+        inputs += 1;
+    }
+    assert!(inputs > 0, "{} holds no corpus", dir.display());
+}
+
+#[test]
+fn segment_header_corpus() {
+    replay("segment_header", fuzz_bodies::segment_header);
+}
+
+#[test]
+fn fd_passing_frames_corpus() {
+    replay("fd_passing_frames", fuzz_bodies::fd_passing_frames);
+}
+
+#[test]
+fn capability_message_corpus() {
+    replay("capability_message", fuzz_bodies::capability_message);
+}
+
+#[test]
+fn shared_ref_translation_corpus() {
+    replay(
+        "shared_ref_translation",
+        fuzz_bodies::shared_ref_translation,
+    );
+}
