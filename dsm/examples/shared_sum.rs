@@ -13,9 +13,8 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use memlink_dsm::admission::Admission;
 use memlink_dsm::cluster::Dsm;
-use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig};
+use memlink_dsm::{Backend, DsmError, NodeConfig};
 
 const LEN: usize = 8192; // 64 KiB of u64: 16 pages
 
@@ -51,21 +50,20 @@ fn node(dsm: &Dsm) -> Result<bool, DsmError> {
 }
 
 fn join_and_run(id: u16, listen: &str, peers: &str) -> Result<bool, String> {
-    let config = NodeConfig {
-        id,
-        listen: listen
-            .parse()
-            .map_err(|e| format!("bad listen address {listen}: {e}"))?,
-        peers: peers
-            .split(',')
-            .map(|p| p.parse().map_err(|e| format!("bad peer address {p}: {e}")))
-            .collect::<Result<_, _>>()?,
-        pages: 32,
-        manager: ManagerKind::Central,
-        connect_timeout: Duration::from_secs(30),
-        // The local launcher's key (MEMLINK_DSM_KEY_FILE), or none on loopback.
-        admission: Admission::from_env().map_err(|e| e.to_string())?,
-    };
+    let peers = peers
+        .split(',')
+        .map(|p| p.parse().map_err(|e| format!("bad peer address {p}: {e}")))
+        .collect::<Result<Vec<_>, String>>()?;
+    let listen = listen
+        .parse()
+        .map_err(|e| format!("bad listen address {listen}: {e}"))?;
+    // The admission defaults to the local launcher's key (MEMLINK_DSM_KEY_FILE), or none on
+    // loopback; the manager to central, the connect timeout to 30 s.
+    let config = NodeConfig::builder(id, peers)
+        .listen(listen)
+        .pages(32)
+        .build()
+        .map_err(|e| e.to_string())?;
     let dsm = Dsm::join(config, Backend::Sigsegv).map_err(|e| e.to_string())?;
     let ok = node(&dsm).map_err(|e| e.to_string())?;
     dsm.leave().map_err(|e| e.to_string())?;

@@ -25,9 +25,10 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::atomic::DsmAtomic;
 use crate::cluster::Dsm;
 use crate::fault::FaultService;
 use crate::mapping::{Mapping, base_from_env};
@@ -164,11 +165,9 @@ fn elapsed_us(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-fn probe_byte(dsm: &Dsm, offset: usize) -> &AtomicU8 {
-    // SAFETY: every offset the bench probes lies in the block node 0 allocated for it, which
-    // is never freed while the cluster runs; an AtomicU8 has no alignment requirement and may
-    // be shared between threads (and, through coherence, nodes).
-    unsafe { &*dsm.at::<AtomicU8>(offset) }
+/// The byte the bench probes at `offset` (in the block node 0 allocated for it).
+fn probe_byte(dsm: &Dsm, offset: usize) -> Result<DsmAtomic<'_, u8>, DsmError> {
+    DsmAtomic::attach(dsm, offset)
 }
 
 /// Joins the bench cluster described by `config` (whose `pages` must be at least
@@ -228,8 +227,9 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
         let (mut rtt, mut miss) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
         for i in 0..iters {
             rtt.push(tcp.sample()?);
+            let byte = probe_byte(dsm, page(i))?;
             let t = Instant::now();
-            let v = probe_byte(dsm, page(i)).load(Ordering::SeqCst);
+            let v = byte.load(Ordering::SeqCst);
             miss.push(elapsed_us(t));
             std::hint::black_box(v);
         }
@@ -245,8 +245,9 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     if prober {
         let mut s = Vec::with_capacity(iters);
         for i in iters..2 * iters {
+            let byte = probe_byte(dsm, page(i))?;
             let t = Instant::now();
-            probe_byte(dsm, page(i)).store(1, Ordering::SeqCst);
+            byte.store(1, Ordering::SeqCst);
             s.push(elapsed_us(t));
         }
         f.write_miss_us = median_us(&mut s);
@@ -255,14 +256,15 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
 
     // Invalidations: every node reads pages 2*iters..3*iters, then the prober writes them.
     for i in 2 * iters..3 * iters {
-        std::hint::black_box(probe_byte(dsm, page(i)).load(Ordering::SeqCst));
+        std::hint::black_box(probe_byte(dsm, page(i))?.load(Ordering::SeqCst));
     }
     barrier()?;
     if prober {
         let mut s = Vec::with_capacity(iters);
         for i in 2 * iters..3 * iters {
+            let byte = probe_byte(dsm, page(i))?;
             let t = Instant::now();
-            probe_byte(dsm, page(i)).store(2, Ordering::SeqCst);
+            byte.store(2, Ordering::SeqCst);
             s.push(elapsed_us(t));
         }
         f.invalidation_us = median_us(&mut s);

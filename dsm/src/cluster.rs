@@ -4,20 +4,15 @@
 //! page across the cluster.
 //!
 //! ```no_run
-//! use std::time::Duration;
-//! use memlink_dsm::{Backend, ManagerKind, NodeConfig, cluster::Dsm};
+//! use memlink_dsm::{Backend, NodeConfig, cluster::Dsm};
 //! use memlink_dsm::admission::{Admission, ClusterKey};
 //!
 //! let peers = vec!["10.0.0.1:7000".parse().unwrap(), "10.0.0.2:7000".parse().unwrap()];
-//! let config = NodeConfig {
-//!     id: 1,
-//!     listen: "0.0.0.0:7000".parse().unwrap(),
-//!     peers,
-//!     pages: 64,
-//!     manager: ManagerKind::Central,
-//!     connect_timeout: Duration::from_secs(30),
-//!     admission: Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?),
-//! };
+//! let config = NodeConfig::builder(1, peers)
+//!     .listen("0.0.0.0:7000".parse().unwrap())
+//!     .pages(64)
+//!     .admission(Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?))
+//!     .build()?;
 //! let dsm = Dsm::join(config, Backend::Sigsegv)?;
 //! dsm.barrier(0)?;                         // node 0 has published its data by now
 //! let offset = dsm.lookup(0) as usize;      // where node 0 put it

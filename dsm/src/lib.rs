@@ -5,6 +5,10 @@ pub use types::*;
 pub mod admission;
 pub mod alloc;
 #[cfg(not(memlink_loom))]
+pub mod atomic;
+pub mod config;
+pub use config::NodeConfigBuilder;
+#[cfg(not(memlink_loom))]
 pub mod node;
 pub mod protocol;
 pub mod remote;

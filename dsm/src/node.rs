@@ -19,15 +19,12 @@
 //! use memlink_dsm::admission::{Admission, ClusterKey};
 //! # fn pages() -> Arc<dyn LocalPages> { unimplemented!() }
 //! let peers = vec!["127.0.0.1:7000".parse().unwrap(), "127.0.0.1:7001".parse().unwrap()];
-//! let config = NodeConfig {
-//!     id: 1,
-//!     listen: peers[1],
-//!     peers,
-//!     pages: 256,
-//!     manager: ManagerKind::Central,
-//!     connect_timeout: Duration::from_secs(10),
-//!     admission: Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?),
-//! };
+//! let config = NodeConfig::builder(1, peers)
+//!     .pages(256)
+//!     .manager(ManagerKind::Central)
+//!     .connect_timeout(Duration::from_secs(10))
+//!     .admission(Admission::Key(ClusterKey::from_file("cluster.key".as_ref())?))
+//!     .build()?;
 //! let node = NodeRuntime::start(config, pages())?;   // waits for every peer
 //! node.lock(0)?;
 //! // ... touch shared pages: faults go through node.resolve_fault ...

@@ -9,8 +9,9 @@
 //! puts the rounds together, asserts that no forbidden outcome ever happened and prints how
 //! often each allowed one did (`--nocapture` shows the counts).
 //!
-//! The accesses are `SeqCst` atomics: the DSM makes page-level coherence sequentially
-//! consistent, and SeqCst keeps the CPU's store buffer from reordering a node's own accesses.
+//! The accesses are `SeqCst` operations on `DsmAtomic<u64>`s: the DSM makes page-level
+//! coherence sequentially consistent, and SeqCst keeps the CPU's store buffer from reordering
+//! a node's own accesses.
 //!
 //! - MP: node 1 writes data then flag; nodes 2 and 3 read flag then data. Forbidden: flag
 //!   seen, data not.
@@ -24,9 +25,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use memlink_dsm::atomic::DsmAtomic;
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{LaunchError, NodeOutput, launch};
 use memlink_dsm::{Backend, DsmError, ManagerKind, PAGE_SIZE};
@@ -83,13 +85,6 @@ impl Layout {
     }
 }
 
-fn word(dsm: &Dsm, offset: usize) -> &AtomicU64 {
-    // SAFETY: the offset lies in the 3-page block node 0 allocated for the test (never freed
-    // while the cluster runs), 8-aligned; an AtomicU64 may be shared between threads, and the
-    // DSM keeps the page coherent between nodes.
-    unsafe { &*dsm.at::<AtomicU64>(offset) }
-}
-
 /// One node's part of every test: returns its observation lines (`test layout round bits`).
 fn litmus(dsm: &Dsm) -> Result<Vec<String>, DsmError> {
     if dsm.id() == 0 {
@@ -103,7 +98,10 @@ fn litmus(dsm: &Dsm) -> Result<Vec<String>, DsmError> {
     for test in TESTS {
         for layout in LAYOUTS {
             let (xo, yo) = layout.offsets(block);
-            let (x, y) = (word(dsm, xo), word(dsm, yo));
+            let (x, y) = (
+                DsmAtomic::<u64>::attach(dsm, xo)?,
+                DsmAtomic::<u64>::attach(dsm, yo)?,
+            );
             let mut seen = String::with_capacity(ROUNDS as usize * 3);
             for r in 1..=ROUNDS {
                 dsm.barrier(START)?;
