@@ -109,17 +109,14 @@ pub fn segment_header(data: &[u8]) {
     }
 }
 
-/// The next descriptor number this process would get: equal before and after a body
-/// that must not leak descriptors.
-fn next_fd() -> RawFd {
-    // SAFETY: dup of stdin's number (or of nothing: -1 on error) has no memory effects;
-    // the result is closed right away.
-    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
-    if fd >= 0 {
-        // SAFETY: `fd` was just created here and is owned by nobody else.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    fd
+/// A non-blocking pipe: (read end, write end).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut ends = [0; 2];
+    // SAFETY: `ends` is a writable array of two descriptors.
+    let rc = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) }
 }
 
 fn sendmsg_raw(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> bool {
@@ -155,19 +152,13 @@ fn sendmsg_raw(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> bool {
 /// `recv_with_fds`. Every message accepted respects the limits, every error is one of
 /// the documented ones, and no descriptor is leaked whatever arrives.
 pub fn fd_passing_frames(data: &[u8]) {
-    let before = next_fd();
+    // Descriptors to send: copies of a pipe's write end (never the socket's own ends,
+    // which in flight would keep the connection open and the reader waiting). Once every
+    // copy is closed the read end sees end-of-file; a leaked copy keeps it open. This
+    // check holds even while other threads open and close descriptors.
+    let (pipe_r, pipe_w) = pipe();
     {
         let (tx, rx) = UnixStream::pair().expect("socketpair");
-        // Descriptors to send: both ends of a pipe (never the socket's own ends, which in
-        // flight would keep the connection open and the reader waiting).
-        let mut pipe = [0; 2];
-        // SAFETY: `pipe` is a writable array of two descriptors.
-        assert_eq!(
-            unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
-            0
-        );
-        // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-        let pipe = unsafe { [OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])] };
         let mut d = Bytes(data);
         let chunks = d.u8() % 8 + 1;
         let small_buffer = d.u8() % 64;
@@ -179,11 +170,7 @@ pub fn fd_passing_frames(data: &[u8]) {
             let (n, k) = (rest[0] as usize, (rest[0] >> 6) as usize);
             let body = &rest[1..];
             let take = (n % 64 + 1).min(body.len());
-            let fds = [
-                pipe[0].as_raw_fd(),
-                pipe[1].as_raw_fd(),
-                pipe[0].as_raw_fd(),
-            ];
+            let fds = [pipe_w.as_raw_fd(); 3];
             sendmsg_raw(&tx, &body[..take], &fds[..k]);
             rest = &body[take..];
         }
@@ -213,7 +200,14 @@ pub fn fd_passing_frames(data: &[u8]) {
             }
         }
     }
-    assert_eq!(next_fd(), before, "a descriptor leaked");
+    drop(pipe_w);
+    let mut byte = 0u8;
+    // SAFETY: a one-byte read into `byte` from the non-blocking read end.
+    let n = unsafe { libc::read(pipe_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+    assert_eq!(
+        n, 0,
+        "a received descriptor leaked (the pipe's write end is open)"
+    );
 }
 
 /// The segment the capability target names: a payload of 3 pages where the u64 at
