@@ -7,7 +7,10 @@
 //! the caller chooses the back-pressure: [`LoanSender::loan`] waits (per the channel's
 //! [`WaitMode`]) and [`LoanSender::try_loan`] fails with [`LoanError::Exhausted`]. Slots loaned
 //! or held by a process that died are taken back ([`LoanSender::reclaim`], also done
-//! automatically while waiting for a slot).
+//! automatically while waiting for a slot), except a message a dead sender had already sent
+//! or a dead receiver had not yet taken: that one stays queued and is delivered once. A process
+//! SIGKILLed at any instruction of loan, send, receive, drop or reclaim loses no slot and makes
+//! no message arrive twice (see [`crate::protocol::loan`] for the slot states).
 
 use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
 use crate::error::{ConnectError, LoanError, RecvError, RecvTimeoutError, SendError, TryRecvError};
@@ -291,7 +294,8 @@ impl LoanSender {
         self.loan_with(Deadline::after(timeout))
     }
 
-    /// Returns to the pool every slot loaned or held by a process that died; returns how many.
+    /// Returns to the pool every slot loaned or held by a process that died, except slots still
+    /// queued (sent, not yet taken by a live receiver); returns how many.
     pub fn reclaim(&self) -> usize {
         self.ch.pool.reclaim(dead(self.pid))
     }

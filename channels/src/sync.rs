@@ -40,3 +40,59 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(memlink_loom)]
 pub use loom::cell::UnsafeCell;
+
+/// Points where a protocol participant may stop forever, as a process SIGKILLed there does.
+///
+/// The protocols in [`crate::protocol`] call [`stop_point`] before every access to shared
+/// memory and before they return. Outside loom it compiles to nothing. Under loom a model
+/// runs a participant's steps through [`stop::run_until`], which stops the participant (its
+/// thread unwinds without touching shared memory again) at the chosen stop point, so a model
+/// can kill a participant at every step in turn and then report it dead.
+#[cfg(not(memlink_loom))]
+#[inline(always)]
+pub fn stop_point() {}
+
+/// See the non-loom [`stop_point`]: under loom, stops the calling participant here if
+/// [`stop::run_until`] armed it to stop at this point.
+#[cfg(memlink_loom)]
+pub fn stop_point() {
+    stop::point();
+}
+
+/// Stopping a loom model's participant forever at a chosen [`stop_point`] (loom only).
+#[cfg(memlink_loom)]
+pub mod stop {
+    use std::cell::Cell;
+
+    loom::thread_local! {
+        /// Stop points this thread may still pass before it stops; `None`: never stops.
+        static LEFT: Cell<Option<u32>> = Cell::new(None);
+    }
+
+    /// The unwind payload of a stopped participant.
+    struct Stopped;
+
+    pub(super) fn point() {
+        LEFT.with(|left| match left.get() {
+            Some(0) => std::panic::resume_unwind(Box::new(Stopped)),
+            Some(n) => left.set(Some(n - 1)),
+            None => {}
+        });
+    }
+
+    /// Runs `body` on the calling loom thread, which stops for good at its `steps`-th stop
+    /// point (0: the first): `None` if it stopped there, `Some(result)` if `body` finished
+    /// first. Nothing after the stop point runs (`resume_unwind` skips the panic hook), so a
+    /// stopped participant leaves shared memory exactly as a process killed there would, as
+    /// long as `body` holds nothing whose `Drop` writes shared memory.
+    pub fn run_until<R>(steps: u32, body: impl FnOnce() -> R) -> Option<R> {
+        LEFT.with(|left| left.set(Some(steps)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        LEFT.with(|left| left.set(None));
+        match outcome {
+            Ok(result) => Some(result),
+            Err(payload) if payload.is::<Stopped>() => None,
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+}

@@ -1,24 +1,54 @@
 //! The loan protocol: a bounded pool of slots, a ring of sent slot indices, and slot states.
 //!
-//! A slot is `FREE`, `LOANED` (the sender builds a message in it), `QUEUED` (sent, not yet
-//! received) or `HELD` (the receiver reads it in place). State and owner pid share one 64-bit
-//! word, so a slot whose owner died can be taken back with one compare-and-swap that cannot
-//! hit a slot someone else took meanwhile. The ring never overflows: it holds only queued
-//! slots, at most as many as the pool has.
+//! State and owner pid share one 64-bit word per slot, so a slot whose owner died is taken back
+//! with one compare-and-swap that fails if anyone changed the slot meanwhile. The ring holds
+//! the indices of sent slots between `head` (the receiver's) and `tail` (the sender's): the
+//! *window* `[head, tail)`. It never overflows: it holds only queued slots, at most as many as
+//! the pool has.
+//!
+//! # States, owners, and what [`LoanPool::reclaim`] does when the owner died
+//!
+//! | word            | who owns the slot                                   | owner dead: reclaim |
+//! |-----------------|-----------------------------------------------------|---------------------|
+//! | `FREE`, 0       | the pool                                            | (nothing to do)     |
+//! | `LOANED`, s     | sender `s` while the slot is outside the window: it | outside the window: |
+//! |                 | builds the message; the queue once `s` published it | frees it; inside:   |
+//! |                 | (ring entry, then `tail`), until a receiver takes it| leaves it queued    |
+//! | `HELD`, r       | receiver `r`, which marked it before moving `head`  | outside the window: |
+//! |                 | past it and reads it in place until it drops it; the| frees it; inside:   |
+//! |                 | queue while its entry is still at `head`            | leaves it queued    |
+//!
+//! The state never changes at send: publishing is the sender's single store to `tail`, so
+//! there is no moment at which a slot is neither the sender's nor in the window (a sender
+//! killed before that store leaves a `LOANED` slot outside the window, which reclaim frees;
+//! killed after it, the message is queued and delivered). Likewise the receiver marks a slot
+//! `HELD` before its single store to `head` hands the message over: killed before that store,
+//! the slot is still in the window and the next receiver takes it again (the dead one never
+//! returned it), after it the message was delivered and reclaim frees the slot. So a slot is
+//! always either free, owned by a live process, or in the window, and each message is handed
+//! out by exactly one store to `head`.
+//!
+//! Why reclaim's window test is exact: only the owner of a slot puts it in the window (sender)
+//! or moves `head` past it (receiver). Once the owner is dead (its death is observed first,
+//! which orders all its stores before reclaim's loads), the slot's position relative to the
+//! window can only change by a live receiver taking it, and that receiver marks it `HELD`
+//! before moving `head`: reclaim's compare-and-swap then fails. A process killed inside
+//! reclaim leaves every slot either unchanged or freed by its one compare-and-swap.
+//!
+//! Everything here is shared with the peer and untrusted: a ring entry naming no slot is
+//! skipped, and reclaim looks at no more than `slots` ring entries.
 
 use crate::protocol::endpoint::EndpointRecord;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, stop_point};
 use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for};
 use crossbeam_utils::CachePadded;
 use std::marker::PhantomData;
 
 /// Slot state: in the pool.
 pub const FREE: u32 = 0;
-/// Slot state: loaned to the sender.
+/// Slot state: loaned to the sender (and, once its index is in the ring window, queued).
 pub const LOANED: u32 = 1;
-/// Slot state: sent, waiting in the ring.
-pub const QUEUED: u32 = 2;
-/// Slot state: received, read in place.
+/// Slot state: taken by the receiver, read in place.
 pub const HELD: u32 = 3;
 
 fn word(owner: u32, state: u32) -> u64 {
@@ -207,7 +237,8 @@ impl<'a> LoanPool<'a> {
 
     /// Takes a free slot for `owner` without waiting.
     pub fn try_loan(&self, owner: u32) -> Option<u32> {
-        (0..self.slots()).find(|&slot| {
+        let slot = (0..self.slots()).find(|&slot| {
+            stop_point();
             self.meta(slot)
                 .state
                 .compare_exchange(
@@ -217,7 +248,9 @@ impl<'a> LoanPool<'a> {
                     Ordering::Relaxed,
                 )
                 .is_ok()
-        })
+        });
+        stop_point();
+        slot
     }
 
     /// Takes a free slot, waiting for one per the pool's mode (back-pressure).
@@ -237,35 +270,53 @@ impl<'a> LoanPool<'a> {
         )
     }
 
-    /// Sends loaned `slot` holding `len` bytes: passes only its index.
+    /// Sends loaned `slot` holding `len` bytes: passes only its index. The slot stays
+    /// `LOANED`; the store to `tail` alone publishes it (see the module doc).
     pub fn send(&self, slot: u32, len: usize) {
         let meta = self.meta(slot);
-        meta.len.store(len as u64, Ordering::Relaxed);
-        meta.state.store(word(0, QUEUED), Ordering::Relaxed);
         let header = self.header();
+        stop_point();
+        meta.len.store(len as u64, Ordering::Relaxed);
+        stop_point();
         let tail = header.tail.load(Ordering::Relaxed);
+        stop_point();
         self.ring(tail).store(slot, Ordering::Relaxed);
+        stop_point();
         header.tail.store(tail.wrapping_add(1), Ordering::Release);
+        stop_point();
         header.receiver.pcb.notify_for(self.mode());
+        stop_point();
     }
 
     /// Takes the oldest sent slot for `owner` without waiting; returns it and its length.
+    /// The slot is marked `HELD` before `head` moves past it: the store to `head` is the
+    /// moment of delivery (see the module doc).
     pub fn try_recv(&self, owner: u32) -> Option<(u32, usize)> {
         let header = self.header();
+        stop_point();
         let head = header.head.load(Ordering::Relaxed);
+        stop_point();
         if header.tail.load(Ordering::Acquire) == head {
+            stop_point();
             return None;
         }
+        stop_point();
         let slot = self.ring(head).load(Ordering::Relaxed);
         if slot >= self.slots {
             // Not a slot of this pool: a peer wrote garbage into the ring. Skip the entry.
+            stop_point();
             header.head.store(head.wrapping_add(1), Ordering::Release);
+            stop_point();
             return None;
         }
         let meta = self.meta(slot);
+        stop_point();
         meta.state.store(word(owner, HELD), Ordering::Relaxed);
+        stop_point();
         let len = (meta.len.load(Ordering::Relaxed) as usize).min(self.slot_size);
+        stop_point();
         header.head.store(head.wrapping_add(1), Ordering::Release);
+        stop_point();
         Some((slot, len))
     }
 
@@ -288,34 +339,62 @@ impl<'a> LoanPool<'a> {
 
     /// Returns a loaned or held slot to the pool and wakes a sender waiting for one.
     pub fn release(&self, slot: u32) {
+        stop_point();
         self.meta(slot)
             .state
             .store(word(0, FREE), Ordering::Release);
+        stop_point();
         self.header().sender.pcb.notify_for(self.mode());
+        stop_point();
     }
 
-    /// Takes back every slot loaned or held by an owner that `is_dead` says died. Returns how
-    /// many slots went back to the pool.
+    /// Whether `slot` is in the ring window `[head, tail)`: sent and not yet handed out.
+    fn is_queued(&self, slot: u32) -> bool {
+        let header = self.header();
+        stop_point();
+        let tail = header.tail.load(Ordering::Acquire);
+        stop_point();
+        let head = header.head.load(Ordering::Acquire);
+        // Untrusted: a window longer than the pool is corrupt; look at `slots` entries at most.
+        let queued = tail.wrapping_sub(head).min(self.slots() as u64);
+        (0..queued).any(|i| {
+            stop_point();
+            self.ring(head.wrapping_add(i)).load(Ordering::Relaxed) == slot
+        })
+    }
+
+    /// Takes back every slot whose owner `is_dead` says died and that is not queued (see the
+    /// module doc: a dead sender's unpublished loan, a dead receiver's delivered sample).
+    /// Returns how many slots went back to the pool. Any process may call it, any number
+    /// of times, concurrently with the live sender and receiver.
     pub fn reclaim(&self, is_dead: impl Fn(u32) -> bool) -> usize {
         let mut freed = 0;
         for slot in 0..self.slots() {
-            let w = self.meta(slot).state.load(Ordering::Acquire);
+            let meta = self.meta(slot);
+            stop_point();
+            let w = meta.state.load(Ordering::Acquire);
             let (state, owner) = ((w & 0xffff_ffff) as u32, (w >> 32) as u32);
+            // The death is observed before the window is read, so the dead owner's stores
+            // to the ring, `tail` and `head` are all visible.
             if (state == LOANED || state == HELD)
                 && owner != 0
                 && is_dead(owner)
-                && self
-                    .meta(slot)
-                    .state
-                    .compare_exchange(w, word(0, FREE), Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
+                && !self.is_queued(slot)
+                && {
+                    stop_point();
+                    meta.state
+                        .compare_exchange(w, word(0, FREE), Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                }
             {
                 freed += 1;
             }
         }
+        stop_point();
         if freed > 0 {
             self.header().sender.pcb.notify();
         }
+        stop_point();
         freed
     }
 }

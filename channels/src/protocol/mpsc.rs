@@ -12,11 +12,31 @@
 //! frees the cell without a value ([`View::skip_dead_claim`]) and goes on: the dead sender's
 //! message is lost (it was never complete), nobody else's is. A live announcer keeps the
 //! receiver waiting: it may be the owner, preempted before it publishes.
+//!
+//! # A process killed at any step
+//!
+//! | where the sender dies               | what is left                  | what happens               |
+//! |-------------------------------------|-------------------------------|----------------------------|
+//! | before announcing, or announced but | maybe a stale announcement    | nothing claimed; the entry |
+//! | before its compare-and-swap wins    | of a position it never owned  | is reused once `head` has  |
+//! |                                     |                               | passed that position       |
+//! | after claiming, before publishing   | a claimed cell, announced     | the receiver frees it      |
+//! |                                     |                               | (`skip_dead_claim`): that  |
+//! |                                     |                               | message is lost, no other  |
+//! | after publishing                    | a published cell (and maybe   | delivered once; the stale  |
+//! |                                     | its announcement)             | announcement is ignored    |
+//!
+//! The receiver's step that hands a message out is its store to `head`, after it read the
+//! value and gave the cell back (turn `pos + capacity`). The receive right belongs to one
+//! process; if it dies, the port has no receiver any more (as in Mach, its senders get
+//! `Disconnected`), so what is queued is lost with it, and no cell can be lost or doubled
+//! for anyone else. A process killed in [`View::connect_sender`] leaves at most an entry
+//! holding its pid, reused like any dead sender's.
 
 use crate::pcb::Pcb;
 use crate::protocol::endpoint::EndpointRecord;
 use crate::protocol::view::{CellsHeader, View};
-use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell, stop_point};
 use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for, wait_to_send};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
@@ -122,14 +142,18 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
     fn claim(&self, sender: usize) -> Option<u64> {
         let h = self.header();
         let claims = &h.claims[sender];
+        stop_point();
         let mut pos = h.tail.load(Ordering::Relaxed);
         loop {
+            stop_point();
             let seq = self.cell(pos).seq.load(Ordering::Acquire);
             if seq == pos {
                 // Announced before the claim; the Release of the winning CAS below (and of
                 // every later CAS on the tail: a release sequence) carries it to a receiver
                 // that sees the tail moved past `pos`.
+                stop_point();
                 claims.store(pos.wrapping_add(1), Ordering::Relaxed);
+                stop_point();
                 match h.tail.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
@@ -140,9 +164,11 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
                     Err(now) => pos = now,
                 }
             } else if seq < pos {
+                stop_point();
                 claims.store(0, Ordering::Relaxed);
                 return None;
             } else {
+                stop_point();
                 pos = h.tail.load(Ordering::Relaxed);
             }
         }
@@ -156,13 +182,18 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
             return Err(value);
         };
         let cell = self.cell(pos);
+        stop_point();
         // SAFETY: winning the CAS on `tail` at `pos` while the cell's turn is `pos` makes this
         // sender the only writer of the cell until it publishes `pos + 1` (a receiver frees a
         // claimed cell only when this sender is dead).
         cell.value.with_mut(|p| unsafe { (*p).write(value) });
+        stop_point();
         cell.seq.store(pos.wrapping_add(1), Ordering::Release);
+        stop_point();
         h.claims[sender].store(0, Ordering::Release);
+        stop_point();
         h.receiver.pcb.notify_for(self.mode());
+        stop_point();
         Ok(())
     }
 

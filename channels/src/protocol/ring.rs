@@ -1,10 +1,22 @@
 //! The classic bounded buffer of k slots between one sender and one receiver: the message is
 //! copied into a slot on send and out of it on receive (two copies). It is the baseline the
 //! zero-copy channels are measured against.
+//!
+//! # A process killed at any step
+//!
+//! Cells have no owner: a cell is in use exactly while it lies in the window `[head, tail)`,
+//! and each side moves its end of the window with one store. So nothing is ever reclaimed:
+//! a sender killed before its store to `tail` leaves its value unsent (the cell it wrote is
+//! outside the window and is written again by the next sender); killed after it, the value is
+//! queued and delivered once. A receiver killed before its store to `head` has returned
+//! nothing, and the next receiver reads the same value again (its one delivery); killed after
+//! it, the value was delivered to the process that died. A new sender or receiver takes over
+//! the endpoint once the old one is seen dead ([`EndpointRecord::connect`]), which orders the
+//! dead process's last stores before the new one's loads.
 
 use crate::protocol::endpoint::EndpointRecord;
 use crate::protocol::view::{CellsHeader, View};
-use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicU64, Ordering, UnsafeCell, stop_point};
 use crate::wait::{Deadline, WaitFailure, WaitMode, wait_for, wait_to_send};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
@@ -64,15 +76,22 @@ impl<'a, T: Copy> View<'a, RingHeader, RingCell<T>> {
     /// Copies `value` into a free slot, or hands it back if the buffer is full.
     pub fn try_send(&self, value: T) -> Result<(), T> {
         let h = self.header();
+        stop_point();
         let tail = h.tail.load(Ordering::Relaxed);
+        stop_point();
         if tail.wrapping_sub(h.head.load(Ordering::Acquire)) >= self.cell_count() {
+            stop_point();
             return Err(value);
         }
+        stop_point();
         // SAFETY: slot `tail` is free (the receiver moved head past it, Acquire above) and only
         // the single sender writes slots.
         self.cell(tail).with_mut(|p| unsafe { (*p).write(value) });
+        stop_point();
         h.tail.store(tail.wrapping_add(1), Ordering::Release);
+        stop_point();
         h.receiver.pcb.notify_for(self.mode());
+        stop_point();
         Ok(())
     }
 
@@ -97,15 +116,22 @@ impl<'a, T: Copy> View<'a, RingHeader, RingCell<T>> {
     /// Copies the oldest value out of the buffer, if any.
     pub fn try_recv(&self) -> Option<T> {
         let h = self.header();
+        stop_point();
         let head = h.head.load(Ordering::Relaxed);
+        stop_point();
         if h.tail.load(Ordering::Acquire) == head {
+            stop_point();
             return None;
         }
+        stop_point();
         // SAFETY: slot `head` was written and published by the sender (Acquire on tail above);
         // only the single receiver reads slots.
         let value = self.cell(head).with(|p| unsafe { (*p).assume_init_read() });
+        stop_point();
         h.head.store(head.wrapping_add(1), Ordering::Release);
+        stop_point();
         h.sender.pcb.notify_for(self.mode());
+        stop_point();
         Some(value)
     }
 
