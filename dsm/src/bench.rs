@@ -23,7 +23,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -190,13 +190,16 @@ pub fn run_node(
             config.pages
         )));
     }
+    // The raw TCP echo runs at node 0's own address, so that on real hosts it crosses the
+    // same network as the DSM's messages.
+    let node0 = config.peers[0].ip();
     let dsm = Dsm::join(config, backend)?;
-    let figures = measure(&dsm, iters)?;
+    let figures = measure(&dsm, iters, node0)?;
     dsm.leave()?;
     Ok(figures)
 }
 
-fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
+fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures>, DsmError> {
     let id = dsm.id();
     let nodes = dsm.nodes();
     let prober = id == PROBER;
@@ -204,7 +207,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     if id == 0 {
         let block = dsm.alloc(PAGES_PER_ITER * iters * PAGE_SIZE, PAGE_SIZE)?;
         dsm.publish(SLOT_BLOCK, block as u64);
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let listener = TcpListener::bind((node0, 0))?;
         dsm.publish(SLOT_ECHO_PORT, listener.local_addr()?.port() as u64);
         echo = Some(std::thread::spawn(move || echo_4k(listener)));
     }
@@ -223,7 +226,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<BenchFigures>, DsmError> {
     // sampled alternately, so that whatever else the host runs weighs on both alike.
     if prober {
         let port = dsm.lookup(SLOT_ECHO_PORT) as u16;
-        let mut tcp = RoundTrips::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        let mut tcp = RoundTrips::connect(SocketAddr::new(node0, port))?;
         let (mut rtt, mut miss) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
         for i in 0..iters {
             rtt.push(tcp.sample()?);
