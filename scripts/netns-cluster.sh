@@ -56,6 +56,10 @@ trap 'exit 130' INT TERM
 
 fail() { echo "netns-cluster: FAILED: $*" >&2; exit 1; }
 
+# Every node proves this run's cluster key (the nodes listen off loopback).
+"$memlink" dsm keygen "$work/cluster.key" >/dev/null
+export MEMLINK_DSM_KEY_FILE=$work/cluster.key
+
 ip netns add "$ns_br"
 ip -n "$ns_br" link add br0 type bridge
 ip -n "$ns_br" link set br0 up

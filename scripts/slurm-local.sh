@@ -26,11 +26,26 @@ fi
 
 dir=$(mktemp -d /tmp/memlink-slurm.XXXXXX)
 chmod 755 "$dir"
-pids=()
+pids=()   # munged, slurmctld, slurmd: started in this order, stopped in the reverse one
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Jobs first (while slurmd can still report their end), then each daemon, newest first
+  # (slurmd and its steps need slurmctld and munged to finish), each given 10 s and then
+  # killed, so that a stuck step cannot hang the caller.
+  if [ -n "${SLURM_CONF:-}" ]; then
+    scancel --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 50); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && break
+      sleep 0.2
+    done
+  fi
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[$i]}
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   if [ "${MEMLINK_SLURM_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
     echo "slurm-local: logs kept in $dir" >&2
   else

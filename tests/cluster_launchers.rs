@@ -62,6 +62,38 @@ const JACOBI: [&str; 9] = [
     "10",
 ];
 
+/// A fresh cluster key file (`memlink dsm keygen`) in a directory of this test's own,
+/// removed on drop: the nodes listen on every address, so they must prove a key.
+struct KeyFile(std::path::PathBuf);
+
+impl KeyFile {
+    fn new(test: &str) -> KeyFile {
+        let dir = std::env::temp_dir().join(format!("memlink-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.key");
+        let _ = std::fs::remove_file(&path);
+        let out = Command::new(MEMLINK)
+            .args(["dsm", "keygen"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        KeyFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 #[test]
 fn mpirun_starts_three_nodes_that_verify() {
     if !installed("mpirun") {
@@ -73,6 +105,7 @@ fn mpirun_starts_three_nodes_that_verify() {
     // mpirun starts every rank with the same arguments, so the coordinator's port is chosen
     // here: one that was free a moment ago. Another process may take it in between; that
     // case is named by node 0 ("another process uses that port") and retried.
+    let key = KeyFile::new("mpirun");
     for attempt in 0..3 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -85,6 +118,7 @@ fn mpirun_starts_three_nodes_that_verify() {
             .arg(MEMLINK)
             .args(JACOBI)
             .args(["--coordinator", &format!("127.0.0.1:{port}")])
+            .args(["--key-file", key.path()])
             .output()
             .unwrap();
         if !out.status.success() && text(&out).contains("another process uses that port") {
@@ -113,9 +147,11 @@ fn srun_starts_three_nodes_that_verify() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local.sh");
     // No --coordinator: under Slurm node 0 is the step's first host, on a port drawn from
     // the job id (the script starts job ids at a random number).
+    let key = KeyFile::new("srun");
     let out = Command::new(script)
         .args(["srun", "-n", "3", MEMLINK])
         .args(JACOBI)
+        .args(["--key-file", key.path()])
         .output()
         .unwrap();
     assert_all_verified(&out, 3);

@@ -30,17 +30,18 @@ enum DsmCommand {
     /// Example: memlink dsm run --nodes 4 --app jacobi --backend uffd --json
     Run(RunArgs),
     /// Run one node of a cluster; start the same command on every host, each with its own
-    /// --id and --listen and the same --peers list (index = node id; host:port, names allowed).
-    /// Under mpirun or srun, --from-env takes the id and node count from the launcher and
-    /// finds the peers through a rendezvous at node 0 (--coordinator host:port, or under
-    /// Slurm the first host of the step).
+    /// --id and --listen and the same --peers list (index = node id; host:port, names allowed)
+    /// and the same --key-file (`memlink dsm keygen`). Under mpirun or srun, --from-env takes
+    /// the id and node count from the launcher and finds the peers through a rendezvous at
+    /// node 0 (--coordinator host:port, or under Slurm the step's first host).
     ///
-    /// Example (two hosts):
-    ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul
-    ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul
+    /// Examples (two hosts):
+    ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul --key-file k
+    ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul --key-file k
     /// Under a launcher:
-    ///   mpirun -n 4 --host a,b memlink dsm node --from-env --coordinator a:7700 --app jacobi
-    ///   srun -N 2 -n 4 memlink dsm node --from-env --app jacobi
+    ///   mpirun -n 4 --host a,b memlink dsm node --from-env --coordinator a:7700 --key-file k --app jacobi
+    ///   srun -N 2 -n 4 memlink dsm node --from-env --key-file k --app jacobi
+    #[command(verbatim_doc_comment)]
     Node(NodeArgs),
     /// Measure remote read and write misses, invalidations, a prefetch of 8 pages, locks and
     /// barriers next to a raw TCP 4 KiB round trip and a locally served fault (medians in
