@@ -169,7 +169,15 @@ impl<'a, T: Copy> View<'a, PortHeader, PortCell<T>> {
                 return None;
             } else {
                 stop_point();
-                pos = h.tail.load(Ordering::Relaxed);
+                // Someone claimed `pos` already, so the tail has moved past it (the claim's
+                // CAS precedes the turn we read). A tail still at `pos` means a peer wrote a
+                // turn that no claim made: treat the port as full rather than spin forever.
+                let now = h.tail.load(Ordering::Relaxed);
+                if now == pos {
+                    claims.store(0, Ordering::Relaxed);
+                    return None;
+                }
+                pos = now;
             }
         }
     }

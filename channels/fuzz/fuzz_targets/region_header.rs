@@ -1,0 +1,4 @@
+//! Fuzz target: `memlink_channels::fuzzing::region_header` (see there for what it checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memlink_channels::fuzzing::region_header(data));
