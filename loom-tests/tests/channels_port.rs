@@ -7,6 +7,7 @@ use loom::thread;
 use memlink_channels::WaitMode;
 use memlink_channels::protocol::mpsc::MpscStorage;
 use memlink_channels::wait::Deadline;
+use memlink_loom_tests::death::at_every_step;
 
 /// Two senders racing for the tail of a two-cell port: every message is received exactly
 /// once, and the blocking receiver never sleeps through a wake-up (senders waiting for room
@@ -161,4 +162,65 @@ fn port_cell_of_a_dead_sender_is_skipped() {
         assert_eq!(got, [1, 2]);
         assert_eq!(q.try_recv(), None);
     });
+}
+
+/// A sender killed at every step of its send (claim announced, tail claimed, value written,
+/// published, announcement cleared), racing a live sender that sends two messages through a
+/// three-cell port and a receiver that receives meanwhile; once the victim is reported dead,
+/// the receiver drains the port, freeing a dead sender's claimed cell (`skip_dead_claim`):
+/// the live sender's messages arrive exactly once, in order, the victim's at most once
+/// (exactly once if its send returned Ok), and afterwards every cell can be filled and
+/// emptied again.
+#[test]
+fn port_sender_killed_at_every_step_loses_no_cell() {
+    let steps = at_every_step(|victim| {
+        let storage = Arc::new(MpscStorage::<u32>::new(3, WaitMode::Spin, 1));
+        let (dead_pid, live_pid) = (7u32, 8u32);
+        let dying = storage.queue().connect_sender(dead_pid, |_| false).unwrap();
+        let live = storage.queue().connect_sender(live_pid, |_| false).unwrap();
+        let (s, v) = (Arc::clone(&storage), victim.clone());
+        let killed = thread::spawn(move || v.run(|| s.queue().try_send(dying, 100).is_ok()));
+        let s = Arc::clone(&storage);
+        let sender = thread::spawn(move || {
+            let q = s.queue();
+            for v in 1..=2u32 {
+                assert_eq!(
+                    q.try_send(live, v),
+                    Ok(()),
+                    "three cells for three messages"
+                );
+            }
+        });
+        let q = storage.queue();
+        let mut got: Vec<u32> = q.try_recv().into_iter().collect();
+        let victim_sent = killed.join().unwrap();
+        sender.join().unwrap();
+        // Everyone is done; the victim is reported dead from now on.
+        let is_dead = |pid: u32| pid == dead_pid;
+        loop {
+            if let Some(v) = q.try_recv() {
+                got.push(v);
+            } else if !q.skip_dead_claim(&is_dead) {
+                break;
+            }
+        }
+        let live_got: Vec<u32> = got.iter().copied().filter(|&v| v != 100).collect();
+        assert_eq!(
+            live_got,
+            [1, 2],
+            "live sender's messages lost or duplicated"
+        );
+        let victim_got = got.iter().filter(|&&v| v == 100).count();
+        assert!(victim_got <= 1, "the victim's message arrived twice");
+        if victim_sent == Some(true) {
+            assert_eq!(victim_got, 1, "a sent message was lost");
+        }
+        for v in 10..13u32 {
+            assert_eq!(q.try_send(live, v), Ok(()), "a cell was lost");
+        }
+        for v in 10..13u32 {
+            assert_eq!(q.try_recv(), Some(v));
+        }
+    });
+    assert!(steps > 5, "the sender was killed at only {steps} steps");
 }
