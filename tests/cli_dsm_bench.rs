@@ -8,7 +8,7 @@ fn memlink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memlink"))
 }
 
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 14] = [
     "read_miss_us",
     "write_miss_us",
     "invalidation_us",
@@ -18,6 +18,11 @@ const FIGURES: [&str; 9] = [
     "prefetch_8_pages_us",
     "tcp_4k_rtt_us",
     "local_fault_us",
+    "connect_round_trip_us",
+    "tcp_connect_us",
+    "open_handshake_us",
+    "admission_us",
+    "admission_compute_us",
 ];
 
 fn bench(nodes: &str, manager: &str, backend: &str) -> serde_json::Value {

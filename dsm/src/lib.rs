@@ -25,8 +25,12 @@ pub mod bench;
 #[cfg(not(memlink_loom))]
 pub mod cluster;
 #[cfg(not(memlink_loom))]
+pub mod connect_bench;
+#[cfg(not(memlink_loom))]
 pub mod fault;
 pub mod fault_slots;
+#[cfg(not(memlink_loom))]
+pub mod fuzzing;
 #[cfg(not(memlink_loom))]
 pub mod handles;
 pub mod hostlist;

@@ -148,6 +148,14 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
         Err(code) => return code,
     }
     let local_fault_us = bench::median_us(&mut faults);
+    // Connection set-up with and without admission, in this process, after the cluster.
+    let setup = match memlink_dsm::connect_bench::measure(a.iters as usize) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("memlink dsm bench: cannot measure connection set-up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let floor = f.tcp_4k_rtt_us + local_fault_us;
     let ratio = f.read_miss_us / floor;
     // The prefetch of PREFETCH_PAGES pages against that many read misses one after another.
@@ -163,9 +171,10 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
             "read_miss_vs_floor": round3(ratio),
             "prefetch_vs_read_misses": round3(prefetch_ratio),
         });
-        for (k, v) in f.named() {
+        for (k, v) in f.named().into_iter().chain(setup.named()) {
             obj[k] = serde_json::json!(round3(v));
         }
+        obj["admission_extra_round_trips"] = serde_json::json!(round3(setup.extra_round_trips()));
         println!("{obj}");
     } else {
         println!(
@@ -184,6 +193,17 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
             "  prefetch of {} pages / {} read misses one by one = {prefetch_ratio:.2}",
             bench::PREFETCH_PAGES,
             bench::PREFETCH_PAGES
+        );
+        println!(
+            "Connection set-up (loopback, median of {} each):",
+            a.iters.max(3)
+        );
+        for (k, v) in setup.named() {
+            println!("  {:<44} {v:>9.1} µs", label(k, a.nodes));
+        }
+        println!(
+            "  (admission - handshake without key) / round trip = {:.2} (extra round trips)",
+            setup.extra_round_trips()
         );
     }
     ExitCode::SUCCESS
@@ -205,6 +225,11 @@ fn label(key: &str, nodes: u16) -> String {
         "barrier_us" => format!("barrier of {nodes} nodes"),
         "prefetch_8_pages_us" => format!("prefetch of {} remote pages", bench::PREFETCH_PAGES),
         "local_fault_us" => "fault served locally (no network)".into(),
+        "connect_round_trip_us" => "1-byte round trip on an open connection".into(),
+        "tcp_connect_us" => "raw TCP connect".into(),
+        "open_handshake_us" => "connect + handshake, no key (1 round trip)".into(),
+        "admission_us" => "connect + admission, key (2 round trips)".into(),
+        "admission_compute_us" => "admission's HMACs and checks alone (no I/O)".into(),
         other => other.into(),
     }
 }

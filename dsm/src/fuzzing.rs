@@ -1,0 +1,273 @@
+//! The bodies of the fuzz targets in `dsm/fuzz` (cargo-fuzz, nightly), as plain functions so
+//! that the stable test suite runs them too (`dsm/tests/fuzz_corpus.rs` replays the committed
+//! corpus). Each takes arbitrary bytes as a peer could send them and panics only when an
+//! invariant breaks:
+//!
+//! - [`frame_decoder`]: a byte stream read as frames, the way a connection's reader does;
+//! - [`handshake`]: the admission handshake fed arbitrary messages (no proof without the key
+//!   is ever accepted), or an honest handshake whose messages are tampered with in flight
+//!   (no tampered handshake ever admits);
+//! - [`protocol_codec`]: coherence messages decoded and handed to the protocol state machine
+//!   (what a node does with a peer's one-way frames);
+//! - [`sync_alloc_requests`]: lock, barrier, alloc and free requests decoded and run against
+//!   the sync manager and the allocator (what a node does with a peer's requests), with the
+//!   allocator's blocks checked against a shadow copy.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use crate::admission::ClusterKey;
+use crate::admission::handshake::{
+    AcceptStep, Acceptor, ClusterId, DialStep, Dialer, Handshake, MAX_MESSAGE,
+};
+use crate::alloc::FirstFit;
+use crate::protocol::{Coherence, Effect, codec};
+use crate::remote::frame::{Frame, HEADER_LEN, Header, MAX_PAYLOAD};
+use crate::sync::SyncManager;
+use crate::types::{ManagerKind, PAGE_SIZE};
+
+/// Splits the input into messages: a length byte, then that many bytes (fewer at the end).
+fn messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = data.split_first()?;
+        let n = (len as usize).min(rest.len());
+        let (msg, rest) = rest.split_at(n);
+        data = rest;
+        Some(msg)
+    })
+}
+
+/// A stream of frames as a connection's reader takes them: every accepted frame fits the
+/// limit and encodes back to the bytes it came from (the hint aside, which frames drop).
+pub fn frame_decoder(data: &[u8]) {
+    let mut cursor = Cursor::new(data);
+    loop {
+        let at = cursor.position() as usize;
+        let Ok(frame) = crate::remote::tcp::read_frame(&mut cursor) else {
+            return;
+        };
+        assert!(frame.payload.len() <= MAX_PAYLOAD);
+        let end = cursor.position() as usize;
+        let mut bytes = Frame::new(frame.kind, frame.request_id, frame.payload)
+            .encode()
+            .expect("an accepted frame encodes");
+        bytes[6..8].copy_from_slice(&data[at + 6..at + 8]);
+        assert_eq!(bytes, &data[at..end]);
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&data[at..at + HEADER_LEN]);
+        let header = Header::decode(&h).expect("accepted once");
+        assert_eq!(header.encode(), h);
+    }
+}
+
+fn fuzz_handshake(me: u16, keyed: bool) -> Handshake {
+    Handshake {
+        me,
+        nodes: 3,
+        cluster: ClusterId::derive(&[b"fuzz"]),
+        key: keyed.then(|| ClusterKey::from_bytes([0x42; 32])),
+    }
+}
+
+/// The admission handshake under attack. The first byte picks the attack:
+/// 0: a keyed acceptor fed arbitrary messages never verifies a dialler;
+/// 1: a keyed dialler fed arbitrary messages is never admitted;
+/// 2: an acceptor without a key verifies only after a well-formed Hello;
+/// else: an honest handshake whose messages are tampered with (triples of message index,
+/// offset, xor mask): the dialler is admitted only if nothing was changed, and the acceptor
+/// verifies only if nothing it relied on was changed.
+pub fn handshake(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode {
+        0 | 2 => {
+            let mut a = Acceptor::new(fuzz_handshake(0, mode == 0), [1; 32]);
+            for msg in messages(rest) {
+                assert!(msg.len() <= 255);
+                match a.on_message(msg) {
+                    AcceptStep::Verified(n) => {
+                        assert!(mode == 2, "verified node {n} without the key");
+                        assert!((1..3).contains(&n));
+                        assert!(a.welcome().is_some());
+                    }
+                    AcceptStep::Send(m) => assert!(m.len() <= MAX_MESSAGE),
+                    AcceptStep::Refuse(_, m) => assert!(m.len() <= MAX_MESSAGE),
+                    AcceptStep::RefusedBy(_) => {}
+                }
+            }
+        }
+        1 => {
+            let (mut d, hello) = Dialer::start(fuzz_handshake(2, true), 0, [1; 32]);
+            assert!(hello.len() <= MAX_MESSAGE);
+            for msg in messages(rest) {
+                let step = d.on_message(msg);
+                assert!(step != DialStep::Admitted, "admitted without the key");
+            }
+        }
+        _ => tampered_handshake(rest),
+    }
+}
+
+/// An honest keyed handshake, node 2 dialling node 0, with the messages changed in flight.
+fn tampered_handshake(rest: &[u8]) {
+    // Up to 8 (message index, offset, xor) triples; message 0 is the Hello, 1 the Challenge,
+    // 2 the Proof, 3 the Welcome.
+    let edits: Vec<(usize, usize, u8)> = rest
+        .chunks_exact(3)
+        .take(8)
+        .map(|c| ((c[0] % 4) as usize, c[1] as usize, c[2]))
+        .collect();
+    let mut changed = [false; 4];
+    let mut tamper = |index: usize, msg: Vec<u8>| {
+        let mut out = msg.clone();
+        for &(i, off, x) in &edits {
+            if i == index && off < out.len() {
+                out[off] ^= x;
+            }
+        }
+        changed[index] |= out != msg;
+        out
+    };
+    let (mut dialer, hello) = Dialer::start(fuzz_handshake(2, true), 0, [1; 32]);
+    let mut acceptor = Acceptor::new(fuzz_handshake(0, true), [2; 32]);
+    let mut verified = false;
+    let mut admitted = false;
+    let hello = tamper(0, hello);
+    let to_dialer = match acceptor.on_message(&hello) {
+        AcceptStep::Send(challenge) => Some(tamper(1, challenge)),
+        AcceptStep::Refuse(_, m) => Some(m),
+        AcceptStep::Verified(_) | AcceptStep::RefusedBy(_) => None,
+    };
+    if let Some(m) = to_dialer {
+        if let DialStep::Send(proof) = dialer.on_message(&m) {
+            let proof = tamper(2, proof);
+            let reply = match acceptor.on_message(&proof) {
+                AcceptStep::Verified(n) => {
+                    assert_eq!(n, 2);
+                    verified = true;
+                    acceptor.welcome().map(|w| tamper(3, w))
+                }
+                AcceptStep::Refuse(_, m) => Some(m),
+                _ => None,
+            };
+            if let Some(m) = reply {
+                admitted = dialer.on_message(&m) == DialStep::Admitted;
+            }
+        }
+    }
+    if verified {
+        assert!(
+            !changed[0] && !changed[1] && !changed[2],
+            "verified a tampered handshake"
+        );
+    }
+    if admitted {
+        assert!(!changed.iter().any(|&c| c), "admitted a tampered handshake");
+    } else {
+        assert!(changed.iter().any(|&c| c), "an honest handshake failed");
+    }
+}
+
+/// Coherence messages from peers, decoded and handled as node 0 of 3 does (stopping at the
+/// first message it refuses, as the node fails then): decoding round-trips, and every
+/// message the protocol sends goes to a node of the cluster about a page of the region.
+pub fn protocol_codec(data: &[u8]) {
+    let Some((&setup, rest)) = data.split_first() else {
+        return;
+    };
+    let kind = match setup % 3 {
+        0 => ManagerKind::Central,
+        1 => ManagerKind::Fixed,
+        _ => ManagerKind::Dynamic,
+    };
+    const PAGES: u32 = 8;
+    let mut node = Coherence::new(0, 3, PAGES, kind).expect("a valid configuration");
+    let msgs = messages(rest);
+    for m in msgs {
+        // The first byte says who sent it; a Grant with data takes the page from the input.
+        let Some((&from, body)) = m.split_first() else {
+            continue;
+        };
+        let page_data;
+        let bytes = if body.len() == codec::MESSAGE_LEN && body[0] == 7 && body[8] == 1 {
+            let mut b = body.to_vec();
+            b.resize(codec::MESSAGE_LEN + PAGE_SIZE, 0xa5);
+            page_data = b;
+            &page_data[..]
+        } else {
+            body
+        };
+        let Ok((msg, page)) = codec::decode(bytes) else {
+            continue;
+        };
+        let mut again = Vec::new();
+        codec::encode(&msg, page, &mut again);
+        assert_eq!(codec::decode(&again).map(|(m, _)| m), Ok(msg));
+        let from = (from % 3) as u16;
+        let Ok(effects) = node.handle(from, msg) else {
+            return;
+        };
+        for e in effects {
+            match e {
+                Effect::Send { to, .. } => assert!((to as usize) < 3),
+                Effect::Install { page, .. }
+                | Effect::SetAccess { page, .. }
+                | Effect::Served { page } => assert!(page < PAGES),
+            }
+        }
+    }
+}
+
+/// Sync and allocation requests from peers, as node 0 of 3 serves them: every request
+/// decodes to one that encodes back to the same bytes; the allocator's blocks lie in the
+/// region, aligned, never overlapping, and frees succeed exactly for live blocks.
+pub fn sync_alloc_requests(data: &[u8]) {
+    use crate::node::wire::{Request, decode_reply};
+    const SIZE: usize = 64 * PAGE_SIZE;
+    let mut sync: SyncManager<usize> = SyncManager::new();
+    let mut alloc = FirstFit::new(SIZE);
+    let mut live: BTreeMap<usize, usize> = BTreeMap::new();
+    for (i, m) in messages(data).enumerate() {
+        let _ = decode_reply(m);
+        let Some((&from, body)) = m.split_first() else {
+            continue;
+        };
+        let from = (from % 3) as u16;
+        let Ok(req) = Request::decode(body) else {
+            continue;
+        };
+        assert_eq!(req.encode(), body);
+        match req {
+            Request::Lock(l) => {
+                let _ = sync.lock(l, from, i);
+            }
+            Request::Unlock(l) => {
+                let _ = sync.unlock(l, from);
+            }
+            Request::Barrier(b) => {
+                let _ = sync.arrive(b, from, 3, i);
+            }
+            Request::Alloc { size, align } => {
+                if let Ok(off) = alloc.alloc(size as usize, align as usize) {
+                    assert!(align as usize <= 1 || off % align as usize == 0);
+                    let len = (size as usize).max(1);
+                    assert!(off.checked_add(len).is_some_and(|end| end <= SIZE));
+                    if let Some((&prev, &plen)) = live.range(..=off).next_back() {
+                        assert!(prev + plen <= off, "block at {off} overlaps {prev}");
+                    }
+                    if let Some((&next, _)) = live.range(off + 1..).next() {
+                        assert!(off + len <= next, "block at {off} overlaps {next}");
+                    }
+                    live.insert(off, len);
+                }
+            }
+            Request::Free(off) => {
+                let freed = alloc.free(off as usize).is_ok();
+                assert_eq!(freed, live.remove(&(off as usize)).is_some());
+            }
+        }
+    }
+    let used: usize = live.values().sum();
+    assert!(alloc.free_bytes() + used <= SIZE);
+}
