@@ -191,6 +191,19 @@ impl Coherence {
         if from >= self.nodes {
             return Err(ProtocolError(format!("message from unknown node {from}")));
         }
+        // A node named in a message comes from the wire: one outside the cluster would have
+        // this node send to a peer that does not exist.
+        let named = match msg {
+            Message::ReadForward { to, .. } | Message::WriteForward { to, .. } => Some(to),
+            Message::Request { requester, .. } => Some(requester),
+            _ => None,
+        };
+        if let Some(n) = named.filter(|&n| n >= self.nodes) {
+            return Err(ProtocolError(format!(
+                "{msg:?} from node {from} names node {n}, outside the cluster of {}",
+                self.nodes
+            )));
+        }
         let page = msg.page();
         let me = self.id;
         let manager = self.manager_of(page);

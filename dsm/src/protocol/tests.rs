@@ -251,3 +251,33 @@ fn long_sweep() {
         }
     }
 }
+
+/// Found by the protocol_codec fuzz target: a forward (or a dynamic request) naming a node
+/// outside the cluster is refused, not obeyed with a send to a peer that does not exist.
+#[test]
+fn a_message_naming_a_node_outside_the_cluster_is_refused() {
+    use super::Coherence;
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        let mut owner = Coherence::new(0, 3, 8, kind).unwrap();
+        for msg in [
+            Message::ReadForward { page: 4, to: 512 },
+            Message::WriteForward {
+                page: 4,
+                to: 3,
+                send_data: true,
+            },
+            Message::Request {
+                page: 4,
+                requester: 7,
+                access: Access::Read,
+            },
+        ] {
+            let err = owner.handle(1, msg).unwrap_err();
+            assert!(err.to_string().contains("outside the cluster"), "{err}");
+        }
+    }
+}
