@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use memlink_dsm::{ManagerKind, launcher_env::LaunchEnv, rendezvous::{self, Bootstrap}};
+//! use memlink_dsm::{ManagerKind, admission::Admission, launcher_env::LaunchEnv, rendezvous::{self, Bootstrap}};
 //! let env = LaunchEnv::from_process()?;               // rank and size from mpirun / srun
 //! let config = rendezvous::node_config(&env, &Bootstrap {
 //!     coordinator: Some("head-node:7700".into()),
@@ -32,6 +32,7 @@
 //!     pages: 64,
 //!     manager: ManagerKind::Central,
 //!     connect_timeout: Duration::from_secs(30),
+//!     admission: Admission::from_env()?,              // the key file named by MEMLINK_DSM_KEY_FILE
 //! })?;
 //! // config.peers holds every node's address; Dsm::join(config, ..) starts the node.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
