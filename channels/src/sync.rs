@@ -45,9 +45,9 @@ pub use loom::cell::UnsafeCell;
 ///
 /// The protocols in [`crate::protocol`] call [`stop_point`] before every access to shared
 /// memory and before they return. Outside loom it compiles to nothing. Under loom a model
-/// runs a participant's steps through [`stop::run_until`], which stops the participant (its
-/// thread unwinds without touching shared memory again) at the chosen stop point, so a model
-/// can kill a participant at every step in turn and then report it dead.
+/// runs a participant's steps through `stop::run_until` (loom builds only), which stops the
+/// participant (its thread unwinds without touching shared memory again) at the chosen stop
+/// point, so a model can kill a participant at every step in turn and then report it dead.
 #[cfg(not(memlink_loom))]
 #[inline(always)]
 pub fn stop_point() {}
