@@ -454,6 +454,13 @@ impl NodeRuntime {
         )
     }
 
+    fn no_backing_store(&self, page: PageNo) -> (NodeId, String) {
+        (
+            self.id,
+            format!("page {page} needs a backing store, and this node has none"),
+        )
+    }
+
     fn execute(
         &self,
         effects: Vec<Effect>,
@@ -490,6 +497,16 @@ impl NodeRuntime {
                     .set_access(page, access)
                     .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
+                Effect::Evicted { page, .. } => self
+                    .pages
+                    .set_access(page, Access::None)
+                    .map_err(|e| self.local_memory_failure(page, Access::None, e))?,
+                // Only a node with a memory budget pages out; this runtime has no backing
+                // store yet, so the protocol never asks it to.
+                Effect::SendStored { msg, .. } => return Err(self.no_backing_store(msg.page())),
+                Effect::PageIn { page, .. } | Effect::WriteBack { page } => {
+                    return Err(self.no_backing_store(page));
+                }
             }
         }
         Ok(())
@@ -797,11 +814,7 @@ impl NodeRuntime {
     fn page_state(st: &State, page: PageNo) -> crate::protocol::PageState {
         st.coherence
             .page(page)
-            .unwrap_or(crate::protocol::PageState {
-                access: Access::None,
-                owner: false,
-                pending: None,
-            })
+            .unwrap_or(crate::protocol::PageState::ABSENT)
     }
 
     /// Start a fault on `page` for `access` (nothing of it is pending): the protocol's

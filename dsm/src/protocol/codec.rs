@@ -1,9 +1,11 @@
-//! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access, flag), then
-//! the page contents for a Grant that carries data.
+//! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access or outcome,
+//! flag), then the copyset (8 bytes) for an Adopt, or the page contents for a Grant that
+//! carries data and for a HandOff.
 
 use std::fmt;
 
-use super::message::Message;
+use super::manager::NodeSet;
+use super::message::{EvictOutcome, Message};
 use crate::types::{Access, NodeId, PAGE_SIZE, PageNo};
 
 /// Bytes of a message without page contents.
@@ -18,6 +20,8 @@ pub enum DecodeError {
     UnknownTag(u8),
     /// An access value other than 0, 1, 2.
     BadAccess(u8),
+    /// An eviction outcome other than 0 to 3.
+    BadOutcome(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -26,6 +30,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadLength(n) => write!(f, "coherence message of {n} bytes"),
             DecodeError::UnknownTag(t) => write!(f, "unknown coherence message tag {t}"),
             DecodeError::BadAccess(a) => write!(f, "bad access value {a}"),
+            DecodeError::BadOutcome(o) => write!(f, "bad eviction outcome {o}"),
         }
     }
 }
@@ -51,34 +56,53 @@ fn byte_access(b: u8) -> Result<Access, DecodeError> {
 
 /// Append `msg` (and `data`, the page contents, when it carries data) to `out`.
 pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
-    let (tag, page, node, access, flag): (u8, PageNo, NodeId, Access, bool) = match *msg {
-        Message::ReadRequest { page } => (1, page, 0, Access::None, false),
-        Message::WriteRequest { page } => (2, page, 0, Access::None, false),
-        Message::ReadForward { page, to } => (3, page, to, Access::None, false),
+    let none = access_byte(Access::None);
+    let (tag, page, node, byte, flag): (u8, PageNo, NodeId, u8, bool) = match *msg {
+        Message::ReadRequest { page } => (1, page, 0, none, false),
+        Message::WriteRequest { page } => (2, page, 0, none, false),
+        Message::ReadForward { page, to } => (3, page, to, none, false),
         Message::WriteForward {
             page,
             to,
             send_data,
-        } => (4, page, to, Access::None, send_data),
-        Message::Invalidate { page } => (5, page, 0, Access::None, false),
-        Message::InvalidateAck { page } => (6, page, 0, Access::None, false),
+        } => (4, page, to, none, send_data),
+        Message::Invalidate { page } => (5, page, 0, none, false),
+        Message::InvalidateAck { page } => (6, page, 0, none, false),
         Message::Grant {
             page,
             access,
             with_data,
-        } => (7, page, 0, access, with_data),
-        Message::Confirm { page, access } => (8, page, 0, access, false),
+        } => (7, page, 0, access_byte(access), with_data),
+        Message::Confirm { page, access } => (8, page, 0, access_byte(access), false),
         Message::Request {
             page,
             requester,
             access,
-        } => (9, page, requester, access, false),
+        } => (9, page, requester, access_byte(access), false),
+        Message::Evict { page, hand_off } => {
+            (10, page, hand_off.unwrap_or(0), none, hand_off.is_some())
+        }
+        Message::EvictReply { page, outcome } => {
+            let (code, node) = match outcome {
+                EvictOutcome::Drop => (0, 0),
+                EvictOutcome::PassTo(n) => (1, n),
+                EvictOutcome::HandOffTo(n) => (2, n),
+                EvictOutcome::WriteBack => (3, 0),
+            };
+            (11, page, node, code, false)
+        }
+        Message::Adopt { page, .. } => (12, page, 0, none, false),
+        Message::HandOff { page, access } => (13, page, 0, access_byte(access), false),
+        Message::HandOffReply { page, accepted } => (14, page, 0, none, accepted),
     };
     out.push(tag);
     out.extend_from_slice(&page.to_le_bytes());
     out.extend_from_slice(&node.to_le_bytes());
-    out.push(access_byte(access));
+    out.push(byte);
     out.push(flag as u8);
+    if let Message::Adopt { copyset, .. } = msg {
+        out.extend_from_slice(&copyset.0.to_le_bytes());
+    }
     if msg.carries_data() {
         if let Some(d) = data {
             out.extend_from_slice(d);
@@ -86,20 +110,24 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
-/// Decode a message; the page contents (exactly PAGE_SIZE bytes) come back for a Grant that
-/// carries data.
+/// Decode a message; the page contents (exactly PAGE_SIZE bytes) come back for a message
+/// that carries data.
 pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
     if b.len() < MESSAGE_LEN {
         return Err(DecodeError::BadLength(b.len()));
     }
     let page = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
     let node = u16::from_le_bytes([b[5], b[6]]);
-    let access = byte_access(b[7])?;
+    let access = || byte_access(b[7]);
+    if b[0] != 11 {
+        access()?;
+    }
     let flag = match b[8] {
         0 => false,
         1 => true,
         _ => return Err(DecodeError::BadLength(b.len())),
     };
+    let mut rest = &b[MESSAGE_LEN..];
     let msg = match b[0] {
         1 => Message::ReadRequest { page },
         2 => Message::WriteRequest { page },
@@ -113,18 +141,52 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
         6 => Message::InvalidateAck { page },
         7 => Message::Grant {
             page,
-            access,
+            access: access()?,
             with_data: flag,
         },
-        8 => Message::Confirm { page, access },
+        8 => Message::Confirm {
+            page,
+            access: access()?,
+        },
         9 => Message::Request {
             page,
             requester: node,
-            access,
+            access: access()?,
+        },
+        10 => Message::Evict {
+            page,
+            hand_off: flag.then_some(node),
+        },
+        11 => Message::EvictReply {
+            page,
+            outcome: match b[7] {
+                0 => EvictOutcome::Drop,
+                1 => EvictOutcome::PassTo(node),
+                2 => EvictOutcome::HandOffTo(node),
+                3 => EvictOutcome::WriteBack,
+                o => return Err(DecodeError::BadOutcome(o)),
+            },
+        },
+        12 => {
+            let Some((set, tail)) = rest.split_first_chunk::<8>() else {
+                return Err(DecodeError::BadLength(b.len()));
+            };
+            rest = tail;
+            Message::Adopt {
+                page,
+                copyset: NodeSet(u64::from_le_bytes(*set)),
+            }
+        }
+        13 => Message::HandOff {
+            page,
+            access: access()?,
+        },
+        14 => Message::HandOffReply {
+            page,
+            accepted: flag,
         },
         t => return Err(DecodeError::UnknownTag(t)),
     };
-    let rest = &b[MESSAGE_LEN..];
     if msg.carries_data() {
         if rest.len() != PAGE_SIZE {
             return Err(DecodeError::BadLength(b.len()));
@@ -174,6 +236,47 @@ mod tests {
                 requester: 2,
                 access: Access::Write,
             },
+            Message::Request {
+                page: 3,
+                requester: 2,
+                access: Access::None,
+            },
+            Message::Evict {
+                page: 4,
+                hand_off: Some(2),
+            },
+            Message::Evict {
+                page: 4,
+                hand_off: None,
+            },
+            Message::EvictReply {
+                page: 4,
+                outcome: EvictOutcome::Drop,
+            },
+            Message::EvictReply {
+                page: 4,
+                outcome: EvictOutcome::PassTo(3),
+            },
+            Message::EvictReply {
+                page: 4,
+                outcome: EvictOutcome::HandOffTo(1),
+            },
+            Message::EvictReply {
+                page: 4,
+                outcome: EvictOutcome::WriteBack,
+            },
+            Message::Adopt {
+                page: 6,
+                copyset: NodeSet(0b1010),
+            },
+            Message::HandOff {
+                page: 6,
+                access: Access::Read,
+            },
+            Message::HandOffReply {
+                page: 6,
+                accepted: true,
+            },
         ];
         for m in msgs {
             let mut b = Vec::new();
@@ -192,6 +295,18 @@ mod tests {
             decode(&[7, 0, 0, 0, 0, 0, 0, 1, 1]).is_err(),
             "grant without its page"
         );
-        assert!(decode(&[1, 0, 0, 0, 0, 0, 0, 9, 0]).is_err());
+        assert!(decode(&[7, 0, 0, 0, 0, 0, 0, 9, 0]).is_err(), "bad access");
+        assert!(
+            decode(&[11, 0, 0, 0, 0, 0, 0, 4, 0]).is_err(),
+            "bad outcome"
+        );
+        assert!(
+            decode(&[12, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]).is_err(),
+            "adopt without its copyset"
+        );
+        assert!(
+            decode(&[13, 0, 0, 0, 0, 0, 0, 1, 0]).is_err(),
+            "hand-off without its page"
+        );
     }
 }

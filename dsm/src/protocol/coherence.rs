@@ -6,8 +6,8 @@
 use std::fmt;
 
 use super::dynamic::{DynamicEntry, PageCtx};
-use super::manager::ManagerEntry;
-use super::message::{Effect, Message};
+use super::manager::{ManagerEntry, Want};
+use super::message::{Effect, EvictClass, EvictOutcome, Message};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 /// The largest cluster the protocol supports (copysets are 64-bit masks).
@@ -34,6 +34,30 @@ pub struct PageState {
     pub owner: bool,
     /// The access this node has asked for and not yet received.
     pub pending: Option<Access>,
+    /// An eviction of the page is under way here: the node keeps its frame (and the
+    /// contents in it) until the eviction ends; local faults on the page wait for it.
+    pub evicting: bool,
+}
+
+impl PageState {
+    /// A page this node has never seen: no access, not owned, nothing under way.
+    pub const ABSENT: PageState = PageState {
+        access: Access::None,
+        owner: false,
+        pending: None,
+        evicting: false,
+    };
+
+    /// Whether the page takes a frame here: it is readable, being evicted, or its contents
+    /// are on their way (a request for a page not held here).
+    pub fn uses_frame(&self) -> bool {
+        self.access >= Access::Read || self.evicting || self.pending.is_some()
+    }
+
+    /// Whether this node owns the page and has written it back to the backing store.
+    pub fn paged_out(&self) -> bool {
+        self.owner && self.access == Access::None && !self.evicting
+    }
 }
 
 /// One node's half of the coherence protocol.
@@ -49,6 +73,9 @@ pub struct Coherence {
     /// Dynamic manager: this node's probable owner, copyset and queue of every page
     /// (empty for the other managers).
     dynamic: Vec<DynamicEntry>,
+    /// The most pages this node may hold at once (`None`: no limit); a hand-off is refused
+    /// when they are all in use.
+    frames: Option<u32>,
 }
 
 impl Coherence {
@@ -68,7 +95,7 @@ impl Coherence {
         let initial = PageState {
             access: if id == 0 { Access::Write } else { Access::None },
             owner: id == 0,
-            pending: None,
+            ..PageState::ABSENT
         };
         let mut c = Coherence {
             id,
@@ -77,6 +104,7 @@ impl Coherence {
             pages: vec![initial; pages as usize],
             managed: Vec::new(),
             dynamic: Vec::new(),
+            frames: None,
         };
         if kind == ManagerKind::Dynamic {
             c.dynamic = vec![DynamicEntry::new(); pages as usize];
@@ -86,6 +114,101 @@ impl Coherence {
                 .collect();
         }
         Ok(c)
+    }
+
+    /// Like [`Coherence::new`], for a node that may hold at most `frames` pages at once:
+    /// every page starts paged out (in the backing store, zero), owned by node 0.
+    pub fn with_budget(
+        id: NodeId,
+        nodes: usize,
+        pages: u32,
+        kind: ManagerKind,
+        frames: u32,
+    ) -> Result<Coherence, ProtocolError> {
+        let mut c = Coherence::new(id, nodes, pages, kind)?;
+        c.frames = Some(frames);
+        for st in &mut c.pages {
+            st.access = Access::None;
+        }
+        Ok(c)
+    }
+
+    /// The frame budget (`None`: no limit).
+    pub fn frames(&self) -> Option<u32> {
+        self.frames
+    }
+
+    /// How many pages take a frame here now ([`PageState::uses_frame`]).
+    pub fn frames_in_use(&self) -> u32 {
+        self.pages.iter().filter(|s| s.uses_frame()).count() as u32
+    }
+
+    /// Whether a page may come in without an eviction first.
+    pub fn has_free_frame(&self) -> bool {
+        self.frames.is_none_or(|f| self.frames_in_use() < f)
+    }
+
+    /// Whether [`Coherence::evict`] may start on `page` now: it is held here, nothing is
+    /// under way for it here, and (dynamic owner) no request for it is being served.
+    pub fn evictable(&self, page: PageNo) -> bool {
+        let Some(st) = self.pages.get(page as usize) else {
+            return false;
+        };
+        let idle_owner = !st.owner
+            || self
+                .dynamic
+                .get(page as usize)
+                .is_none_or(|e| e.busy.is_none() && e.queue.is_empty());
+        st.access >= Access::Read && st.pending.is_none() && !st.evicting && idle_owner
+    }
+
+    /// Give up this node's frame of `page`, in the seed's order: a read copy is dropped
+    /// (the copyset's keeper is told first); an owned page with copies elsewhere passes its
+    /// ownership to one of them; an only copy goes to `hand_off` (a node believed to have a
+    /// free frame) or, when there is none or it refuses, back to the backing store. Central
+    /// and fixed managers decide with the manager, which knows the copyset; the dynamic
+    /// owner knows it and starts at once. The frame is free at [`Effect::Evicted`]; an
+    /// eviction that ends with [`Effect::Served`] and no `Evicted` freed nothing.
+    pub fn evict(
+        &mut self,
+        page: PageNo,
+        hand_off: Option<NodeId>,
+    ) -> Result<Vec<Effect>, ProtocolError> {
+        if !self.evictable(page) {
+            return Err(ProtocolError(format!(
+                "page {page} cannot be evicted at node {} now",
+                self.id
+            )));
+        }
+        if hand_off.is_some_and(|t| t >= self.nodes) {
+            return Err(ProtocolError(format!(
+                "hand-off to unknown node {hand_off:?}"
+            )));
+        }
+        let manager = self.manager_of(page);
+        let mut out = Vec::new();
+        if self.kind == ManagerKind::Dynamic {
+            self.dynamic_ctx(page, &mut out)?
+                .evict(hand_off)
+                .map_err(ProtocolError)?;
+            return Ok(out);
+        }
+        let st = self.state(page)?;
+        st.evicting = true;
+        if !st.owner {
+            // The copy stops being readable now, so the manager may forget it; the
+            // contents stay until the reply, in case ownership comes here meanwhile.
+            st.access = Access::None;
+            out.push(Effect::SetAccess {
+                page,
+                access: Access::None,
+            });
+        }
+        out.push(Effect::Send {
+            to: manager,
+            msg: Message::Evict { page, hand_off },
+        });
+        Ok(out)
     }
 
     /// This node's id.
@@ -166,7 +289,7 @@ impl Coherence {
         if st.access >= access || access == Access::None {
             return Ok(vec![Effect::Served { page }]);
         }
-        if st.pending.is_some() {
+        if st.pending.is_some() || st.evicting {
             return Ok(Vec::new());
         }
         if self.kind == ManagerKind::Dynamic {
@@ -210,11 +333,21 @@ impl Coherence {
         let mut out = Vec::new();
         if self.kind == ManagerKind::Dynamic {
             let nodes = self.nodes;
+            let room = self.has_free_frame();
             let mut ctx = self.dynamic_ctx(page, &mut out)?;
             let r = match msg {
                 Message::Request {
                     requester, access, ..
-                } if requester < nodes => ctx.request(requester, access),
+                } if requester < nodes => ctx.request_from_peer(requester, access),
+                Message::EvictReply {
+                    outcome: EvictOutcome::Drop,
+                    ..
+                } => ctx.drop_reply(),
+                Message::Adopt { copyset, .. } if copyset.0 >> nodes == 0 => {
+                    ctx.adopt(from, copyset)
+                }
+                Message::HandOff { access, .. } => ctx.hand_off(from, access, room),
+                Message::HandOffReply { accepted, .. } => ctx.hand_off_reply(from, accepted),
                 Message::Invalidate { .. } => ctx.invalidate(from),
                 Message::InvalidateAck { .. } => ctx.invalidate_ack(from),
                 Message::Grant {
@@ -238,7 +371,98 @@ impl Coherence {
                 } else {
                     Access::Write
                 };
-                self.entry(page)?.request(page, from, access, &mut out);
+                self.entry(page)?
+                    .request(page, from, Want::Access(access), &mut out);
+            }
+            Message::Evict { hand_off, .. } => {
+                if hand_off.is_some_and(|t| t >= self.nodes) {
+                    return Err(ProtocolError(format!(
+                        "eviction of page {page} with hand-off to unknown node {hand_off:?}"
+                    )));
+                }
+                self.entry(page)?
+                    .request(page, from, Want::Evict { hand_off }, &mut out);
+            }
+            Message::EvictReply { outcome, .. } => {
+                if from != manager {
+                    return Err(ProtocolError(format!(
+                        "eviction reply for page {page} from node {from}, not its manager"
+                    )));
+                }
+                self.evict_reply(page, outcome, &mut out)?;
+            }
+            Message::Adopt { .. } => {
+                let st = self.state(page)?;
+                if st.owner || (st.access != Access::Read && !st.evicting) {
+                    return Err(ProtocolError(format!(
+                        "ownership of page {page} without data at node {me}, which has no copy"
+                    )));
+                }
+                st.owner = true;
+                if st.access != Access::Read {
+                    st.access = Access::Read;
+                    out.push(Effect::SetAccess {
+                        page,
+                        access: Access::Read,
+                    });
+                }
+                out.push(Effect::Send {
+                    to: manager,
+                    msg: Message::Confirm {
+                        page,
+                        access: Access::Read,
+                    },
+                });
+            }
+            Message::HandOff { access, .. } => {
+                let room = self.has_free_frame();
+                let st = self.state(page)?;
+                let accepted = room && *st == PageState::ABSENT && access != Access::None;
+                if accepted {
+                    *st = PageState {
+                        access,
+                        owner: true,
+                        ..PageState::ABSENT
+                    };
+                    out.push(Effect::Install { page, access });
+                }
+                out.push(Effect::Send {
+                    to: from,
+                    msg: Message::HandOffReply { page, accepted },
+                });
+            }
+            Message::HandOffReply { accepted, .. } => {
+                let st = self.state(page)?;
+                if st.owner || !st.evicting {
+                    return Err(ProtocolError(format!(
+                        "hand-off reply for page {page} at node {me}, which hands nothing off"
+                    )));
+                }
+                st.evicting = false;
+                let confirm = if accepted {
+                    out.push(Effect::Evicted {
+                        page,
+                        class: EvictClass::HandedOff,
+                    });
+                    // The receiver's access; only its being Some matters to the manager.
+                    Access::Write
+                } else {
+                    st.owner = true;
+                    out.push(Effect::WriteBack { page });
+                    out.push(Effect::Evicted {
+                        page,
+                        class: EvictClass::WrittenBack,
+                    });
+                    Access::None
+                };
+                out.push(Effect::Served { page });
+                out.push(Effect::Send {
+                    to: manager,
+                    msg: Message::Confirm {
+                        page,
+                        access: confirm,
+                    },
+                });
             }
             Message::InvalidateAck { .. } => {
                 self.entry(page)?
@@ -256,6 +480,35 @@ impl Coherence {
                     return Err(ProtocolError(format!(
                         "read forward for page {page} to node {me}, which does not own it"
                     )));
+                }
+                if st.paged_out() {
+                    if to == me {
+                        // This node's own read fault on its paged-out page.
+                        st.access = Access::Read;
+                        st.pending = None;
+                        out.push(Effect::PageIn {
+                            page,
+                            access: Access::Read,
+                        });
+                        out.push(Effect::Served { page });
+                        out.push(Effect::Send {
+                            to: manager,
+                            msg: Message::Confirm {
+                                page,
+                                access: Access::Read,
+                            },
+                        });
+                    } else {
+                        out.push(Effect::SendStored {
+                            to,
+                            msg: Message::Grant {
+                                page,
+                                access: Access::Read,
+                                with_data: true,
+                            },
+                        });
+                    }
+                    return Ok(out);
                 }
                 if st.access == Access::Write {
                     st.access = Access::Read;
@@ -280,13 +533,22 @@ impl Coherence {
                         "write forward for page {page} to node {me}, which does not own it"
                     )));
                 }
+                let paged_out = st.paged_out();
                 if to == me {
-                    // Upgrade in place: the copies are gone, our contents are current.
+                    // Upgrade in place: the copies are gone, our contents are current (in
+                    // memory, or in the backing store when paged out).
                     st.access = Access::Write;
                     st.pending = None;
-                    out.push(Effect::SetAccess {
-                        page,
-                        access: Access::Write,
+                    out.push(if paged_out {
+                        Effect::PageIn {
+                            page,
+                            access: Access::Write,
+                        }
+                    } else {
+                        Effect::SetAccess {
+                            page,
+                            access: Access::Write,
+                        }
                     });
                     out.push(Effect::Served { page });
                     out.push(Effect::Send {
@@ -298,19 +560,23 @@ impl Coherence {
                     });
                 } else {
                     st.owner = false;
-                    st.access = Access::None;
-                    out.push(Effect::SetAccess {
+                    let msg = Message::Grant {
                         page,
-                        access: Access::None,
-                    });
-                    out.push(Effect::Send {
-                        to,
-                        msg: Message::Grant {
-                            page,
-                            access: Access::Write,
-                            with_data: send_data,
-                        },
-                    });
+                        access: Access::Write,
+                        with_data: send_data,
+                    };
+                    if paged_out && send_data {
+                        out.push(Effect::SendStored { to, msg });
+                    } else {
+                        if st.access != Access::None {
+                            st.access = Access::None;
+                            out.push(Effect::SetAccess {
+                                page,
+                                access: Access::None,
+                            });
+                        }
+                        out.push(Effect::Send { to, msg });
+                    }
                 }
             }
             Message::Invalidate { .. } => {
@@ -367,6 +633,72 @@ impl Coherence {
             }
         }
         Ok(out)
+    }
+
+    /// Central and fixed managers: the manager's answer to this node's [`Message::Evict`].
+    fn evict_reply(
+        &mut self,
+        page: PageNo,
+        outcome: EvictOutcome,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), ProtocolError> {
+        let me = self.id;
+        let st = self.state(page)?;
+        if !st.evicting {
+            return Err(ProtocolError(format!(
+                "eviction reply for page {page} at node {me}, which does not evict it"
+            )));
+        }
+        let drop = |st: &mut PageState, out: &mut Vec<Effect>, class| {
+            st.access = Access::None;
+            st.evicting = false;
+            out.push(Effect::Evicted { page, class });
+        };
+        match outcome {
+            EvictOutcome::Drop if !st.owner => drop(st, out, EvictClass::DroppedCopy),
+            EvictOutcome::PassTo(h) if st.owner && h != me => {
+                st.owner = false;
+                drop(st, out, EvictClass::PassedOwnership);
+                out.push(Effect::Send {
+                    to: h,
+                    msg: Message::Adopt {
+                        page,
+                        copyset: Default::default(),
+                    },
+                });
+            }
+            EvictOutcome::HandOffTo(t) if st.owner && t != me && st.access != Access::None => {
+                // Ownership travels with the contents; the frame stays until the reply.
+                let access = st.access;
+                st.owner = false;
+                st.access = Access::None;
+                out.push(Effect::SetAccess {
+                    page,
+                    access: Access::None,
+                });
+                out.push(Effect::Send {
+                    to: t,
+                    msg: Message::HandOff { page, access },
+                });
+                return Ok(());
+            }
+            EvictOutcome::WriteBack if st.owner && st.access != Access::None => {
+                out.push(Effect::WriteBack { page });
+                drop(st, out, EvictClass::WrittenBack);
+            }
+            // A forward that the manager sent after its reply took the ownership away
+            // first: there is nothing to write back, the frame went with the access.
+            EvictOutcome::WriteBack if !st.owner => st.evicting = false,
+            other => {
+                return Err(ProtocolError(format!(
+                    "eviction reply {other:?} for page {page} at node {me}, which is {:?}{}",
+                    st.access,
+                    if st.owner { " and its owner" } else { "" }
+                )));
+            }
+        }
+        out.push(Effect::Served { page });
+        Ok(())
     }
 
     fn entry(&mut self, page: PageNo) -> Result<&mut ManagerEntry, ProtocolError> {

@@ -9,12 +9,18 @@
 //! for the reader's Confirm, so an invalidation can never overtake the copy it invalidates.
 //! Requests that reach a busy owner, or a node waiting for ownership (the tail of the queue of
 //! writers), wait in that node's FIFO.
+//!
+//! Eviction: a holder of a read copy asks the owner to take it off the copyset (a request for
+//! access None, forwarded like the others) and keeps its frame until the owner's reply; the
+//! owner itself passes ownership and the rest of the copyset to a holder of a copy
+//! ([`Message::Adopt`]), or hands an only copy off to a node with room, or writes it back and
+//! stays the owner of a paged-out page, whose later requests are served from the store.
 
 use std::collections::VecDeque;
 
 use super::coherence::PageState;
 use super::manager::NodeSet;
-use super::message::{Effect, Message};
+use super::message::{Effect, EvictClass, EvictOutcome, Message};
 use crate::types::{Access, NodeId, PageNo};
 
 /// What an owner is in the middle of.
@@ -31,6 +37,18 @@ pub enum DynamicBusy {
     AwaitingConfirm {
         /// The reader.
         reader: NodeId,
+    },
+    /// This node evicted its owned copy and passed ownership to `to` (a holder of a
+    /// copy); requests wait here until `to` confirms that it owns the page.
+    Passing {
+        /// The new owner.
+        to: NodeId,
+    },
+    /// This node hands its only copy (and ownership) off to `to`; requests wait here until
+    /// `to` accepts or refuses.
+    HandingOff {
+        /// The receiver.
+        to: NodeId,
     },
 }
 
@@ -93,7 +111,7 @@ impl PageCtx<'_> {
     /// nothing is pending).
     pub fn fault(&mut self, access: Access) -> Result<(), String> {
         self.st.pending = Some(access);
-        if self.st.owner {
+        if self.st.owner || self.e.busy.is_some() {
             self.request(self.me, access)
         } else {
             let (page, me, to) = (self.page, self.me, self.e.prob_owner);
@@ -109,7 +127,14 @@ impl PageCtx<'_> {
         }
     }
 
-    /// A request by `requester` reached this node.
+    /// A request by `requester` reached this node from a peer.
+    pub fn request_from_peer(&mut self, requester: NodeId, access: Access) -> Result<(), String> {
+        self.request(requester, access)
+    }
+
+    /// A request by `requester` reached this node (or is drained from its queue). A request
+    /// for access None is a holder's eviction of its read copy: the owner takes it off the
+    /// copyset.
     pub fn request(&mut self, requester: NodeId, access: Access) -> Result<(), String> {
         if self.st.owner {
             if self.e.busy.is_some() {
@@ -118,18 +143,36 @@ impl PageCtx<'_> {
             }
             return self.serve(requester, access);
         }
+        if self.e.busy.is_some() {
+            // Ownership is moving away from here: wait for where it lands.
+            self.e.queue.push_back((requester, access));
+            return Ok(());
+        }
+        let (page, to) = (self.page, self.e.prob_owner);
         if requester == self.me {
-            return Err(format!(
-                "node {} got its own request for page {} back: the probable-owner chain has a cycle",
-                self.me, self.page
-            ));
+            // This node's own request, displaced (ownership passed through here): on to
+            // the probable owner.
+            if to == self.me {
+                return Err(format!(
+                    "node {} has its own request for page {page} and no owner to send it to",
+                    self.me
+                ));
+            }
+            self.send(
+                to,
+                Message::Request {
+                    page,
+                    requester,
+                    access,
+                },
+            );
+            return Ok(());
         }
         if self.st.pending == Some(Access::Write) {
             // This node will own the page next: the request waits here.
             self.e.queue.push_back((requester, access));
             return Ok(());
         }
-        let (page, to) = (self.page, self.e.prob_owner);
         self.send(
             to,
             Message::Request {
@@ -146,23 +189,59 @@ impl PageCtx<'_> {
 
     fn serve(&mut self, requester: NodeId, access: Access) -> Result<(), String> {
         let page = self.page;
-        if access == Access::Read {
+        if access == Access::None {
             if requester == self.me {
-                return Err(format!(
-                    "owner {} asked itself for a read copy of page {page}",
-                    self.me
-                ));
+                // This node's own eviction of its read copy, which became ownership on the
+                // way: it holds the page; the runtime picks another one.
+                if self.st.evicting {
+                    self.st.evicting = false;
+                    self.out.push(Effect::Served { page });
+                }
+                return Ok(());
             }
-            self.e.copyset.insert(requester);
-            self.set_access(Access::Read);
+            self.e.copyset.remove(requester);
             self.send(
                 requester,
-                Message::Grant {
+                Message::EvictReply {
                     page,
-                    access: Access::Read,
-                    with_data: true,
+                    outcome: EvictOutcome::Drop,
                 },
             );
+            return Ok(());
+        }
+        let paged_out = self.st.paged_out();
+        if access == Access::Read {
+            if requester == self.me {
+                if !paged_out {
+                    return Err(format!(
+                        "owner {} asked itself for a read copy of page {page}",
+                        self.me
+                    ));
+                }
+                self.st.access = Access::Read;
+                self.st.pending = None;
+                self.out.push(Effect::PageIn {
+                    page,
+                    access: Access::Read,
+                });
+                self.out.push(Effect::Served { page });
+                return Ok(());
+            }
+            self.e.copyset.insert(requester);
+            let grant = Message::Grant {
+                page,
+                access: Access::Read,
+                with_data: true,
+            };
+            if paged_out {
+                self.out.push(Effect::SendStored {
+                    to: requester,
+                    msg: grant,
+                });
+            } else {
+                self.set_access(Access::Read);
+                self.send(requester, grant);
+            }
             self.e.busy = Some(DynamicBusy::AwaitingConfirm { reader: requester });
             return Ok(());
         }
@@ -186,23 +265,37 @@ impl PageCtx<'_> {
     fn transfer(&mut self, requester: NodeId) -> Result<(), String> {
         let page = self.page;
         self.e.busy = None;
+        let paged_out = self.st.paged_out();
         if requester == self.me {
             self.st.pending = None;
             self.e.copyset = NodeSet::default();
-            self.set_access(Access::Write);
+            if paged_out {
+                self.st.access = Access::Write;
+                self.out.push(Effect::PageIn {
+                    page,
+                    access: Access::Write,
+                });
+            } else {
+                self.set_access(Access::Write);
+            }
             self.out.push(Effect::Served { page });
         } else {
             let with_data = !self.e.copyset.contains(requester);
             self.st.owner = false;
-            self.set_access(Access::None);
-            self.send(
-                requester,
-                Message::Grant {
-                    page,
-                    access: Access::Write,
-                    with_data,
-                },
-            );
+            let grant = Message::Grant {
+                page,
+                access: Access::Write,
+                with_data,
+            };
+            if paged_out && with_data {
+                self.out.push(Effect::SendStored {
+                    to: requester,
+                    msg: grant,
+                });
+            } else {
+                self.set_access(Access::None);
+                self.send(requester, grant);
+            }
             self.e.prob_owner = requester;
             self.e.copyset = NodeSet::default();
             // This node's own write fault waited in its queue while it owned the page: now
@@ -226,12 +319,18 @@ impl PageCtx<'_> {
 
     /// Serve or pass on the waiting requests while this node can.
     fn drain(&mut self) -> Result<(), String> {
+        if !self.st.owner && self.e.busy.is_none() {
+            // This node's own requests that waited while ownership moved away: on to the
+            // probable owner, before the others (which may wait here for ownership).
+            while let Some(pos) = self.e.queue.iter().position(|(r, _)| *r == self.me) {
+                if let Some((r, a)) = self.e.queue.remove(pos) {
+                    self.request(r, a)?;
+                }
+            }
+        }
         loop {
-            let can = if self.st.owner {
-                self.e.busy.is_none()
-            } else {
-                self.st.pending != Some(Access::Write)
-            };
+            let can =
+                self.e.busy.is_none() && (self.st.owner || self.st.pending != Some(Access::Write));
             if !can {
                 return Ok(());
             }
@@ -322,10 +421,177 @@ impl PageCtx<'_> {
                 self.e.busy = None;
                 self.drain()
             }
+            Some(DynamicBusy::Passing { to })
+                if to == from && access == Access::Read && !self.st.owner =>
+            {
+                self.e.busy = None;
+                self.drain()
+            }
             _ => Err(format!(
                 "unexpected confirm for page {} from node {from} at node {}",
                 self.page, self.me
             )),
         }
+    }
+
+    /// Start evicting this node's frame of the page (the caller checked it is evictable).
+    pub fn evict(&mut self, hand_off: Option<NodeId>) -> Result<(), String> {
+        let (page, me) = (self.page, self.me);
+        if !self.st.owner {
+            // Off the copyset first; the contents stay until the owner's reply, in case
+            // ownership comes here meanwhile.
+            self.st.evicting = true;
+            self.set_access(Access::None);
+            let to = self.e.prob_owner;
+            self.send(
+                to,
+                Message::Request {
+                    page,
+                    requester: me,
+                    access: Access::None,
+                },
+            );
+            return Ok(());
+        }
+        let mut holders = self.e.copyset;
+        holders.remove(me);
+        if let Some(h) = holders.iter().next() {
+            holders.remove(h);
+            self.st.owner = false;
+            self.st.access = Access::None;
+            self.out.push(Effect::Evicted {
+                page,
+                class: EvictClass::PassedOwnership,
+            });
+            self.e.prob_owner = h;
+            self.e.copyset = NodeSet::default();
+            self.e.busy = Some(DynamicBusy::Passing { to: h });
+            self.send(
+                h,
+                Message::Adopt {
+                    page,
+                    copyset: holders,
+                },
+            );
+            return Ok(());
+        }
+        match hand_off {
+            Some(t) if t != me => {
+                let access = self.st.access;
+                self.st.owner = false;
+                self.st.evicting = true;
+                self.set_access(Access::None);
+                self.e.busy = Some(DynamicBusy::HandingOff { to: t });
+                self.send(t, Message::HandOff { page, access });
+            }
+            _ => {
+                self.out.push(Effect::WriteBack { page });
+                self.st.access = Access::None;
+                self.out.push(Effect::Evicted {
+                    page,
+                    class: EvictClass::WrittenBack,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner took this node's read copy off the copyset: the eviction is done.
+    pub fn drop_reply(&mut self) -> Result<(), String> {
+        if !self.st.evicting || self.st.owner || self.e.busy.is_some() {
+            return Err(format!(
+                "eviction reply for page {} at node {}, which does not drop a copy of it",
+                self.page, self.me
+            ));
+        }
+        let page = self.page;
+        self.st.evicting = false;
+        self.st.access = Access::None;
+        self.out.push(Effect::Evicted {
+            page,
+            class: EvictClass::DroppedCopy,
+        });
+        self.out.push(Effect::Served { page });
+        Ok(())
+    }
+
+    /// The evicting owner `from` passes ownership here, with the other copies.
+    pub fn adopt(&mut self, from: NodeId, copyset: NodeSet) -> Result<(), String> {
+        let page = self.page;
+        if self.st.owner || (self.st.access != Access::Read && !self.st.evicting) {
+            return Err(format!(
+                "ownership of page {page} without data at node {}, which has no copy",
+                self.me
+            ));
+        }
+        self.st.owner = true;
+        self.set_access(Access::Read);
+        let mut copyset = copyset;
+        copyset.remove(self.me);
+        self.e.copyset = copyset;
+        self.e.prob_owner = self.me;
+        self.send(
+            from,
+            Message::Confirm {
+                page,
+                access: Access::Read,
+            },
+        );
+        self.drain()
+    }
+
+    /// `from` hands its only copy off to this node: take it (and ownership) when there is a
+    /// free frame (`room`) and nothing of the page is here.
+    pub fn hand_off(&mut self, from: NodeId, access: Access, room: bool) -> Result<(), String> {
+        let page = self.page;
+        let accepted = room
+            && access != Access::None
+            && *self.st == PageState::ABSENT
+            && self.e.busy.is_none()
+            && self.e.queue.is_empty();
+        if accepted {
+            self.st.owner = true;
+            self.st.access = access;
+            self.out.push(Effect::Install { page, access });
+            self.e.prob_owner = self.me;
+            self.e.copyset = NodeSet::default();
+        }
+        self.send(from, Message::HandOffReply { page, accepted });
+        Ok(())
+    }
+
+    /// The receiver `from` of this node's hand-off answered.
+    pub fn hand_off_reply(&mut self, from: NodeId, accepted: bool) -> Result<(), String> {
+        let page = self.page;
+        match self.e.busy {
+            Some(DynamicBusy::HandingOff { to }) if to == from && self.st.evicting => {}
+            _ => {
+                return Err(format!(
+                    "hand-off reply for page {page} from node {from} at node {}, which hands \
+                     nothing off to it",
+                    self.me
+                ));
+            }
+        }
+        self.e.busy = None;
+        self.st.evicting = false;
+        if accepted {
+            self.e.prob_owner = from;
+            self.out.push(Effect::Evicted {
+                page,
+                class: EvictClass::HandedOff,
+            });
+        } else {
+            // No room there: back to the store, and this node stays the owner.
+            self.st.owner = true;
+            self.e.prob_owner = self.me;
+            self.out.push(Effect::WriteBack { page });
+            self.out.push(Effect::Evicted {
+                page,
+                class: EvictClass::WrittenBack,
+            });
+        }
+        self.out.push(Effect::Served { page });
+        self.drain()
     }
 }

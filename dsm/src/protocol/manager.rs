@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 
-use super::message::{Effect, Message};
+use super::message::{Effect, EvictOutcome, Message};
 use crate::types::{Access, NodeId, PageNo};
 
 /// A set of nodes as a bit mask (node ids below 64).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeSet(pub u64);
 
 impl NodeSet {
@@ -38,6 +38,18 @@ impl NodeSet {
     }
 }
 
+/// A request a manager queues for a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Want {
+    /// Read or write access.
+    Access(Access),
+    /// The node wants its frame back ([`Message::Evict`]).
+    Evict {
+        /// Where an only copy may go.
+        hand_off: Option<NodeId>,
+    },
+}
+
 /// The request a manager is serving for a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Transaction {
@@ -49,6 +61,29 @@ pub struct Transaction {
     pub acks_left: u32,
 }
 
+/// What a manager is in the middle of for a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Busy {
+    /// Serving a read or write request.
+    Access(Transaction),
+    /// The evicting owner `from` passes ownership to `to`, a holder of a copy; done when
+    /// `to` confirms.
+    Adopting {
+        /// The evicting owner.
+        from: NodeId,
+        /// The new owner.
+        to: NodeId,
+    },
+    /// The evicting owner `from` hands the only copy to `to`; done when `from` confirms
+    /// (with the access `to` took, or None: refused, `from` still owns it).
+    HandingOff {
+        /// The evicting owner.
+        from: NodeId,
+        /// The receiver.
+        to: NodeId,
+    },
+}
+
 /// What the manager knows about one page.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ManagerEntry {
@@ -56,10 +91,10 @@ pub struct ManagerEntry {
     pub owner: NodeId,
     /// The nodes holding read copies, the owner excluded.
     pub copyset: NodeSet,
-    /// The request being served, if any.
-    pub busy: Option<Transaction>,
+    /// What the manager is doing for the page, if anything.
+    pub busy: Option<Busy>,
     /// Requests waiting, in arrival order.
-    pub queue: VecDeque<(NodeId, Access)>,
+    pub queue: VecDeque<(NodeId, Want)>,
 }
 
 impl ManagerEntry {
@@ -73,25 +108,77 @@ impl ManagerEntry {
         }
     }
 
+    /// The read or write request being served, if any.
+    pub fn transaction(&self) -> Option<Transaction> {
+        match self.busy {
+            Some(Busy::Access(t)) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Queue a request and start it if the page is idle.
-    pub fn request(&mut self, page: PageNo, from: NodeId, access: Access, out: &mut Vec<Effect>) {
-        self.queue.push_back((from, access));
+    pub fn request(&mut self, page: PageNo, from: NodeId, want: Want, out: &mut Vec<Effect>) {
+        self.queue.push_back((from, want));
         self.start_next(page, out);
     }
 
     fn start_next(&mut self, page: PageNo, out: &mut Vec<Effect>) {
-        if self.busy.is_some() {
-            return;
+        while self.busy.is_none() {
+            let Some((requester, want)) = self.queue.pop_front() else {
+                return;
+            };
+            match want {
+                Want::Access(access) => self.start_access(page, requester, access, out),
+                Want::Evict { hand_off } => self.start_evict(page, requester, hand_off, out),
+            }
         }
-        let Some((requester, access)) = self.queue.pop_front() else {
-            return;
+    }
+
+    /// `from` wants its frame back: decide how, by what it is now.
+    fn start_evict(
+        &mut self,
+        page: PageNo,
+        from: NodeId,
+        hand_off: Option<NodeId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let outcome = if self.owner != from {
+            self.copyset.remove(from);
+            EvictOutcome::Drop
+        } else {
+            let mut holders = self.copyset;
+            holders.remove(from);
+            match (holders.iter().next(), hand_off) {
+                (Some(h), _) => {
+                    self.busy = Some(Busy::Adopting { from, to: h });
+                    EvictOutcome::PassTo(h)
+                }
+                (None, Some(t)) if t != from => {
+                    self.busy = Some(Busy::HandingOff { from, to: t });
+                    EvictOutcome::HandOffTo(t)
+                }
+                (None, _) => EvictOutcome::WriteBack,
+            }
         };
+        out.push(Effect::Send {
+            to: from,
+            msg: Message::EvictReply { page, outcome },
+        });
+    }
+
+    fn start_access(
+        &mut self,
+        page: PageNo,
+        requester: NodeId,
+        access: Access,
+        out: &mut Vec<Effect>,
+    ) {
         if access == Access::Read {
-            self.busy = Some(Transaction {
+            self.busy = Some(Busy::Access(Transaction {
                 requester,
                 access,
                 acks_left: 0,
-            });
+            }));
             out.push(Effect::Send {
                 to: self.owner,
                 msg: Message::ReadForward {
@@ -104,11 +191,11 @@ impl ManagerEntry {
         let mut holders = self.copyset;
         holders.remove(requester);
         holders.remove(self.owner);
-        self.busy = Some(Transaction {
+        self.busy = Some(Busy::Access(Transaction {
             requester,
             access,
             acks_left: holders.len() as u32,
-        });
+        }));
         if holders.is_empty() {
             self.forward_write(page, out);
         } else {
@@ -122,7 +209,7 @@ impl ManagerEntry {
     }
 
     fn forward_write(&mut self, page: PageNo, out: &mut Vec<Effect>) {
-        let Some(t) = self.busy else { return };
+        let Some(t) = self.transaction() else { return };
         let current_copy = t.requester == self.owner || self.copyset.contains(t.requester);
         out.push(Effect::Send {
             to: self.owner,
@@ -142,7 +229,7 @@ impl ManagerEntry {
         out: &mut Vec<Effect>,
     ) -> Result<(), String> {
         match &mut self.busy {
-            Some(t) if t.access == Access::Write && t.acks_left > 0 => {
+            Some(Busy::Access(t)) if t.access == Access::Write && t.acks_left > 0 => {
                 t.acks_left -= 1;
                 self.copyset.remove(from);
                 if t.acks_left == 0 {
@@ -157,6 +244,8 @@ impl ManagerEntry {
     }
 
     /// The requester confirmed: record the new owner or copy and serve the next request.
+    /// Or an ownership move ended: the adopting node confirmed, or the evicting node
+    /// reported its hand-off (the access the receiver took; None: refused).
     pub fn confirm(
         &mut self,
         page: PageNo,
@@ -165,20 +254,35 @@ impl ManagerEntry {
         out: &mut Vec<Effect>,
     ) -> Result<(), String> {
         match self.busy {
-            Some(t) if t.requester == from && t.access == access && t.acks_left == 0 => {
+            Some(Busy::Access(t))
+                if t.requester == from && t.access == access && t.acks_left == 0 =>
+            {
                 if access == Access::Write {
                     self.owner = from;
                     self.copyset = NodeSet::default();
                 } else if from != self.owner {
                     self.copyset.insert(from);
                 }
-                self.busy = None;
-                self.start_next(page, out);
-                Ok(())
             }
-            _ => Err(format!(
-                "unexpected confirm of {access:?} for page {page} from node {from}"
-            )),
+            Some(Busy::Adopting { from: old, to }) if to == from && access == Access::Read => {
+                self.owner = to;
+                self.copyset.remove(to);
+                self.copyset.remove(old);
+            }
+            Some(Busy::HandingOff { from: old, to }) if old == from => {
+                if access != Access::None {
+                    self.owner = to;
+                    self.copyset = NodeSet::default();
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected confirm of {access:?} for page {page} from node {from}"
+                ));
+            }
         }
+        self.busy = None;
+        self.start_next(page, out);
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The coherence protocol's messages and the effects a step asks the runtime to carry out.
 
+use super::manager::NodeSet;
 use crate::types::{Access, NodeId, PageNo};
 
 /// A coherence message between two nodes (possibly a node and itself).
@@ -66,13 +67,73 @@ pub enum Message {
         access: Access,
     },
     /// Requester → manager (central, fixed) or owner (dynamic, read copies): the transfer is
-    /// done; the next request may be served.
+    /// done; the next request may be served. Also ends an ownership move: the adopting node
+    /// → the manager (central, fixed) or the old owner (dynamic) after [`Message::Adopt`]
+    /// (access Read); after a hand-off, the evicting node → the manager (central, fixed) with
+    /// the access the receiver took, or None when it refused.
     Confirm {
         /// The page.
         page: PageNo,
         /// The access the requester now has.
         access: Access,
     },
+    /// Evicting node → manager (central, fixed): this node wants its frame of the page back.
+    /// The manager answers with [`Message::EvictReply`] according to what the node is then:
+    /// a holder of a copy drops it; an owner passes ownership to a holder of a copy, or hands
+    /// the only copy off to `hand_off`, or writes it back to the backing store.
+    Evict {
+        /// The page.
+        page: PageNo,
+        /// A node believed to have a free frame, for a page with no other copy.
+        hand_off: Option<NodeId>,
+    },
+    /// Manager (central, fixed) or owner (dynamic, to a holder that asked to drop its copy):
+    /// how the eviction goes on.
+    EvictReply {
+        /// The page.
+        page: PageNo,
+        /// What the evicting node does now.
+        outcome: EvictOutcome,
+    },
+    /// Ownership without the contents, to a node holding a current read copy (the old owner
+    /// evicts its copy). Dynamic manager: `copyset` is the rest of the copies, which the new
+    /// owner keeps from now on (empty for the other managers, whose manager keeps it).
+    Adopt {
+        /// The page.
+        page: PageNo,
+        /// The other read copies.
+        copyset: NodeSet,
+    },
+    /// Evicting owner → a node with a free frame: take the only copy of the page (contents
+    /// attached) and its ownership, with `access`; or refuse (the receiver is full).
+    HandOff {
+        /// The page.
+        page: PageNo,
+        /// The access the evicting node had.
+        access: Access,
+    },
+    /// Receiver of a [`Message::HandOff`] → the evicting node: whether it took the page.
+    HandOffReply {
+        /// The page.
+        page: PageNo,
+        /// True: the receiver owns the page now; false: it had no room, the sender still
+        /// owns it (and writes it back).
+        accepted: bool,
+    },
+}
+
+/// How an eviction goes on (see [`Message::EvictReply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EvictOutcome {
+    /// Drop the frame: a copy left the copyset (or was invalidated meanwhile).
+    Drop,
+    /// Pass ownership to this holder of a current copy ([`Message::Adopt`]), then drop.
+    PassTo(NodeId),
+    /// Hand the only copy off to this node ([`Message::HandOff`]).
+    HandOffTo(NodeId),
+    /// Write the only copy back to the backing store and drop the frame; stay the owner
+    /// (of a page that is paged out).
+    WriteBack,
 }
 
 impl Message {
@@ -87,7 +148,12 @@ impl Message {
             | Message::InvalidateAck { page }
             | Message::Grant { page, .. }
             | Message::Request { page, .. }
-            | Message::Confirm { page, .. } => page,
+            | Message::Confirm { page, .. }
+            | Message::Evict { page, .. }
+            | Message::EvictReply { page, .. }
+            | Message::Adopt { page, .. }
+            | Message::HandOff { page, .. }
+            | Message::HandOffReply { page, .. } => page,
         }
     }
 
@@ -98,7 +164,7 @@ impl Message {
             Message::Grant {
                 with_data: true,
                 ..
-            }
+            } | Message::HandOff { .. }
         )
     }
 }
@@ -129,9 +195,54 @@ pub enum Effect {
         /// The new access.
         access: Access,
     },
+    /// Like [`Effect::Send`], but the contents attached come from the backing store: this
+    /// node owns the page and has paged it out.
+    SendStored {
+        /// The destination.
+        to: NodeId,
+        /// The message (it carries data).
+        msg: Message,
+    },
+    /// Read the page back from the backing store into this node's memory and give `access`
+    /// (this node owns the page, paged out).
+    PageIn {
+        /// The page.
+        page: PageNo,
+        /// The access to give.
+        access: Access,
+    },
+    /// Write this node's contents of the page to the backing store (before
+    /// [`Effect::Evicted`] drops them).
+    WriteBack {
+        /// The page.
+        page: PageNo,
+    },
+    /// The eviction of `page` is done: its frame is free and its contents here are gone
+    /// (the page has no access here).
+    Evicted {
+        /// The page.
+        page: PageNo,
+        /// Which class of eviction it was.
+        class: EvictClass,
+    },
     /// A local fault on `page` may now be satisfied: wake the threads waiting for it.
+    /// Also ends an eviction that did not free the frame (the node got the page's ownership
+    /// meanwhile): the runtime picks another page.
     Served {
         /// The page.
         page: PageNo,
     },
+}
+
+/// The seed's eviction classes, cheapest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EvictClass {
+    /// A read copy of a page owned elsewhere: dropped, the copyset told.
+    DroppedCopy,
+    /// A replicated page this node owned: ownership passed to a holder of a copy.
+    PassedOwnership,
+    /// The only copy: handed off to a node with a free frame, with its ownership.
+    HandedOff,
+    /// The only copy: written back to the backing store (this node stays its owner).
+    WrittenBack,
 }

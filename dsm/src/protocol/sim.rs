@@ -4,7 +4,8 @@
 //! attaches the page's bytes. Tests (and models) use it to drive the very code the runtime
 //! runs, and [`SimCluster::check`] states the coherence invariants.
 
-use super::coherence::{Coherence, ProtocolError};
+use super::coherence::{Coherence, PageState, ProtocolError};
+use super::manager::Busy;
 use super::message::{Effect, Message};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
@@ -32,7 +33,12 @@ pub struct SimCluster {
     pub latest: Vec<u64>,
     /// Messages sent and not yet delivered, sorted (a multiset).
     pub in_flight: Vec<Envelope>,
+    /// The backing store: the version of each page last written back (0 at start).
+    pub store: Vec<u64>,
 }
+
+/// The contents of a frame that was given up: any read of it is a bug the checks see.
+pub const EVICTED: u64 = u64::MAX;
 
 impl SimCluster {
     /// A cluster at start: node 0 owns every page, all versions 0.
@@ -44,7 +50,24 @@ impl SimCluster {
             contents: vec![vec![0; pages as usize]; nodes],
             latest: vec![0; pages as usize],
             in_flight: Vec::new(),
+            store: vec![0; pages as usize],
         })
+    }
+
+    /// A cluster whose nodes hold at most `frames` pages each: every page starts in the
+    /// backing store (version 0), owned by node 0 ([`Coherence::with_budget`]).
+    pub fn with_budget(
+        nodes: usize,
+        pages: u32,
+        kind: ManagerKind,
+        frames: u32,
+    ) -> Result<SimCluster, ProtocolError> {
+        let mut c = SimCluster::new(nodes, pages, kind)?;
+        c.nodes = (0..nodes)
+            .map(|i| Coherence::with_budget(i as NodeId, nodes, pages, kind, frames))
+            .collect::<Result<_, _>>()?;
+        c.contents = vec![vec![EVICTED; pages as usize]; nodes];
+        Ok(c)
     }
 
     /// Carry out the effects of one protocol step at `node`, as the runtime does: a message
@@ -59,10 +82,15 @@ impl SimCluster {
     ) -> Result<(), ProtocolError> {
         for e in effects {
             match e {
-                Effect::Send { to, msg } => {
-                    let data = msg
-                        .carries_data()
-                        .then(|| self.contents[node as usize][msg.page() as usize]);
+                Effect::Send { to, msg } | Effect::SendStored { to, msg } => {
+                    let stored = matches!(e, Effect::SendStored { .. });
+                    let data = msg.carries_data().then(|| {
+                        if stored {
+                            self.store[msg.page() as usize]
+                        } else {
+                            self.contents[node as usize][msg.page() as usize]
+                        }
+                    });
                     let env = Envelope {
                         from: node,
                         to,
@@ -80,6 +108,15 @@ impl SimCluster {
                         )));
                     }
                 },
+                Effect::PageIn { page, .. } => {
+                    self.contents[node as usize][page as usize] = self.store[page as usize];
+                }
+                Effect::WriteBack { page } => {
+                    self.store[page as usize] = self.contents[node as usize][page as usize];
+                }
+                Effect::Evicted { page, .. } => {
+                    self.contents[node as usize][page as usize] = EVICTED;
+                }
                 Effect::SetAccess { .. } | Effect::Served { .. } => {}
             }
         }
@@ -94,6 +131,17 @@ impl SimCluster {
         access: Access,
     ) -> Result<(), ProtocolError> {
         let effects = self.nodes[node as usize].fault(page, access)?;
+        self.apply(node, effects, None)
+    }
+
+    /// Node `node` starts evicting `page`, handing an only copy to `hand_off` if it can.
+    pub fn evict(
+        &mut self,
+        node: NodeId,
+        page: PageNo,
+        hand_off: Option<NodeId>,
+    ) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].evict(page, hand_off)?;
         self.apply(node, effects, None)
     }
 
@@ -144,16 +192,20 @@ impl SimCluster {
     ///   whose transaction the manager is still finishing.
     pub fn check(&self) -> Result<(), String> {
         for page in 0..self.latest.len() as u32 {
+            let paged_out = self
+                .nodes
+                .iter()
+                .any(|n| n.page(page).is_some_and(|s| s.paged_out()));
+            if paged_out && self.store[page as usize] != self.latest[page as usize] {
+                return Err(format!(
+                    "page {page}: paged out, but the store holds version {} and {} was written",
+                    self.store[page as usize], self.latest[page as usize]
+                ));
+            }
             let states: Vec<_> = self
                 .nodes
                 .iter()
-                .map(|n| {
-                    n.page(page).unwrap_or(super::coherence::PageState {
-                        access: Access::None,
-                        owner: false,
-                        pending: None,
-                    })
-                })
+                .map(|n| n.page(page).unwrap_or(PageState::ABSENT))
                 .collect();
             let writers = states.iter().filter(|s| s.access == Access::Write).count();
             let readers = states.iter().filter(|s| s.access == Access::Read).count();
@@ -185,12 +237,19 @@ impl SimCluster {
                             Some(o) => self.nodes[o]
                                 .dynamic_entry(page)
                                 .is_some_and(|e| e.copyset.contains(n as NodeId)),
-                            None => s.pending == Some(Access::Write),
+                            None => {
+                                s.pending == Some(Access::Write)
+                                    || self.adopt_in_flight_lists(page, n as NodeId)
+                            }
                         }
                     } else {
                         entry.is_some_and(|e| {
                             e.copyset.contains(n as NodeId)
-                                || e.busy.is_some_and(|t| t.requester == n as NodeId)
+                                || e.busy.is_some_and(|b| match b {
+                                    Busy::Access(t) => t.requester == n as NodeId,
+                                    Busy::Adopting { to, .. } => to == n as NodeId,
+                                    Busy::HandingOff { .. } => false,
+                                })
                         })
                     };
                     if !listed {
@@ -204,12 +263,23 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Dynamic manager: an Adopt in flight (ownership passing between two nodes) lists `n`
+    /// as its destination or in the copyset it carries.
+    fn adopt_in_flight_lists(&self, page: PageNo, n: NodeId) -> bool {
+        self.in_flight.iter().any(|e| match e.msg {
+            Message::Adopt { page: p, copyset } if p == page => e.to == n || copyset.contains(n),
+            _ => false,
+        })
+    }
+
     /// Whether every node's faults are served and no message is in flight.
     pub fn quiescent(&self) -> bool {
         self.in_flight.is_empty()
-            && self
-                .nodes
-                .iter()
-                .all(|n| (0..n.pages()).all(|p| n.page(p).is_some_and(|s| s.pending.is_none())))
+            && self.nodes.iter().all(|n| {
+                (0..n.pages()).all(|p| {
+                    n.page(p)
+                        .is_some_and(|s| s.pending.is_none() && !s.evicting)
+                })
+            })
     }
 }

@@ -281,3 +281,118 @@ fn a_message_naming_a_node_outside_the_cluster_is_refused() {
         }
     }
 }
+
+/// Deliver everything, in order, checking the invariants after each step.
+fn settle(c: &mut SimCluster) {
+    drain_in_order(c);
+    assert!(c.quiescent(), "something is still under way");
+}
+
+fn copyset_of(c: &SimCluster, page: PageNo) -> u64 {
+    match c.nodes[0].kind() {
+        ManagerKind::Dynamic => {
+            let owner = (0..c.nodes.len())
+                .find(|&n| c.nodes[n].page(page).is_some_and(|s| s.owner))
+                .expect("an owner");
+            c.nodes[owner].dynamic_entry(page).unwrap().copyset.0
+        }
+        _ => {
+            let m = c.nodes[0].manager_of(page) as usize;
+            c.nodes[m].manager_entry(page).unwrap().copyset.0
+        }
+    }
+}
+
+fn owner_of(c: &SimCluster, page: PageNo) -> usize {
+    (0..c.nodes.len())
+        .find(|&n| c.nodes[n].page(page).is_some_and(|s| s.owner))
+        .expect("an owner")
+}
+
+#[test]
+fn every_eviction_class_under_a_budget_of_one_frame() {
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        let mut c = SimCluster::with_budget(3, 2, kind, 1).unwrap();
+        assert!(c.nodes[0].page(0).unwrap().paged_out(), "{kind:?}");
+        // Node 1 reads page 0 from the store (node 0 owns it, paged out), then writes it.
+        c.fault(1, 0, Access::Read).unwrap();
+        settle(&mut c);
+        assert_eq!(c.read(1, 0).unwrap(), 0);
+        c.fault(1, 0, Access::Write).unwrap();
+        settle(&mut c);
+        let v1 = c.write(1, 0).unwrap();
+        c.fault(2, 0, Access::Read).unwrap();
+        settle(&mut c);
+        assert_eq!(copyset_of(&c, 0), 1 << 2, "{kind:?}");
+        // 1. Node 2 drops its read copy: off the copyset, no data moves.
+        c.evict(2, 0, None).unwrap();
+        assert!(
+            c.in_flight.iter().all(|e| e.data.is_none()),
+            "{kind:?}: data moved for a dropped copy"
+        );
+        settle(&mut c);
+        assert_eq!(c.access(2, 0), Access::None);
+        assert_eq!(copyset_of(&c, 0), 0, "{kind:?}");
+        assert!(c.nodes[2].has_free_frame());
+        // 2. Node 1 owns page 0, node 2 holds a copy: ownership passes without data.
+        c.fault(2, 0, Access::Read).unwrap();
+        settle(&mut c);
+        c.evict(1, 0, Some(0)).unwrap();
+        while !c.in_flight.is_empty() {
+            assert!(c.in_flight[0].data.is_none(), "{kind:?}: data moved");
+            c.deliver(0).unwrap();
+            c.check().unwrap();
+        }
+        assert_eq!(owner_of(&c, 0), 2, "{kind:?}");
+        assert_eq!(c.access(1, 0), Access::None);
+        // 3. Node 2 writes and hands the only copy off to node 0, which has room.
+        c.fault(2, 0, Access::Write).unwrap();
+        settle(&mut c);
+        let v2 = c.write(2, 0).unwrap();
+        assert!(v2 > v1);
+        c.evict(2, 0, Some(0)).unwrap();
+        settle(&mut c);
+        assert_eq!(owner_of(&c, 0), 0, "{kind:?}");
+        assert_eq!(c.read(0, 0).unwrap(), v2);
+        // 4. Node 1 fills its frame with page 1; node 0's hand-off to it is refused, so
+        // page 0 goes back to the store, and a later fault gets it from there.
+        c.fault(1, 1, Access::Read).unwrap();
+        settle(&mut c);
+        assert!(!c.nodes[1].has_free_frame());
+        c.evict(0, 0, Some(1)).unwrap();
+        settle(&mut c);
+        assert!(c.nodes[0].page(0).unwrap().paged_out(), "{kind:?}");
+        assert_eq!(c.store[0], v2);
+        assert_eq!(
+            c.access(1, 0),
+            Access::None,
+            "{kind:?}: the full node took it"
+        );
+        c.fault(2, 0, Access::Read).unwrap();
+        settle(&mut c);
+        assert_eq!(c.read(2, 0).unwrap(), v2, "{kind:?}");
+        // The owner's own fault pages it back in.
+        c.fault(0, 0, Access::Write).unwrap();
+        settle(&mut c);
+        assert_eq!(c.read(0, 0).unwrap(), v2);
+        assert_eq!(c.access(2, 0), Access::None);
+    }
+}
+
+#[test]
+fn eviction_of_a_page_not_held_is_refused() {
+    let mut c = SimCluster::with_budget(2, 1, ManagerKind::Central, 1).unwrap();
+    assert!(c.evict(1, 0, None).is_err(), "node 1 holds nothing");
+    assert!(
+        c.evict(0, 0, None).is_err(),
+        "a paged-out page has no frame"
+    );
+    c.fault(1, 0, Access::Read).unwrap();
+    assert!(c.evict(1, 0, None).is_err(), "a fault is under way");
+    settle(&mut c);
+    assert!(c.evict(1, 0, Some(7)).is_err(), "no node 7");
+}

@@ -20,6 +20,8 @@ pub struct ClusterView<'a> {
     pub latest: &'a [u64],
     /// The messages sent and not yet delivered.
     pub in_flight: &'a [Envelope],
+    /// The backing store: the version of each page last written back.
+    pub store: &'a [u64],
 }
 
 impl<'a> ClusterView<'a> {
@@ -31,6 +33,7 @@ impl<'a> ClusterView<'a> {
             contents: &c.contents,
             latest: &c.latest,
             in_flight: &c.in_flight,
+            store: &c.store,
         }
     }
 
@@ -39,11 +42,12 @@ impl<'a> ClusterView<'a> {
     }
 
     fn state(&self, node: usize, page: PageNo) -> PageState {
-        self.nodes[node].page(page).unwrap_or(PageState {
-            access: Access::None,
-            owner: false,
-            pending: None,
-        })
+        self.nodes[node].page(page).unwrap_or(PageState::ABSENT)
+    }
+
+    /// Whether a message matching `f` is in flight.
+    fn any_in_flight(&self, f: impl Fn(&Envelope) -> bool) -> bool {
+        self.in_flight.iter().any(f)
     }
 }
 
@@ -85,7 +89,7 @@ pub fn copies_in_copyset(v: &ClusterView<'_>) -> Result<(), String> {
                     let manager = v.nodes[0].manager_of(page) as usize;
                     v.nodes[manager].manager_entry(page).is_some_and(|e| {
                         e.copyset.contains(n as NodeId)
-                            || e.busy.is_some_and(|t| {
+                            || e.transaction().is_some_and(|t| {
                                 t.requester == n as NodeId && t.access == Access::Read
                             })
                     })
@@ -95,7 +99,18 @@ pub fn copies_in_copyset(v: &ClusterView<'_>) -> Result<(), String> {
                         Some(o) => v.nodes[o]
                             .dynamic_entry(page)
                             .is_some_and(|e| e.copyset.contains(n as NodeId)),
-                        None => s.pending == Some(Access::Write),
+                        // Or ownership passes with the copyset, in an Adopt.
+                        None => {
+                            s.pending == Some(Access::Write)
+                                || v.any_in_flight(|e| match e.msg {
+                                    Message::Adopt { page: p, copyset } => {
+                                        p == page
+                                            && (e.to == n as NodeId
+                                                || copyset.contains(n as NodeId))
+                                    }
+                                    _ => false,
+                                })
+                        }
                     }
                 }
             };
@@ -110,26 +125,39 @@ pub fn copies_in_copyset(v: &ClusterView<'_>) -> Result<(), String> {
 }
 
 /// No acknowledged write is lost: every node that may read a page holds its newest version,
-/// the owner holds the newest version, and when no node owns the page the newest version is
-/// on its way (a write grant carrying it, or going to a node whose copy is current).
+/// the owner holds the newest version (in memory, or in the backing store when it paged the
+/// page out), and when no node owns the page the newest version is on its way (a write grant
+/// or a hand-off carrying it, an Adopt to a node whose copy is current, or a refused hand-off
+/// going back to the evicting node, which kept it).
 pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
     for page in 0..v.pages() {
         let latest = v.latest[page as usize];
         let mut owned = false;
         for n in 0..v.nodes.len() {
             let s = v.state(n, page);
-            let have = v.contents[n][page as usize];
+            let have = if s.paged_out() {
+                v.store[page as usize]
+            } else {
+                v.contents[n][page as usize]
+            };
             if (s.access >= Access::Read || s.owner) && have != latest {
                 return Err(format!(
                     "page {page}: node {n} ({:?}{}) holds version {have} but {latest} was written",
                     s.access,
-                    if s.owner { ", owner" } else { "" }
+                    if s.paged_out() {
+                        ", owner, paged out"
+                    } else if s.owner {
+                        ", owner"
+                    } else {
+                        ""
+                    }
                 ));
             }
             owned |= s.owner;
         }
         if !owned {
-            let travelling = v.in_flight.iter().any(|e| match e.msg {
+            let current = |n: NodeId| v.contents[n as usize][page as usize] == latest;
+            let travelling = v.any_in_flight(|e| match e.msg {
                 Message::Grant {
                     page: p,
                     access: Access::Write,
@@ -141,14 +169,65 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
                         v.state(e.to as usize, page).access >= Access::Read
                     }
                 }
+                Message::HandOff { page: p, .. } if p == page => e.data == Some(latest),
+                Message::Adopt { page: p, .. } if p == page => current(e.to),
+                Message::HandOffReply {
+                    page: p,
+                    accepted: false,
+                } if p == page => current(e.to),
                 _ => false,
             });
             // Central and fixed: ownership also travels as a WriteForward to an owner that has
             // not let go yet, but then that node still owns the page; so no owner means a
-            // write grant is in flight.
+            // write grant, a hand-off or an Adopt is in flight.
             if !travelling {
                 return Err(format!(
-                    "page {page}: no node owns it and no write grant carries version {latest}"
+                    "page {page}: no node owns it and no message carries version {latest}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copysets are exact: the copyset's keeper (the page manager; the owner, for the dynamic
+/// manager) lists only nodes that hold a copy or are about to have one or lose it: a node
+/// that can read the page, is evicting it (its frame still holds it), owns it (ownership
+/// moving to a holder of a copy), or has an invalidation, its acknowledgement, or (dynamic)
+/// its read grant in flight. A node that dropped its copy without the keeper hearing of it
+/// breaks this.
+pub fn copyset_exact(v: &ClusterView<'_>) -> Result<(), String> {
+    for page in 0..v.pages() {
+        let copyset = match v.kind {
+            ManagerKind::Central | ManagerKind::Fixed => {
+                let manager = v.nodes[0].manager_of(page) as usize;
+                v.nodes[manager].manager_entry(page).map(|e| e.copyset)
+            }
+            ManagerKind::Dynamic => (0..v.nodes.len())
+                .find(|&o| v.state(o, page).owner)
+                .and_then(|o| v.nodes[o].dynamic_entry(page).map(|e| e.copyset)),
+        };
+        let Some(copyset) = copyset else { continue };
+        for n in copyset.iter() {
+            let s = v.state(n as usize, page);
+            let explained = s.access >= Access::Read
+                || s.evicting
+                || s.owner
+                || v.any_in_flight(|e| {
+                    e.msg.page() == page
+                        && match e.msg {
+                            Message::Invalidate { .. } => e.to == n,
+                            Message::InvalidateAck { .. } => e.from == n,
+                            Message::Grant {
+                                access: Access::Read,
+                                ..
+                            } => e.to == n,
+                            _ => false,
+                        }
+                });
+            if !explained {
+                return Err(format!(
+                    "page {page}: node {n} is in the copyset but holds no copy"
                 ));
             }
         }
@@ -160,5 +239,6 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
 pub fn all(v: &ClusterView<'_>) -> Result<(), String> {
     single_writer(v)?;
     copies_in_copyset(v)?;
+    copyset_exact(v)?;
     no_lost_write(v)
 }

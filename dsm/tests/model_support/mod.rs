@@ -9,12 +9,15 @@
 //! application thread, more are several threads or a prefetch); any message in flight is
 //! delivered (in any order); a wait whose access was granted completes its read (checking the
 //! version it sees) or its write (a new version); a wait whose granted access was taken away
-//! before it ran faults again, as a real thread would.
+//! before it ran faults again, as a real thread would. With a frame budget, a node that needs
+//! a frame and holds its budget evicts a page first, in any way the protocol allows (and
+//! handing an only copy off to any node, or to the backing store).
 
 pub mod invariants;
 
 use std::fmt;
 
+use memlink_dsm::protocol::PageState;
 use memlink_dsm::protocol::sim::{Envelope, SimCluster};
 use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
 use stateright::{Model, Property};
@@ -37,6 +40,14 @@ pub struct CoherenceModel {
     /// How many pages one node may wait for at once (1: one thread; more: several threads,
     /// or one prefetch of several pages).
     pub concurrent: usize,
+    /// The frames of each node (`None`: every node may hold every page). With a budget,
+    /// every page starts in the backing store, and a node holding its budget must evict a
+    /// page (in any way the protocol allows, handing an only copy to any node or to the
+    /// store) before a fault may bring one in.
+    pub frames: Option<u32>,
+    /// Evictions a node may start without needing a frame (as a runtime that keeps some
+    /// frames free does), besides those a full node must make before a fault.
+    pub evictions: u8,
 }
 
 /// One state of the cluster.
@@ -51,6 +62,8 @@ pub struct ClusterState {
     pub faults_left: u8,
     /// Write faults the threads may still take.
     pub writes_left: u8,
+    /// Evictions without need the nodes may still start.
+    pub evictions_left: u8,
     /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
     pub error: Option<String>,
 }
@@ -64,7 +77,32 @@ impl ClusterState {
             contents: &self.sim.contents,
             latest: &self.sim.latest,
             in_flight: &self.sim.in_flight,
+            store: &self.sim.store,
         }
+    }
+
+    /// Whether a thread of `node` waits for a frame to fault (again) on a page.
+    fn needs_frame(&self, m: &CoherenceModel, node: usize) -> bool {
+        (0..m.pages).any(|page| {
+            let st = self.page_state(node, page);
+            let free = st.pending.is_none() && !st.evicting && !self.room_for(node, page);
+            match self.waiting[node][page as usize] {
+                Some(_) => free,
+                None => {
+                    free && self.faults_left > 0
+                        && self.waiting[node].iter().flatten().count() < m.concurrent
+                }
+            }
+        })
+    }
+
+    fn page_state(&self, node: usize, page: PageNo) -> PageState {
+        self.sim.nodes[node].page(page).unwrap_or(PageState::ABSENT)
+    }
+
+    /// Whether `node` can take `page` in now: it holds it, or has a free frame.
+    fn room_for(&self, node: usize, page: PageNo) -> bool {
+        self.access(node, page) >= Access::Read || self.sim.nodes[node].has_free_frame()
     }
 
     fn access(&self, node: usize, page: PageNo) -> Access {
@@ -106,6 +144,16 @@ pub enum Step {
         /// The page.
         page: PageNo,
     },
+    /// `node` holds its budget and needs a frame: it evicts `page`, handing an only copy to
+    /// `hand_off` (or writing it back when None or refused).
+    Evict {
+        /// The node.
+        node: NodeId,
+        /// The page.
+        page: PageNo,
+        /// Where an only copy may go.
+        hand_off: Option<NodeId>,
+    },
 }
 
 impl fmt::Display for Step {
@@ -130,6 +178,14 @@ impl fmt::Display for Step {
                     "node {node} lost its access to page {page} and faults again"
                 )
             }
+            Step::Evict {
+                node,
+                page,
+                hand_off,
+            } => match hand_off {
+                Some(t) => write!(f, "node {node} evicts page {page} (hand-off to node {t})"),
+                None => write!(f, "node {node} evicts page {page} (no hand-off)"),
+            },
         }
     }
 }
@@ -139,13 +195,17 @@ impl Model for CoherenceModel {
     type Action = Step;
 
     fn init_states(&self) -> Vec<ClusterState> {
-        let sim = SimCluster::new(self.nodes, self.pages, self.kind)
-            .expect("the protocol supports this manager");
+        let sim = match self.frames {
+            None => SimCluster::new(self.nodes, self.pages, self.kind),
+            Some(f) => SimCluster::with_budget(self.nodes, self.pages, self.kind, f),
+        }
+        .expect("the protocol supports this manager");
         vec![ClusterState {
             sim,
             waiting: vec![vec![None; self.pages as usize]; self.nodes],
             faults_left: self.faults,
             writes_left: self.writes,
+            evictions_left: self.evictions,
             error: None,
         }]
     }
@@ -164,18 +224,29 @@ impl Model for CoherenceModel {
         for n in 0..self.nodes {
             let node = n as NodeId;
             let waits = s.waiting[n].iter().filter(|w| w.is_some()).count();
+            let mut needs_frame = false;
             for page in 0..self.pages {
                 let have = s.access(n, page);
+                let st = s.page_state(n, page);
                 match s.waiting[n][page as usize] {
                     Some(access) if have >= access => actions.push(Step::Complete { node, page }),
-                    Some(_) if s.pending(n, page).is_none() => {
-                        actions.push(Step::Refault { node, page })
+                    Some(_) if st.pending.is_none() && !st.evicting => {
+                        if s.room_for(n, page) {
+                            actions.push(Step::Refault { node, page })
+                        } else {
+                            needs_frame = true;
+                        }
                     }
                     Some(_) => {}
                     None if s.faults_left > 0
                         && waits < self.concurrent
-                        && s.pending(n, page).is_none() =>
+                        && st.pending.is_none()
+                        && !st.evicting =>
                     {
+                        if !s.room_for(n, page) {
+                            needs_frame = true;
+                            continue;
+                        }
                         if have < Access::Read {
                             actions.push(Step::Fault {
                                 node,
@@ -192,6 +263,27 @@ impl Model for CoherenceModel {
                         }
                     }
                     None => {}
+                }
+            }
+            // A node evicts when a fault needs a frame it does not have (or, a bounded number
+            // of times, before it needs one).
+            if needs_frame || (self.frames.is_some() && s.evictions_left > 0) {
+                for page in 0..self.pages {
+                    if !s.sim.nodes[n].evictable(page) {
+                        continue;
+                    }
+                    actions.push(Step::Evict {
+                        node,
+                        page,
+                        hand_off: None,
+                    });
+                    for t in (0..self.nodes as NodeId).filter(|&t| t != node) {
+                        actions.push(Step::Evict {
+                            node,
+                            page,
+                            hand_off: Some(t),
+                        });
+                    }
                 }
             }
         }
@@ -213,6 +305,18 @@ impl Model for CoherenceModel {
             Step::Refault { node, page } => {
                 let access = s.waiting[node as usize][page as usize]?;
                 if let Err(e) = s.sim.fault(node, page, access) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::Evict {
+                node,
+                page,
+                hand_off,
+            } => {
+                if !last.needs_frame(self, node as usize) {
+                    s.evictions_left = s.evictions_left.checked_sub(1)?;
+                }
+                if let Err(e) = s.sim.evict(node, page, hand_off) {
                     s.error = Some(format!("node {node}: {e}"));
                 }
             }
@@ -275,10 +379,28 @@ impl Model for CoherenceModel {
                 },
             ),
             Property::always(
+                "copysets stay exact",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    invariants::copyset_exact(&s.view(m.kind)).is_ok()
+                },
+            ),
+            Property::always(
+                "no node holds more pages than its budget",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    m.frames
+                        .is_none_or(|f| s.sim.nodes.iter().all(|n| n.frames_in_use() <= f))
+                },
+            ),
+            Property::always(
                 "no request waits with nothing in flight",
                 |m: &CoherenceModel, s: &ClusterState| {
                     !s.sim.in_flight.is_empty()
-                        || (0..m.nodes).all(|n| (0..m.pages).all(|p| s.pending(n, p).is_none()))
+                        || (0..m.nodes).all(|n| {
+                            (0..m.pages).all(|p| {
+                                let st = s.page_state(n, p);
+                                st.pending.is_none() && !st.evicting
+                            })
+                        })
                 },
             ),
             // Liveness, part 1 (no deadlock): every run that stops, stops with every fault
@@ -427,6 +549,7 @@ impl CoherenceModel {
             "at most one writer per page" => invariants::single_writer(&v),
             "every read copy is in the copyset" => invariants::copies_in_copyset(&v),
             "no acknowledged write is lost" => invariants::no_lost_write(&v),
+            "copysets stay exact" => invariants::copyset_exact(&v),
             _ => Ok(()),
         };
         match (found, s.error.clone()) {
