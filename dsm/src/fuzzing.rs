@@ -185,12 +185,15 @@ pub fn protocol_codec(data: &[u8]) {
     let mut node = Coherence::new(0, 3, PAGES, kind).expect("a valid configuration");
     let msgs = messages(rest);
     for m in msgs {
-        // The first byte says who sent it; a Grant with data takes the page from the input.
+        // The first byte says who sent it; a Grant with data or a HandOff takes the page
+        // from the input.
         let Some((&from, body)) = m.split_first() else {
             continue;
         };
         let page_data;
-        let bytes = if body.len() == codec::MESSAGE_LEN && body[0] == 7 && body[8] == 1 {
+        let bytes = if body.len() == codec::MESSAGE_LEN
+            && ((body[0] == 7 && body[8] == 1) || body[0] == 13)
+        {
             let mut b = body.to_vec();
             b.resize(codec::MESSAGE_LEN + PAGE_SIZE, 0xa5);
             page_data = b;
@@ -210,9 +213,14 @@ pub fn protocol_codec(data: &[u8]) {
         };
         for e in effects {
             match e {
-                Effect::Send { to, .. } => assert!((to as usize) < 3),
+                Effect::Send { to, msg } | Effect::SendStored { to, msg } => {
+                    assert!((to as usize) < 3 && msg.page() < PAGES)
+                }
                 Effect::Install { page, .. }
                 | Effect::SetAccess { page, .. }
+                | Effect::PageIn { page, .. }
+                | Effect::WriteBack { page }
+                | Effect::Evicted { page, .. }
                 | Effect::Served { page } => assert!(page < PAGES),
             }
         }

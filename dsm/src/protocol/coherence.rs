@@ -319,6 +319,10 @@ impl Coherence {
         let named = match msg {
             Message::ReadForward { to, .. } | Message::WriteForward { to, .. } => Some(to),
             Message::Request { requester, .. } => Some(requester),
+            Message::EvictReply {
+                outcome: EvictOutcome::PassTo(n) | EvictOutcome::HandOffTo(n),
+                ..
+            } => Some(n),
             _ => None,
         };
         if let Some(n) = named.filter(|&n| n >= self.nodes) {
