@@ -221,6 +221,7 @@ pub fn protocol_codec(data: &[u8]) {
                 | Effect::PageIn { page, .. }
                 | Effect::WriteBack { page }
                 | Effect::Evicted { page, .. }
+                | Effect::Hold { page }
                 | Effect::Served { page } => assert!(page < PAGES),
             }
         }

@@ -457,7 +457,7 @@ impl NodeRuntime {
     fn no_backing_store(&self, page: PageNo) -> (NodeId, String) {
         (
             self.id,
-            format!("page {page} needs a backing store, and this node has none"),
+            format!("page {page} needs a backing store or a hold timer, and this node has neither"),
         )
     }
 
@@ -504,7 +504,9 @@ impl NodeRuntime {
                 // Only a node with a memory budget pages out; this runtime has no backing
                 // store yet, so the protocol never asks it to.
                 Effect::SendStored { msg, .. } => return Err(self.no_backing_store(msg.page())),
-                Effect::PageIn { page, .. } | Effect::WriteBack { page } => {
+                Effect::PageIn { page, .. }
+                | Effect::WriteBack { page }
+                | Effect::Hold { page } => {
                     return Err(self.no_backing_store(page));
                 }
             }

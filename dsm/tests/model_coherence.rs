@@ -62,14 +62,15 @@ fn check(model: CoherenceModel) -> usize {
     let checker = checker.join();
     let states = checker.unique_state_count();
     println!(
-        "{:?}: {} nodes, {} pages, {} faults ({} writes), frames {:?}: {} states ({} visits), \
-         depth {}, {:.2?}",
+        "{:?}: {} nodes, {} pages, {} faults ({} writes), frames {:?}, hold {}: {} states \
+         ({} visits), depth {}, {:.2?}",
         model.kind,
         model.nodes,
         model.pages,
         model.faults,
         model.writes,
         model.frames,
+        model.hold,
         states,
         checker.state_count(),
         checker.max_depth(),
@@ -112,6 +113,7 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
             concurrent: 1,
             frames: None,
             evictions: 0,
+            hold: false,
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
     }
@@ -159,6 +161,7 @@ fn from_every_state_every_fault_can_still_be_served() {
             concurrent: 1,
             frames: None,
             evictions: 0,
+            hold: false,
         });
     }
 }
@@ -178,6 +181,7 @@ fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
             concurrent: 2,
             frames: None,
             evictions: 0,
+            hold: false,
         };
         let states = check(model);
         assert!(states > 1000, "{kind:?}: only {states} states explored");
@@ -205,6 +209,31 @@ fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
             concurrent: 1,
             frames: Some(1),
             evictions: 1,
+            hold: false,
+        };
+        let states = check(model);
+        assert!(states > 1000, "{kind:?}: only {states} states explored");
+        check_progress(model);
+    }
+}
+
+/// The Δt hold: a page whose access went up stays at least until its timer fires (at any
+/// later step); forwards, invalidations and requests that would take it away or lower its
+/// access wait for the timer, then are handled in arrival order. Coherent and live for every
+/// manager.
+#[test]
+fn every_manager_is_coherent_and_live_with_the_hold() {
+    for kind in implemented_managers() {
+        let model = CoherenceModel {
+            kind,
+            nodes: 3,
+            pages: 2,
+            faults: 3,
+            writes: 2,
+            concurrent: 1,
+            frames: None,
+            evictions: 0,
+            hold: true,
         };
         let states = check(model);
         assert!(states > 1000, "{kind:?}: only {states} states explored");

@@ -37,6 +37,9 @@ pub struct PageState {
     /// An eviction of the page is under way here: the node keeps its frame (and the
     /// contents in it) until the eviction ends; local faults on the page wait for it.
     pub evicting: bool,
+    /// The Δt hold: the page arrived here (or its access went up) less than Δt ago; requests
+    /// that would take it away or lower its access wait until [`Coherence::hold_expired`].
+    pub held: bool,
 }
 
 impl PageState {
@@ -46,6 +49,7 @@ impl PageState {
         owner: false,
         pending: None,
         evicting: false,
+        held: false,
     };
 
     /// Whether the page takes a frame here: it is readable, being evicted, or its contents
@@ -76,6 +80,10 @@ pub struct Coherence {
     /// The most pages this node may hold at once (`None`: no limit); a hand-off is refused
     /// when they are all in use.
     frames: Option<u32>,
+    /// Whether pages are held for Δt after they arrive ([`Coherence::set_hold`]).
+    hold: bool,
+    /// Per page: the messages that arrived while it was held, in arrival order.
+    deferred: Vec<Vec<(NodeId, Message)>>,
 }
 
 impl Coherence {
@@ -105,6 +113,8 @@ impl Coherence {
             managed: Vec::new(),
             dynamic: Vec::new(),
             frames: None,
+            hold: false,
+            deferred: vec![Vec::new(); pages as usize],
         };
         if kind == ManagerKind::Dynamic {
             c.dynamic = vec![DynamicEntry::new(); pages as usize];
@@ -133,6 +143,61 @@ impl Coherence {
         Ok(c)
     }
 
+    /// Turn the Δt hold on or off: with it on, a page whose access goes up here is held
+    /// ([`Effect::Hold`]: the runtime starts a Δt timer and calls
+    /// [`Coherence::hold_expired`] when it fires); messages that would take a held page away
+    /// or lower its access (forwards, invalidations, requests reaching its owner) wait until
+    /// then, so the local threads can make many references without interference.
+    pub fn set_hold(&mut self, on: bool) {
+        self.hold = on;
+    }
+
+    /// The Δt timer of `page` fired: the page is no longer held, and the messages that
+    /// waited for it are handled now, in arrival order.
+    pub fn hold_expired(&mut self, page: PageNo) -> Result<Vec<Effect>, ProtocolError> {
+        let st = self.state(page)?;
+        if !st.held {
+            return Ok(Vec::new());
+        }
+        st.held = false;
+        let waiting = std::mem::take(&mut self.deferred[page as usize]);
+        let mut out = Vec::new();
+        for (from, msg) in waiting {
+            out.extend(self.handle(from, msg)?);
+        }
+        Ok(out)
+    }
+
+    /// Whether a message must wait for the hold of its page to expire here.
+    fn waits_for_hold(&self, msg: &Message) -> bool {
+        let me = self.id;
+        let Some(st) = self.pages.get(msg.page() as usize) else {
+            return false;
+        };
+        st.held
+            && match *msg {
+                Message::ReadForward { to, .. } | Message::WriteForward { to, .. } => to != me,
+                Message::Invalidate { .. } => true,
+                Message::Request {
+                    requester, access, ..
+                } => st.owner && requester != me && access != Access::None,
+                _ => false,
+            }
+    }
+
+    /// With the hold on: after a step that raised the access of `page`, hold it.
+    fn hold_if_raised(&mut self, page: PageNo, before: Access, out: &mut Vec<Effect>) {
+        if !self.hold {
+            return;
+        }
+        if let Some(st) = self.pages.get_mut(page as usize) {
+            if st.access > before && !st.held {
+                st.held = true;
+                out.push(Effect::Hold { page });
+            }
+        }
+    }
+
     /// The frame budget (`None`: no limit).
     pub fn frames(&self) -> Option<u32> {
         self.frames
@@ -159,7 +224,7 @@ impl Coherence {
                 .dynamic
                 .get(page as usize)
                 .is_none_or(|e| e.busy.is_none() && e.queue.is_empty());
-        st.access >= Access::Read && st.pending.is_none() && !st.evicting && idle_owner
+        st.access >= Access::Read && st.pending.is_none() && !st.evicting && !st.held && idle_owner
     }
 
     /// Give up this node's frame of `page`, in the seed's order: a read copy is dropped
@@ -284,6 +349,13 @@ impl Coherence {
     /// nothing when a request is already on its way (wait for `Served`, then ask again), or
     /// the request to send.
     pub fn fault(&mut self, page: PageNo, access: Access) -> Result<Vec<Effect>, ProtocolError> {
+        let before = self.state(page)?.access;
+        let mut out = self.fault_step(page, access)?;
+        self.hold_if_raised(page, before, &mut out);
+        Ok(out)
+    }
+
+    fn fault_step(&mut self, page: PageNo, access: Access) -> Result<Vec<Effect>, ProtocolError> {
         let manager = self.manager_of(page);
         let st = self.state(page)?;
         if st.access >= access || access == Access::None {
@@ -309,7 +381,7 @@ impl Coherence {
         Ok(vec![Effect::Send { to: manager, msg }])
     }
 
-    /// Handle `msg` from `from`.
+    /// Handle `msg` from `from` (or keep it until the page's hold expires).
     pub fn handle(&mut self, from: NodeId, msg: Message) -> Result<Vec<Effect>, ProtocolError> {
         if from >= self.nodes {
             return Err(ProtocolError(format!("message from unknown node {from}")));
@@ -330,6 +402,21 @@ impl Coherence {
                 "{msg:?} from node {from} names node {n}, outside the cluster of {}",
                 self.nodes
             )));
+        }
+        let page = msg.page();
+        let before = self.state(page)?.access;
+        if self.waits_for_hold(&msg) {
+            self.deferred[page as usize].push((from, msg));
+            return Ok(Vec::new());
+        }
+        let mut out = self.handle_step(from, msg)?;
+        self.hold_if_raised(page, before, &mut out);
+        Ok(out)
+    }
+
+    fn handle_step(&mut self, from: NodeId, msg: Message) -> Result<Vec<Effect>, ProtocolError> {
+        if from >= self.nodes {
+            return Err(ProtocolError(format!("message from unknown node {from}")));
         }
         let page = msg.page();
         let me = self.id;

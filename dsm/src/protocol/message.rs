@@ -225,6 +225,11 @@ pub enum Effect {
         /// Which class of eviction it was.
         class: EvictClass,
     },
+    /// The Δt hold of `page` starts: call [`super::Coherence::hold_expired`] after Δt.
+    Hold {
+        /// The page.
+        page: PageNo,
+    },
     /// A local fault on `page` may now be satisfied: wake the threads waiting for it.
     /// Also ends an eviction that did not free the frame (the node got the page's ownership
     /// meanwhile): the runtime picks another page.

@@ -117,7 +117,7 @@ impl SimCluster {
                 Effect::Evicted { page, .. } => {
                     self.contents[node as usize][page as usize] = EVICTED;
                 }
-                Effect::SetAccess { .. } | Effect::Served { .. } => {}
+                Effect::SetAccess { .. } | Effect::Served { .. } | Effect::Hold { .. } => {}
             }
         }
         Ok(())
@@ -131,6 +131,12 @@ impl SimCluster {
         access: Access,
     ) -> Result<(), ProtocolError> {
         let effects = self.nodes[node as usize].fault(page, access)?;
+        self.apply(node, effects, None)
+    }
+
+    /// The Δt timer of `page` at `node` fires.
+    pub fn expire(&mut self, node: NodeId, page: PageNo) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].hold_expired(page)?;
         self.apply(node, effects, None)
     }
 

@@ -11,7 +11,8 @@
 //! version it sees) or its write (a new version); a wait whose granted access was taken away
 //! before it ran faults again, as a real thread would. With a frame budget, a node that needs
 //! a frame and holds its budget evicts a page first, in any way the protocol allows (and
-//! handing an only copy off to any node, or to the backing store).
+//! handing an only copy off to any node, or to the backing store). With the Δt hold, a page
+//! whose access went up is held, and its timer fires at any later step.
 
 pub mod invariants;
 
@@ -45,6 +46,8 @@ pub struct CoherenceModel {
     /// page (in any way the protocol allows, handing an only copy to any node or to the
     /// store) before a fault may bring one in.
     pub frames: Option<u32>,
+    /// Whether pages are held for Δt after they arrive (the timer fires at any time).
+    pub hold: bool,
     /// Evictions a node may start without needing a frame (as a runtime that keeps some
     /// frames free does), besides those a full node must make before a fault.
     pub evictions: u8,
@@ -144,6 +147,13 @@ pub enum Step {
         /// The page.
         page: PageNo,
     },
+    /// The Δt timer of `page` at `node` fires: the messages that waited are handled.
+    Expire {
+        /// The node.
+        node: NodeId,
+        /// The page.
+        page: PageNo,
+    },
     /// `node` holds its budget and needs a frame: it evicts `page`, handing an only copy to
     /// `hand_off` (or writing it back when None or refused).
     Evict {
@@ -178,6 +188,9 @@ impl fmt::Display for Step {
                     "node {node} lost its access to page {page} and faults again"
                 )
             }
+            Step::Expire { node, page } => {
+                write!(f, "node {node}'s hold of page {page} expires")
+            }
             Step::Evict {
                 node,
                 page,
@@ -200,6 +213,10 @@ impl Model for CoherenceModel {
             Some(f) => SimCluster::with_budget(self.nodes, self.pages, self.kind, f),
         }
         .expect("the protocol supports this manager");
+        let mut sim = sim;
+        for n in &mut sim.nodes {
+            n.set_hold(self.hold);
+        }
         vec![ClusterState {
             sim,
             waiting: vec![vec![None; self.pages as usize]; self.nodes],
@@ -228,6 +245,9 @@ impl Model for CoherenceModel {
             for page in 0..self.pages {
                 let have = s.access(n, page);
                 let st = s.page_state(n, page);
+                if st.held {
+                    actions.push(Step::Expire { node, page });
+                }
                 match s.waiting[n][page as usize] {
                     Some(access) if have >= access => actions.push(Step::Complete { node, page }),
                     Some(_) if st.pending.is_none() && !st.evicting => {
@@ -305,6 +325,11 @@ impl Model for CoherenceModel {
             Step::Refault { node, page } => {
                 let access = s.waiting[node as usize][page as usize]?;
                 if let Err(e) = s.sim.fault(node, page, access) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::Expire { node, page } => {
+                if let Err(e) = s.sim.expire(node, page) {
                     s.error = Some(format!("node {node}: {e}"));
                 }
             }
@@ -395,6 +420,7 @@ impl Model for CoherenceModel {
                 "no request waits with nothing in flight",
                 |m: &CoherenceModel, s: &ClusterState| {
                     !s.sim.in_flight.is_empty()
+                        || (0..m.nodes).any(|n| (0..m.pages).any(|p| s.page_state(n, p).held))
                         || (0..m.nodes).all(|n| {
                             (0..m.pages).all(|p| {
                                 let st = s.page_state(n, p);
