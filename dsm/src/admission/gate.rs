@@ -114,6 +114,19 @@ fn message_bytes(msg: Vec<u8>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Reads one handshake message; a malformed one is answered with a Malformed refusal (so the
+/// peer learns why) and ends the handshake.
+fn read_or_refuse_malformed(stream: &mut TcpStream) -> Result<Vec<u8>, AdmitError> {
+    match read_message(stream) {
+        Ok(m) => Ok(m),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let _ = write_message(stream, Refusal::Malformed.encode());
+            Err(AdmitError::Refused(Refusal::Malformed))
+        }
+        Err(e) => Err(AdmitError::Io(e)),
+    }
+}
+
 fn write_message(stream: &mut TcpStream, msg: Vec<u8>) -> io::Result<()> {
     stream.write_all(&message_bytes(msg))
 }
@@ -155,14 +168,7 @@ pub fn admit_dialled(
     let (mut dialer, hello) = Dialer::start(hs.clone(), target, nonce);
     write_message(stream, hello).map_err(AdmitError::Io)?;
     loop {
-        let msg = match read_message(stream) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let _ = write_message(stream, Refusal::Malformed.encode());
-                return Err(AdmitError::Refused(Refusal::Malformed));
-            }
-            Err(e) => return Err(AdmitError::Io(e)),
-        };
+        let msg = read_or_refuse_malformed(stream)?;
         match dialer.on_message(&msg) {
             DialStep::Send(m) => write_message(stream, m).map_err(AdmitError::Io)?,
             DialStep::Admitted => return Ok(()),
@@ -188,14 +194,7 @@ pub fn admit_accepted(
     let nonce = fresh_nonce().map_err(|e| AdmitError::Io(io::Error::other(e)))?;
     let mut acceptor = Acceptor::new(hs.clone(), nonce);
     loop {
-        let msg = match read_message(stream) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let _ = write_message(stream, Refusal::Malformed.encode());
-                return Err(AdmitError::Refused(Refusal::Malformed));
-            }
-            Err(e) => return Err(AdmitError::Io(e)),
-        };
+        let msg = read_or_refuse_malformed(stream)?;
         match acceptor.on_message(&msg) {
             AcceptStep::Send(m) => write_message(stream, m).map_err(AdmitError::Io)?,
             AcceptStep::Verified(node) => {
