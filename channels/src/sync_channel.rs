@@ -13,14 +13,14 @@
 //! outside the region is refused with `NotShared` instead of being read through a dangling
 //! address. Between threads, [`SyncChannel::local`] accepts any variable, stack included.
 
-use crate::backing::{Backing, ChannelRef, Tagged, find, kind, place};
+use crate::backing::{Backing, ChannelRef, Tagged, find, kind, layout_span, place};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::LayoutSpec;
+use crate::layout::{Field, LayoutCheck, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
-use crate::protocol::rendezvous::{Role, SyncDescriptor, SyncShared};
+use crate::protocol::rendezvous::{Offer, Role, SyncDescriptor, SyncShared};
 use crate::region::Region;
 use crate::shareable::Shareable;
 use crate::wait::{Deadline, WaitFailure, WaitMode};
@@ -29,12 +29,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A synchronous channel's layout: no sealed fields (its descriptor's pointers are checked at
-/// every use instead: `val_ref` must lie in the region, `PCB_ref` must be the peer's record).
-static SYNC_LAYOUT: LayoutSpec = LayoutSpec {
+/// A synchronous channel's layout: its waiting mode is sealed (read once by `open` into a
+/// private copy, covered by the layout's check). The descriptor's pointers change at every
+/// rendezvous, so they are checked at every use instead: `val_ref` must lie in the region,
+/// `PCB_ref` must be the peer's record.
+pub static SYNC_LAYOUT: LayoutSpec = LayoutSpec {
     channel: "synchronous channel",
     kind: kind::SYNC,
-    fields: &[],
+    fields: &[Field {
+        name: "mode",
+        offset: std::mem::offset_of!(Tagged<SyncShared>, value) + SyncShared::MODE_OFFSET,
+        width: 4,
+    }],
     len: size_of::<Tagged<SyncShared>>(),
 };
 
@@ -45,6 +51,8 @@ pub struct SyncChannel<T> {
     backing: Backing,
     shared: *const SyncShared,
     reference: Option<ChannelRef>,
+    /// The waiting mode: this process's private copy, never re-read from shared memory.
+    mode: WaitMode,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -54,6 +62,7 @@ impl<T> Clone for SyncChannel<T> {
             backing: self.backing.clone(),
             shared: self.shared,
             reference: self.reference,
+            mode: self.mode,
             _t: PhantomData,
         }
     }
@@ -75,6 +84,7 @@ impl<T: Shareable + Copy> SyncChannel<T> {
             backing: Backing::Region(Arc::clone(region)),
             shared,
             reference: Some(reference),
+            mode,
             _t: PhantomData,
         })
     }
@@ -91,20 +101,37 @@ impl<T: Shareable + Copy> SyncChannel<T> {
             },
             shared,
             reference: None,
+            mode,
             _t: PhantomData,
         }
     }
 
-    /// Opens a channel created in `region` by another process, from its reference.
+    /// Opens a channel created in `region` by another process, from its reference. The waiting
+    /// mode is read once and checked against the layout's seal; a changed or invalid mode is
+    /// [`ConnectError::CorruptLayout`] naming the field.
     pub fn open(region: &Arc<Region>, reference: ChannelRef) -> Result<Self, ConnectError> {
         let shared =
             find::<SyncShared>(region, kind::SYNC, reference).ok_or(ConnectError::BadReference)?;
+        let spec = &SYNC_LAYOUT;
+        let span = layout_span(region, shared);
+        // SAFETY: `find` checked bounds, alignment and tag of the tagged layout of `spec.len`
+        // bytes starting at `span.start`, inside the region that `region` keeps mapped.
+        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
+        let check = LayoutCheck::new(region, spec, span);
+        let mode = check.mode("mode", v.get(0) as u32)?;
+        check.sealed(spec, &v)?;
         Ok(Self {
             backing: Backing::Region(Arc::clone(region)),
             shared,
             reference: Some(reference),
+            mode,
             _t: PhantomData,
         })
+    }
+
+    /// The waiting mode this process uses: chosen by `create`, read once by `open`.
+    pub fn mode(&self) -> WaitMode {
+        self.mode
     }
 
     /// The reference other processes pass to [`SyncChannel::open`] (`None` for local channels).
@@ -172,7 +199,19 @@ impl<T: Shareable + Copy> SyncChannel<T> {
         // exclusive for recv) and `reachable` checked that the peer can reach it; the single
         // endpoint per role is `!Sync`, so one caller per role is inside `transfer`. The
         // peer's variable is used only if it lies in the region `backing` keeps mapped.
-        unsafe { shared.transfer_within(role, var, size_of::<T>(), deadline, gone, &reachable) }
+        unsafe {
+            shared.transfer_within(
+                Offer {
+                    role,
+                    var,
+                    len: size_of::<T>(),
+                },
+                self.mode,
+                deadline,
+                gone,
+                &reachable,
+            )
+        }
     }
 
     fn close(&self, role: Role) {

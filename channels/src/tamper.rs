@@ -9,6 +9,7 @@ use crate::layout::{CHECK_OFFSET, LayoutSpec};
 use crate::loan_channel::LOAN_LAYOUT;
 use crate::port::PORT_LAYOUT;
 use crate::region::{Region, header_offsets};
+use crate::sync_channel::SYNC_LAYOUT;
 use memlink_capability::mapping::Protection;
 use memlink_capability::segment::Segment;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ pub fn layout_spec(kind_tag: u64) -> Option<&'static LayoutSpec> {
         kind::LOAN => Some(&LOAN_LAYOUT),
         kind::BUFFERED => Some(&BUFFERED_LAYOUT),
         kind::PORT => Some(&PORT_LAYOUT),
+        kind::SYNC => Some(&SYNC_LAYOUT),
         _ => None,
     }
 }

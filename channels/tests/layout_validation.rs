@@ -232,6 +232,41 @@ fn every_byte_flip_of_a_port_layout_is_refused_or_harmless() {
     assert_eq!(refused, 36 * MASKS.len());
 }
 
+#[test]
+fn every_byte_flip_of_a_sync_layout_is_refused_or_harmless() {
+    let region = region();
+    let ch = SyncChannel::<u64>::create(&region, WaitMode::Block).unwrap();
+    let r = ch.reference().unwrap();
+    let refused = flip_every_byte(&region, r, WaitMode::Block, || {
+        SyncChannel::<u64>::open(&region, r).map(|c| c.mode())
+    });
+    // Tag, check and the mode word; the descriptor and endpoint records are run-time state
+    // that `open` does not read (their pointers are checked at every use).
+    assert_eq!(refused, 20 * MASKS.len());
+}
+
+#[test]
+fn a_sync_mode_planted_or_changed_after_open_is_refused_or_ignored() {
+    let region = region();
+    let ch = SyncChannel::<u64>::create(&region, WaitMode::Block).unwrap();
+    let r = ch.reference().unwrap();
+    let open = || SyncChannel::<u64>::open(&region, r).map(|_| ());
+    assert_eq!(planted(&region, r, &[("mode", 7)], open), Some(("mode", 7)));
+    let opened = SyncChannel::<u64>::open(&region, r).unwrap();
+    let spinning = SyncChannel::<u64>::create(&region, WaitMode::Spin).unwrap();
+    let spin_word = tamper::read_field(&region, spinning.reference().unwrap(), "mode").unwrap();
+    assert!(tamper::write_field(&region, r, "mode", spin_word));
+    tamper::reseal(&region, r);
+    // The open channel keeps the mode it read: a peer cannot turn its blocking waits into
+    // spinning (or into garbage) after the fact.
+    assert_eq!(opened.mode(), WaitMode::Block);
+    assert_eq!(ch.mode(), WaitMode::Block);
+    assert_eq!(
+        SyncChannel::<u64>::open(&region, r).unwrap().mode(),
+        WaitMode::Spin
+    );
+}
+
 /// Plants `changes` in the layout `r` names, recomputes its checksum as a peer that knows the
 /// format would, and returns the error `open` gives; then puts the layout back.
 fn planted(

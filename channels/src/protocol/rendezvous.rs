@@ -83,6 +83,18 @@ pub struct SyncShared {
     mode: AtomicU32,
 }
 
+/// One side's offer in a rendezvous: its role, and the variable it sends from (sender) or
+/// receives into (receiver).
+#[derive(Debug, Clone, Copy)]
+pub struct Offer {
+    /// Which side this is.
+    pub role: Role,
+    /// The variable: readable (sender) or writable (receiver) bytes.
+    pub var: *mut u8,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
 enum Arrival {
     /// We were second and completed the rendezvous.
     Completed,
@@ -106,10 +118,15 @@ impl SyncShared {
         }
     }
 
-    /// The waiting policy chosen at creation.
+    /// The waiting policy chosen at creation, as the shared word says now. A peer with write
+    /// access may change that word: callers read it once (checked against the layout's seal)
+    /// and pass their private copy to [`SyncShared::transfer`].
     pub fn mode(&self) -> WaitMode {
         WaitMode::from_word(self.mode.load(Ordering::Relaxed))
     }
+
+    /// Where the mode word is, in bytes from the start of the channel (for the layout's seal).
+    pub const MODE_OFFSET: usize = std::mem::offset_of!(SyncShared, mode);
 
     /// The descriptor (for inspection).
     pub fn descriptor(&self) -> &SyncDescriptor {
@@ -144,8 +161,11 @@ impl SyncShared {
         deadline: Deadline,
         gone: impl FnMut(bool) -> bool,
     ) -> Result<(), WaitFailure> {
+        let mode = self.mode();
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.transfer_within(role, var, len, deadline, gone, &|_, _| true) }
+        unsafe {
+            self.transfer_within(Offer { role, var, len }, mode, deadline, gone, &|_, _| true)
+        }
     }
 
     /// [`SyncShared::transfer`] for a descriptor in shared memory, where a peer may have
@@ -153,21 +173,23 @@ impl SyncShared {
     /// `reachable(val_ref, n)` says those bytes are shared memory of this channel (for a
     /// region: inside it). A descriptor that fails the check, or whose `PCB_ref` is not the
     /// peer endpoint's PCB, is never copied through: the call fails with `Disconnected`.
+    /// `mode` is the caller's private copy of the waiting policy, never re-read from the
+    /// shared word.
     ///
     /// # Safety
     /// As for [`SyncShared::transfer`]; `reachable` must only accept memory that stays mapped,
     /// readable and writable, while this call runs.
     pub unsafe fn transfer_within(
         &self,
-        role: Role,
-        var: *mut u8,
-        len: usize,
+        offer: Offer,
+        mode: WaitMode,
         deadline: Deadline,
         mut gone: impl FnMut(bool) -> bool,
         reachable: &dyn Fn(*const u8, usize) -> bool,
     ) -> Result<(), WaitFailure> {
         // SAFETY: forwarded from this function's contract.
-        let arrival = unsafe { self.arrive(role, var, len, deadline, &mut gone, reachable) }?;
+        let arrival = unsafe { self.arrive(offer, mode, deadline, &mut gone, reachable) }?;
+        let role = offer.role;
         let generation = match arrival {
             Arrival::Completed => return Ok(()),
             Arrival::Published(generation) => generation,
@@ -175,7 +197,7 @@ impl SyncShared {
         let wait = &self.desc.wait;
         let done = || (self::generation(wait.load(Ordering::Acquire)) != generation).then_some(());
         let me = self.endpoint(role);
-        let failure = match wait_for(&me.pcb, self.mode(), deadline, done, &mut gone) {
+        let failure = match wait_for(&me.pcb, mode, deadline, done, &mut gone) {
             Ok(()) => return Ok(()),
             Err(failure) => failure,
         };
@@ -216,13 +238,13 @@ impl SyncShared {
     /// As for [`SyncShared::transfer`].
     unsafe fn arrive(
         &self,
-        role: Role,
-        var: *mut u8,
-        len: usize,
+        offer: Offer,
+        mode: WaitMode,
         deadline: Deadline,
         gone: &mut impl FnMut(bool) -> bool,
         reachable: &dyn Fn(*const u8, usize) -> bool,
     ) -> Result<Arrival, WaitFailure> {
+        let Offer { role, var, len } = offer;
         let wait = &self.desc.wait;
         let mut spins = 0u32;
         loop {
@@ -288,7 +310,7 @@ impl SyncShared {
                 );
                 // SAFETY: `peer_pcb` is the peer's endpoint record inside this same shared
                 // channel (checked above), which outlives this call because we hold a handle.
-                unsafe { (*peer_pcb).notify_for(self.mode()) };
+                unsafe { (*peer_pcb).notify_for(mode) };
                 return Ok(Arrival::Completed);
             }
             // CLAIMED: the peer is filling the descriptor or copying; it is a few stores away.
