@@ -11,6 +11,8 @@
 //!     .pages(1024)                             // default: DEFAULT_PAGES
 //!     .manager(ManagerKind::Dynamic)           // default: central
 //!     .connect_timeout(Duration::from_secs(60)) // default: 30 s
+//!     .memory_budget(16 << 20)                 // default: no limit
+//!     .hold(Duration::from_micros(100))        // default: DEFAULT_HOLD
 //!     .build()?;
 //! assert_eq!(config.peers.len(), 2);
 //! # Ok::<(), memlink_dsm::DsmError>(())
@@ -28,6 +30,9 @@ pub const DEFAULT_PAGES: u32 = 256;
 /// How long a node built with the defaults keeps trying to reach its peers at start.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The Δt hold of a node that is not told one (see [`NodeConfig::hold`]): zero, off.
+pub const DEFAULT_HOLD: Duration = Duration::ZERO;
+
 /// Builds a [`NodeConfig`]; made by [`NodeConfig::builder`].
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until build() is called"]
@@ -39,6 +44,8 @@ pub struct NodeConfigBuilder {
     manager: ManagerKind,
     connect_timeout: Duration,
     admission: Option<Admission>,
+    memory_budget: Option<u64>,
+    hold: Duration,
 }
 
 impl NodeConfig {
@@ -55,6 +62,8 @@ impl NodeConfig {
             manager: ManagerKind::Central,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             admission: None,
+            memory_budget: None,
+            hold: DEFAULT_HOLD,
         }
     }
 }
@@ -91,8 +100,23 @@ impl NodeConfigBuilder {
         self
     }
 
+    /// The most bytes of the region this node may hold at once (rounded down to whole
+    /// pages; see [`crate::replacement`]).
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The Δt hold (zero: off).
+    pub fn hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
+    }
+
     /// The configuration; [`DsmError::Config`] when `id` is not an index of the peers, the
-    /// region has no page, or the admission from the environment cannot be read.
+    /// region has no page, the memory budget holds fewer than
+    /// [`crate::replacement::MIN_FRAMES`] pages, or the admission from the environment
+    /// cannot be read.
     pub fn build(self) -> Result<NodeConfig, DsmError> {
         let Some(&own) = self.peers.get(self.id as usize) else {
             return Err(DsmError::Config(format!(
@@ -106,6 +130,9 @@ impl NodeConfigBuilder {
                 "the shared region needs at least one page".into(),
             ));
         }
+        if let Some(bytes) = self.memory_budget {
+            crate::replacement::frames_for(bytes).map_err(DsmError::Config)?;
+        }
         let admission = match self.admission {
             Some(a) => a,
             None => Admission::from_env().map_err(|e| DsmError::Config(e.to_string()))?,
@@ -118,6 +145,8 @@ impl NodeConfigBuilder {
             manager: self.manager,
             connect_timeout: self.connect_timeout,
             admission,
+            memory_budget: self.memory_budget,
+            hold: self.hold,
         })
     }
 }
@@ -154,6 +183,15 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
         assert_eq!((c.pages, c.manager), (9, ManagerKind::Fixed));
         assert_eq!(c.admission, Admission::Insecure);
+        assert_eq!((c.memory_budget, c.hold), (None, DEFAULT_HOLD));
+        let c = NodeConfig::builder(0, peers(1))
+            .memory_budget(1 << 20)
+            .hold(Duration::from_millis(1))
+            .admission(Admission::LoopbackOnly)
+            .build()
+            .unwrap();
+        assert_eq!(c.memory_budget, Some(1 << 20));
+        assert_eq!(c.hold, Duration::from_millis(1));
     }
 
     #[test]
@@ -166,5 +204,10 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("at least one page"), "{e}");
         assert!(NodeConfig::builder(0, Vec::new()).build().is_err());
+        let e = NodeConfig::builder(0, peers(1))
+            .memory_budget(4096)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("at least 4 pages"), "{e}");
     }
 }

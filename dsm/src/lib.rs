@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod remote;
 #[cfg(not(memlink_loom))]
 pub mod rendezvous;
+pub mod replacement;
 pub mod sync;
 #[cfg(not(memlink_loom))]
 pub use node::NodeRuntime;

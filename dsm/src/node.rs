@@ -40,9 +40,11 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+mod budget;
 pub mod prefetch;
+mod timers;
 pub mod wire;
 
 use crate::alloc::FirstFit;
@@ -51,11 +53,14 @@ use crate::remote::{
     CallError, ConnectError, Endpoint, EventSource, Incoming, Responder, TcpConfig, TcpTransport,
     Transport,
 };
+use crate::replacement::{BackingStore, Lru, PeerFrames};
 use crate::sync::{SyncManager, manager_of};
 use crate::types::{
     Access, DsmError, FaultResolver, LocalPages, NodeConfig, NodeId, NodeStats, PAGE_SIZE, PageNo,
 };
-use wire::{Request, SERVICE_COHERENCE};
+use budget::EvictionCounters;
+use timers::Timers;
+use wire::{Request, SERVICE_COHERENCE, SERVICE_FREE_FRAMES};
 
 /// The barrier every node passes in [`NodeRuntime::shutdown`].
 pub const SHUTDOWN_BARRIER: u32 = u32::MAX;
@@ -119,6 +124,16 @@ struct State {
     /// be gone once the final barrier ends).
     leaving: bool,
     left: HashSet<NodeId>,
+    /// The frames of the memory budget (`None`: no limit).
+    frames: Option<u32>,
+    /// The resident pages in replacement order, and how many there are.
+    lru: Lru,
+    /// What this node believes its peers' free frames are.
+    peers: PeerFrames,
+    /// Where written-back pages go (made on first use).
+    store: Option<Box<dyn BackingStore>>,
+    /// The free frames this node last broadcast.
+    last_broadcast: Option<u32>,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -134,6 +149,10 @@ pub struct NodeRuntime {
     alloc: Mutex<FirstFit>,
     read_faults: AtomicU64,
     write_faults: AtomicU64,
+    /// The Δt hold (zero: off).
+    hold: Duration,
+    timers: Arc<Timers>,
+    evictions: EvictionCounters,
 }
 
 /// What every node of a cluster must agree on besides the peers list, as one number: the page
@@ -248,10 +267,25 @@ impl NodeRuntime {
     ) -> Result<Arc<NodeRuntime>, DsmError> {
         Self::check_config(config)?;
         let nodes = transport.nodes();
-        let coherence = Coherence::new(config.id, nodes, config.pages, config.manager)
-            .map_err(|e| DsmError::Config(e.to_string()))?;
-        // Node 0 starts as the owner of every page, contents zero.
-        if config.id == 0 {
+        let frames = match config.memory_budget {
+            Some(bytes) => Some(crate::replacement::frames_for(bytes).map_err(DsmError::Config)?),
+            None => None,
+        };
+        let mut coherence = match frames {
+            Some(f) => Coherence::with_budget(config.id, nodes, config.pages, config.manager, f),
+            None => Coherence::new(config.id, nodes, config.pages, config.manager),
+        }
+        .map_err(|e| DsmError::Config(e.to_string()))?;
+        coherence.set_hold(!config.hold.is_zero());
+        let mut lru = Lru::new(config.pages);
+        for p in 0..config.pages {
+            if let Some(page) = coherence.page(p) {
+                lru.update(p, &page);
+            }
+        }
+        // Node 0 starts as the owner of every page, contents zero (in its backing store when
+        // it has a budget: a store nothing was written to reads as zeros).
+        if config.id == 0 && frames.is_none() {
             let zero = vec![0u8; PAGE_SIZE];
             for p in 0..config.pages {
                 pages.install_page(p, &zero, Access::Write)?;
@@ -270,12 +304,20 @@ impl NodeRuntime {
                 shut: false,
                 leaving: false,
                 left: HashSet::new(),
+                frames,
+                lru,
+                peers: PeerFrames::new(config.id, nodes),
+                store: None,
+                last_broadcast: None,
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
             alloc: Mutex::new(FirstFit::new(config.pages as usize * PAGE_SIZE)),
             read_faults: AtomicU64::new(0),
             write_faults: AtomicU64::new(0),
+            hold: config.hold,
+            timers: Arc::new(Timers::default()),
+            evictions: EvictionCounters::default(),
         });
         let weak: Weak<NodeRuntime> = Arc::downgrade(&rt);
         endpoint.serve(events, move |incoming| {
@@ -283,6 +325,7 @@ impl NodeRuntime {
                 rt.on_incoming(incoming);
             }
         });
+        Timers::start(Arc::clone(&rt.timers), Arc::downgrade(&rt))?;
         Ok(rt)
     }
 
@@ -309,6 +352,7 @@ impl NodeRuntime {
             write_faults: self.write_faults.load(Ordering::Relaxed),
             messages,
             bytes,
+            evictions: self.evictions.snapshot(),
         }
     }
 
@@ -338,6 +382,11 @@ impl NodeRuntime {
             Incoming::OneWay { from, payload } => {
                 if payload.first() == Some(&SERVICE_COHERENCE) {
                     self.on_coherence(from, &payload[1..]);
+                } else if payload.first() == Some(&SERVICE_FREE_FRAMES) {
+                    match wire::decode_free_frames(&payload[1..]) {
+                        Ok(free) => lock(&self.state).peers.heard(from, free),
+                        Err(e) => self.fail(from, format!("bad message: {e}")),
+                    }
                 } else {
                     self.fail(
                         from,
@@ -365,8 +414,10 @@ impl NodeRuntime {
         }
     }
 
-    fn on_coherence(&self, from: NodeId, bytes: &[u8]) {
-        let (msg, data) = match codec::decode(bytes) {
+    fn on_coherence(&self, from: NodeId, body: &[u8]) {
+        let decoded = wire::split_coherence(body)
+            .and_then(|(free, bytes)| Ok((free, codec::decode(bytes).map_err(|e| e.to_string())?)));
+        let (free, (msg, data)) = match decoded {
             Ok(d) => d,
             Err(e) => return self.fail(from, format!("bad coherence message: {e}")),
         };
@@ -374,11 +425,12 @@ impl NodeRuntime {
         if st.failed.is_some() {
             return;
         }
+        st.peers.heard(from, free);
         let result = st
             .coherence
             .handle(from, msg)
             .map_err(|e| (from, format!("protocol violation: {e}")))
-            .and_then(|effects| self.run_effects(&mut st, effects, data));
+            .and_then(|effects| self.run_effects(&mut st, msg.page(), effects, data));
         match result {
             Ok(out) => {
                 drop(st);
@@ -395,23 +447,37 @@ impl NodeRuntime {
     /// contents read now, in order with the access changes) are returned, to be sent by
     /// [`NodeRuntime::flush`] once the state lock is released: the protocol allows any
     /// delivery order, and the waiting threads need not wait for the sends.
+    /// `page` is the page of the protocol step that produced `effects`: the replacement
+    /// order is brought up to date with it, and with every step run here after it.
     fn run_effects(
         &self,
         st: &mut State,
+        page: PageNo,
         effects: Vec<Effect>,
         data: Option<&[u8]>,
     ) -> Result<Outgoing, (NodeId, String)> {
         let mut to_self: VecDeque<Message> = VecDeque::new();
         let mut out = Outgoing::default();
-        self.execute(effects, data, &mut to_self, &mut out)?;
+        let executed = self.execute(st, effects, data, &mut to_self, &mut out);
+        Self::refile(st, page);
+        executed?;
         while let Some(msg) = to_self.pop_front() {
             let effects = st
                 .coherence
                 .handle(self.id, msg)
                 .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
-            self.execute(effects, None, &mut to_self, &mut out)?;
+            let executed = self.execute(st, effects, None, &mut to_self, &mut out);
+            Self::refile(st, msg.page());
+            executed?;
         }
         Ok(out)
+    }
+
+    /// Bring the replacement order up to date with the protocol's state of `page`.
+    fn refile(st: &mut State, page: PageNo) {
+        if let Some(now) = st.coherence.page(page) {
+            st.lru.update(page, &now);
+        }
     }
 
     /// Wake the threads whose faults were served, then send the messages.
@@ -454,15 +520,18 @@ impl NodeRuntime {
         )
     }
 
-    fn no_backing_store(&self, page: PageNo) -> (NodeId, String) {
-        (
-            self.id,
-            format!("page {page} needs a backing store or a hold timer, and this node has neither"),
-        )
+    /// A coherence message to `to`, with this node's free frames and, when `data` is given,
+    /// the page contents.
+    fn encode_for(st: &State, msg: &Message, data: Option<&[u8]>) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(5 + codec::MESSAGE_LEN + PAGE_SIZE);
+        wire::coherence_header(Self::free_frames(st), &mut payload);
+        codec::encode(msg, data, &mut payload);
+        payload
     }
 
     fn execute(
         &self,
+        st: &mut State,
         effects: Vec<Effect>,
         data: Option<&[u8]>,
         to_self: &mut VecDeque<Message>,
@@ -472,42 +541,76 @@ impl NodeRuntime {
             match e {
                 Effect::Send { to, msg } if to == self.id => to_self.push_back(msg),
                 Effect::Send { to, msg } => {
-                    let mut payload = Vec::with_capacity(1 + codec::MESSAGE_LEN + PAGE_SIZE);
-                    payload.push(SERVICE_COHERENCE);
-                    if msg.carries_data() {
+                    if let Message::HandOffReply { accepted, .. } = msg {
+                        self.evictions.hand_off_answered(accepted);
+                    }
+                    let payload = if msg.carries_data() {
                         let mut page = vec![0u8; PAGE_SIZE];
                         self.pages.read_page(msg.page(), &mut page);
-                        codec::encode(&msg, Some(&page), &mut payload);
+                        Self::encode_for(st, &msg, Some(&page))
                     } else {
-                        codec::encode(&msg, None, &mut payload);
-                    }
+                        Self::encode_for(st, &msg, None)
+                    };
                     out.messages.push((to, payload));
                 }
+                Effect::SendStored { to, msg } => {
+                    if to == self.id {
+                        return Err((
+                            self.id,
+                            format!(
+                                "protocol violation: page {} sent from the store to this node itself",
+                                msg.page()
+                            ),
+                        ));
+                    }
+                    let mut page = vec![0u8; PAGE_SIZE];
+                    self.store_read(st, msg.page(), &mut page)?;
+                    out.messages
+                        .push((to, Self::encode_for(st, &msg, Some(&page))));
+                }
                 Effect::Install { page, access } => match data {
-                    Some(d) => self
-                        .pages
-                        .install_page(page, d, access)
-                        .map_err(|e| self.local_memory_failure(page, access, e))?,
+                    Some(d) => {
+                        self.pages
+                            .install_page(page, d, access)
+                            .map_err(|e| self.local_memory_failure(page, access, e))?;
+                        st.lru.touch(page);
+                    }
                     None => {
                         return Err((self.id, format!("page {page} to install came without data")));
                     }
                 },
+                Effect::PageIn { page, access } => {
+                    let mut data = vec![0u8; PAGE_SIZE];
+                    self.store_read(st, page, &mut data)?;
+                    self.pages
+                        .install_page(page, &data, access)
+                        .map_err(|e| self.local_memory_failure(page, access, e))?;
+                    st.lru.touch(page);
+                }
+                Effect::WriteBack { page } => {
+                    // No thread may write the page while its contents are copied out.
+                    self.pages
+                        .set_access(page, Access::None)
+                        .map_err(|e| self.local_memory_failure(page, Access::None, e))?;
+                    let mut data = vec![0u8; PAGE_SIZE];
+                    self.pages.read_page(page, &mut data);
+                    self.store_write(st, page, &data)?;
+                }
+                Effect::Hold { page } => {
+                    self.timers.schedule(page, Instant::now() + self.hold);
+                }
                 Effect::SetAccess { page, access } => self
                     .pages
                     .set_access(page, access)
                     .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
-                Effect::Evicted { page, .. } => self
-                    .pages
-                    .set_access(page, Access::None)
-                    .map_err(|e| self.local_memory_failure(page, Access::None, e))?,
-                // Only a node with a memory budget pages out; this runtime has no backing
-                // store yet, so the protocol never asks it to.
-                Effect::SendStored { msg, .. } => return Err(self.no_backing_store(msg.page())),
-                Effect::PageIn { page, .. }
-                | Effect::WriteBack { page }
-                | Effect::Hold { page } => {
-                    return Err(self.no_backing_store(page));
+                Effect::Evicted { page, class } => {
+                    self.pages
+                        .release_page(page)
+                        .map_err(|e| self.local_memory_failure(page, Access::None, e))?;
+                    self.evictions.evicted(class);
+                    // A frame is free: a fault waiting for one goes on.
+                    out.served = true;
                 }
             }
         }
@@ -802,6 +905,7 @@ impl NodeRuntime {
         }
         let final_barrier = self.barrier(SHUTDOWN_BARRIER);
         lock(&self.state).shut = true;
+        self.timers.stop();
         self.endpoint.transport().close();
         self.endpoint
             .fail_all(self.id, "this node shut down (left the cluster)");
@@ -842,7 +946,7 @@ impl NodeRuntime {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        match self.run_effects(&mut st, effects, None) {
+        match self.run_effects(&mut st, page, effects, None) {
             Ok(more) => {
                 out.served |= more.served;
                 out.messages.extend(more.messages);
@@ -918,23 +1022,29 @@ impl FaultResolver for NodeRuntime {
             Self::refused(&st)?;
             let now = Self::page_state(&st, page);
             if now.access >= access {
+                st.lru.touch(page);
                 return Ok(());
             }
-            if now.pending.is_none() {
-                let mut out = Outgoing::default();
-                st = self.start_fault(st, page, access, &mut out)?;
-                drop(st);
-                self.flush_fault(out)?;
-                st = lock(&self.state);
+            if now.pending.is_some() || now.evicting {
+                st = self.wait_for_page(st, page)?;
                 continue;
             }
-            st = self.wait_for_page(st, page)?;
+            if !now.uses_frame() && Self::free_frames(&st) == 0 {
+                st = self.make_room(st, page)?;
+                continue;
+            }
+            let mut out = Outgoing::default();
+            st = self.start_fault(st, page, access, &mut out)?;
+            drop(st);
+            self.flush_fault(out)?;
+            st = lock(&self.state);
         }
     }
 }
 
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
+        self.timers.stop();
         self.endpoint.transport().close();
     }
 }

@@ -271,6 +271,8 @@ pub fn node_config(env: &LaunchEnv, b: &Bootstrap) -> Result<NodeConfig, Rendezv
         manager: b.manager,
         connect_timeout: deadline.saturating_duration_since(Instant::now()),
         admission: b.admission.clone(),
+        memory_budget: None,
+        hold: crate::config::DEFAULT_HOLD,
     })
 }
 

@@ -261,6 +261,13 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Who may connect: the cluster key every connection proves (see [`crate::admission`]).
     pub admission: crate::admission::Admission,
+    /// The most bytes of the region this node holds at once (whole pages, at least
+    /// [`crate::replacement::MIN_FRAMES`]); `None`: no limit. Past it, pages are evicted in
+    /// the seed's order (see [`crate::replacement`]).
+    pub memory_budget: Option<u64>,
+    /// The Δt hold: a page that arrives here (or whose access goes up) stays at least this
+    /// long before a request takes it away or lowers its access; zero turns it off.
+    pub hold: Duration,
 }
 
 /// What a node has done so far.
@@ -274,6 +281,28 @@ pub struct NodeStats {
     pub messages: u64,
     /// Bytes sent by this node, frame headers included.
     pub bytes: u64,
+    /// What page replacement did here (all zero without a memory budget).
+    pub evictions: EvictionStats,
+}
+
+/// What page replacement did on one node: its evictions by class, the hand-offs it was
+/// offered, and its traffic with its backing store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictionStats {
+    /// Read copies dropped (the copyset's keeper told; no data moved).
+    pub dropped_copies: u64,
+    /// Owned replicated pages whose ownership passed to a holder of a copy.
+    pub passed_ownership: u64,
+    /// Only copies handed off to another node.
+    pub handed_off: u64,
+    /// Only copies written back to the backing store.
+    pub written_back: u64,
+    /// Hand-offs from other nodes that this node took.
+    pub hand_offs_accepted: u64,
+    /// Hand-offs from other nodes that this node refused (no free frame).
+    pub hand_offs_refused: u64,
+    /// Pages read back from the backing store (to use here or to send).
+    pub paged_in: u64,
 }
 
 /// The local memory of a node, as the node runtime sees it.
@@ -292,6 +321,12 @@ pub trait LocalPages: Send + Sync {
     /// remote read, invalidate on a remote write, upgrade when ownership arrives without data).
     /// Errors as for [`LocalPages::install_page`].
     fn set_access(&self, page: PageNo, access: Access) -> std::io::Result<()>;
+    /// Give up the frame of `page`: no access, and its contents are no longer needed (an
+    /// eviction ended), so the memory behind it may be returned to the system. The default
+    /// only takes the access away.
+    fn release_page(&self, page: PageNo) -> std::io::Result<()> {
+        self.set_access(page, Access::None)
+    }
 }
 
 /// Serves page faults; implemented by the node runtime (dsm-core).

@@ -369,6 +369,23 @@ impl LocalPages for Mapping {
         }
     }
 
+    /// No access, and the memory behind the page goes back to the system: its page of the
+    /// memfd is punched out (and, for userfaultfd, its kept contents dropped), so a node
+    /// under a memory budget really holds no more than its frames.
+    fn release_page(&self, page: PageNo) -> io::Result<()> {
+        if !self.in_range(page) {
+            return Ok(());
+        }
+        let _guard = self.lock(page);
+        if self.uffd.is_none() && self.table.access(page) != Access::None {
+            self.region.protect(page as usize, libc::PROT_NONE)?;
+        }
+        // No access first, so that no thread reads the page while its memory goes.
+        self.table.set(page, Access::None, false);
+        self.stash().remove(&page);
+        self.region.discard(page as usize)
+    }
+
     fn set_access(&self, page: PageNo, access: Access) -> io::Result<()> {
         if !self.in_range(page) {
             return Ok(());

@@ -6,7 +6,8 @@
 //! A hint: it changes no result. The protocol sees ordinary faults (the coherence model
 //! checks nodes with several faults under way at once); a page taken away again before it is
 //! used simply faults then, and a thread that touches a page still on its way waits for it
-//! like any fault on a pending page.
+//! like any fault on a pending page. Under a memory budget, a prefetch asks only for as
+//! many pages as there are free frames; it never evicts.
 
 use std::ops::Range;
 
@@ -72,7 +73,12 @@ impl NodeRuntime {
         for (pages, access) in wanted {
             for page in pages.clone() {
                 let now = Self::page_state(&st, page);
-                if now.access >= *access || now.pending.is_some() {
+                if now.access >= *access || now.pending.is_some() || now.evicting {
+                    continue;
+                }
+                // Under a memory budget a prefetch takes only free frames: it is a hint, and
+                // evicting for it could push out the pages in use.
+                if !now.uses_frame() && Self::free_frames(&st) == 0 {
                     continue;
                 }
                 st = match self.start_fault(st, page, *access, &mut out) {

@@ -1,6 +1,7 @@
 //! The wire form of the node runtime's requests (sync manager, allocator) and replies.
 //! Every payload starts with a service byte; coherence messages follow [`SERVICE_COHERENCE`]
-//! in the format of `protocol::codec`.
+//! and the sender's free-frame count (see [`coherence_header`]) in the format of
+//! `protocol::codec`.
 
 use crate::types::{DsmError, NodeId};
 
@@ -10,6 +11,44 @@ pub const SERVICE_COHERENCE: u8 = 1;
 pub const SERVICE_SYNC: u8 = 2;
 /// Allocator request (request frame).
 pub const SERVICE_ALLOC: u8 = 3;
+/// The sender's exact free-frame count, broadcast now and then (one-way frame, no reply).
+pub const SERVICE_FREE_FRAMES: u8 = 4;
+
+/// The start of a coherence payload: the service byte and the sender's free page frames
+/// (piggybacked on every coherence message, as the seed suggests), little-endian.
+pub fn coherence_header(free_frames: u32, out: &mut Vec<u8>) {
+    out.push(SERVICE_COHERENCE);
+    out.extend_from_slice(&free_frames.to_le_bytes());
+}
+
+/// The sender's free frames and the codec bytes of a coherence payload (after its service
+/// byte).
+pub fn split_coherence(body: &[u8]) -> Result<(u32, &[u8]), String> {
+    match (body.get(..4), body.get(4..)) {
+        (Some(free), Some(rest)) => {
+            let free = u32::from_le_bytes(free.try_into().map_err(|_| "short header")?);
+            Ok((free, rest))
+        }
+        _ => Err(format!(
+            "coherence message of {} bytes has no free-frame count",
+            body.len()
+        )),
+    }
+}
+
+/// The broadcast of a node's free frames.
+pub fn free_frames_message(free_frames: u32) -> Vec<u8> {
+    let mut b = vec![SERVICE_FREE_FRAMES];
+    b.extend_from_slice(&free_frames.to_le_bytes());
+    b
+}
+
+/// The count of a free-frames broadcast (after its service byte).
+pub fn decode_free_frames(body: &[u8]) -> Result<u32, String> {
+    <[u8; 4]>::try_from(body)
+        .map(u32::from_le_bytes)
+        .map_err(|_| format!("free-frame broadcast of {} bytes, not 4", body.len()))
+}
 
 /// A request to a sync manager or to the allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +194,21 @@ mod tests {
         assert!(Request::decode(&[SERVICE_SYNC, 9, 0, 0, 0, 0]).is_err());
         assert!(Request::decode(&[SERVICE_ALLOC, 1, 0]).is_err());
         assert!(Request::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn free_frame_counts_round_trip_and_short_ones_are_refused() {
+        let mut b = Vec::new();
+        coherence_header(77, &mut b);
+        b.extend_from_slice(&[9, 9]);
+        assert_eq!(b[0], SERVICE_COHERENCE);
+        assert_eq!(split_coherence(&b[1..]), Ok((77, &[9u8, 9][..])));
+        assert!(split_coherence(&[1, 2, 3]).is_err());
+        let m = free_frames_message(u32::MAX);
+        assert_eq!(m[0], SERVICE_FREE_FRAMES);
+        assert_eq!(decode_free_frames(&m[1..]), Ok(u32::MAX));
+        assert!(decode_free_frames(&m[1..4]).is_err());
+        assert!(decode_free_frames(&[0; 5]).is_err());
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub fn config(id: usize, peers: &[SocketAddr], pages: u32, manager: ManagerKind)
         manager,
         connect_timeout: Duration::from_secs(10),
         admission: memlink_dsm::admission::Admission::LoopbackOnly,
+        memory_budget: None,
+        hold: memlink_dsm::config::DEFAULT_HOLD,
     }
 }
 

@@ -20,6 +20,12 @@ use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig};
 /// `id|listen|peers|body|backend|manager`.
 pub const NODE_ENV: &str = "MEMLINK_DSM_TEST_NODE";
 
+/// Environment variables a test sets for its node processes: the memory budget in bytes and
+/// the Δt hold in microseconds (unset: none, and the default hold).
+pub const BUDGET_ENV: &str = "MEMLINK_DSM_TEST_BUDGET";
+/// See [`BUDGET_ENV`].
+pub const HOLD_US_ENV: &str = "MEMLINK_DSM_TEST_HOLD_US";
+
 /// A node body: runs on a joined node, returns whether its checks passed.
 pub type Body = fn(&Dsm) -> Result<bool, DsmError>;
 
@@ -68,6 +74,14 @@ pub fn node_entry(custom: &[(&str, Body)]) {
                 .unwrap_or(20_000),
         ),
         admission: Admission::from_env().expect("the launcher's key"),
+        memory_budget: std::env::var(BUDGET_ENV)
+            .ok()
+            .map(|v| v.parse().expect("budget")),
+        hold: std::env::var(HOLD_US_ENV)
+            .ok()
+            .map_or(memlink_dsm::config::DEFAULT_HOLD, |v| {
+                Duration::from_micros(v.parse().expect("hold"))
+            }),
     };
     let backend: Backend = backend.parse().expect("backend");
     let body = body_of(body, custom).expect("known body");
@@ -80,12 +94,23 @@ pub fn node_entry(custom: &[(&str, Body)]) {
                 EXIT_DSM_ERROR
             }
         }
-        Ok(dsm) => match body(&dsm).and_then(|ok| dsm.leave().map(|_| ok)) {
-            Ok(true) => {
+        Ok(dsm) => match body(&dsm).and_then(|ok| dsm.leave().map(|stats| (ok, stats))) {
+            Ok((ok, stats)) if ok => {
+                let e = stats.evictions;
+                println!(
+                    "evictions: {} {} {} {} {} {} {}",
+                    e.dropped_copies,
+                    e.passed_ownership,
+                    e.handed_off,
+                    e.written_back,
+                    e.hand_offs_accepted,
+                    e.hand_offs_refused,
+                    e.paged_in
+                );
                 println!("verified: true");
                 0
             }
-            Ok(false) => {
+            Ok(_) => {
                 println!("verified: false");
                 EXIT_NOT_VERIFIED
             }

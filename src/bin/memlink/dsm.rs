@@ -87,9 +87,29 @@ pub(crate) struct ClusterArgs {
     /// (one round for all of them) but faults them in one page at a time.
     #[arg(long)]
     pub(crate) no_prefetch: bool,
+    /// At most this much of the shared region on each node, e.g. 16M (binary suffixes K, M,
+    /// G; whole pages, at least 16K); past it, pages are evicted in the seed's order: read
+    /// copies dropped, ownership of replicated pages passed on, only copies handed off to a
+    /// node with room or written back to the node's store. Default: no limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+    pub(crate) memory_budget: Option<u64>,
+    /// The Δt hold, in microseconds: a page that arrives at a node stays there at least this
+    /// long before another node's request takes it away (0: off). Default: the library's
+    /// DEFAULT_HOLD.
+    #[arg(long, value_name = "MICROSECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub(crate) hold_us: Option<u64>,
 }
 
 impl ClusterArgs {
+    /// Sets this node's memory budget and Δt hold in `config` as the flags say.
+    pub(crate) fn apply_memory(&self, config: &mut NodeConfig) {
+        config.memory_budget = self.memory_budget;
+        config.hold = self
+            .hold_us
+            .map_or(memlink_dsm::config::DEFAULT_HOLD, Duration::from_micros);
+    }
+
     pub(crate) fn app_params(&self) -> apps::AppParams {
         apps::AppParams {
             size: self.size.map(|v| v as usize),
@@ -171,6 +191,14 @@ fn parse_app(s: &str) -> Result<App, String> {
     s.parse::<App>().map_err(|e| e.to_string())
 }
 
+/// A memory budget: a size as `bench ipc --sizes` takes them, of at least
+/// [`memlink_dsm::replacement::MIN_FRAMES`] pages.
+fn parse_budget(s: &str) -> Result<u64, String> {
+    let bytes = memlink::ipc_bench::size::parse_size(s).map_err(|e| e.to_string())? as u64;
+    memlink_dsm::replacement::frames_for(bytes)?;
+    Ok(bytes)
+}
+
 pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
@@ -242,8 +270,10 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
             connect_timeout,
             admission,
         };
-        return rendezvous::node_config(&env, &bootstrap)
-            .map_err(|e| format!("node {} of {} ({}): {e}", env.rank, env.size, env.launcher));
+        let mut config = rendezvous::node_config(&env, &bootstrap)
+            .map_err(|e| format!("node {} of {} ({}): {e}", env.rank, env.size, env.launcher))?;
+        a.cluster.apply_memory(&mut config);
+        return Ok(config);
     }
     if a.coordinator.is_some() {
         return Err("--coordinator is for --from-env (a launcher's nodes)".into());
@@ -259,7 +289,7 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
             a.peers.len()
         ));
     }
-    Ok(NodeConfig {
+    let mut config = NodeConfig {
         id,
         listen,
         peers: a.peers.clone(),
@@ -267,7 +297,11 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
         manager: a.cluster.manager,
         connect_timeout,
         admission,
-    })
+        memory_budget: None,
+        hold: memlink_dsm::config::DEFAULT_HOLD,
+    };
+    a.cluster.apply_memory(&mut config);
+    Ok(config)
 }
 
 fn run_node(a: NodeArgs) -> ExitCode {
@@ -298,6 +332,21 @@ fn run_node(a: NodeArgs) -> ExitCode {
                     report.stats.messages,
                     report.stats.bytes
                 );
+                let e = report.stats.evictions;
+                if e != memlink_dsm::EvictionStats::default() {
+                    println!(
+                        "node {}: evictions: dropped copies {}, passed ownership {}, handed off \
+                         {}, written back {}; hand-offs accepted {}, refused {}; paged in {}",
+                        report.id,
+                        e.dropped_copies,
+                        e.passed_ownership,
+                        e.handed_off,
+                        e.written_back,
+                        e.hand_offs_accepted,
+                        e.hand_offs_refused,
+                        e.paged_in
+                    );
+                }
                 println!("verified: {}", report.verified);
             }
             if report.verified {
@@ -350,6 +399,12 @@ pub(crate) fn run_cluster(
         }
         if c.no_prefetch {
             cmd.arg("--no-prefetch");
+        }
+        if let Some(bytes) = c.memory_budget {
+            cmd.args(["--memory-budget", &bytes.to_string()]);
+        }
+        if let Some(us) = c.hold_us {
+            cmd.args(["--hold-us", &us.to_string()]);
         }
         cmd
     });
@@ -414,6 +469,11 @@ fn run_local(a: RunArgs) -> ExitCode {
             "messages": messages,
             "bytes": bytes,
         });
+        if c.memory_budget.is_some() {
+            let per_node: Vec<_> = reports.iter().map(eviction_json).collect();
+            obj["memory_budget"] = serde_json::json!(c.memory_budget);
+            obj["evictions"] = serde_json::json!(per_node);
+        }
         if let Some(steady) = reports.iter().filter_map(|r| r.steady_us).max() {
             // jacobi: the sweeps alone (wall_ms also counts moving each band to its node).
             obj["steady_ms"] = serde_json::json!(steady as f64 / 1000.0);
@@ -444,11 +504,63 @@ fn run_local(a: RunArgs) -> ExitCode {
             "{:>6} {:>9} {:>10.1} {:>12} {:>13} {:>9} {:>10}",
             "all", verified, wall_ms, read_faults, write_faults, messages, bytes
         );
+        if let Some(budget) = c.memory_budget {
+            print_evictions(budget, &reports);
+        }
         println!("verified: {verified}");
     }
     if verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(apps::EXIT_NOT_VERIFIED as u8)
+    }
+}
+
+/// One node's eviction counters as JSON.
+fn eviction_json(r: &NodeReport) -> serde_json::Value {
+    let e = r.stats.evictions;
+    serde_json::json!({
+        "node": r.id,
+        "dropped_copies": e.dropped_copies,
+        "passed_ownership": e.passed_ownership,
+        "handed_off": e.handed_off,
+        "written_back": e.written_back,
+        "hand_offs_accepted": e.hand_offs_accepted,
+        "hand_offs_refused": e.hand_offs_refused,
+        "paged_in": e.paged_in,
+    })
+}
+
+/// The table of what page replacement did on each node.
+fn print_evictions(budget: u64, reports: &[NodeReport]) {
+    println!(
+        "page replacement (memory budget {} KiB per node): evictions by class, hand-offs \
+         offered to the node, pages read back from its store",
+        budget / 1024
+    );
+    println!(
+        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9}",
+        "node",
+        "dropped",
+        "passed",
+        "handed off",
+        "written back",
+        "accepted",
+        "refused",
+        "paged in"
+    );
+    for r in reports {
+        let e = r.stats.evictions;
+        println!(
+            "{:>6} {:>8} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9}",
+            r.id,
+            e.dropped_copies,
+            e.passed_ownership,
+            e.handed_off,
+            e.written_back,
+            e.hand_offs_accepted,
+            e.hand_offs_refused,
+            e.paged_in
+        );
     }
 }

@@ -75,6 +75,8 @@ fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr
                 return ExitCode::from(2);
             }
         },
+        memory_budget: None,
+        hold: memlink_dsm::config::DEFAULT_HOLD,
     };
     match bench::run_node(config, a.backend, iters) {
         Ok(Some(figures)) => {

@@ -74,6 +74,8 @@ pub fn run(a: ScaleArgs) -> ExitCode {
         size: Some(a.size),
         iters: Some(a.iters),
         no_prefetch: false,
+        memory_budget: None,
+        hold_us: None,
     };
     let timeout = match crate::dsm_plan::check("memlink dsm scale", a.nodes, &largest, a.timeout) {
         Ok(timeout) => timeout,
@@ -90,6 +92,8 @@ pub fn run(a: ScaleArgs) -> ExitCode {
                 size: Some(a.size),
                 iters: Some(a.iters),
                 no_prefetch: i == 2,
+                memory_budget: None,
+                hold_us: None,
             };
             let nodes = if many { a.nodes } else { 1 };
             let reports = match run_cluster("memlink dsm scale", nodes, &cluster, timeout) {

@@ -1,0 +1,214 @@
+//! The node runtime's side of page replacement (see [`crate::replacement`]): making room
+//! when a fault needs a frame and none is free, the Δt holds firing, the free-frame
+//! broadcast, the backing store, and the counters of what ran.
+
+use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{NodeRuntime, State, lock, wire};
+use crate::protocol::message::EvictClass;
+use crate::remote::ReplyScheme;
+use crate::replacement::{BackingStore, Class, FileStore, UNLIMITED};
+use crate::types::{DsmError, EvictionStats, NodeId, PageNo};
+
+/// What page replacement did on this node (see [`EvictionStats`]).
+#[derive(Debug, Default)]
+pub(super) struct EvictionCounters {
+    dropped_copies: AtomicU64,
+    passed_ownership: AtomicU64,
+    handed_off: AtomicU64,
+    written_back: AtomicU64,
+    hand_offs_accepted: AtomicU64,
+    hand_offs_refused: AtomicU64,
+    paged_in: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl EvictionCounters {
+    /// An eviction of `class` ended here.
+    pub(super) fn evicted(&self, class: EvictClass) {
+        bump(match class {
+            EvictClass::DroppedCopy => &self.dropped_copies,
+            EvictClass::PassedOwnership => &self.passed_ownership,
+            EvictClass::HandedOff => &self.handed_off,
+            EvictClass::WrittenBack => &self.written_back,
+        });
+    }
+
+    /// This node answered a hand-off offered to it.
+    pub(super) fn hand_off_answered(&self, accepted: bool) {
+        bump(if accepted {
+            &self.hand_offs_accepted
+        } else {
+            &self.hand_offs_refused
+        });
+    }
+
+    /// A page was read back from the backing store.
+    pub(super) fn paged_in(&self) {
+        bump(&self.paged_in);
+    }
+
+    pub(super) fn snapshot(&self) -> EvictionStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EvictionStats {
+            dropped_copies: get(&self.dropped_copies),
+            passed_ownership: get(&self.passed_ownership),
+            handed_off: get(&self.handed_off),
+            written_back: get(&self.written_back),
+            hand_offs_accepted: get(&self.hand_offs_accepted),
+            hand_offs_refused: get(&self.hand_offs_refused),
+            paged_in: get(&self.paged_in),
+        }
+    }
+}
+
+impl NodeRuntime {
+    /// The frames this node has free now ([`UNLIMITED`] without a budget).
+    pub(super) fn free_frames(st: &State) -> u32 {
+        match st.frames {
+            None => UNLIMITED,
+            Some(f) => f.saturating_sub(st.lru.resident()),
+        }
+    }
+
+    /// A fault on `page` needs a frame and none is free. Unless an eviction is under way
+    /// already (its end frees one), start one: the least recently used evictable page of
+    /// the cheapest class, an only copy offered to the peer believed to have the most room.
+    /// Then wait for something to change (a frame freed, a hold over, a page arrived); the
+    /// caller looks again. Fails the node on a local failure, like a fault.
+    pub(super) fn make_room<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        page: PageNo,
+    ) -> Result<MutexGuard<'a, State>, DsmError> {
+        if st.lru.evicting() == 0 {
+            let State {
+                lru,
+                coherence,
+                peers,
+                ..
+            } = &mut *st;
+            if let Some((victim, class)) = lru.victim(|p| coherence.evictable(p)) {
+                let target = (class == Class::OnlyCopy)
+                    .then(|| peers.hand_off_target())
+                    .flatten();
+                let effects = coherence
+                    .evict(victim, target)
+                    .map_err(|e| DsmError::Protocol(e.to_string()))?;
+                let out = match self.run_effects(&mut st, victim, effects, None) {
+                    Ok(out) => out,
+                    Err((node, reason)) => {
+                        self.fail_locked(st, node, reason.clone());
+                        return Err(DsmError::NodeLost { node, reason });
+                    }
+                };
+                drop(st);
+                self.flush_fault(out)?;
+                return Ok(lock(&self.state));
+            }
+        }
+        self.wait_for_page(st, page)
+    }
+
+    /// The Δt of `page` is over: the requests that waited for it are handled now, and
+    /// threads waiting for a frame look again (the page may be evicted from now on).
+    pub(super) fn hold_fired(&self, page: PageNo) {
+        let mut st = lock(&self.state);
+        if st.failed.is_some() || st.shut {
+            return;
+        }
+        let result = st
+            .coherence
+            .hold_expired(page)
+            .map_err(|e| (self.id, format!("protocol violation: {e}")))
+            .and_then(|effects| self.run_effects(&mut st, page, effects, None));
+        match result {
+            Ok(mut out) => {
+                out.served = true;
+                drop(st);
+                if let Err((node, reason)) = self.flush(out) {
+                    if !lock(&self.state).leaving {
+                        self.fail(node, reason);
+                    }
+                }
+            }
+            Err((node, reason)) => self.fail_locked(st, node, reason),
+        }
+    }
+
+    /// Tell every peer this node's free frames, if they changed since the last time. No
+    /// reply is awaited, and a failed send is not acted on here: a broken connection is seen
+    /// by its reader, which fails the node.
+    pub(super) fn broadcast_free_frames(&self) {
+        let (free, targets) = {
+            let mut st = lock(&self.state);
+            if st.failed.is_some() || st.shut || st.leaving {
+                return;
+            }
+            let free = Self::free_frames(&st);
+            if st.last_broadcast == Some(free) {
+                return;
+            }
+            st.last_broadcast = Some(free);
+            let targets: Vec<NodeId> = (0..self.nodes as NodeId)
+                .filter(|n| *n != self.id && !st.left.contains(n))
+                .collect();
+            (free, targets)
+        };
+        let _ = self.endpoint.broadcast(
+            &targets,
+            wire::free_frames_message(free),
+            ReplyScheme::None,
+            None,
+        );
+    }
+
+    /// The stored contents of `page` (zeros when nothing was ever written back here).
+    pub(super) fn store_read(
+        &self,
+        st: &mut State,
+        page: PageNo,
+        out: &mut [u8],
+    ) -> Result<(), (NodeId, String)> {
+        self.evictions.paged_in();
+        match st.store.as_mut() {
+            Some(store) => store
+                .read_page(page, out)
+                .map_err(|e| (self.id, format!("this node's backing store failed: {e}"))),
+            None => {
+                out.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Write `data` as the stored contents of `page` (the store is made on first use).
+    pub(super) fn store_write(
+        &self,
+        st: &mut State,
+        page: PageNo,
+        data: &[u8],
+    ) -> Result<(), (NodeId, String)> {
+        let failed = |e: crate::replacement::StoreError| {
+            (self.id, format!("this node's backing store failed: {e}"))
+        };
+        if st.store.is_none() {
+            let store: Box<dyn BackingStore> =
+                Box::new(FileStore::create(self.page_count).map_err(failed)?);
+            st.store = Some(store);
+        }
+        match st.store.as_mut() {
+            Some(store) => store.write_page(page, data).map_err(failed),
+            None => Ok(()),
+        }
+    }
+
+    /// What page replacement did here so far.
+    pub fn eviction_stats(&self) -> EvictionStats {
+        self.evictions.snapshot()
+    }
+}
