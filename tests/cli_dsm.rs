@@ -116,12 +116,63 @@ fn dsm_run_table_ends_with_verified() {
     assert!(stdout.trim_end().ends_with("verified: true"), "{stdout}");
 }
 
+/// matmul on 3 nodes with 16 KiB each (4 pages of the 7 it touches) and sort with 32 KiB
+/// (8 of 17) and a Δt hold: both verify, and the eviction counters of every node come back.
+#[test]
+fn dsm_run_under_a_memory_budget_verifies_and_reports_evictions() {
+    let v = json_of(
+        memlink().args([
+            "dsm",
+            "run",
+            "--nodes",
+            "3",
+            "--app",
+            "matmul",
+            "--memory-budget",
+            "16K",
+            "--json",
+        ]),
+        "matmul under 16K",
+    );
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["memory_budget"], 16384, "{v}");
+    let nodes = v["evictions"].as_array().expect("evictions per node");
+    assert_eq!(nodes.len(), 3, "{v}");
+    let total: u64 = nodes
+        .iter()
+        .flat_map(|n| {
+            [
+                "dropped_copies",
+                "passed_ownership",
+                "handed_off",
+                "written_back",
+            ]
+            .map(|k| n[k].as_u64().unwrap())
+        })
+        .sum();
+    assert!(total > 0, "nothing evicted: {v}");
+    let out = memlink()
+        .args(["dsm", "run", "--nodes", "3", "--app", "sort"])
+        .args(["--memory-budget", "32K", "--hold-us", "100"])
+        .output()
+        .expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("page replacement (memory budget 32 KiB"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("verified: true"), "{stdout}");
+}
+
 #[test]
 fn bad_arguments_are_refused_with_a_message() {
     for args in [
         &["dsm", "run", "--nodes", "0", "--app", "counter"][..],
         &["dsm", "run", "--app", "quicksort"],
         &["dsm", "run", "--app", "sort", "--backend", "kqueue"],
+        &["dsm", "run", "--app", "sort", "--memory-budget", "8K"],
+        &["dsm", "run", "--app", "sort", "--memory-budget", "3X"],
         &[
             "dsm",
             "node",
