@@ -3,22 +3,10 @@
 
 #![cfg(not(memlink_loom))]
 
-use std::path::Path;
-
 use memlink_capability::fuzz_bodies;
 
 fn replay(target: &str, body: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        body(&data);
-        inputs += 1;
-    }
-    assert!(inputs > 0, "{} holds no corpus", dir.display());
+    memlink_test_support::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, body);
 }
 
 #[test]

@@ -3,20 +3,9 @@
 //! a batch of deterministic pseudo-random inputs as well.
 
 use memlink_channels::fuzzing;
-use std::path::Path;
 
 fn replay(target: &str, body: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        body(&data);
-        n += 1;
-    }
-    assert!(n > 0, "no corpus for {target} in {}", dir.display());
+    memlink_test_support::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, body);
     let mut state = 0x2545_f491_4f6c_dd1du64 ^ target.len() as u64;
     for _ in 0..2_000 {
         state ^= state << 13;

@@ -3,25 +3,8 @@
 //! (see `memlink_dsm::fuzzing`; run a campaign with `cargo +nightly fuzz run <target>` in
 //! dsm/fuzz).
 
-use std::path::Path;
-
 fn replay(target: &str, body: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| body(&data));
-        assert!(
-            outcome.is_ok(),
-            "{target}: {} broke an invariant",
-            path.display()
-        );
-        files += 1;
-    }
-    assert!(files > 0, "no corpus for {target} in {}", dir.display());
+    memlink_test_support::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, body);
 }
 
 #[test]

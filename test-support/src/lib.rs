@@ -169,3 +169,33 @@ pub fn dev_shm_entries() -> std::collections::BTreeSet<String> {
         })
         .unwrap_or_default()
 }
+
+/// Replays a committed fuzz corpus (`<crate_dir>/fuzz/corpus/<target>/`, every file) through
+/// `body`, the function the cargo-fuzz target calls, so the stable suite checks every input a
+/// nightly campaign kept. A panic names the input file; an empty or missing corpus fails.
+/// Returns how many inputs ran. Call it with `env!("CARGO_MANIFEST_DIR")`.
+pub fn replay_corpus(crate_dir: &str, target: &str, body: fn(&[u8])) -> usize {
+    let dir = std::path::Path::new(crate_dir)
+        .join("fuzz/corpus")
+        .join(target);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    paths.sort();
+    assert!(
+        !paths.is_empty(),
+        "no corpus for {target} in {}",
+        dir.display()
+    );
+    for path in &paths {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let outcome = std::panic::catch_unwind(|| body(&data));
+        assert!(
+            outcome.is_ok(),
+            "{target}: the corpus input {} broke an invariant",
+            path.display()
+        );
+    }
+    paths.len()
+}
