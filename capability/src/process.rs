@@ -166,7 +166,8 @@ impl ProcessDescriptor {
         peer: Option<&crate::liveness::PeerLiveness>,
         check_every: Duration,
     ) -> BlockOutcome {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // A timeout too long for an `Instant` is no deadline at all.
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         let slice = match (peer, timeout) {
             (None, None) => None,
             (None, Some(t)) => Some(t.min(check_every.max(Duration::from_millis(1)))),

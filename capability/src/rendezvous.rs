@@ -159,12 +159,13 @@ pub fn connect_within(
     path: impl AsRef<Path>,
     timeout: Duration,
 ) -> Result<UnixStream, ConnectError> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too long for an `Instant` means: keep trying.
+    let deadline = Instant::now().checked_add(timeout);
     let mut pause = Duration::from_millis(1);
     loop {
         match connect(path.as_ref()) {
             Err(ConnectError::NoListener(p)) => {
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(ConnectError::NoListener(p));
                 }
                 // Polling pause between connection attempts (not test synchronisation).
@@ -213,5 +214,27 @@ mod tests {
             Err(BindError::NotASocket(_))
         ));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_an_instant_keeps_trying_instead_of_panicking() {
+        let path = tmp_path("forever");
+        let _ = std::fs::remove_file(&path);
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let listener_path = path.clone();
+        let listener = std::thread::spawn(move || {
+            // Bind once the connecting side has started (it may or may not find nobody first).
+            let first = bound_rx.recv().unwrap();
+            let l = RendezvousListener::bind(&listener_path).unwrap();
+            let _ = l.listener().accept().unwrap();
+            first
+        });
+        let path_for_connect = path.clone();
+        let connecting = std::thread::spawn(move || {
+            bound_tx.send(()).unwrap();
+            connect_within(&path_for_connect, Duration::MAX).map(|_| ())
+        });
+        assert!(connecting.join().unwrap().is_ok());
+        listener.join().unwrap();
     }
 }

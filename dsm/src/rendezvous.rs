@@ -233,7 +233,7 @@ pub fn node_config(env: &LaunchEnv, b: &Bootstrap) -> Result<NodeConfig, Rendezv
         IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
     };
-    let deadline = Instant::now() + b.connect_timeout;
+    let deadline = crate::remote::tcp::deadline_after(b.connect_timeout);
     let (listener, peers) = if env.rank == 0 {
         let addr = b.listen.unwrap_or_else(|| unspecified(coordinator.port()));
         let listener = listener_for(addr)?;
