@@ -224,10 +224,9 @@ mod tests {
         let listener_path = path.clone();
         let listener = std::thread::spawn(move || {
             // Bind once the connecting side has started (it may or may not find nobody first).
-            let first = bound_rx.recv().unwrap();
+            bound_rx.recv().unwrap();
             let l = RendezvousListener::bind(&listener_path).unwrap();
             let _ = l.listener().accept().unwrap();
-            first
         });
         let path_for_connect = path.clone();
         let connecting = std::thread::spawn(move || {
