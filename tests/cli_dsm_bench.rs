@@ -134,3 +134,74 @@ fn dsm_bench_table_speaks_words_and_micro_seconds() {
         assert!(stdout.contains(words), "{words:?} missing:\n{stdout}");
     }
 }
+
+/// `--suite eviction`: every class runs as set up (the prober checks the page written back
+/// reads back intact), each figure positive with its ratio to the read miss of the same run;
+/// `--suite hold`: six runs (true and false sharing, Δt 0, 100 µs, 1 ms) whose nodes wrote.
+#[test]
+fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
+    for manager in ["central", "dynamic"] {
+        let out = memlink()
+            .args([
+                "dsm", "bench", "--suite", "eviction", "--iters", "8", "--json",
+            ])
+            .args(["--manager", manager])
+            .output()
+            .expect("run memlink");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(v["as_meant"], 1.0, "{v}");
+        for class in [
+            "dropped_copy",
+            "passed_ownership",
+            "handed_off",
+            "written_back",
+            "page_in",
+        ] {
+            assert!(
+                v[format!("{class}_us")].as_f64().unwrap() > 0.0,
+                "{class}: {v}"
+            );
+            assert!(
+                v[format!("{class}_vs_read_miss")].as_f64().unwrap() > 0.0,
+                "{class}: {v}"
+            );
+        }
+    }
+    let out = memlink()
+        .args([
+            "dsm",
+            "bench",
+            "--suite",
+            "hold",
+            "--duration-ms",
+            "30",
+            "--json",
+        ])
+        .output()
+        .expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 6, "{v}");
+    for r in runs {
+        let ops = r["ops_per_s_node0"].as_f64().unwrap() + r["ops_per_s_node1"].as_f64().unwrap();
+        assert!(ops > 0.0, "{r}");
+    }
+    let out = memlink()
+        .args(["dsm", "bench", "--suite", "hold", "--nodes", "3"])
+        .output()
+        .expect("run memlink");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 nodes"));
+}

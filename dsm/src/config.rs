@@ -30,7 +30,9 @@ pub const DEFAULT_PAGES: u32 = 256;
 /// How long a node built with the defaults keeps trying to reach its peers at start.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Δt hold of a node that is not told one (see [`NodeConfig::hold`]): zero, off.
+/// The Δt hold of a node that is not told one (see [`NodeConfig::hold`]): zero, off. Chosen
+/// from `memlink dsm bench --suite hold` and the apps (dsm/README.md): a hold pays where two
+/// nodes write one page at once, and delays every hand-over at a lock or barrier by Δt.
 pub const DEFAULT_HOLD: Duration = Duration::ZERO;
 
 /// Builds a [`NodeConfig`]; made by [`NodeConfig::builder`].

@@ -15,6 +15,8 @@ pub mod remote;
 #[cfg(not(memlink_loom))]
 pub mod rendezvous;
 pub mod replacement;
+#[cfg(not(memlink_loom))]
+pub mod replacement_bench;
 pub mod sync;
 #[cfg(not(memlink_loom))]
 pub use node::NodeRuntime;

@@ -207,6 +207,45 @@ impl NodeRuntime {
         }
     }
 
+    /// Evict `page` from this node now, in the seed's order, and wait until the eviction
+    /// ends; an only copy is offered to a peer believed to have room when `hand_off` is true,
+    /// else written back. Returns false (and does nothing) when the page cannot be evicted
+    /// now: not held here, inside its Δt hold, or something under way for it. The runtime
+    /// evicts by itself under a memory budget; this is for benchmarks and tests, which read
+    /// the class that ran in [`NodeRuntime::eviction_stats`].
+    pub fn evict_page(&self, page: PageNo, hand_off: bool) -> Result<bool, DsmError> {
+        self.check_page(page)?;
+        let mut st = lock(&self.state);
+        Self::refused(&st)?;
+        if !st.coherence.evictable(page) {
+            return Ok(false);
+        }
+        let target = if hand_off {
+            st.peers.hand_off_target()
+        } else {
+            None
+        };
+        let effects = st
+            .coherence
+            .evict(page, target)
+            .map_err(|e| DsmError::Protocol(e.to_string()))?;
+        let out = match self.run_effects(&mut st, page, effects, None) {
+            Ok(out) => out,
+            Err((node, reason)) => {
+                self.fail_locked(st, node, reason.clone());
+                return Err(DsmError::NodeLost { node, reason });
+            }
+        };
+        drop(st);
+        self.flush_fault(out)?;
+        let mut st = lock(&self.state);
+        while Self::page_state(&st, page).evicting {
+            Self::refused(&st)?;
+            st = self.wait_for_page(st, page)?;
+        }
+        Ok(true)
+    }
+
     /// What page replacement did here so far.
     pub fn eviction_stats(&self) -> EvictionStats {
         self.evictions.snapshot()

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use memlink_dsm::bench::{self, BenchFigures, PROBER};
 use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
@@ -14,33 +14,56 @@ use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
 /// Arguments of `memlink dsm bench`.
 #[derive(Args)]
 pub struct BenchArgs {
+    /// What to measure: faults (misses, invalidations, prefetch, locks, barriers, connection
+    /// set-up), eviction (each eviction class against a remote read miss, on 2 nodes) or
+    /// hold (a page written alternately by 2 nodes, true and false sharing, with a Δt hold of
+    /// 0, 100 µs and 1 ms).
+    #[arg(long, value_enum, default_value = "faults")]
+    pub(crate) suite: Suite,
     /// The number of node processes (2 to 64); a write invalidates nodes - 1 read copies.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=64))]
-    nodes: u16,
+    pub(crate) nodes: u16,
     /// Which page manager locates page owners: central, fixed or dynamic.
     #[arg(long, default_value = "central", value_parser = parse_manager)]
-    manager: ManagerKind,
+    pub(crate) manager: ManagerKind,
     /// How page faults are caught: sigsegv or uffd.
     #[arg(long, default_value = "sigsegv", value_parser = parse_backend)]
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// Samples per figure (each figure is their median).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-    iters: u32,
+    pub(crate) iters: u32,
+    /// The hold suite: how long each node writes in each run, in milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) duration_ms: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Give up (and kill every node) after this many seconds.
     #[arg(long, default_value_t = 120)]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Run as node ID of a bench cluster (used by the launcher).
     #[arg(long, hide = true, requires_all = ["listen", "peers"])]
-    node_id: Option<NodeId>,
+    pub(crate) node_id: Option<NodeId>,
     /// This node's listen address (with --node-id).
     #[arg(long, hide = true)]
-    listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Every node's address (with --node-id).
     #[arg(long, hide = true, value_delimiter = ',')]
-    peers: Option<Vec<SocketAddr>>,
+    pub(crate) peers: Option<Vec<SocketAddr>>,
+    /// The node's Δt hold in microseconds (with --node-id, hold suite).
+    #[arg(long, hide = true)]
+    pub(crate) hold_us: Option<u64>,
+}
+
+/// The measurements `memlink dsm bench` can make.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Suite {
+    /// Misses, invalidations, prefetch, locks, barriers, connection set-up.
+    Faults,
+    /// Each eviction class against a remote read miss.
+    Eviction,
+    /// The Δt table: a page written alternately by two nodes.
+    Hold,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -53,6 +76,9 @@ fn parse_manager(s: &str) -> Result<ManagerKind, String> {
 
 /// Runs `memlink dsm bench ...`.
 pub fn run(a: BenchArgs) -> ExitCode {
+    if a.suite != Suite::Faults {
+        return crate::dsm_bench_replacement::run(&a);
+    }
     match (a.node_id, a.listen, a.peers.clone()) {
         (Some(id), Some(listen), Some(peers)) => run_node(&a, id, listen, peers),
         _ => run_cluster(&a),

@@ -1,0 +1,258 @@
+//! `memlink dsm bench --suite eviction` and `--suite hold`: the page-replacement figures of
+//! `memlink_dsm::replacement_bench`, each set measured in one run and shown as ratios to its
+//! baseline from that run (a remote read miss; the runs without a Δt hold).
+
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use memlink_dsm::init::{NodeOutput, launch};
+use memlink_dsm::replacement_bench::{
+    self, EvictionFigures, HoldFigures, HoldRun, eviction_pages, run_eviction_node, run_hold_node,
+};
+use memlink_dsm::{DsmError, NodeConfig, NodeId};
+
+use crate::dsm_bench::{BenchArgs, Suite};
+
+/// The Δt values of the hold table, in microseconds.
+const HOLDS_US: [u64; 3] = [0, 100, 1000];
+
+/// Runs the suite: as a node when the launcher said so, else as the launcher.
+pub(crate) fn run(a: &BenchArgs) -> ExitCode {
+    if a.nodes != 2 {
+        eprintln!("memlink dsm bench: the eviction and hold suites run on 2 nodes (--nodes 2)");
+        return ExitCode::from(2);
+    }
+    match (a.node_id, a.listen, a.peers.clone()) {
+        (Some(id), Some(listen), Some(peers)) => run_node(a, id, listen, peers),
+        _ if a.suite == Suite::Eviction => eviction(a),
+        _ => hold(a),
+    }
+}
+
+fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr>) -> ExitCode {
+    let iters = a.iters as usize;
+    let admission = match memlink_dsm::admission::Admission::from_env() {
+        Ok(admission) => admission,
+        Err(e) => {
+            eprintln!("memlink dsm bench node {id}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = NodeConfig {
+        id,
+        listen,
+        peers,
+        pages: eviction_pages(iters),
+        manager: a.manager,
+        connect_timeout: Duration::from_secs(30),
+        admission,
+        memory_budget: None,
+        hold: Duration::from_micros(a.hold_us.unwrap_or(0)),
+    };
+    let line = match a.suite {
+        Suite::Eviction => {
+            run_eviction_node(config, a.backend, iters).map(|f| f.map(|f| f.to_line()))
+        }
+        _ => run_hold_node(config, a.backend, Duration::from_millis(a.duration_ms))
+            .map(|f| Some(f.to_line())),
+    };
+    match line {
+        Ok(line) => {
+            if let Some(line) = line {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("memlink dsm bench node {id}: {e}");
+            ExitCode::from(match e {
+                DsmError::NodeLost { .. } => memlink_dsm::apps::EXIT_NODE_LOST as u8,
+                _ => memlink_dsm::apps::EXIT_DSM_ERROR as u8,
+            })
+        }
+    }
+}
+
+/// Starts the 2 bench nodes (with Δt `hold_us`) and returns their outputs.
+fn cluster(a: &BenchArgs, hold_us: u64) -> Result<Vec<NodeOutput>, ExitCode> {
+    let exe = std::env::current_exe().map_err(|e| {
+        eprintln!("memlink dsm bench: cannot find my own executable to start the nodes: {e}");
+        ExitCode::FAILURE
+    })?;
+    let suite = if a.suite == Suite::Eviction {
+        "eviction"
+    } else {
+        "hold"
+    };
+    launch(2, Duration::from_secs(a.timeout), |slot| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["dsm", "bench", "--suite", suite])
+            .args(["--node-id", &slot.id.to_string()])
+            .args(["--listen", &slot.listen.to_string()])
+            .args(["--peers", &slot.peers_arg()])
+            .args(["--manager", &a.manager.to_string()])
+            .args(["--backend", &a.backend.to_string()])
+            .args(["--iters", &a.iters.to_string()])
+            .args(["--duration-ms", &a.duration_ms.to_string()])
+            .args(["--hold-us", &hold_us.to_string()]);
+        cmd
+    })
+    .map_err(|e| {
+        eprintln!("memlink dsm bench: {e}");
+        crate::dsm::launch_failure_status(&e)
+    })
+}
+
+fn eviction(a: &BenchArgs) -> ExitCode {
+    let outputs = match cluster(a, 0) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let Some(f) = outputs
+        .iter()
+        .find(|o| o.id == replacement_bench::PROBER)
+        .and_then(|o| EvictionFigures::find_in(&o.stdout))
+    else {
+        eprintln!("memlink dsm bench: node 1 ended without its figures");
+        return ExitCode::FAILURE;
+    };
+    let ratio = |us: f64| us / f.read_miss_us;
+    if a.json {
+        let mut obj = serde_json::json!({
+            "suite": "eviction",
+            "manager": a.manager.to_string(),
+            "backend": a.backend.to_string(),
+            "iters": a.iters,
+        });
+        for (k, v) in f.named() {
+            obj[k] = serde_json::json!(round3(v));
+            if k != "read_miss_us" && k != "as_meant" {
+                obj[format!("{}_vs_read_miss", k.trim_end_matches("_us"))] =
+                    serde_json::json!(round3(ratio(v)));
+            }
+        }
+        println!("{obj}");
+    } else {
+        println!(
+            "DSM eviction bench: 2 nodes, manager {}, backend {}, median of {} samples each",
+            a.manager, a.backend, a.iters
+        );
+        println!("  {:<52} {:>9} {:>14}", "", "µs", "/ read miss");
+        for (label, us) in [
+            (
+                "read miss (the page is at another node): baseline",
+                f.read_miss_us,
+            ),
+            ("evict a read copy (drop, keeper told)", f.dropped_copy_us),
+            (
+                "evict an owned replicated page (pass ownership)",
+                f.passed_ownership_us,
+            ),
+            (
+                "evict an only copy (hand off to a node with room)",
+                f.handed_off_us,
+            ),
+            (
+                "evict an only copy (write back to the store)",
+                f.written_back_us,
+            ),
+            ("read fault served from this node's store", f.page_in_us),
+        ] {
+            println!("  {label:<52} {us:>9.1} {:>14.2}", ratio(us));
+        }
+        println!(
+            "  samples that ran as the class they were set up for: {:.0}%",
+            f.as_meant * 100.0
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// One row of the Δt table: the two nodes' runs in one mode.
+fn rates(runs: [HoldRun; 2]) -> (f64, f64, f64) {
+    let per_s = |r: HoldRun, n: u64| if r.secs > 0.0 { n as f64 / r.secs } else { 0.0 };
+    let moved = per_s(runs[0], runs[0].arrivals) + per_s(runs[1], runs[1].arrivals);
+    (
+        per_s(runs[0], runs[0].writes),
+        per_s(runs[1], runs[1].writes),
+        moved,
+    )
+}
+
+fn hold(a: &BenchArgs) -> ExitCode {
+    // rows[mode][hold] = (ops/s node 0, ops/s node 1, pages moved/s)
+    let mut rows = [[(0.0, 0.0, 0.0); 3]; 2];
+    for (h, &hold_us) in HOLDS_US.iter().enumerate() {
+        let outputs = match cluster(a, hold_us) {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
+        let mut figures = [HoldFigures::default(); 2];
+        for o in &outputs {
+            match HoldFigures::find_in(&o.stdout) {
+                Some(f) if (f.id as usize) < 2 => figures[f.id as usize] = f,
+                _ => {
+                    eprintln!("memlink dsm bench: node {} ended without its figures", o.id);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        rows[0][h] = rates([figures[0].true_sharing, figures[1].true_sharing]);
+        rows[1][h] = rates([figures[0].false_sharing, figures[1].false_sharing]);
+    }
+    let modes = ["true sharing", "false sharing"];
+    if a.json {
+        let mut list = Vec::new();
+        for (m, mode) in modes.iter().enumerate() {
+            let base = rows[m][0].0 + rows[m][0].1;
+            for (h, &hold_us) in HOLDS_US.iter().enumerate() {
+                let (n0, n1, moved) = rows[m][h];
+                list.push(serde_json::json!({
+                    "mode": mode,
+                    "hold_us": hold_us,
+                    "ops_per_s_node0": n0.round(),
+                    "ops_per_s_node1": n1.round(),
+                    "pages_moved_per_s": moved.round(),
+                    "ops_vs_no_hold": round3((n0 + n1) / base),
+                }));
+            }
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "suite": "hold",
+                "manager": a.manager.to_string(),
+                "backend": a.backend.to_string(),
+                "duration_ms": a.duration_ms,
+                "runs": list,
+            })
+        );
+    } else {
+        println!(
+            "DSM Δt bench: one page written alternately by 2 nodes for {} ms per run, manager \
+             {}, backend {}",
+            a.duration_ms, a.manager, a.backend
+        );
+        println!(
+            "  {:<14} {:>8} {:>14} {:>14} {:>16} {:>14}",
+            "", "Δt", "ops/s node 0", "ops/s node 1", "pages moved/s", "ops / Δt=0"
+        );
+        for (m, mode) in modes.iter().enumerate() {
+            let base = rows[m][0].0 + rows[m][0].1;
+            for (h, &hold_us) in HOLDS_US.iter().enumerate() {
+                let (n0, n1, moved) = rows[m][h];
+                println!(
+                    "  {mode:<14} {:>8} {n0:>14.0} {n1:>14.0} {moved:>16.0} {:>14.2}",
+                    format!("{hold_us} µs"),
+                    (n0 + n1) / base
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
