@@ -263,6 +263,12 @@ impl Dsm {
         self.runtime.stats()
     }
 
+    /// The bytes of memory the region takes on this node now (see
+    /// [`Mapping::resident_bytes`]): under a memory budget, at most the budget.
+    pub fn resident_bytes(&self) -> Result<u64, DsmError> {
+        Ok(self.mapping.resident_bytes()?)
+    }
+
     /// The node runtime, for lower-level use.
     pub fn runtime(&self) -> &Arc<NodeRuntime> {
         &self.runtime

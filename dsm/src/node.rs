@@ -458,26 +458,51 @@ impl NodeRuntime {
     ) -> Result<Outgoing, (NodeId, String)> {
         let mut to_self: VecDeque<Message> = VecDeque::new();
         let mut out = Outgoing::default();
+        let dropped = Self::drops_access(&effects);
         let executed = self.execute(st, effects, data, &mut to_self, &mut out);
-        Self::refile(st, page);
+        self.settle(st, page, dropped)?;
         executed?;
         while let Some(msg) = to_self.pop_front() {
             let effects = st
                 .coherence
                 .handle(self.id, msg)
                 .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
+            let dropped = Self::drops_access(&effects);
             let executed = self.execute(st, effects, None, &mut to_self, &mut out);
-            Self::refile(st, msg.page());
+            self.settle(st, msg.page(), dropped)?;
             executed?;
         }
         Ok(out)
     }
 
-    /// Bring the replacement order up to date with the protocol's state of `page`.
-    fn refile(st: &mut State, page: PageNo) {
-        if let Some(now) = st.coherence.page(page) {
-            st.lru.update(page, &now);
+    fn drops_access(effects: &[Effect]) -> bool {
+        effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::SetAccess {
+                    access: Access::None,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// After a step on `page`: bring the replacement order up to date with the protocol's
+    /// state of it; and under a memory budget, when the step took the access of a copy that
+    /// is then no longer needed here (invalidated, or given away with its ownership: not
+    /// owned, nothing under way), return its memory, so that the node holds no more than
+    /// its frames. Its contents were read by the step's sends before this.
+    fn settle(&self, st: &mut State, page: PageNo, dropped: bool) -> Result<(), (NodeId, String)> {
+        let Some(now) = st.coherence.page(page) else {
+            return Ok(());
+        };
+        st.lru.update(page, &now);
+        if dropped && st.frames.is_some() && !now.uses_frame() && !now.owner {
+            self.pages
+                .release_page(page)
+                .map_err(|e| self.local_memory_failure(page, Access::None, e))?;
         }
+        Ok(())
     }
 
     /// Wake the threads whose faults were served, then send the messages.

@@ -33,6 +33,24 @@ fn check_all(v: &DsmVec<u64>, round: u64) -> bool {
     (0..SPREAD_PAGES * WORDS).all(|i| v.get(i) == pattern(i, round))
 }
 
+/// Whether the region takes no more memory on this node than its budget, and no more than
+/// the frames the protocol counts (a copy dropped or invalidated gave its memory back).
+fn within_budget(dsm: &Dsm) -> Result<bool, DsmError> {
+    let budget: u64 = std::env::var(support::BUDGET_ENV)
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(u64::MAX);
+    let frames = dsm.runtime().frames_in_use() as u64 * PAGE_SIZE as u64;
+    let resident = dsm.resident_bytes()?;
+    if resident > budget.min(frames) {
+        println!(
+            "node {}: {resident} bytes resident, {frames} bytes of frames, budget {budget}",
+            dsm.id()
+        );
+    }
+    Ok(resident <= budget.min(frames))
+}
+
 /// Every node writes its share of the pages, then reads every page; then each node rewrites
 /// the next node's share and everyone reads everything again.
 fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
@@ -49,7 +67,7 @@ fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
         }
     }
     dsm.barrier(2)?;
-    let mut ok = check_all(&v, 1);
+    let mut ok = check_all(&v, 1) && within_budget(dsm)?;
     dsm.barrier(3)?;
     let next = (dsm.id() as usize + 1) % n;
     for page in share(SPREAD_PAGES, next as u16, n) {
@@ -58,8 +76,22 @@ fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
         }
     }
     dsm.barrier(4)?;
-    ok &= check_all(&v, 2);
+    // Copies invalidated by the other nodes' writes gave their memory back too.
+    ok &= within_budget(dsm)?;
+    ok &= check_all(&v, 2) && within_budget(dsm)?;
     dsm.barrier(5)?;
+    // Copies of the first 4 pages everywhere but at their owner, which then rewrites them.
+    let owner = (0..n).find(|&k| share(SPREAD_PAGES, ((k + 1) % n) as u16, n).contains(&0));
+    if Some(dsm.id() as usize) != owner {
+        ok &= (0..4 * WORDS).all(|i| v.get(i) == pattern(i, 2));
+    }
+    dsm.barrier(6)?;
+    if Some(dsm.id() as usize) == owner {
+        (0..4 * WORDS).for_each(|i| v.set(i, pattern(i, 3)));
+    }
+    dsm.barrier(7)?;
+    ok &= within_budget(dsm)?;
+    dsm.barrier(8)?;
     Ok(ok)
 }
 

@@ -199,6 +199,13 @@ impl Mapping {
         self.table.pages()
     }
 
+    /// The bytes of memory the region's pages take on this node now (pages filled and not
+    /// released since; with userfaultfd, not counting the contents it keeps aside for the
+    /// runtime).
+    pub fn resident_bytes(&self) -> io::Result<u64> {
+        self.region.resident_bytes()
+    }
+
     /// The fault backend this mapping was made for.
     pub fn backend(&self) -> Backend {
         self.backend

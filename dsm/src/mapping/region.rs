@@ -136,6 +136,18 @@ impl Region {
         }
     }
 
+    /// The bytes of memory the memfd holds now (its allocated blocks): the pages that were
+    /// filled and not punched out since.
+    pub(crate) fn resident_bytes(&self) -> io::Result<u64> {
+        // SAFETY: an all-zero stat is a valid value; fstat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on our own open memfd, writing into a live stat.
+        if unsafe { libc::fstat(self.memfd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_blocks as u64 * 512)
+    }
+
     /// Drops the backing page of `page` from the memfd, so that the next access to the
     /// application view is a missing-page fault (userfaultfd's invalidation).
     pub(crate) fn discard(&self, page: usize) -> io::Result<()> {

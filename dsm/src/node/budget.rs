@@ -246,6 +246,12 @@ impl NodeRuntime {
         Ok(true)
     }
 
+    /// The pages of the region that take a frame here now (held, on their way, or being
+    /// evicted); at most the memory budget's frames.
+    pub fn frames_in_use(&self) -> u32 {
+        lock(&self.state).lru.resident()
+    }
+
     /// What page replacement did here so far.
     pub fn eviction_stats(&self) -> EvictionStats {
         self.evictions.snapshot()
