@@ -21,6 +21,7 @@ use crate::admission::handshake::{
     AcceptStep, Acceptor, ClusterId, DialStep, Dialer, Handshake, MAX_MESSAGE,
 };
 use crate::alloc::FirstFit;
+use crate::protocol::rights::{self, CapId, CapRecord};
 use crate::protocol::{Coherence, Effect, codec};
 use crate::remote::frame::{Frame, HEADER_LEN, Header, MAX_PAYLOAD};
 use crate::sync::SyncManager;
@@ -170,8 +171,9 @@ fn tampered_handshake(rest: &[u8]) {
 }
 
 /// Coherence messages from peers, decoded and handled as node 0 of 3 does (stopping at the
-/// first message it refuses, as the node fails then): decoding round-trips, and every
-/// message the protocol sends goes to a node of the cluster about a page of the region.
+/// first message it refuses, as the node fails then): decoding round-trips, every message
+/// the protocol sends goes to a node of the cluster about a page of the region, and every
+/// capability it accepts from a peer names nodes of the cluster and pages of the region.
 pub fn protocol_codec(data: &[u8]) {
     let Some((&setup, rest)) = data.split_first() else {
         return;
@@ -183,6 +185,17 @@ pub fn protocol_codec(data: &[u8]) {
     };
     const PAGES: u32 = 8;
     let mut node = Coherence::new(0, 3, PAGES, kind).expect("a valid configuration");
+    // Pages 4 to 7 are a range node 0 minted: the peers' requests for them are refused,
+    // and their capability messages are checked against it.
+    node.share(CapRecord {
+        id: CapId::new(0, 1),
+        parent: None,
+        holder: 0,
+        rights: rights::ALL,
+        first: 4,
+        pages: 4,
+    })
+    .expect("a valid mint");
     let msgs = messages(rest);
     for m in msgs {
         // The first byte says who sent it; a Grant with data or a HandOff takes the page
@@ -222,8 +235,16 @@ pub fn protocol_codec(data: &[u8]) {
                 | Effect::WriteBack { page }
                 | Effect::Evicted { page, .. }
                 | Effect::Hold { page }
-                | Effect::Served { page } => assert!(page < PAGES),
+                | Effect::Served { page }
+                | Effect::Denied { page, .. } => assert!(page < PAGES),
+                Effect::CapDone { .. } | Effect::Received { .. } => {}
             }
+        }
+        // Every capability a peer made that the node accepted names nodes of the cluster
+        // and pages of the region.
+        for (r, _) in node.rights().records() {
+            assert!((r.holder as usize) < 3 && (r.id.maker() as usize) < 3);
+            assert!(r.pages > 0 && r.first.checked_add(r.pages).is_some_and(|e| e <= PAGES));
         }
     }
 }

@@ -629,6 +629,8 @@ impl NodeRuntime {
                     .set_access(page, access)
                     .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
+                // This runtime mints no capability yet, so nothing is ever refused here.
+                Effect::Denied { .. } | Effect::CapDone { .. } | Effect::Received { .. } => {}
                 Effect::Evicted { page, class } => {
                     self.pages
                         .release_page(page)

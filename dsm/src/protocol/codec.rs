@@ -1,11 +1,13 @@
-//! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access or outcome,
-//! flag), then the copyset (8 bytes) for an Adopt, or the page contents for a Grant that
-//! carries data and for a HandOff.
+//! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access or outcome
+//! or rights, flag), then the copyset (8 bytes) for an Adopt, the capability id, parent id
+//! and page count (20 bytes) for a Cap, the capability id (8 bytes) for a Revoke, CapAck or
+//! Deliver, or the page contents for a Grant that carries data and for a HandOff.
 
 use std::fmt;
 
 use super::manager::NodeSet;
 use super::message::{EvictOutcome, Message};
+use super::rights::{CapId, CapRecord};
 use crate::types::{Access, NodeId, PAGE_SIZE, PageNo};
 
 /// Bytes of a message without page contents.
@@ -94,14 +96,34 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
         Message::Adopt { page, .. } => (12, page, 0, none, false),
         Message::HandOff { page, access } => (13, page, 0, access_byte(access), false),
         Message::HandOffReply { page, accepted } => (14, page, 0, none, accepted),
+        Message::Cap { record } => (
+            15,
+            record.first,
+            record.holder,
+            record.rights,
+            record.parent.is_some(),
+        ),
+        Message::Revoke { first, .. } => (16, first, 0, none, false),
+        Message::CapAck { first, .. } => (17, first, 0, none, false),
+        Message::Deliver { first, .. } => (19, first, 0, none, false),
+        Message::Refused { page, access } => (18, page, 0, access_byte(access), false),
     };
     out.push(tag);
     out.extend_from_slice(&page.to_le_bytes());
     out.extend_from_slice(&node.to_le_bytes());
     out.push(byte);
     out.push(flag as u8);
-    if let Message::Adopt { copyset, .. } = msg {
-        out.extend_from_slice(&copyset.0.to_le_bytes());
+    match msg {
+        Message::Adopt { copyset, .. } => out.extend_from_slice(&copyset.0.to_le_bytes()),
+        Message::Cap { record } => {
+            out.extend_from_slice(&record.id.0.to_le_bytes());
+            out.extend_from_slice(&record.parent.map_or(0, |p| p.0).to_le_bytes());
+            out.extend_from_slice(&record.pages.to_le_bytes());
+        }
+        Message::Revoke { cap, .. }
+        | Message::CapAck { cap, .. }
+        | Message::Deliver { cap, .. } => out.extend_from_slice(&cap.0.to_le_bytes()),
+        _ => {}
     }
     if msg.carries_data() {
         if let Some(d) = data {
@@ -119,7 +141,7 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
     let page = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
     let node = u16::from_le_bytes([b[5], b[6]]);
     let access = || byte_access(b[7]);
-    if b[0] != 11 {
+    if b[0] != 11 && b[0] != 15 {
         access()?;
     }
     let flag = match b[8] {
@@ -184,6 +206,39 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
         14 => Message::HandOffReply {
             page,
             accepted: flag,
+        },
+        15 => {
+            let Some((fields, tail)) = rest.split_first_chunk::<20>() else {
+                return Err(DecodeError::BadLength(b.len()));
+            };
+            rest = tail;
+            let word = |i: usize| u64::from_le_bytes(fields[i..i + 8].try_into().unwrap_or([0; 8]));
+            Message::Cap {
+                record: CapRecord {
+                    id: CapId(word(0)),
+                    parent: flag.then(|| CapId(word(8))),
+                    holder: node,
+                    rights: b[7],
+                    first: page,
+                    pages: u32::from_le_bytes([fields[16], fields[17], fields[18], fields[19]]),
+                },
+            }
+        }
+        16 | 17 | 19 => {
+            let Some((id, tail)) = rest.split_first_chunk::<8>() else {
+                return Err(DecodeError::BadLength(b.len()));
+            };
+            rest = tail;
+            let cap = CapId(u64::from_le_bytes(*id));
+            match b[0] {
+                16 => Message::Revoke { cap, first: page },
+                17 => Message::CapAck { cap, first: page },
+                _ => Message::Deliver { cap, first: page },
+            }
+        }
+        18 => Message::Refused {
+            page,
+            access: access()?,
         },
         t => return Err(DecodeError::UnknownTag(t)),
     };
@@ -277,6 +332,42 @@ mod tests {
                 page: 6,
                 accepted: true,
             },
+            Message::Cap {
+                record: CapRecord {
+                    id: CapId::new(2, 7),
+                    parent: Some(CapId::new(0, 1)),
+                    holder: 3,
+                    rights: 5,
+                    first: 8,
+                    pages: 4,
+                },
+            },
+            Message::Cap {
+                record: CapRecord {
+                    id: CapId::new(0, 1),
+                    parent: None,
+                    holder: 0,
+                    rights: 7,
+                    first: 8,
+                    pages: 16,
+                },
+            },
+            Message::Revoke {
+                cap: CapId::new(0, 1),
+                first: 8,
+            },
+            Message::CapAck {
+                cap: CapId::new(0, 1),
+                first: 8,
+            },
+            Message::Refused {
+                page: 3,
+                access: Access::Write,
+            },
+            Message::Deliver {
+                cap: CapId::new(2, 7),
+                first: 8,
+            },
         ];
         for m in msgs {
             let mut b = Vec::new();
@@ -308,5 +399,14 @@ mod tests {
             decode(&[13, 0, 0, 0, 0, 0, 0, 1, 0]).is_err(),
             "hand-off without its page"
         );
+        assert!(
+            decode(&[15, 0, 0, 0, 0, 0, 0, 7, 0, 1, 2]).is_err(),
+            "capability without its fields"
+        );
+        assert!(
+            decode(&[16, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+            "revocation without its id"
+        );
+        assert!(decode(&[18, 0, 0, 0, 0, 0, 0, 5, 0]).is_err(), "bad access");
     }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use super::dynamic::{DynamicEntry, PageCtx};
 use super::manager::{ManagerEntry, Want};
 use super::message::{Effect, EvictClass, EvictOutcome, Message};
+use super::rights::{CapId, CapRecord, CapRound, RightsTable};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 /// The largest cluster the protocol supports (copysets are 64-bit masks).
@@ -40,6 +41,11 @@ pub struct PageState {
     /// The Δt hold: the page arrived here (or its access went up) less than Δt ago; requests
     /// that would take it away or lower its access wait until [`Coherence::hold_expired`].
     pub held: bool,
+    /// The page's contents are here (this node owns it, or holds a copy that the copyset
+    /// lists) but its rights do not let local threads at them: a capability was revoked or a
+    /// range minted while it was here, or a grant came after that. The contents stay (no
+    /// write is lost); the next grant, forward or invalidation of the page ends the fence.
+    pub fenced: bool,
 }
 
 impl PageState {
@@ -50,17 +56,18 @@ impl PageState {
         pending: None,
         evicting: false,
         held: false,
+        fenced: false,
     };
 
     /// Whether the page takes a frame here: it is readable, being evicted, or its contents
     /// are on their way (a request for a page not held here).
     pub fn uses_frame(&self) -> bool {
-        self.access >= Access::Read || self.evicting || self.pending.is_some()
+        self.access >= Access::Read || self.evicting || self.pending.is_some() || self.fenced
     }
 
     /// Whether this node owns the page and has written it back to the backing store.
     pub fn paged_out(&self) -> bool {
-        self.owner && self.access == Access::None && !self.evicting
+        self.owner && self.access == Access::None && !self.evicting && !self.fenced
     }
 }
 
@@ -84,6 +91,10 @@ pub struct Coherence {
     hold: bool,
     /// Per page: the messages that arrived while it was held, in arrival order.
     deferred: Vec<Vec<(NodeId, Message)>>,
+    /// The capabilities this node knows of ([`super::rights`]).
+    rights: RightsTable,
+    /// The capability rounds this node started and that are not acknowledged by all yet.
+    rounds: Vec<CapRound>,
 }
 
 impl Coherence {
@@ -115,6 +126,8 @@ impl Coherence {
             frames: None,
             hold: false,
             deferred: vec![Vec::new(); pages as usize],
+            rights: RightsTable::default(),
+            rounds: Vec::new(),
         };
         if kind == ManagerKind::Dynamic {
             c.dynamic = vec![DynamicEntry::new(); pages as usize];
@@ -276,6 +289,230 @@ impl Coherence {
         Ok(out)
     }
 
+    /// The capabilities this node knows of.
+    pub fn rights(&self) -> &RightsTable {
+        &self.rights
+    }
+
+    /// The most access this node's rights allow to `page` (Write for a public page).
+    pub fn allowed(&self, page: PageNo) -> Access {
+        self.rights.allowed(self.id, page)
+    }
+
+    /// The capability rounds this node started that are still waiting for acknowledgements.
+    pub fn cap_rounds(&self) -> &[CapRound] {
+        &self.rounds
+    }
+
+    /// Record a capability this node makes (mints, when `record.parent` is `None`, or
+    /// derives from one it holds with the grant right) and send it to every other node. It
+    /// may be handed to its holder at [`Effect::CapDone`], once every node recorded it.
+    /// Minting a range lowers every other node's access to it as the record arrives there.
+    pub fn share(&mut self, record: CapRecord) -> Result<Vec<Effect>, ProtocolError> {
+        self.rights
+            .record(self.id, record, self.pages(), self.nodes)
+            .map_err(ProtocolError)?;
+        let mut out = Vec::new();
+        self.fence(record.first, record.pages, &mut out);
+        let deliver_to = (record.holder != self.id).then_some(record.holder);
+        self.start_round(
+            record.id,
+            record.first,
+            Message::Cap { record },
+            deliver_to,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Revoke capability `cap` (minted here) and everything derived from it: every node's
+    /// access through them ends (pages fenced, contents kept), and later requests through
+    /// them are refused. Done everywhere at [`Effect::CapDone`].
+    pub fn revoke(&mut self, cap: CapId) -> Result<Vec<Effect>, ProtocolError> {
+        let rec = self.rights.revoke(self.id, cap).map_err(ProtocolError)?;
+        let mut out = Vec::new();
+        self.fence(rec.first, rec.pages, &mut out);
+        let first = rec.first;
+        self.start_round(cap, first, Message::Revoke { cap, first }, None, &mut out);
+        Ok(out)
+    }
+
+    fn start_round(
+        &mut self,
+        id: CapId,
+        first: PageNo,
+        msg: Message,
+        deliver_to: Option<NodeId>,
+        out: &mut Vec<Effect>,
+    ) {
+        let mut waiting = super::NodeSet::default();
+        for n in (0..self.nodes).filter(|&n| n != self.id) {
+            waiting.insert(n);
+            out.push(Effect::Send { to: n, msg });
+        }
+        let round = CapRound {
+            id,
+            first,
+            waiting,
+            deliver_to,
+        };
+        if waiting.is_empty() {
+            Self::end_round(round, out);
+        } else {
+            self.rounds.push(round);
+        }
+    }
+
+    fn end_round(round: CapRound, out: &mut Vec<Effect>) {
+        if let Some(to) = round.deliver_to {
+            out.push(Effect::Send {
+                to,
+                msg: Message::Deliver {
+                    cap: round.id,
+                    first: round.first,
+                },
+            });
+        }
+        out.push(Effect::CapDone { cap: round.id });
+    }
+
+    /// Give read access back, without messages, to the fenced pages of
+    /// `first .. first + pages` that this node's rights let it read: their contents are
+    /// current (a fenced copy stays in the copyset until an invalidation, which ends the
+    /// fence; a fenced owner holds the page).
+    pub fn unfence(&mut self, first: PageNo, pages: u32) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for page in first..first.saturating_add(pages) {
+            let allowed = self.rights.allowed(self.id, page);
+            let Some(st) = self.pages.get_mut(page as usize) else {
+                break;
+            };
+            if !st.fenced || st.evicting || st.pending.is_some() || allowed < Access::Read {
+                continue;
+            }
+            st.fenced = false;
+            st.access = Access::Read;
+            out.push(Effect::SetAccess {
+                page,
+                access: Access::Read,
+            });
+        }
+        out
+    }
+
+    /// This node's threads are done with pages `first .. first + pages` for now (a
+    /// capability's last guard was dropped): their local access ends, the contents stay
+    /// (fenced) until the protocol moves them; the next fault asks again, and the rights
+    /// decide.
+    pub fn withdraw(&mut self, first: PageNo, pages: u32) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for page in first..first.saturating_add(pages) {
+            let Some(st) = self.pages.get_mut(page as usize) else {
+                break;
+            };
+            if st.access == Access::None || st.evicting || st.held {
+                continue;
+            }
+            st.access = Access::None;
+            st.fenced = true;
+            out.push(Effect::SetAccess {
+                page,
+                access: Access::None,
+            });
+        }
+        out
+    }
+
+    /// Lower this node's access to pages `first .. first + pages` to what its rights allow;
+    /// a page whose contents must stay (owned, or a listed copy) is fenced.
+    fn fence(&mut self, first: PageNo, pages: u32, out: &mut Vec<Effect>) {
+        for page in first..first.saturating_add(pages) {
+            let allowed = self.rights.allowed(self.id, page);
+            let Some(st) = self.pages.get_mut(page as usize) else {
+                return;
+            };
+            // An eviction under way ends the access by itself.
+            if st.access <= allowed || st.evicting {
+                continue;
+            }
+            st.access = allowed;
+            st.fenced |= allowed == Access::None;
+            out.push(Effect::SetAccess {
+                page,
+                access: allowed,
+            });
+        }
+    }
+
+    /// The capability messages: record, revoke, acknowledge.
+    fn handle_rights(&mut self, from: NodeId, msg: Message) -> Result<Vec<Effect>, ProtocolError> {
+        let mut out = Vec::new();
+        match msg {
+            Message::Cap { record } => {
+                self.rights
+                    .record(from, record, self.pages(), self.nodes)
+                    .map_err(ProtocolError)?;
+                self.fence(record.first, record.pages, &mut out);
+                out.push(Effect::Send {
+                    to: from,
+                    msg: Message::CapAck {
+                        cap: record.id,
+                        first: record.first,
+                    },
+                });
+            }
+            Message::Revoke { cap, first } => {
+                let rec = self.rights.revoke(from, cap).map_err(ProtocolError)?;
+                if rec.first != first {
+                    return Err(ProtocolError(format!(
+                        "revocation of {cap:?} names page {first}, not its first page {}",
+                        rec.first
+                    )));
+                }
+                self.fence(rec.first, rec.pages, &mut out);
+                out.push(Effect::Send {
+                    to: from,
+                    msg: Message::CapAck { cap, first },
+                });
+            }
+            Message::Deliver { cap, first } => {
+                let me = self.id;
+                match self.rights.get(cap) {
+                    Some((r, _)) if r.holder == me && r.first == first && cap.maker() == from => {
+                        out.push(Effect::Received { cap });
+                    }
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "delivery of {cap:?} from node {from}, which did not make it for node {me}"
+                        )));
+                    }
+                }
+            }
+            Message::CapAck { cap, first } => {
+                let Some(at) = self
+                    .rounds
+                    .iter()
+                    .position(|r| r.id == cap && r.first == first && r.waiting.contains(from))
+                else {
+                    return Err(ProtocolError(format!(
+                        "unexpected acknowledgement of {cap:?} from node {from}"
+                    )));
+                };
+                self.rounds[at].waiting.remove(from);
+                if self.rounds[at].waiting.is_empty() {
+                    let round = self.rounds.remove(at);
+                    Self::end_round(round, &mut out);
+                }
+            }
+            other => {
+                return Err(ProtocolError(format!(
+                    "{other:?} is not a capability message"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
@@ -312,6 +549,7 @@ impl Coherence {
                 st,
                 e,
                 out,
+                rights: &self.rights,
             }),
             _ => Err(ProtocolError(format!(
                 "page {page} out of range ({n} pages)"
@@ -386,6 +624,15 @@ impl Coherence {
         if from >= self.nodes {
             return Err(ProtocolError(format!("message from unknown node {from}")));
         }
+        if matches!(
+            msg,
+            Message::Cap { .. }
+                | Message::Revoke { .. }
+                | Message::CapAck { .. }
+                | Message::Deliver { .. }
+        ) {
+            return self.handle_rights(from, msg);
+        }
         // A node named in a message comes from the wire: one outside the cluster would have
         // this node send to a peer that does not exist.
         let named = match msg {
@@ -424,6 +671,7 @@ impl Coherence {
         let mut out = Vec::new();
         if self.kind == ManagerKind::Dynamic {
             let nodes = self.nodes;
+            let allowed = self.rights.allowed(me, page);
             let room = self.has_free_frame();
             let mut ctx = self.dynamic_ctx(page, &mut out)?;
             let r = match msg {
@@ -437,7 +685,11 @@ impl Coherence {
                 Message::Adopt { copyset, .. } if copyset.0 >> nodes == 0 => {
                     ctx.adopt(from, copyset)
                 }
-                Message::HandOff { access, .. } => ctx.hand_off(from, access, room),
+                // A node takes a page handed off only with the rights to its access.
+                Message::HandOff { access, .. } => {
+                    ctx.hand_off(from, access, room && allowed >= access)
+                }
+                Message::Refused { access, .. } => ctx.refused(from, access),
                 Message::HandOffReply { accepted, .. } => ctx.hand_off_reply(from, accepted),
                 Message::Invalidate { .. } => ctx.invalidate(from),
                 Message::InvalidateAck { .. } => ctx.invalidate_ack(from),
@@ -456,14 +708,40 @@ impl Coherence {
                     "a dynamic-manager request reached a node running another manager".into(),
                 ));
             }
+            Message::Cap { .. }
+            | Message::Revoke { .. }
+            | Message::CapAck { .. }
+            | Message::Deliver { .. } => {
+                return self.handle_rights(from, msg);
+            }
             Message::ReadRequest { .. } | Message::WriteRequest { .. } => {
                 let access = if matches!(msg, Message::ReadRequest { .. }) {
                     Access::Read
                 } else {
                     Access::Write
                 };
+                // The manager grants access: only what the requester's rights allow.
+                self.entry(page)?;
+                if self.rights.allowed(from, page) < access {
+                    out.push(Effect::Send {
+                        to: from,
+                        msg: Message::Refused { page, access },
+                    });
+                    return Ok(out);
+                }
                 self.entry(page)?
                     .request(page, from, Want::Access(access), &mut out);
+            }
+            Message::Refused { access, .. } => {
+                let st = self.state(page)?;
+                if from != manager || st.pending != Some(access) {
+                    return Err(ProtocolError(format!(
+                        "refusal of {access:?} for page {page} from node {from}, which node {me} \
+                         did not ask"
+                    )));
+                }
+                st.pending = None;
+                out.push(Effect::Denied { page, access });
             }
             Message::Evict { hand_off, .. } => {
                 if hand_off.is_some_and(|t| t >= self.nodes) {
@@ -484,13 +762,13 @@ impl Coherence {
             }
             Message::Adopt { .. } => {
                 let st = self.state(page)?;
-                if st.owner || (st.access != Access::Read && !st.evicting) {
+                if st.owner || (st.access != Access::Read && !st.evicting && !st.fenced) {
                     return Err(ProtocolError(format!(
                         "ownership of page {page} without data at node {me}, which has no copy"
                     )));
                 }
                 st.owner = true;
-                if st.access != Access::Read {
+                if st.access != Access::Read && !st.fenced {
                     st.access = Access::Read;
                     out.push(Effect::SetAccess {
                         page,
@@ -506,7 +784,8 @@ impl Coherence {
                 });
             }
             Message::HandOff { access, .. } => {
-                let room = self.has_free_frame();
+                // A node takes a page handed off only with the rights to its access.
+                let room = self.has_free_frame() && self.rights.allowed(me, page) >= access;
                 let st = self.state(page)?;
                 let accepted = room && *st == PageState::ABSENT && access != Access::None;
                 if accepted {
@@ -566,6 +845,7 @@ impl Coherence {
                     .map_err(ProtocolError)?;
             }
             Message::ReadForward { to, .. } => {
+                let allowed = self.rights.allowed(me, page);
                 let st = self.state(page)?;
                 if !st.owner {
                     return Err(ProtocolError(format!(
@@ -575,11 +855,13 @@ impl Coherence {
                 if st.paged_out() {
                     if to == me {
                         // This node's own read fault on its paged-out page.
-                        st.access = Access::Read;
+                        let usable = Access::Read.min(allowed);
+                        st.access = usable;
+                        st.fenced = usable == Access::None;
                         st.pending = None;
                         out.push(Effect::PageIn {
                             page,
-                            access: Access::Read,
+                            access: usable,
                         });
                         out.push(Effect::Served { page });
                         out.push(Effect::Send {
@@ -618,6 +900,7 @@ impl Coherence {
                 });
             }
             Message::WriteForward { to, send_data, .. } => {
+                let allowed = self.rights.allowed(me, page);
                 let st = self.state(page)?;
                 if !st.owner {
                     return Err(ProtocolError(format!(
@@ -625,20 +908,24 @@ impl Coherence {
                     )));
                 }
                 let paged_out = st.paged_out();
+                st.fenced = false;
                 if to == me {
                     // Upgrade in place: the copies are gone, our contents are current (in
-                    // memory, or in the backing store when paged out).
-                    st.access = Access::Write;
+                    // memory, or in the backing store when paged out). Rights that shrank
+                    // since the manager decided leave the page fenced.
+                    let usable = Access::Write.min(allowed);
+                    st.access = usable;
+                    st.fenced = usable == Access::None;
                     st.pending = None;
                     out.push(if paged_out {
                         Effect::PageIn {
                             page,
-                            access: Access::Write,
+                            access: usable,
                         }
                     } else {
                         Effect::SetAccess {
                             page,
-                            access: Access::Write,
+                            access: usable,
                         }
                     });
                     out.push(Effect::Served { page });
@@ -677,6 +964,7 @@ impl Coherence {
                         "invalidation of page {page} at its owner {me}"
                     )));
                 }
+                st.fenced = false;
                 if st.access != Access::None {
                     st.access = Access::None;
                     out.push(Effect::SetAccess {
@@ -692,13 +980,18 @@ impl Coherence {
             Message::Grant {
                 access, with_data, ..
             } => {
+                let allowed = self.rights.allowed(me, page);
                 let st = self.state(page)?;
                 if st.pending != Some(access) {
                     return Err(ProtocolError(format!(
                         "grant of {access:?} for page {page} that node {me} did not ask for"
                     )));
                 }
-                if !with_data && from != me && st.access == Access::None && access == Access::Write
+                if !with_data
+                    && from != me
+                    && st.access == Access::None
+                    && !st.fenced
+                    && access == Access::Write
                 {
                     return Err(ProtocolError(format!(
                         "ownership of page {page} without data at node {me}, which has no copy"
@@ -708,12 +1001,22 @@ impl Coherence {
                 if access == Access::Write {
                     st.owner = true;
                 }
-                if st.access != access || with_data {
-                    st.access = access;
+                // A grant decided before this node's rights shrank (a revocation or a mint
+                // that reached the granting node later): the page comes, fenced.
+                let usable = access.min(allowed);
+                st.fenced = usable < access && usable == Access::None;
+                if st.access != usable || with_data {
+                    st.access = usable;
                     out.push(if with_data {
-                        Effect::Install { page, access }
+                        Effect::Install {
+                            page,
+                            access: usable,
+                        }
                     } else {
-                        Effect::SetAccess { page, access }
+                        Effect::SetAccess {
+                            page,
+                            access: usable,
+                        }
                     });
                 }
                 out.push(Effect::Served { page });

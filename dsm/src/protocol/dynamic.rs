@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use super::coherence::PageState;
 use super::manager::NodeSet;
 use super::message::{Effect, EvictClass, EvictOutcome, Message};
+use super::rights::RightsTable;
 use crate::types::{Access, NodeId, PageNo};
 
 /// What an owner is in the middle of.
@@ -90,6 +91,8 @@ pub(crate) struct PageCtx<'a> {
     pub st: &'a mut PageState,
     pub e: &'a mut DynamicEntry,
     pub out: &'a mut Vec<Effect>,
+    /// The capabilities this node knows of: the owner serves only what they allow.
+    pub rights: &'a RightsTable,
 }
 
 impl PageCtx<'_> {
@@ -209,9 +212,22 @@ impl PageCtx<'_> {
             );
             return Ok(());
         }
+        // The owner grants access: only what the requester's rights allow.
+        if self.rights.allowed(requester, page) < access {
+            self.send(requester, Message::Refused { page, access });
+            return Ok(());
+        }
         let paged_out = self.st.paged_out();
         if access == Access::Read {
             if requester == self.me {
+                if self.st.fenced {
+                    // Its own page, fenced, and its rights allow reading again.
+                    self.st.fenced = false;
+                    self.st.pending = None;
+                    self.set_access(Access::Read);
+                    self.out.push(Effect::Served { page });
+                    return Ok(());
+                }
                 if !paged_out {
                     return Err(format!(
                         "owner {} asked itself for a read copy of page {page}",
@@ -239,7 +255,9 @@ impl PageCtx<'_> {
                     msg: grant,
                 });
             } else {
-                self.set_access(Access::Read);
+                if self.st.access == Access::Write {
+                    self.set_access(Access::Read);
+                }
                 self.send(requester, grant);
             }
             self.e.busy = Some(DynamicBusy::AwaitingConfirm { reader: requester });
@@ -266,17 +284,21 @@ impl PageCtx<'_> {
         let page = self.page;
         self.e.busy = None;
         let paged_out = self.st.paged_out();
+        self.st.fenced = false;
         if requester == self.me {
             self.st.pending = None;
             self.e.copyset = NodeSet::default();
+            // Rights that shrank while the copies were invalidated leave the page fenced.
+            let usable = Access::Write.min(self.rights.allowed(self.me, page));
+            self.st.fenced = usable == Access::None;
             if paged_out {
-                self.st.access = Access::Write;
+                self.st.access = usable;
                 self.out.push(Effect::PageIn {
                     page,
-                    access: Access::Write,
+                    access: usable,
                 });
             } else {
-                self.set_access(Access::Write);
+                self.set_access(usable);
             }
             self.out.push(Effect::Served { page });
         } else {
@@ -349,6 +371,7 @@ impl PageCtx<'_> {
                 self.page, self.me
             ));
         }
+        self.st.fenced = false;
         self.set_access(Access::None);
         self.e.prob_owner = from;
         let page = self.page;
@@ -387,18 +410,31 @@ impl PageCtx<'_> {
                 self.me
             ));
         }
-        if access == Access::Write && !with_data && self.st.access == Access::None {
+        if access == Access::Write
+            && !with_data
+            && self.st.access == Access::None
+            && !self.st.fenced
+        {
             return Err(format!(
                 "ownership of page {page} without data at node {}, which has no copy",
                 self.me
             ));
         }
         self.st.pending = None;
-        self.st.access = access;
+        // A grant decided before this node's rights shrank: the page comes, fenced.
+        let usable = access.min(self.rights.allowed(self.me, page));
+        self.st.fenced = usable < access && usable == Access::None;
+        self.st.access = usable;
         self.out.push(if with_data {
-            Effect::Install { page, access }
+            Effect::Install {
+                page,
+                access: usable,
+            }
         } else {
-            Effect::SetAccess { page, access }
+            Effect::SetAccess {
+                page,
+                access: usable,
+            }
         });
         self.out.push(Effect::Served { page });
         if access == Access::Write {
@@ -409,6 +445,27 @@ impl PageCtx<'_> {
             self.e.prob_owner = from;
             self.send(from, Message::Confirm { page, access });
         }
+        self.drain()
+    }
+
+    /// The owner `from` refused this node's request for `access`: its rights do not allow
+    /// it. The owner is the probable owner from now on (nodes that passed a refused write
+    /// request on point here).
+    pub fn refused(&mut self, from: NodeId, access: Access) -> Result<(), String> {
+        let page = self.page;
+        if self.st.pending != Some(access) {
+            return Err(format!(
+                "refusal of {access:?} for page {page} from node {from}, which node {} did not ask",
+                self.me
+            ));
+        }
+        self.st.pending = None;
+        // (A refusal this node sent itself as owner may arrive after ownership moved on:
+        // its probable owner is already where it went.)
+        if !self.st.owner && from != self.me {
+            self.e.prob_owner = from;
+        }
+        self.out.push(Effect::Denied { page, access });
         self.drain()
     }
 
@@ -518,14 +575,17 @@ impl PageCtx<'_> {
     /// The evicting owner `from` passes ownership here, with the other copies.
     pub fn adopt(&mut self, from: NodeId, copyset: NodeSet) -> Result<(), String> {
         let page = self.page;
-        if self.st.owner || (self.st.access != Access::Read && !self.st.evicting) {
+        if self.st.owner || (self.st.access != Access::Read && !self.st.evicting && !self.st.fenced)
+        {
             return Err(format!(
                 "ownership of page {page} without data at node {}, which has no copy",
                 self.me
             ));
         }
         self.st.owner = true;
-        self.set_access(Access::Read);
+        if !self.st.fenced {
+            self.set_access(Access::Read);
+        }
         let mut copyset = copyset;
         copyset.remove(self.me);
         self.e.copyset = copyset;

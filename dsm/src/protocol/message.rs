@@ -1,6 +1,7 @@
 //! The coherence protocol's messages and the effects a step asks the runtime to carry out.
 
 use super::manager::NodeSet;
+use super::rights::{CapId, CapRecord};
 use crate::types::{Access, NodeId, PageNo};
 
 /// A coherence message between two nodes (possibly a node and itself).
@@ -120,6 +121,41 @@ pub enum Message {
         /// owns it (and writes it back).
         accepted: bool,
     },
+    /// The maker of a capability → every other node: record it (see [`super::rights`]).
+    Cap {
+        /// The capability.
+        record: CapRecord,
+    },
+    /// The minter → every other node: revoke `cap` and everything derived from it.
+    Revoke {
+        /// The capability.
+        cap: CapId,
+        /// The first page of its range.
+        first: PageNo,
+    },
+    /// The maker of a capability → its holder, once every node recorded it: the capability
+    /// is the holder's now (the message is the carrier, as a port right in Mach).
+    Deliver {
+        /// The capability.
+        cap: CapId,
+        /// The first page of its range.
+        first: PageNo,
+    },
+    /// → the node that sent a [`Message::Cap`] or [`Message::Revoke`]: done here.
+    CapAck {
+        /// The capability.
+        cap: CapId,
+        /// The first page of its range.
+        first: PageNo,
+    },
+    /// Manager (central, fixed) or owner (dynamic) → requester: the request asks for more
+    /// than the requester's rights allow; it is not served.
+    Refused {
+        /// The page.
+        page: PageNo,
+        /// The access asked for.
+        access: Access,
+    },
 }
 
 /// How an eviction goes on (see [`Message::EvictReply`]).
@@ -153,7 +189,12 @@ impl Message {
             | Message::EvictReply { page, .. }
             | Message::Adopt { page, .. }
             | Message::HandOff { page, .. }
-            | Message::HandOffReply { page, .. } => page,
+            | Message::HandOffReply { page, .. }
+            | Message::Refused { page, .. } => page,
+            Message::Cap { record } => record.first,
+            Message::Revoke { first, .. }
+            | Message::CapAck { first, .. }
+            | Message::Deliver { first, .. } => first,
         }
     }
 
@@ -229,6 +270,26 @@ pub enum Effect {
     Hold {
         /// The page.
         page: PageNo,
+    },
+    /// The local fault on `page` for `access` was refused: this node's rights do not allow
+    /// it. The threads waiting for it get the protection fault.
+    Denied {
+        /// The page.
+        page: PageNo,
+        /// The access that was refused.
+        access: Access,
+    },
+    /// Capability `cap` was delivered to this node ([`Message::Deliver`]): hand it to the
+    /// application.
+    Received {
+        /// The capability.
+        cap: CapId,
+    },
+    /// Every node recorded (or revoked) capability `cap`: the round this node started is
+    /// over.
+    CapDone {
+        /// The capability.
+        cap: CapId,
     },
     /// A local fault on `page` may now be satisfied: wake the threads waiting for it.
     /// Also ends an eviction that did not free the frame (the node got the page's ownership

@@ -21,6 +21,13 @@
 //! A read fault is the same without invalidations: ReadForward, Grant{Read} (the owner keeps
 //! a read copy), Confirm (M adds R to the copyset).
 //!
+//! Capabilities ([`rights`]): ranges of pages with rights per node, recorded at every node.
+//! The manager (central, fixed) or the owner (dynamic) answers a request beyond the
+//! requester's rights with [`Message::Refused`] instead of serving it (the requester's fault
+//! ends with [`Effect::Denied`]); a revocation fences the pages of every node that loses its
+//! rights (access gone, contents kept), in one round of messages. Pages outside every range
+//! are public, as before.
+//!
 //! ```
 //! use memlink_dsm::protocol::sim::SimCluster;
 //! use memlink_dsm::{Access, ManagerKind};
@@ -43,11 +50,13 @@ pub mod coherence;
 pub mod dynamic;
 pub mod manager;
 pub mod message;
+pub mod rights;
 pub mod sim;
 
 pub use coherence::{Coherence, MAX_NODES, PageState, ProtocolError};
 pub use manager::{ManagerEntry, NodeSet, Transaction};
 pub use message::{Effect, Message};
+pub use rights::{CapId, CapRecord, RightsTable};
 
 #[cfg(test)]
 mod tests;

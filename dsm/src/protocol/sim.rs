@@ -7,6 +7,7 @@
 use super::coherence::{Coherence, PageState, ProtocolError};
 use super::manager::Busy;
 use super::message::{Effect, Message};
+use super::rights::{CapId, CapRecord};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 /// A message in flight.
@@ -35,6 +36,15 @@ pub struct SimCluster {
     pub in_flight: Vec<Envelope>,
     /// The backing store: the version of each page last written back (0 at start).
     pub store: Vec<u64>,
+    /// Faults refused since the caller last emptied it: (node, page, access), from
+    /// [`Effect::Denied`].
+    pub denied: Vec<(NodeId, PageNo, Access)>,
+    /// Refusals sent since the caller last emptied it: (deciding node, requester, page,
+    /// access).
+    pub refusals: Vec<(NodeId, NodeId, PageNo, Access)>,
+    /// Capability rounds finished since the caller last emptied it: (node, capability),
+    /// from [`Effect::CapDone`].
+    pub cap_done: Vec<(NodeId, CapId)>,
 }
 
 /// The contents of a frame that was given up: any read of it is a bug the checks see.
@@ -51,6 +61,9 @@ impl SimCluster {
             latest: vec![0; pages as usize],
             in_flight: Vec::new(),
             store: vec![0; pages as usize],
+            denied: Vec::new(),
+            refusals: Vec::new(),
+            cap_done: Vec::new(),
         })
     }
 
@@ -84,6 +97,9 @@ impl SimCluster {
             match e {
                 Effect::Send { to, msg } | Effect::SendStored { to, msg } => {
                     let stored = matches!(e, Effect::SendStored { .. });
+                    if let Message::Refused { page, access } = msg {
+                        self.refusals.push((node, to, page, access));
+                    }
                     let data = msg.carries_data().then(|| {
                         if stored {
                             self.store[msg.page() as usize]
@@ -117,6 +133,9 @@ impl SimCluster {
                 Effect::Evicted { page, .. } => {
                     self.contents[node as usize][page as usize] = EVICTED;
                 }
+                Effect::Denied { page, access } => self.denied.push((node, page, access)),
+                Effect::CapDone { cap } => self.cap_done.push((node, cap)),
+                Effect::Received { .. } => {}
                 Effect::SetAccess { .. } | Effect::Served { .. } | Effect::Hold { .. } => {}
             }
         }
@@ -149,6 +168,28 @@ impl SimCluster {
     ) -> Result<(), ProtocolError> {
         let effects = self.nodes[node as usize].evict(page, hand_off)?;
         self.apply(node, effects, None)
+    }
+
+    /// Node `node` makes capability `record` and sends it to every node
+    /// ([`Coherence::share`]).
+    pub fn share(&mut self, node: NodeId, record: CapRecord) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].share(record)?;
+        self.apply(node, effects, None)
+    }
+
+    /// Node `node` revokes capability `cap` ([`Coherence::revoke`]).
+    pub fn revoke(&mut self, node: NodeId, cap: CapId) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].revoke(cap)?;
+        self.apply(node, effects, None)
+    }
+
+    /// Deliver every message in flight, oldest in the sorted order first, until none is
+    /// left (a capability round, say, finished everywhere).
+    pub fn settle(&mut self) -> Result<(), ProtocolError> {
+        while !self.in_flight.is_empty() {
+            self.deliver(0)?;
+        }
+        Ok(())
     }
 
     /// Deliver the in-flight message at `index`.

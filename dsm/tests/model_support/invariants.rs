@@ -140,7 +140,8 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
             } else {
                 v.contents[n][page as usize]
             };
-            if (s.access >= Access::Read || s.owner) && have != latest {
+            // A fenced page keeps its contents for when its rights come back: current too.
+            if (s.access >= Access::Read || s.owner || s.fenced) && have != latest {
                 return Err(format!(
                     "page {page}: node {n} ({:?}{}) holds version {have} but {latest} was written",
                     s.access,
@@ -166,7 +167,9 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
                     if with_data {
                         e.data == Some(latest)
                     } else {
-                        v.state(e.to as usize, page).access >= Access::Read
+                        // The receiver's copy is current (readable, or fenced: kept).
+                        let s = v.state(e.to as usize, page);
+                        s.access >= Access::Read || s.fenced
                     }
                 }
                 Message::HandOff { page: p, .. } if p == page => e.data == Some(latest),
@@ -192,7 +195,8 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
 
 /// Copysets are exact: the copyset's keeper (the page manager; the owner, for the dynamic
 /// manager) lists only nodes that hold a copy or are about to have one or lose it: a node
-/// that can read the page, is evicting it (its frame still holds it), owns it (ownership
+/// that can read the page, holds it fenced (its rights shrank; the contents stay), is
+/// evicting it (its frame still holds it), owns it (ownership
 /// moving to a holder of a copy), or has an invalidation, its acknowledgement, or (dynamic)
 /// its read grant in flight. A node that dropped its copy without the keeper hearing of it
 /// breaks this.
@@ -213,6 +217,7 @@ pub fn copyset_exact(v: &ClusterView<'_>) -> Result<(), String> {
             let explained = s.access >= Access::Read
                 || s.evicting
                 || s.owner
+                || s.fenced
                 || v.any_in_flight(|e| {
                     e.msg.page() == page
                         && match e.msg {

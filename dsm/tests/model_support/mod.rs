@@ -15,6 +15,7 @@
 //! whose access went up is held, and its timer fires at any later step.
 
 pub mod invariants;
+pub mod rights;
 
 use std::fmt;
 
@@ -451,12 +452,15 @@ impl Model for CoherenceModel {
     }
 }
 
+/// [`Trapped`] in the states and steps of model `M`.
+pub type TrappedIn<M> = Trapped<<M as Model>::Action, <M as Model>::State>;
+
 /// A state from which no run serves every fault, and how to get there.
-pub struct Trapped {
+pub struct Trapped<A = Step, S = ClusterState> {
     /// The steps from the initial state.
-    pub path: Vec<Step>,
+    pub path: Vec<A>,
     /// The state.
-    pub state: ClusterState,
+    pub state: S,
 }
 
 impl CoherenceModel {
@@ -470,102 +474,9 @@ impl CoherenceModel {
             && s.waiting.iter().flatten().all(Option::is_none)
     }
 
-    /// Liveness under fair scheduling: explores every state (breadth first, remembering each
-    /// state's successors by a 64-bit fingerprint) and checks that from each one some run
-    /// reaches a finished state (every fault served). A run that loops forever without
-    /// serving a fault is then only possible by starving a step that stays possible, which a
-    /// fair scheduler does not do. Returns the number of states, or the first trapped state.
+    /// Liveness under fair scheduling ([`progress`] with [`CoherenceModel::finished`]).
     pub fn check_progress(&self) -> Result<usize, Box<Trapped>> {
-        use std::collections::HashMap;
-        use std::collections::VecDeque;
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-
-        let fingerprint =
-            |s: &ClusterState| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
-        let init = self.init_states().remove(0);
-        let mut index = HashMap::from([(fingerprint(&init), 0u32)]);
-        // For each state: its parent and the step from it, its successors, and whether it
-        // is finished.
-        let mut parent: Vec<Option<(u32, Step)>> = vec![None];
-        let mut successors: Vec<Vec<u32>> = vec![Vec::new()];
-        let mut finished = vec![false];
-        let mut queue = VecDeque::from([(0u32, init)]);
-        let mut steps = Vec::new();
-        let started = std::time::Instant::now();
-        let mut reported = started;
-        while let Some((i, s)) = queue.pop_front() {
-            // A progress line every 20 s on stderr itself (not captured by the harness).
-            if i % 4096 == 0 && reported.elapsed() >= std::time::Duration::from_secs(20) {
-                reported = std::time::Instant::now();
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "model progress: {:?} manager, {} faults at once: {} states so far, {:.0?}",
-                    self.kind,
-                    self.concurrent,
-                    parent.len(),
-                    started.elapsed()
-                );
-            }
-            finished[i as usize] = self.finished(&s);
-            steps.clear();
-            self.actions(&s, &mut steps);
-            for step in steps.drain(..) {
-                let Some(next) = self.next_state(&s, step.clone()) else {
-                    continue;
-                };
-                let fp = fingerprint(&next);
-                let j = match index.get(&fp) {
-                    Some(&j) => j,
-                    None => {
-                        let j = parent.len() as u32;
-                        index.insert(fp, j);
-                        parent.push(Some((i, step)));
-                        successors.push(Vec::new());
-                        finished.push(false);
-                        queue.push_back((j, next));
-                        j
-                    }
-                };
-                successors[i as usize].push(j);
-            }
-        }
-        // Backwards from the finished states.
-        let n = parent.len();
-        let mut predecessors = vec![Vec::new(); n];
-        for (i, succ) in successors.iter().enumerate() {
-            for &j in succ {
-                predecessors[j as usize].push(i as u32);
-            }
-        }
-        let mut good = finished.clone();
-        let mut work: Vec<u32> = (0..n as u32).filter(|&i| finished[i as usize]).collect();
-        while let Some(j) = work.pop() {
-            for &i in &predecessors[j as usize] {
-                if !good[i as usize] {
-                    good[i as usize] = true;
-                    work.push(i);
-                }
-            }
-        }
-        let Some(bad) = good.iter().position(|g| !g) else {
-            return Ok(n);
-        };
-        // Rebuild the path to the first trapped state (the earliest found: a shortest path).
-        let mut path = Vec::new();
-        let mut at = bad as u32;
-        while let Some((p, step)) = &parent[at as usize] {
-            path.push(step.clone());
-            at = *p;
-        }
-        path.reverse();
-        let mut state = self.init_states().remove(0);
-        for step in &path {
-            state = self
-                .next_state(&state, step.clone())
-                .expect("a replayed step");
-        }
-        Err(Box::new(Trapped { path, state }))
+        progress(self, |s| self.finished(s))
     }
 
     /// Why `property` does not hold in `s`, for counterexample reports.
@@ -590,4 +501,107 @@ impl CoherenceModel {
             ),
         }
     }
+}
+
+/// Liveness under fair scheduling: explores every state (breadth first, remembering each
+/// state's successors by a 64-bit fingerprint) and checks that from each one some run
+/// reaches a finished state (every fault served). A run that loops forever without
+/// serving a fault is then only possible by starving a step that stays possible, which a
+/// fair scheduler does not do. Returns the number of states, or the first trapped state.
+pub fn progress<M>(
+    model: &M,
+    is_finished: impl Fn(&M::State) -> bool,
+) -> Result<usize, Box<TrappedIn<M>>>
+where
+    M: Model,
+    M::Action: Clone,
+    M::State: std::hash::Hash,
+{
+    use std::collections::HashMap;
+    use std::collections::VecDeque;
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+
+    let fingerprint = |s: &M::State| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
+    let init = model.init_states().remove(0);
+    let mut index = HashMap::from([(fingerprint(&init), 0u32)]);
+    // For each state: its parent and the step from it, its successors, and whether it
+    // is finished.
+    let mut parent: Vec<Option<(u32, M::Action)>> = vec![None];
+    let mut successors: Vec<Vec<u32>> = vec![Vec::new()];
+    let mut finished = vec![false];
+    let mut queue = VecDeque::from([(0u32, init)]);
+    let mut steps = Vec::new();
+    let started = std::time::Instant::now();
+    let mut reported = started;
+    while let Some((i, s)) = queue.pop_front() {
+        // A progress line every 20 s on stderr itself (not captured by the harness).
+        if i % 4096 == 0 && reported.elapsed() >= std::time::Duration::from_secs(20) {
+            reported = std::time::Instant::now();
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "model progress: {} states so far, {:.0?}",
+                parent.len(),
+                started.elapsed()
+            );
+        }
+        finished[i as usize] = is_finished(&s);
+        steps.clear();
+        model.actions(&s, &mut steps);
+        for step in steps.drain(..) {
+            let Some(next) = model.next_state(&s, step.clone()) else {
+                continue;
+            };
+            let fp = fingerprint(&next);
+            let j = match index.get(&fp) {
+                Some(&j) => j,
+                None => {
+                    let j = parent.len() as u32;
+                    index.insert(fp, j);
+                    parent.push(Some((i, step)));
+                    successors.push(Vec::new());
+                    finished.push(false);
+                    queue.push_back((j, next));
+                    j
+                }
+            };
+            successors[i as usize].push(j);
+        }
+    }
+    // Backwards from the finished states.
+    let n = parent.len();
+    let mut predecessors = vec![Vec::new(); n];
+    for (i, succ) in successors.iter().enumerate() {
+        for &j in succ {
+            predecessors[j as usize].push(i as u32);
+        }
+    }
+    let mut good = finished.clone();
+    let mut work: Vec<u32> = (0..n as u32).filter(|&i| finished[i as usize]).collect();
+    while let Some(j) = work.pop() {
+        for &i in &predecessors[j as usize] {
+            if !good[i as usize] {
+                good[i as usize] = true;
+                work.push(i);
+            }
+        }
+    }
+    let Some(bad) = good.iter().position(|g| !g) else {
+        return Ok(n);
+    };
+    // Rebuild the path to the first trapped state (the earliest found: a shortest path).
+    let mut path = Vec::new();
+    let mut at = bad as u32;
+    while let Some((p, step)) = &parent[at as usize] {
+        path.push(step.clone());
+        at = *p;
+    }
+    path.reverse();
+    let mut state = model.init_states().remove(0);
+    for step in &path {
+        state = model
+            .next_state(&state, step.clone())
+            .expect("a replayed step");
+    }
+    Err(Box::new(Trapped { path, state }))
 }
