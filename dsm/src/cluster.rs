@@ -98,9 +98,36 @@ impl Dsm {
 
     /// As [`Dsm::join`], with the region at `base`.
     pub fn join_at(config: NodeConfig, backend: Backend, base: usize) -> Result<Dsm, DsmError> {
+        Self::join_inner(config, backend, base, None)
+    }
+
+    /// As [`Dsm::join`], with `store` as this node's backing store: the region's pages come
+    /// from it and written-back pages go to it (a [`crate::pager::PagerStore`] of a file
+    /// pager maps a file into the region). `config` needs a memory budget. Every node
+    /// should be given a store of the same memory object; on leave, each writes the pages
+    /// it owns into its store.
+    pub fn join_with_store(
+        config: NodeConfig,
+        backend: Backend,
+        store: Box<dyn crate::replacement::BackingStore>,
+    ) -> Result<Dsm, DsmError> {
+        let base = base_from_env().map_err(map_error)?;
+        Self::join_inner(config, backend, base, Some(store))
+    }
+
+    fn join_inner(
+        config: NodeConfig,
+        backend: Backend,
+        base: usize,
+        store: Option<Box<dyn crate::replacement::BackingStore>>,
+    ) -> Result<Dsm, DsmError> {
         let mapping = Mapping::create(base, config.pages, backend).map_err(map_error)?;
         let pages: Arc<dyn LocalPages> = mapping.clone();
         let runtime = NodeRuntime::start(config, pages)?;
+        if let Some(store) = store {
+            // No page moves before the join barrier below: peers fault only after it.
+            runtime.set_store(store)?;
+        }
         let faults = FaultService::start(mapping.clone(), runtime.clone())
             .map_err(|e| DsmError::Config(e.to_string()))?;
         let dsm = Dsm {

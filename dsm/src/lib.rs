@@ -42,4 +42,5 @@ pub mod init;
 pub mod launcher_env;
 #[cfg(not(memlink_loom))]
 pub mod mapping;
+pub mod pager;
 pub mod peer_addr;

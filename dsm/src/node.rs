@@ -931,13 +931,18 @@ impl NodeRuntime {
             st.leaving = true;
         }
         let final_barrier = self.barrier(SHUTDOWN_BARRIER);
+        // After every node's last access: write the pages owned here to a pager's file.
+        let cleaned = match &final_barrier {
+            Ok(()) => self.clean_into_store(),
+            Err(_) => Ok(()),
+        };
         lock(&self.state).shut = true;
         self.timers.stop();
         self.endpoint.transport().close();
         self.endpoint
             .fail_all(self.id, "this node shut down (left the cluster)");
         self.served.notify_all();
-        final_barrier
+        final_barrier.and(cleaned)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod counter;
 pub mod jacobi;
 pub mod matmul;
 pub mod sort;
+pub mod wordcount;
 
 use std::fmt;
 use std::str::FromStr;

@@ -252,6 +252,54 @@ impl NodeRuntime {
         lock(&self.state).lru.resident()
     }
 
+    /// Use `store` as this node's backing store (a pager's, see [`crate::pager`]) instead of
+    /// the default file. Only for a node with a memory budget (its pages start in the store),
+    /// before any page moved ([`crate::cluster::Dsm::join_with_store`] calls it before the
+    /// cluster's first barrier).
+    pub fn set_store(&self, store: Box<dyn BackingStore>) -> Result<(), DsmError> {
+        let mut st = lock(&self.state);
+        if st.frames.is_none() {
+            return Err(DsmError::Config(
+                "a pager needs a memory budget on every node (the pages start in the store)".into(),
+            ));
+        }
+        if st.lru.resident() != 0 || st.store.is_some() {
+            return Err(DsmError::Config(
+                "the backing store can only be set before any page moved".into(),
+            ));
+        }
+        st.store = Some(store);
+        Ok(())
+    }
+
+    /// Leaving: when the store outlives the node (a pager's file), write every page this
+    /// node owns and holds into it and make it durable, so that the writes of the run reach
+    /// the file. Called after the final barrier: no page changes hands any more.
+    pub(super) fn clean_into_store(&self) -> Result<(), DsmError> {
+        let mut st = lock(&self.state);
+        if !st.store.as_ref().is_some_and(|s| s.keeps_pages()) {
+            return Ok(());
+        }
+        let mut data = vec![0u8; crate::types::PAGE_SIZE];
+        for page in 0..self.page_count {
+            let owned = st
+                .coherence
+                .page(page)
+                .is_some_and(|p| p.owner && p.access >= crate::types::Access::Read);
+            if owned {
+                self.pages.read_page(page, &mut data);
+                self.store_write(&mut st, page, &data)
+                    .map_err(|(_, reason)| DsmError::Config(reason))?;
+            }
+        }
+        if let Some(store) = st.store.as_mut() {
+            store
+                .sync()
+                .map_err(|e| DsmError::Config(format!("this node's backing store failed: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// What page replacement did here so far.
     pub fn eviction_stats(&self) -> EvictionStats {
         self.evictions.snapshot()

@@ -32,6 +32,8 @@ pub enum StoreError {
         /// What the system said.
         error: io::Error,
     },
+    /// The pager behind the store failed.
+    Pager(String),
     /// A page outside the store (the region is larger than the store was made for).
     OutOfRange {
         /// The page.
@@ -50,6 +52,7 @@ impl fmt::Display for StoreError {
                  {STORE_DIR_ENV} to a writable directory with room for the region",
                 dir.display()
             ),
+            StoreError::Pager(e) => write!(f, "{e}"),
             StoreError::OutOfRange { page, pages } => write!(
                 f,
                 "page {page} is outside the backing store of {pages} pages"
@@ -62,7 +65,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Create { error, .. } => Some(error),
-            StoreError::OutOfRange { .. } => None,
+            StoreError::OutOfRange { .. } | StoreError::Pager(_) => None,
         }
     }
 }
@@ -75,6 +78,15 @@ pub trait BackingStore: Send {
     fn read_page(&mut self, page: PageNo, out: &mut [u8]) -> Result<(), StoreError>;
     /// Store `data` (`PAGE_SIZE` bytes) as the contents of `page`.
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError>;
+    /// Make the writes so far durable (the node is leaving).
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether the store outlives the node (a pager's file): then the node, when it
+    /// leaves, writes the pages it owns into it. The default store goes with the node.
+    fn keeps_pages(&self) -> bool {
+        false
+    }
 }
 
 /// The default store: an unnamed file mapped into this process; see the module docs.

@@ -25,6 +25,11 @@ pub const NODE_ENV: &str = "MEMLINK_DSM_TEST_NODE";
 pub const BUDGET_ENV: &str = "MEMLINK_DSM_TEST_BUDGET";
 /// See [`BUDGET_ENV`].
 pub const HOLD_US_ENV: &str = "MEMLINK_DSM_TEST_HOLD_US";
+/// A file every node maps into the region from page 1 with a file pager (set: the nodes
+/// join with its store; needs [`BUDGET_ENV`]).
+pub const PAGER_FILE_ENV: &str = "MEMLINK_DSM_TEST_PAGER_FILE";
+/// The region's pages (unset: [`PAGES`]).
+pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
 
 /// A node body: runs on a joined node, returns whether its checks passed.
 pub type Body = fn(&Dsm) -> Result<bool, DsmError>;
@@ -65,7 +70,9 @@ pub fn node_entry(custom: &[(&str, Body)]) {
             .split(',')
             .map(|p| p.parse::<SocketAddr>().expect("peer"))
             .collect(),
-        pages: PAGES,
+        pages: std::env::var(PAGES_ENV)
+            .ok()
+            .map_or(PAGES, |v| v.parse().expect("pages")),
         manager: manager.parse().expect("manager"),
         connect_timeout: Duration::from_millis(
             std::env::var("MEMLINK_DSM_TEST_CONNECT_MS")
@@ -85,7 +92,16 @@ pub fn node_entry(custom: &[(&str, Body)]) {
     };
     let backend: Backend = backend.parse().expect("backend");
     let body = body_of(body, custom).expect("known body");
-    let code = match Dsm::join(config, backend) {
+    let joined = match std::env::var_os(PAGER_FILE_ENV) {
+        Some(path) => {
+            let pager = memlink_dsm::pager::FilePager::open(path.as_ref(), 0, None, 1)
+                .expect("the pager's file");
+            let store = Box::new(memlink_dsm::pager::PagerStore::new(pager));
+            Dsm::join_with_store(config, backend, store)
+        }
+        None => Dsm::join(config, backend),
+    };
+    let code = match joined {
         Err(e) => {
             eprintln!("join failed: {e}");
             if matches!(e, DsmError::NodeLost { .. }) {

@@ -1,0 +1,175 @@
+//! [`FilePager`]: a file, or a range of it, as the contents of a run of region pages.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use memmap2::{MmapMut, MmapOptions};
+
+use super::{Pager, PagerError, Supply};
+use crate::types::{PAGE_SIZE, PageNo};
+
+/// A pager whose pages are a file's bytes: region page `first_page + i` is the file's page `i`
+/// of the range mapped. Pages before `first_page` or past the range's end are unavailable
+/// (zero); a write past the end is dropped (the file never grows); a last partial page reads
+/// zero past the end.
+pub struct FilePager {
+    map: MmapMut,
+    len: usize,
+    first_page: PageNo,
+}
+
+impl std::fmt::Debug for FilePager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilePager")
+            .field("len", &self.len)
+            .field("first_page", &self.first_page)
+            .finish()
+    }
+}
+
+impl FilePager {
+    /// Maps `len` bytes of `path` from `offset` (a multiple of `PAGE_SIZE`; `None`: to the
+    /// file's end) as region pages from `first_page` on.
+    pub fn open(
+        path: &Path,
+        offset: u64,
+        len: Option<u64>,
+        first_page: PageNo,
+    ) -> Result<FilePager, PagerError> {
+        let fail = |error| PagerError::Open {
+            path: path.to_path_buf(),
+            error,
+        };
+        if offset % PAGE_SIZE as u64 != 0 {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("offset {offset} is not a multiple of the page size {PAGE_SIZE}"),
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(fail)?;
+        let size = file.metadata().map_err(fail)?.len();
+        let len = len
+            .unwrap_or(size.saturating_sub(offset))
+            .min(size.saturating_sub(offset));
+        let len = usize::try_from(len).map_err(|_| {
+            fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the range does not fit in this address space",
+            ))
+        })?;
+        // A zero-length mapping is refused by mmap: map one byte's page at least; `len`
+        // bounds every access.
+        // SAFETY: the mapping is shared with the file, which other processes (the other
+        // nodes' pagers, the user) may write; it is only reached through `data_request` and
+        // `data_write`, which copy bytes in and out within `len` and make no reference into
+        // it that outlives the call, so a concurrent change is at worst torn data, never
+        // unsoundness of this process's memory.
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(offset)
+                .len(len.max(1))
+                .map_mut(&file)
+        }
+        .map_err(fail)?;
+        Ok(FilePager {
+            map,
+            len,
+            first_page,
+        })
+    }
+
+    /// The bytes of the file range this pager maps.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The region pages the range covers (from `first_page`).
+    pub fn pages(&self) -> u32 {
+        self.len.div_ceil(PAGE_SIZE) as u32
+    }
+
+    /// The byte range of the file behind region page `page`, if any.
+    fn bytes_of(&self, page: PageNo) -> Option<std::ops::Range<usize>> {
+        let i = page.checked_sub(self.first_page)? as usize;
+        let start = i.checked_mul(PAGE_SIZE)?;
+        (start < self.len).then(|| start..(start + PAGE_SIZE).min(self.len))
+    }
+}
+
+impl Pager for FilePager {
+    fn data_request(&mut self, page: PageNo, out: &mut [u8]) -> Result<Supply, PagerError> {
+        let Some(range) = self.bytes_of(page) else {
+            return Ok(Supply::DataUnavailable);
+        };
+        let n = range.len().min(out.len());
+        out[..n].copy_from_slice(&self.map[range.start..range.start + n]);
+        out[n..].fill(0);
+        Ok(Supply::DataProvided)
+    }
+
+    fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError> {
+        if let Some(range) = self.bytes_of(page) {
+            let n = range.len().min(data.len());
+            self.map[range.start..range.start + n].copy_from_slice(&data[..n]);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), PagerError> {
+        self.map.flush().map_err(PagerError::Flush)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_range_reads_and_writes_as_pages_from_first_page() {
+        let dir = std::env::temp_dir().join(format!("memlink-pager-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data");
+        let mut bytes = vec![1u8; PAGE_SIZE];
+        bytes.extend(vec![2u8; 100]);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut pager = FilePager::open(&path, 0, None, 1).unwrap();
+        assert_eq!(pager.pages(), 2);
+        let mut page = vec![9u8; PAGE_SIZE];
+        assert_eq!(
+            pager.data_request(0, &mut page).unwrap(),
+            Supply::DataUnavailable
+        );
+        assert_eq!(
+            pager.data_request(1, &mut page).unwrap(),
+            Supply::DataProvided
+        );
+        assert!(page.iter().all(|&b| b == 1));
+        assert_eq!(
+            pager.data_request(2, &mut page).unwrap(),
+            Supply::DataProvided
+        );
+        assert!(page[..100].iter().all(|&b| b == 2) && page[100..].iter().all(|&b| b == 0));
+        assert_eq!(
+            pager.data_request(3, &mut page).unwrap(),
+            Supply::DataUnavailable
+        );
+        pager.data_write(2, &[7u8; PAGE_SIZE]).unwrap();
+        pager.data_write(9, &[7u8; PAGE_SIZE]).unwrap();
+        pager.sync().unwrap();
+        let after = std::fs::read(&path).unwrap();
+        assert_eq!(after.len(), PAGE_SIZE + 100, "the file never grows");
+        assert!(after[PAGE_SIZE..].iter().all(|&b| b == 7));
+        assert!(FilePager::open(&path, 100, None, 0).is_err());
+        assert!(FilePager::open(&dir.join("missing"), 0, None, 0).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

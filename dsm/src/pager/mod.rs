@@ -1,0 +1,128 @@
+//! External pagers, after Mach's memory objects (seed 002): a region's pages can come from a
+//! *pager*, a component that the nodes talk to only through its calls, instead of from
+//! nowhere (zero pages).
+//!
+//! How Mach's kernel–pager calls map onto the DSM:
+//! - `data_request` ([`Pager::data_request`]): a page that no node holds is touched. With a
+//!   memory budget every page starts in node 0's backing store, and a page written back stays
+//!   in its owner's store; the owner serves a fault on it from there (the protocol's
+//!   `SendStored` / `PageIn`), which for a store backed by a pager is this call. The pager
+//!   answers `data_provided` ([`Supply::DataProvided`]: the bytes) or `data_unavailable`
+//!   ([`Supply::DataUnavailable`]: a zero page).
+//! - `data_write` ([`Pager::data_write`]): a page's only copy is evicted to the store
+//!   (written back), or the node leaves and cleans the pages it owns.
+//!
+//! Not implemented yet (see the project's issue 14): `data_unlock`, and the pager's own
+//! commands `data_lock`, `flush_request`, `clean_request` and `cache`, which need new
+//! protocol messages; a pager in another process, and the failure of a pager that stops
+//! answering.
+//!
+//! [`FilePager`] maps a file (or a range of it) with memmap2; [`PagerStore`] makes any pager a
+//! node's [`crate::replacement::BackingStore`] (`Dsm::join_with_store`). Every node of a local
+//! cluster opens the same file, so every owner's write-back reaches it.
+
+mod file;
+
+pub use file::FilePager;
+
+use std::fmt;
+
+use crate::replacement::{BackingStore, StoreError};
+use crate::types::{PAGE_SIZE, PageNo};
+
+/// The pager's answer to a `data_request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supply {
+    /// `data_provided`: the page's contents were written to the buffer.
+    DataProvided,
+    /// `data_unavailable`: the pager has no data for the page; it reads as zeros.
+    DataUnavailable,
+}
+
+/// Why a pager call failed.
+#[derive(Debug)]
+pub enum PagerError {
+    /// The pager's file could not be opened, sized or mapped.
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Writing pages out to the file failed.
+    Flush(std::io::Error),
+}
+
+impl fmt::Display for PagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PagerError::Open { path, error } => {
+                write!(f, "the pager cannot map {}: {error}", path.display())
+            }
+            PagerError::Flush(e) => write!(f, "the pager could not write pages to its file: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PagerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PagerError::Open { error, .. } | PagerError::Flush(error) => Some(error),
+        }
+    }
+}
+
+/// A memory object's pager, with the calls a node makes on it, named as in Mach.
+pub trait Pager: Send {
+    /// `pager_data_request`: the contents of `page` (`PAGE_SIZE` bytes into `out`), or
+    /// [`Supply::DataUnavailable`] for a page the pager has no data for.
+    fn data_request(&mut self, page: PageNo, out: &mut [u8]) -> Result<Supply, PagerError>;
+    /// `pager_data_write`: `data` (`PAGE_SIZE` bytes) is the current contents of `page`.
+    fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError>;
+    /// Make every `data_write` so far durable (the node is leaving).
+    fn sync(&mut self) -> Result<(), PagerError>;
+}
+
+/// A node's backing store that asks a [`Pager`]: reads are `data_request`s (an unavailable
+/// page reads as zeros), writes are `data_write`s.
+pub struct PagerStore<P> {
+    pager: P,
+}
+
+impl<P: Pager> PagerStore<P> {
+    /// The store of `pager`.
+    pub fn new(pager: P) -> PagerStore<P> {
+        PagerStore { pager }
+    }
+}
+
+fn store_error(e: PagerError) -> StoreError {
+    StoreError::Pager(e.to_string())
+}
+
+impl<P: Pager> BackingStore for PagerStore<P> {
+    fn read_page(&mut self, page: PageNo, out: &mut [u8]) -> Result<(), StoreError> {
+        let len = out.len().min(PAGE_SIZE);
+        match self
+            .pager
+            .data_request(page, &mut out[..len])
+            .map_err(store_error)?
+        {
+            Supply::DataProvided => {}
+            Supply::DataUnavailable => out[..len].fill(0),
+        }
+        Ok(())
+    }
+
+    fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError> {
+        self.pager.data_write(page, data).map_err(store_error)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.pager.sync().map_err(store_error)
+    }
+
+    fn keeps_pages(&self) -> bool {
+        true
+    }
+}
