@@ -3,7 +3,8 @@
 //! corpus). Each takes arbitrary bytes as a peer could send them and panics only when an
 //! invariant breaks:
 //!
-//! - [`frame_decoder`]: a byte stream read as frames, the way a connection's reader does;
+//! - [`frame_decoder`]: a byte stream read as frames, the way a connection's reader does
+//!   (lost-node notices decoded as the reader does);
 //! - [`handshake`]: the admission handshake fed arbitrary messages (no proof without the key
 //!   is ever accepted), or an honest handshake whose messages are tampered with in flight
 //!   (no tampered handshake ever admits);
@@ -23,7 +24,8 @@ use crate::admission::handshake::{
 use crate::alloc::FirstFit;
 use crate::protocol::rights::{self, CapId, CapRecord};
 use crate::protocol::{Coherence, Effect, codec};
-use crate::remote::frame::{Frame, HEADER_LEN, Header, MAX_PAYLOAD};
+use crate::remote::frame::{Frame, FrameKind, HEADER_LEN, Header, MAX_PAYLOAD};
+use crate::remote::notice::LostNotice;
 use crate::sync::SyncManager;
 use crate::types::{ManagerKind, PAGE_SIZE};
 
@@ -39,7 +41,9 @@ fn messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// A stream of frames as a connection's reader takes them: every accepted frame fits the
-/// limit and encodes back to the bytes it came from (the hint aside, which frames drop).
+/// limit and encodes back to the bytes it came from (the hint aside, which frames drop); a
+/// lost-node notice accepted from a 4-node cluster names one of its nodes and encodes back to
+/// its payload.
 pub fn frame_decoder(data: &[u8]) {
     let mut cursor = Cursor::new(data);
     loop {
@@ -48,6 +52,15 @@ pub fn frame_decoder(data: &[u8]) {
             return;
         };
         assert!(frame.payload.len() <= MAX_PAYLOAD);
+        if frame.kind == FrameKind::Lost {
+            if let Ok(notice) = LostNotice::decode(&frame.payload, 4) {
+                assert!(notice.node < 4);
+                assert_eq!(
+                    LostNotice::encode(notice.node, &notice.reason),
+                    frame.payload
+                );
+            }
+        }
         let end = cursor.position() as usize;
         let mut bytes = Frame::new(frame.kind, frame.request_id, frame.payload)
             .encode()

@@ -700,11 +700,19 @@ impl NodeRuntime {
         self.fail_locked(lock(&self.state), node, reason);
     }
 
-    fn fail_locked(&self, mut st: MutexGuard<'_, State>, node: NodeId, reason: String) {
+    fn fail_locked(&self, st: MutexGuard<'_, State>, node: NodeId, reason: String) {
         if st.failed.is_some() || st.shut {
             return;
         }
         if st.left.contains(&node) && reason.contains("EOF") {
+            return;
+        }
+        // The peers hear which node was lost before any thread here can see the failure and
+        // end the process (told without the state lock: a send may block).
+        drop(st);
+        self.endpoint.transport().announce_lost(node, &reason);
+        let mut st = lock(&self.state);
+        if st.failed.is_some() || st.shut {
             return;
         }
         eprintln!("memlink-dsm node {}: lost node {node}: {reason}", self.id);
@@ -986,7 +994,7 @@ impl NodeRuntime {
             }
             Err((node, reason)) => {
                 self.fail_locked(st, node, reason.clone());
-                Err(DsmError::NodeLost { node, reason })
+                Err(self.failure_or(node, reason))
             }
         }
     }
@@ -1002,7 +1010,13 @@ impl NodeRuntime {
             return Err(DsmError::ShutDown);
         }
         self.fail(node, reason.clone());
-        Err(DsmError::NodeLost { node, reason })
+        Err(self.failure_or(node, reason))
+    }
+
+    /// The node's failure (the first loss, which may have come just before this one: it is
+    /// the one to name), or this loss.
+    fn failure_or(&self, node: NodeId, reason: String) -> DsmError {
+        Self::failure(&lock(&self.state)).unwrap_or(DsmError::NodeLost { node, reason })
     }
 
     /// Why a fault cannot be served any more, if so: the node failed or is shutting down.
@@ -1077,6 +1091,6 @@ impl FaultResolver for NodeRuntime {
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
         self.timers.stop();
-        self.endpoint.transport().close();
+        self.endpoint.transport().close_now();
     }
 }

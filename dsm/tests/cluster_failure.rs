@@ -1,12 +1,13 @@
 //! Failures across node processes: a node killed with SIGKILL mid-run makes the others fail
-//! with NodeLost within seconds; garbage sent to a node's port does not hurt the node; a node
-//! whose peer never comes up says which one and exits non-zero.
+//! with NodeLost within seconds, naming the killed node (never a survivor that left because of
+//! it, at whatever moment the kill comes); garbage sent to a node's port does not hurt the
+//! node; a node whose peer never comes up says which one and exits non-zero.
 
 mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memlink_dsm::apps::{EXIT_DSM_ERROR, EXIT_NODE_LOST};
 use memlink_dsm::cluster::Dsm;
@@ -31,6 +32,28 @@ fn forever(dsm: &Dsm) -> Result<bool, DsmError> {
     }
 }
 
+/// Works the cluster until it fails: lock-protected increments of a counter whose page moves
+/// from node to node, and a barrier every few rounds (so nodes also wait for each other).
+fn churn(dsm: &Dsm) -> Result<bool, DsmError> {
+    if dsm.id() == 0 {
+        let counter = DsmBox::new(dsm, 0u64)?;
+        dsm.publish(1, counter.offset() as u64);
+    }
+    dsm.barrier(1)?;
+    let counter = DsmBox::<u64>::attach(dsm, dsm.lookup(1) as usize)?;
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    for round in 0u32.. {
+        dsm.lock(1)?;
+        counter.set(counter.get() + 1);
+        dsm.unlock(1)?;
+        if round % 4 == 3 {
+            dsm.barrier(2 + round / 4 % 2)?;
+        }
+    }
+    Ok(true)
+}
+
 /// Waits for a line on stdin, then runs the counter app.
 fn after_stdin(dsm: &Dsm) -> Result<bool, DsmError> {
     println!("ready");
@@ -41,7 +64,11 @@ fn after_stdin(dsm: &Dsm) -> Result<bool, DsmError> {
 
 #[test]
 fn node_main() {
-    support::node_entry(&[("forever", forever), ("after_stdin", after_stdin)]);
+    support::node_entry(&[
+        ("forever", forever),
+        ("churn", churn),
+        ("after_stdin", after_stdin),
+    ]);
 }
 
 fn killed_node_fails_the_others(backend: Backend) {
@@ -69,12 +96,108 @@ fn killed_node_fails_the_others(backend: Backend) {
             Some(EXIT_NODE_LOST),
             "node {id} ({backend}): {status:?}, stderr: {stderr}"
         );
-        // Node 2, or a survivor that already left because of it: either way a lost node.
-        assert!(
-            stderr.contains("lost node") || stderr.contains("node lost"),
-            "node {id}: {stderr}"
+        assert_eq!(
+            lost_nodes_named(&stderr),
+            vec![2],
+            "node {id} names the node that died: {stderr}"
         );
     }
+}
+
+/// Every node a survivor's stderr names as lost ("lost node N"), in order, without repeats.
+fn lost_nodes_named(stderr: &str) -> Vec<u32> {
+    let mut named = Vec::new();
+    for (at, _) in stderr.match_indices("lost node ") {
+        let digits: String = stderr[at + "lost node ".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse() {
+            if !named.contains(&n) {
+                named.push(n);
+            }
+        }
+    }
+    named
+}
+
+/// A small xorshift generator: the kill schedule, reproducible from its seed.
+struct Schedule(u64);
+
+impl Schedule {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Rounds of a 4-node cluster working (locks, a moving page, barriers); in each, one node
+/// picked at random is SIGKILLed at a random moment, and every survivor must fail naming it,
+/// never another survivor that left because of the death. The seed is printed
+/// (`MEMLINK_KILL_SEED` replays a schedule).
+#[test]
+fn survivors_name_the_killed_node_whenever_it_dies() {
+    const ROUNDS: usize = 30;
+    const NODES: usize = 4;
+    let seed = std::env::var("MEMLINK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("kill schedule seed: {seed} (MEMLINK_KILL_SEED={seed} replays it)");
+    let mut schedule = Schedule(seed);
+    let (mut checked, mut wrong) = (0usize, Vec::new());
+    for round in 0..ROUNDS {
+        let victim = schedule.next(NODES as u64) as usize;
+        let moment = Duration::from_micros(schedule.next(20_000));
+        let backend = [Backend::Sigsegv, Backend::Uffd][round % 2];
+        let mut nodes: Vec<Option<NodeProcess>> = support::slots(NODES)
+            .into_iter()
+            .map(|(s, l)| Some(NodeProcess::spawn(&s, l, "churn", backend)))
+            .collect();
+        for n in nodes.iter().flatten() {
+            n.expect_line("ready");
+        }
+        // The random moment of the kill: where in the loop of locks, faults and barriers the
+        // nodes are when it comes.
+        std::thread::sleep(moment);
+        let mut dead = nodes[victim].take().expect("the victim");
+        dead.child.kill().expect("SIGKILL");
+        assert!(
+            dead.wait_for(support::DEADLINE).0.is_some(),
+            "outlived SIGKILL"
+        );
+        for (id, node) in nodes.into_iter().enumerate() {
+            let Some(node) = node else { continue };
+            let (status, stderr) = node.wait_for(Duration::from_secs(20));
+            let status = status.unwrap_or_else(|| panic!("node {id} hung after {victim} died"));
+            assert_eq!(
+                status.code(),
+                Some(EXIT_NODE_LOST),
+                "round {round}: node {id} ({backend}) after node {victim} died: {stderr}"
+            );
+            let named = lost_nodes_named(&stderr);
+            checked += 1;
+            if named != [victim as u32] {
+                wrong.push(format!(
+                    "round {round} ({backend}, kill after {moment:?}): node {id} named {named:?} \
+                     for node {victim}: {}",
+                    stderr.trim()
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{ROUNDS} kills, {checked} survivors' errors checked, {} naming another node",
+        wrong.len()
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub enum FrameKind {
     OneWay = 4,
     /// The sender leaves the cluster in order: its EOF that follows is not a failure.
     Leave = 5,
+    /// The sender lost a node (payload: a [`crate::remote::notice::LostNotice`]); sent to
+    /// every peer before the sender fails, so survivors name the node that died.
+    Lost = 6,
 }
 
 impl FrameKind {
@@ -49,6 +52,7 @@ impl FrameKind {
             3 => FrameKind::Reply,
             4 => FrameKind::OneWay,
             5 => FrameKind::Leave,
+            6 => FrameKind::Lost,
             _ => return None,
         })
     }

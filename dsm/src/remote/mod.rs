@@ -1,6 +1,7 @@
 //! Remote operations (IVY's first module): frames, transports and request/reply.
 //!
 //! - [`frame`]: the length-prefixed, validated frame format;
+//! - [`notice`]: the lost-node notice a node sends its peers before it fails;
 //! - [`transport`]: the [`Transport`] trait and its events;
 //! - [`tcp`]: one TCP connection per pair of nodes, all-to-all at start;
 //! - [`inproc`]: the same between endpoints of one process, for deterministic tests;
@@ -27,6 +28,7 @@
 
 pub mod frame;
 pub mod inproc;
+pub mod notice;
 pub mod rpc;
 #[cfg(not(memlink_loom))]
 pub mod tcp;
@@ -34,6 +36,7 @@ pub mod transport;
 
 pub use frame::{Frame, FrameError, FrameKind, Header};
 pub use inproc::InProcTransport;
+pub use notice::{LostNotice, NoticeError};
 pub use rpc::{BroadcastReply, CallError, Endpoint, Incoming, ReplyScheme, Responder};
 #[cfg(not(memlink_loom))]
 pub use tcp::{ConnectError, TcpConfig, TcpTransport};

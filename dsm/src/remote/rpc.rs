@@ -234,8 +234,8 @@ impl Endpoint {
                     from,
                     payload: frame.payload,
                 }),
-                // Hello and Leave are handled by the transport.
-                FrameKind::Hello | FrameKind::Leave => None,
+                // Hello, Leave and lost-node notices are handled by the transport.
+                FrameKind::Hello | FrameKind::Leave | FrameKind::Lost => None,
             },
             TransportEvent::Left { node } => {
                 // Replies it sent came before its Leave; whatever still waits never gets one.

@@ -4,16 +4,29 @@
 //! before any other frame is read. A [`Gate`] serves the accepting side; it keeps running
 //! after start and refuses every further connection, garbage included, at a bounded cost, so
 //! a stray client cannot disturb a running node.
+//!
+//! When a node dies, the survivors must name it, not a survivor that failed because of it and
+//! left. So a loss is told to the peers before it is reported here: a reader that sees its
+//! peer's connection break first sends every other peer a lost-node notice
+//! ([`FrameKind::Lost`]), then delivers the loss; a notice received is passed on the same way
+//! (only the first loss is ever told); a send that fails waits (at most
+//! [`LOST_REPORT_WAIT`]) for the reader of that peer to report what happened to it. Every
+//! survivor's connection to a survivor that fails thus carries the notice before its end, and
+//! a node that failed closes without a Leave. An orderly close sends Leave and then waits (at
+//! most [`LINGER`]) until every peer has closed too, so the last messages the peers still send
+//! (a confirmation that follows a served fault) meet an open connection, not a reset one.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::frame::{Frame, FrameKind, HEADER_LEN, Header};
+use super::notice::LostNotice;
 use super::transport::{EventSource, EventSwitch, SendError, Transport, TransportEvent};
 use crate::admission::{AdmitError, ClusterId, ClusterKey, Gate, Handshake, Refusal, dial};
 use crate::types::NodeId;
@@ -22,6 +35,11 @@ use crate::types::NodeId;
 const READ_BUFFER: usize = 64 * 1024;
 /// Pause between two connection attempts to a peer that is not up yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How long a send that failed waits for the reader of that peer to report the loss (or the
+/// notice of the node whose death made the peer leave).
+pub const LOST_REPORT_WAIT: Duration = Duration::from_secs(1);
+/// How long an orderly close waits for every peer to close its end too.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// How this node joins the others over TCP.
 #[derive(Clone, Debug)]
@@ -131,14 +149,117 @@ impl std::error::Error for ConnectError {}
 
 /// A node's connections to all its peers.
 pub struct TcpTransport {
-    id: NodeId,
-    nodes: usize,
-    writers: Vec<Option<Mutex<TcpStream>>>,
+    links: Arc<Links>,
     frames: AtomicU64,
     bytes: AtomicU64,
-    closing: Arc<AtomicBool>,
     listen_addr: SocketAddr,
     gate: Gate,
+}
+
+/// What the senders and the reader threads of a transport share.
+struct Links {
+    me: NodeId,
+    nodes: usize,
+    writers: Vec<Option<Mutex<TcpStream>>>,
+    closing: AtomicBool,
+    /// The loss told to the peers, once told (see [`Links::announce_lost`]).
+    announced: Mutex<Option<NodeId>>,
+    /// Each peer's reader: whether the peer left in order, whether the reader has ended.
+    readers: Mutex<Vec<ReaderState>>,
+    reader_ended: Condvar,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ReaderState {
+    left: bool,
+    ended: bool,
+}
+
+thread_local! {
+    /// On a reader thread: its transport (the `Links` address) and its peer.
+    static READING: Cell<Option<(usize, NodeId)>> = const { Cell::new(None) };
+}
+
+impl Links {
+    fn readers(&self) -> MutexGuard<'_, Vec<ReaderState>> {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Tell every peer but `node` (and `told_by`, who told this node) that `node` was lost;
+    /// only the first loss is told, and nothing once the transport closes. Best effort: a peer
+    /// that cannot be told is lost too.
+    fn announce_lost(&self, node: NodeId, reason: &str, told_by: Option<NodeId>) {
+        if self.closing() {
+            return;
+        }
+        // Held while the notices go out: a second loss (or a close) waits until they are out,
+        // so nothing this node does because of the loss can overtake them.
+        let mut told = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        if told.is_some() {
+            return;
+        }
+        *told = Some(node);
+        let notice = Frame::new(FrameKind::Lost, 0, LostNotice::encode(node, reason));
+        for (j, w) in self.writers.iter().enumerate() {
+            if j == node as usize || told_by.is_some_and(|t| j == t as usize) {
+                continue;
+            }
+            if let Some(w) = w {
+                if let Ok(mut s) = w.lock() {
+                    let _ = write_frame(&mut s, &notice);
+                }
+            }
+        }
+    }
+
+    /// After a send to `peer` failed: wait (bounded) until its reader has said what happened
+    /// to it, so the failure the caller reports comes after the loss (or the notice) the reader
+    /// delivers; if the reader says nothing in time (or this is that reader), tell the peers
+    /// now, unless `peer` left in order.
+    fn after_failed_send(self: &Arc<Self>, peer: NodeId, reason: &str) {
+        if self.closing() {
+            return;
+        }
+        let me = Arc::as_ptr(self) as usize;
+        let own_reader = READING.with(|r| r.get()) == Some((me, peer));
+        let state = {
+            let readers = self.readers();
+            let wait = if own_reader {
+                Duration::ZERO
+            } else {
+                LOST_REPORT_WAIT
+            };
+            let (readers, _) = self
+                .reader_ended
+                .wait_timeout_while(readers, wait, |r| {
+                    r.get(peer as usize).is_some_and(|s| !s.ended)
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            readers.get(peer as usize).copied().unwrap_or_default()
+        };
+        if !state.ended && !state.left {
+            self.announce_lost(peer, reason, None);
+        }
+    }
+
+    /// Wait (at most `limit`) until every reader has ended.
+    fn await_readers(&self, limit: Duration) {
+        let readers = self.readers();
+        let _ = self
+            .reader_ended
+            .wait_timeout_while(readers, limit, |r| r.iter().any(|s| !s.ended));
+    }
+
+    fn mark(&self, peer: NodeId, change: impl FnOnce(&mut ReaderState)) {
+        if let Some(s) = self.readers().get_mut(peer as usize) {
+            change(s);
+        }
+        self.reader_ended.notify_all();
+    }
 }
 
 /// Seconds of silence before the kernel probes a peer, between probes, and probes lost before
@@ -271,9 +392,9 @@ impl TcpTransport {
             }
         }
 
-        let closing = Arc::new(AtomicBool::new(false));
         let switch = Arc::new(EventSwitch::default());
         let mut writers = Vec::with_capacity(nodes);
+        let mut readers = Vec::with_capacity(nodes);
         for (j, s) in streams.into_iter().enumerate() {
             match s {
                 None => writers.push(None),
@@ -282,24 +403,31 @@ impl TcpTransport {
                         addr: listen_addr,
                         error,
                     })?;
-                    spawn_reader(
-                        j as NodeId,
-                        reader,
-                        Arc::clone(&switch),
-                        Arc::clone(&closing),
-                    );
+                    readers.push((j as NodeId, reader));
                     writers.push(Some(Mutex::new(s)));
                 }
             }
         }
+        // This node's own slot has no reader: it counts as ended from the start.
+        let mut states = vec![ReaderState::default(); nodes];
+        states[me as usize].ended = true;
+        let links = Arc::new(Links {
+            me,
+            nodes,
+            writers,
+            closing: AtomicBool::new(false),
+            announced: Mutex::new(None),
+            readers: Mutex::new(states),
+            reader_ended: Condvar::new(),
+        });
+        for (peer, reader) in readers {
+            spawn_reader(peer, reader, Arc::clone(&switch), Arc::clone(&links));
+        }
         Ok((
             TcpTransport {
-                id: me,
-                nodes,
-                writers,
+                links,
                 frames: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
-                closing,
                 listen_addr,
                 gate,
             },
@@ -359,57 +487,93 @@ fn dial_until(
     }
 }
 
-fn spawn_reader(
-    peer: NodeId,
-    stream: TcpStream,
-    events: Arc<EventSwitch>,
-    closing: Arc<AtomicBool>,
-) {
+fn spawn_reader(peer: NodeId, stream: TcpStream, events: Arc<EventSwitch>, links: Arc<Links>) {
     let named = thread::Builder::new().name(format!("dsm-reader-{peer}"));
-    let on_failure = Arc::clone(&events);
+    let on_failure = (Arc::clone(&events), Arc::clone(&links));
     let spawned = named.spawn(move || {
-        let mut left = false;
-        // Frames sent as one batch arrive in one read.
-        let mut reader = io::BufReader::with_capacity(READ_BUFFER, &stream);
-        loop {
-            match read_frame(&mut reader) {
-                Ok(frame) if frame.kind == FrameKind::Leave => {
-                    left = true;
-                    events.deliver(TransportEvent::Left { node: peer });
-                }
-                Ok(frame) if frame.kind == FrameKind::Hello => {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    if !closing.load(Ordering::SeqCst) {
-                        events.deliver(TransportEvent::Lost {
-                            node: peer,
-                            reason: "bad frame: a second Hello".into(),
-                        });
-                    }
-                    return;
-                }
-                Ok(frame) => events.deliver(TransportEvent::Frame { from: peer, frame }),
-                Err(e) => {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    if left || closing.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let reason = match e.kind() {
-                        io::ErrorKind::UnexpectedEof => "connection closed (EOF)".to_string(),
-                        io::ErrorKind::InvalidData => format!("bad frame: {e}"),
-                        _ => e.to_string(),
-                    };
+        READING.with(|r| r.set(Some((Arc::as_ptr(&links) as usize, peer))));
+        match read_until_end(peer, &stream, &events, &links) {
+            Some(reason) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                if !links.closing() {
+                    // The peers hear of it before this node can fail because of it.
+                    links.announce_lost(peer, &reason, None);
                     events.deliver(TransportEvent::Lost { node: peer, reason });
-                    return;
                 }
             }
+            // The peer left in order (or this node closes): what this node still sends it
+            // (the last messages of a step that ran as it left) goes out until this node
+            // closes too; the peer reads them while it waits for that (see `LINGER`).
+            None => {
+                let _ = stream.shutdown(Shutdown::Read);
+            }
         }
+        links.mark(peer, |s| s.ended = true);
     });
     if let Err(e) = spawned {
         // Nothing can be read from this peer: the connection is as good as broken.
-        on_failure.deliver(TransportEvent::Lost {
-            node: peer,
-            reason: format!("cannot start the thread that reads from it: {e}"),
-        });
+        let (events, links) = on_failure;
+        let reason = format!("cannot start the thread that reads from it: {e}");
+        links.announce_lost(peer, &reason, None);
+        events.deliver(TransportEvent::Lost { node: peer, reason });
+        links.mark(peer, |s| s.ended = true);
+    }
+}
+
+/// Read and deliver `peer`'s frames until its connection ends; returns why it broke, or None
+/// when it ended in order (after a Leave) or this node is closing.
+fn read_until_end(
+    peer: NodeId,
+    stream: &TcpStream,
+    events: &EventSwitch,
+    links: &Links,
+) -> Option<String> {
+    let mut left = false;
+    // Frames sent as one batch arrive in one read.
+    let mut reader = io::BufReader::with_capacity(READ_BUFFER, stream);
+    loop {
+        match read_frame(&mut reader) {
+            Ok(frame) if frame.kind == FrameKind::Leave => {
+                left = true;
+                links.mark(peer, |s| s.left = true);
+                events.deliver(TransportEvent::Left { node: peer });
+            }
+            Ok(frame) if frame.kind == FrameKind::Hello => {
+                return Some("bad frame: a second Hello".into());
+            }
+            Ok(frame) if frame.kind == FrameKind::Lost => {
+                let notice = match LostNotice::decode(&frame.payload, links.nodes) {
+                    Ok(n) => n,
+                    Err(e) => return Some(format!("bad frame: {e}")),
+                };
+                if links.closing() {
+                    continue;
+                }
+                let (node, reason) = if notice.node == links.me {
+                    let why = notice.reason;
+                    (peer, format!("it lost its connection to this node ({why})"))
+                } else if notice.node == peer {
+                    (peer, notice.reason)
+                } else {
+                    let why = notice.reason;
+                    (notice.node, format!("{why} (reported by node {peer})"))
+                };
+                // Passed on to the others (not back to the peer that told it).
+                links.announce_lost(node, &reason, Some(peer));
+                events.deliver(TransportEvent::Lost { node, reason });
+            }
+            Ok(frame) => events.deliver(TransportEvent::Frame { from: peer, frame }),
+            Err(e) => {
+                if left || links.closing() {
+                    return None;
+                }
+                return Some(match e.kind() {
+                    io::ErrorKind::UnexpectedEof => "connection closed (EOF)".to_string(),
+                    io::ErrorKind::InvalidData => format!("bad frame: {e}"),
+                    _ => e.to_string(),
+                });
+            }
+        }
     }
 }
 
@@ -423,11 +587,11 @@ fn first_of(frames: Vec<Frame>) -> Frame {
 
 impl Transport for TcpTransport {
     fn id(&self) -> NodeId {
-        self.id
+        self.links.me
     }
 
     fn nodes(&self) -> usize {
-        self.nodes
+        self.links.nodes
     }
 
     fn send(&self, to: NodeId, frame: Frame) -> Result<(), SendError> {
@@ -435,7 +599,7 @@ impl Transport for TcpTransport {
     }
 
     fn send_all(&self, to: NodeId, frames: Vec<Frame>) -> Result<(), SendError> {
-        let Some(Some(w)) = self.writers.get(to as usize) else {
+        let Some(Some(w)) = self.links.writers.get(to as usize) else {
             return Err(SendError {
                 to,
                 reason: "no such peer".into(),
@@ -464,9 +628,11 @@ impl Transport for TcpTransport {
         result.map_err(|e| {
             self.frames.fetch_sub(count, Ordering::Relaxed);
             self.bytes.fetch_sub(n, Ordering::Relaxed);
+            let reason = e.to_string();
+            self.links.after_failed_send(to, &reason);
             SendError {
                 to,
-                reason: e.to_string(),
+                reason,
                 frame: first_of(frames),
             }
         })
@@ -480,22 +646,50 @@ impl Transport for TcpTransport {
     }
 
     fn close(&self) {
-        if self.closing.swap(true, Ordering::SeqCst) {
+        self.close_with(true);
+    }
+
+    fn close_now(&self) {
+        self.close_with(false);
+    }
+
+    fn announce_lost(&self, node: NodeId, reason: &str) {
+        self.links.announce_lost(node, reason, None);
+    }
+}
+
+impl TcpTransport {
+    /// Leave (unless this node failed) and close; with `linger`, wait for the peers to close.
+    fn close_with(&self, linger: bool) {
+        let links = &self.links;
+        if links.closing.swap(true, Ordering::SeqCst) {
             return;
         }
-        for w in self.writers.iter().flatten() {
+        // A node that told its peers of a loss has failed: it leaves without a Leave (its
+        // peers fail too), and does not wait for them.
+        let failed = links
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        for w in links.writers.iter().flatten() {
             if let Ok(mut s) = w.lock() {
-                let _ = write_frame(&mut s, &Frame::new(FrameKind::Leave, 0, Vec::new()));
+                if !failed {
+                    let _ = write_frame(&mut s, &Frame::new(FrameKind::Leave, 0, Vec::new()));
+                }
                 // Half-close: the peer reads Leave, then EOF; our reader drains until it closes too.
                 let _ = s.shutdown(Shutdown::Write);
             }
         }
         self.gate.close();
+        if linger && !failed {
+            links.await_readers(LINGER);
+        }
     }
 }
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
-        self.close();
+        self.close_now();
     }
 }

@@ -69,8 +69,19 @@ pub trait Transport: Send + Sync {
     }
     /// Frames and bytes sent so far (headers included).
     fn sent(&self) -> (u64, u64);
-    /// Tell every peer this node leaves (a Leave frame), then close the connections.
+    /// Tell every peer this node leaves (a Leave frame), then close the connections; over TCP,
+    /// wait (bounded) until the peers have closed theirs too, reading what they still send.
     fn close(&self);
+    /// As [`Transport::close`], without waiting for the peers (a node dropped mid-run).
+    fn close_now(&self) {
+        self.close()
+    }
+    /// Tell every peer but `node` that `node` was lost (once: the first loss told is the one
+    /// every later notice would repeat), so that the survivors name it rather than this node
+    /// when it fails too. Transports whose losses reach every endpoint at once need not.
+    fn announce_lost(&self, node: NodeId, reason: &str) {
+        let _ = (node, reason);
+    }
 }
 
 /// A transport's stream of events, delivered to one handler once attached.
