@@ -460,6 +460,65 @@ impl<T: Shareable> Capability<T> {
     }
 }
 
+/// The shape every capability of memlink shares, local ([`Capability`]) or across the nodes
+/// of a DSM (`memlink_dsm::capability::DsmCapability`): acquire a guard (read, or write with
+/// the WRITE right), release by dropping it, restrict (never widen), see the rights held and
+/// whether the owner revoked it. Read guards follow the same rule everywhere: they
+/// dereference to `&T` only for [`Immutable`] types and [`load`](CapGuard::load) atomics.
+pub trait Acquire {
+    /// The guard of a read acquisition.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// The guard of a write acquisition.
+    type WriteGuard<'a>
+    where
+        Self: 'a;
+    /// Why an acquisition failed.
+    type Error: std::error::Error;
+
+    /// Makes the object accessible for reading while the guard lives.
+    fn acquire(&self) -> Result<Self::Guard<'_>, Self::Error>;
+    /// Makes the object accessible for writing (needs [`Rights::WRITE`]).
+    fn acquire_write(&self) -> Result<Self::WriteGuard<'_>, Self::Error>;
+    /// The same object with fewer rights.
+    fn restrict(&self, rights: Rights) -> Result<Self, RestrictError>
+    where
+        Self: Sized;
+    /// The rights held.
+    fn rights(&self) -> Rights;
+    /// Whether the owner revoked it.
+    fn is_revoked(&self) -> bool;
+}
+
+impl<T: Shareable> Acquire for Capability<T> {
+    type Guard<'a>
+        = CapGuard<'a, T>
+    where
+        T: 'a;
+    type WriteGuard<'a>
+        = WriteGuard<'a, T>
+    where
+        T: 'a;
+    type Error = AcquireError;
+
+    fn acquire(&self) -> Result<CapGuard<'_, T>, AcquireError> {
+        Capability::acquire(self)
+    }
+    fn acquire_write(&self) -> Result<WriteGuard<'_, T>, AcquireError> {
+        Capability::acquire_write(self)
+    }
+    fn restrict(&self, rights: Rights) -> Result<Self, RestrictError> {
+        Capability::restrict(self, rights)
+    }
+    fn rights(&self) -> Rights {
+        Capability::rights(self)
+    }
+    fn is_revoked(&self) -> bool {
+        Capability::is_revoked(self)
+    }
+}
+
 impl<T> Capability<T> {
     /// The rights this capability carries.
     pub fn rights(&self) -> Rights {

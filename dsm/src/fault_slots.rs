@@ -3,9 +3,9 @@
 //! Nothing here allocates or locks, so the handler side is async-signal-safe.
 //!
 //! A slot goes FREE → CLAIMED (by a faulting thread) → POSTED (page and access written) →
-//! SERVED or FAILED (by the service thread) → FREE (by the faulting thread, after reading the
-//! outcome). `posted` counts posts, so that the service thread can sleep on it without missing one.
-
+//! SERVED, FAILED or DENIED (by the service thread) → FREE (by the faulting thread, after
+//! reading the outcome). `posted` counts posts, so that the service thread can sleep on it
+//! without missing one.
 //!
 //! The atomics and the futex come from `memlink_capability::sync`, so under
 //! `--cfg memlink_loom` this same code runs in loom's model checker
@@ -34,6 +34,7 @@ const CLAIMED: u32 = 1;
 const POSTED: u32 = 2;
 const SERVED: u32 = 3;
 const FAILED: u32 = 4;
+const DENIED: u32 = 5;
 
 /// The number of faults that can be outstanding at once in a node (one per faulting thread);
 /// more faulting threads wait for a free slot.
@@ -61,6 +62,8 @@ pub enum Outcome {
     Served,
     /// The fault cannot be served (the cluster failed or the node left).
     Failed,
+    /// The protocol refused the access: the thread gets the protection fault.
+    Denied,
 }
 
 impl FaultSlots {
@@ -112,6 +115,7 @@ impl FaultSlots {
             match slot.state.load(Ordering::Acquire) {
                 SERVED => break Outcome::Served,
                 FAILED => break Outcome::Failed,
+                DENIED => break Outcome::Denied,
                 other => futex::wait(&slot.state, other),
             }
         };
@@ -143,6 +147,7 @@ impl FaultSlots {
             let state = match outcome {
                 Outcome::Served => SERVED,
                 Outcome::Failed => FAILED,
+                Outcome::Denied => DENIED,
             };
             // A CAS, not a store: stop() may have failed this slot meanwhile.
             if slot

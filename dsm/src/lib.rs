@@ -26,6 +26,8 @@ pub mod apps;
 #[cfg(not(memlink_loom))]
 pub mod bench;
 #[cfg(not(memlink_loom))]
+pub mod capability;
+#[cfg(not(memlink_loom))]
 pub mod cluster;
 #[cfg(not(memlink_loom))]
 pub mod connect_bench;

@@ -43,6 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 mod budget;
+pub mod capabilities;
 pub mod prefetch;
 mod timers;
 pub mod wire;
@@ -134,6 +135,8 @@ struct State {
     store: Option<Box<dyn BackingStore>>,
     /// The free frames this node last broadcast.
     last_broadcast: Option<u32>,
+    /// Capability rounds, deliveries and refused faults ([`capabilities`]).
+    caps: capabilities::CapState,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -309,6 +312,7 @@ impl NodeRuntime {
                 peers: PeerFrames::new(config.id, nodes),
                 store: None,
                 last_broadcast: None,
+                caps: Default::default(),
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -629,8 +633,10 @@ impl NodeRuntime {
                     .set_access(page, access)
                     .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
-                // This runtime mints no capability yet, so nothing is ever refused here.
-                Effect::Denied { .. } | Effect::CapDone { .. } | Effect::Received { .. } => {}
+                Effect::Denied { .. } | Effect::CapDone { .. } | Effect::Received { .. } => {
+                    st.caps.absorb(&e);
+                    out.served = true;
+                }
                 Effect::Evicted { page, class } => {
                     self.pages
                         .release_page(page)
@@ -1064,6 +1070,8 @@ impl FaultResolver for NodeRuntime {
     fn resolve_fault(&self, page: PageNo, access: Access) -> Result<(), DsmError> {
         self.check_page(page)?;
         let mut st = lock(&self.state);
+        // Whether this call asked or waited (a refusal seen before answers an older fault).
+        let mut asked = false;
         loop {
             Self::refused(&st)?;
             let now = Self::page_state(&st, page);
@@ -1071,7 +1079,11 @@ impl FaultResolver for NodeRuntime {
                 st.lru.touch(page);
                 return Ok(());
             }
+            if asked && st.caps.refused(page, access) {
+                return Err(DsmError::Denied { page, access });
+            }
             if now.pending.is_some() || now.evicting {
+                asked = true;
                 st = self.wait_for_page(st, page)?;
                 continue;
             }
@@ -1079,6 +1091,8 @@ impl FaultResolver for NodeRuntime {
                 st = self.make_room(st, page)?;
                 continue;
             }
+            st.caps.fault_starts(page);
+            asked = true;
             let mut out = Outgoing::default();
             st = self.start_fault(st, page, access, &mut out)?;
             drop(st);

@@ -184,6 +184,14 @@ pub enum DsmError {
     Sync(String),
     /// This node has shut down; no more operations are served.
     ShutDown,
+    /// The protocol refused a fault: this node's capabilities do not allow `access` to
+    /// `page` (see [`crate::capability`]).
+    Denied {
+        /// The page.
+        page: PageNo,
+        /// The access refused.
+        access: Access,
+    },
 }
 
 impl fmt::Display for DsmError {
@@ -225,6 +233,11 @@ impl fmt::Display for DsmError {
             DsmError::Config(what) => write!(f, "bad node configuration: {what}"),
             DsmError::Sync(what) => write!(f, "synchronization error: {what}"),
             DsmError::ShutDown => write!(f, "this node has shut down"),
+            DsmError::Denied { page, access } => write!(
+                f,
+                "{access:?} access to page {page} refused: this node holds no capability that \
+                 allows it; ask the range's minter (or a holder with the grant right) for one"
+            ),
         }
     }
 }

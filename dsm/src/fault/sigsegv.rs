@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use super::{FaultError, report_unservable};
 use crate::fault_slots::{FaultSlots, Outcome, SLOTS};
 use crate::mapping::Mapping;
-use crate::types::{Access, FaultResolver, PAGE_SIZE};
+use crate::types::{Access, DsmError, FaultResolver, PAGE_SIZE};
 
 /// What the handler needs of one region: its bounds, its page table and its mailbox.
 struct Registered {
@@ -185,6 +185,10 @@ extern "C" fn handle_sigsegv(
             SERVED.fetch_add(1, Ordering::Relaxed);
         }
         Outcome::Failed => report_unservable(page),
+        // The rights do not allow this access: the protection fault the kernel would give,
+        // to the previous handler or the default action (death by SIGSEGV at `addr`).
+        // SAFETY: the arguments the kernel passed to this handler.
+        Outcome::Denied => unsafe { chain(sig, info, context) },
     }
 }
 
@@ -280,6 +284,7 @@ impl SigsegvService {
                 while reg.slots.serve_posted(|page, access| {
                     match resolver.resolve_fault(page, access) {
                         Ok(()) => Outcome::Served,
+                        Err(DsmError::Denied { .. }) => Outcome::Denied,
                         Err(e) => {
                             eprintln!(
                                 "memlink-dsm: cannot serve a {access:?} fault on page {page}: {e}"

@@ -118,6 +118,20 @@ fn serve(uffd: &Userfaultfd, mapping: &Mapping, resolver: &dyn FaultResolver, st
                 // when the waiting thread was woken before the page came); no application
                 // thread uses the region any more.
                 Err(DsmError::ShutDown) => {}
+                // The rights do not allow this access. The faulting thread waits in the
+                // kernel, out of reach of a signal of its own: the process gets the SIGSEGV.
+                Err(DsmError::Denied { .. }) => {
+                    eprintln!(
+                        "memlink-dsm: {access:?} access at {addr:#x} (page {page}) refused: no \
+                         capability allows it"
+                    );
+                    // SAFETY: resetting SIGSEGV to its default action and raising it ends the
+                    // process, as the kernel's protection fault would.
+                    unsafe {
+                        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                        libc::raise(libc::SIGSEGV);
+                    }
+                }
                 Err(e) => {
                     eprintln!("memlink-dsm: cannot serve a {access:?} fault on page {page}: {e}");
                     report_unservable(page);

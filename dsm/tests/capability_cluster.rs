@@ -1,0 +1,266 @@
+//! Capabilities across node processes: rights enforced by the protocol, capabilities sent in
+//! messages, restricted, revoked cluster-wide; a node that was never granted a range cannot
+//! read it (its read is refused by the page's manager and the thread gets SIGSEGV at the
+//! faulting address, which the test sees in the child).
+
+mod support;
+
+use std::time::Duration;
+
+use memlink_dsm::capability::{AcquireError, DsmCapability, Rights, SendError};
+use memlink_dsm::cluster::Dsm;
+use memlink_dsm::init::{LaunchError, launch};
+use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE};
+
+type Table = [u64; 512];
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The directory slot where node 0 publishes the table's offset.
+const SLOT: usize = 1;
+
+fn check(ok: bool, what: &str) -> bool {
+    if !ok {
+        println!("check failed: {what}");
+    }
+    ok
+}
+
+/// Whether the protocol refuses `access` to the table's first page to this node.
+fn refused(dsm: &Dsm, offset: usize, access: Access) -> bool {
+    let page = (offset / PAGE_SIZE) as u32;
+    matches!(
+        dsm.runtime().resolve_fault(page, access),
+        Err(DsmError::Denied { .. })
+    )
+}
+
+/// Node 0 mints a table and sends node 1 a read-only capability and node 2 a read-write-grant
+/// one; node 2 writes and sends node 3 a read-only copy; reads see the write, writes beyond
+/// the rights are refused (by the API and by the protocol), a read-only holder cannot pass
+/// its capability on; node 0 revokes and every later access fails everywhere.
+fn rights(dsm: &Dsm) -> Result<bool, DsmError> {
+    let node = |e: &dyn std::fmt::Display| DsmError::Protocol(e.to_string());
+    let mut ok = true;
+    let mut root = None;
+    let cap: DsmCapability<Table> = match dsm.id() {
+        0 => {
+            let c = DsmCapability::mint(dsm, [7u64; 512]).map_err(|e| node(&e))?;
+            dsm.publish(SLOT, c.offset() as u64);
+            c.send(1, Rights::READ).map_err(|e| node(&e))?;
+            c.send(2, Rights::ALL).map_err(|e| node(&e))?;
+            root = Some(c.clone());
+            c
+        }
+        // Nodes 1 and 2 get theirs from node 0, node 3 its copy from node 2.
+        _ => DsmCapability::receive(dsm, WAIT).map_err(|e| node(&e))?,
+    };
+    let offset = cap.offset();
+    if dsm.id() == 2 {
+        {
+            let w = cap.acquire_write().map_err(|e| node(&e))?;
+            // SAFETY: the write guard makes the table writable here; no other node writes it.
+            unsafe { (*w.as_ptr())[0] = 99 };
+        }
+        let read_only = cap.restrict(Rights::READ).map_err(|e| node(&e))?;
+        ok &= check(
+            matches!(
+                read_only.send(3, Rights::READ),
+                Err(SendError::NotGrantable)
+            ),
+            "a read-only restriction cannot be sent",
+        );
+        cap.send(3, Rights::READ).map_err(|e| node(&e))?;
+    }
+    dsm.barrier(1)?;
+    if dsm.id() != 0 {
+        let seen = cap.acquire().map_err(|e| node(&e))?[0];
+        ok &= check(seen == 99, "every holder reads node 2's write");
+    }
+    if dsm.id() == 1 || dsm.id() == 3 {
+        ok &= check(
+            matches!(cap.acquire_write(), Err(AcquireError::NoWriteRight)),
+            "a read-only capability is not acquired for writing",
+        );
+        ok &= check(
+            refused(dsm, offset, Access::Write),
+            "the manager refuses a write beyond the rights",
+        );
+        ok &= check(
+            matches!(cap.send(0, Rights::READ), Err(SendError::NotGrantable)),
+            "a capability without GRANT is not sent",
+        );
+        ok &= check(
+            matches!(
+                cap.restrict(Rights::ALL),
+                Err(memlink_dsm::capability::RestrictError::Widening { .. })
+            ),
+            "rights never widen",
+        );
+    }
+    dsm.barrier(2)?;
+    if let Some(root) = &root {
+        root.revoke().map_err(|e| node(&e))?;
+    }
+    dsm.barrier(3)?;
+    ok &= check(
+        matches!(cap.acquire(), Err(AcquireError::Revoked)),
+        "every acquire after the revocation fails with Revoked",
+    );
+    ok &= check(
+        refused(dsm, offset, Access::Read),
+        "the protocol refuses every read after the revocation",
+    );
+    println!("node {}: rights checked", dsm.id());
+    dsm.barrier(4)?;
+    Ok(ok)
+}
+
+/// Node 0 mints a table and publishes where it is; node 1, never granted, finds no
+/// capability for it, the protocol refuses its read, and its plain read of the table ends
+/// in SIGSEGV at the table's address (its own handler, installed before joining, prints the
+/// address and exits 42).
+fn never_granted(dsm: &Dsm) -> Result<bool, DsmError> {
+    if dsm.id() == 0 {
+        let c =
+            DsmCapability::mint(dsm, [5u64; 512]).map_err(|e| DsmError::Protocol(e.to_string()))?;
+        dsm.publish(SLOT, c.offset() as u64);
+        dsm.barrier(1)?;
+        // Node 1 dies of its fault: this barrier never completes.
+        let _ = dsm.barrier(2);
+        return Ok(true);
+    }
+    dsm.barrier(1)?;
+    let offset = dsm.lookup(SLOT) as usize;
+    let mut ok = check(
+        matches!(
+            DsmCapability::<Table>::held(dsm, offset),
+            Err(AcquireError::NotGranted { .. })
+        ),
+        "a node never granted holds no capability",
+    );
+    ok &= check(
+        refused(dsm, offset, Access::Read),
+        "the manager refuses a read by a node never granted",
+    );
+    if !ok {
+        return Ok(false);
+    }
+    let addr = dsm.at::<u64>(offset);
+    println!("touching {:#x}", addr as usize);
+    // SAFETY: deliberately reading a page this node has no right to: the protocol refuses
+    // it and the thread gets SIGSEGV, which this process's handler reports and exits on.
+    let v = unsafe { std::ptr::read_volatile(addr) };
+    println!("read {v}: the protection did not hold");
+    Ok(false)
+}
+
+/// The test process's own SIGSEGV handler (in the child that is node 1 of `never_granted`):
+/// prints `SIGSEGV at 0x...` and exits 42. Async-signal-safe: formats into a stack buffer,
+/// then `write` and `_exit`.
+extern "C" fn report_segv(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let mut buf = *b"SIGSEGV at 0x0000000000000000\n";
+    for i in 0..16 {
+        let nibble = (addr >> (60 - 4 * i)) & 0xf;
+        buf[13 + i] = b"0123456789abcdef"[nibble];
+    }
+    // SAFETY: write and _exit are async-signal-safe; buf is a live stack buffer.
+    unsafe {
+        libc::write(1, buf.as_ptr().cast(), buf.len());
+        libc::_exit(42);
+    }
+}
+
+fn install_report_segv() {
+    // SAFETY: a zeroed sigaction is valid; we set an SA_SIGINFO handler with an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            report_segv;
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn node_main() {
+    // The never-granted node's own handler goes in before the DSM's, which chains to it.
+    if std::env::var(support::NODE_ENV).is_ok_and(|s| s.contains("|never_granted|")) {
+        install_report_segv();
+    }
+    support::node_entry(&[("rights", rights), ("never_granted", never_granted)]);
+}
+
+#[test]
+fn rights_are_enforced_sent_restricted_and_revoked_on_4_nodes() {
+    support::assert_cluster_verifies(4, "rights", Backend::Sigsegv);
+}
+
+/// The same with the dynamic manager: the pages' owners, not a manager, check the rights.
+#[test]
+fn rights_are_enforced_by_the_owners_under_the_dynamic_manager() {
+    let outputs = launch(4, support::DEADLINE, |slot| {
+        support::node_command_with_manager(slot, "rights", Backend::Sigsegv, ManagerKind::Dynamic)
+    })
+    .unwrap_or_else(|e| panic!("rights under the dynamic manager: {e}"));
+    for out in outputs {
+        assert!(out.stdout.contains("verified: true"), "{out:?}");
+    }
+}
+
+#[test]
+fn a_node_never_granted_a_range_cannot_read_it() {
+    let outputs = launch(2, support::DEADLINE, |slot| {
+        support::node_command(slot, "never_granted", Backend::Sigsegv)
+    });
+    let node1 = match outputs {
+        Err(LaunchError::NodeFailed { outputs, .. }) => outputs
+            .into_iter()
+            .find(|o| o.id == 1)
+            .expect("node 1's output"),
+        other => panic!("the never-granted node was not stopped by its fault: {other:?}"),
+    };
+    assert_eq!(
+        node1.status.code(),
+        Some(42),
+        "node 1 did not end in its SIGSEGV handler: {node1:?}"
+    );
+    let touched = node1
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("touching 0x"))
+        .unwrap_or_else(|| panic!("node 1 never touched the range: {node1:?}"));
+    let want = format!("SIGSEGV at 0x{touched:0>16}");
+    assert!(
+        node1.stdout.contains(&want),
+        "node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
+    );
+}
+
+/// With userfaultfd the faulting thread waits in the kernel, out of reach of a signal of its
+/// own: the refused read ends the process with SIGSEGV.
+#[test]
+fn a_node_never_granted_a_range_cannot_read_it_with_uffd() {
+    use std::os::unix::process::ExitStatusExt;
+    let outputs = launch(2, support::DEADLINE, |slot| {
+        support::node_command(slot, "never_granted", Backend::Uffd)
+    });
+    let node1 = match outputs {
+        Err(LaunchError::NodeFailed { outputs, .. }) => outputs
+            .into_iter()
+            .find(|o| o.id == 1)
+            .expect("node 1's output"),
+        other => panic!("the never-granted node was not stopped by its fault: {other:?}"),
+    };
+    assert_eq!(
+        node1.status.signal(),
+        Some(libc::SIGSEGV),
+        "node 1 did not die of SIGSEGV: {node1:?}"
+    );
+    assert!(node1.stdout.contains("touching 0x"), "{node1:?}");
+    assert!(node1.stderr.contains("refused"), "{node1:?}");
+}
