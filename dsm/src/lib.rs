@@ -10,6 +10,7 @@ pub mod config;
 pub use config::NodeConfigBuilder;
 #[cfg(not(memlink_loom))]
 pub mod node;
+pub mod process;
 pub mod protocol;
 pub mod remote;
 #[cfg(not(memlink_loom))]

@@ -1,0 +1,179 @@
+//! The scheduling protocol's vocabulary: tasks as they travel, a node's load (the hint),
+//! the messages between schedulers and the effects a step asks the runtime to carry out.
+
+use crate::types::{NodeId, PageNo};
+
+/// Names a task on every node: the region offset of its descriptor (the seed's PCB), which is
+/// at the same address everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+/// The pages of a task's stack: `first .. first + count` of the shared region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackPages {
+    /// The lowest page.
+    pub first: PageNo,
+    /// How many pages.
+    pub count: u32,
+}
+
+impl StackPages {
+    /// The pages, lowest first; empty when the range overflows.
+    pub fn iter(self) -> impl Iterator<Item = PageNo> {
+        let end = self.first.checked_add(self.count).unwrap_or(self.first);
+        self.first..end
+    }
+
+    /// Whether every page lies in a region of `pages` pages (overflow-checked).
+    pub fn within(self, pages: u32) -> bool {
+        self.count > 0
+            && self
+                .first
+                .checked_add(self.count)
+                .is_some_and(|e| e <= pages)
+    }
+}
+
+/// What a scheduler knows of a task it holds, and what a migration carries: a reference to
+/// the descriptor (not the descriptor: it is in the shared region already), where its
+/// handle lives, whether it may move, and its stack pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskRef {
+    /// The descriptor.
+    pub id: TaskId,
+    /// The node that spawned it: its handle (and whoever joins there) learns the outcome.
+    pub home: NodeId,
+    /// Whether the task may run on another node (the seed's flag in the PCB).
+    pub migratable: bool,
+    /// The stack, in the shared region.
+    pub stack: StackPages,
+}
+
+/// A node's load, as its hints tell the others: tasks on its ready queue (how many of them
+/// may migrate) and its workers (how many of them run a task).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Load {
+    /// Tasks on the ready queue.
+    pub ready: u16,
+    /// Of those, the migratable ones.
+    pub migratable: u16,
+    /// Worker threads.
+    pub workers: u16,
+    /// Workers running (or resuming) a task now.
+    pub busy: u16,
+}
+
+impl Load {
+    /// How many tasks the node could give away without leaving a worker of its own idle:
+    /// migratable ready tasks beyond those its idle workers are about to take.
+    pub fn surplus(&self) -> u16 {
+        let idle = self.workers.saturating_sub(self.busy);
+        self.migratable.min(self.ready.saturating_sub(idle))
+    }
+}
+
+/// A message between two nodes' schedulers. Every message carries the sender's load: hints
+/// are piggybacked on all of them, besides the broadcast [`Message::Hint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Message {
+    /// Broadcast, no reply: the sender's load changed by the threshold.
+    Hint {
+        /// The sender's load.
+        load: Load,
+    },
+    /// An idle node's null task → a node the hints say has a surplus: send me a task.
+    WorkRequest {
+        /// The sender's load.
+        load: Load,
+    },
+    /// The answer to a [`Message::WorkRequest`] when the receiver has no surplus any more.
+    Refuse {
+        /// The sender's load.
+        load: Load,
+    },
+    /// A suspended task moves to the receiver, which puts it on its ready queue. Its stack
+    /// pages' ownership follows ([`Effect::HandOffStack`], sent just before this).
+    Migrate {
+        /// The task.
+        task: TaskRef,
+        /// Whether it answers the receiver's work request (false: the task asked to go).
+        requested: bool,
+        /// The sender's load.
+        load: Load,
+    },
+    /// The task ended on the sender; sent to its home, where its handle lives.
+    Done {
+        /// The task.
+        task: TaskId,
+        /// Whether it panicked (the panic is in its descriptor for the joiner).
+        panicked: bool,
+        /// The sender's load.
+        load: Load,
+    },
+}
+
+impl Message {
+    /// The sender's load, carried by every message.
+    pub fn load(&self) -> Load {
+        match *self {
+            Message::Hint { load }
+            | Message::WorkRequest { load }
+            | Message::Refuse { load }
+            | Message::Migrate { load, .. }
+            | Message::Done { load, .. } => load,
+        }
+    }
+}
+
+/// How a task ended, as its handle reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// It returned; its result is in its descriptor.
+    Finished,
+    /// It panicked; the panic is in its descriptor.
+    Panicked,
+    /// The cluster lost this node before the task ended (the DSM cannot go on after a
+    /// loss: every task not finished by then ends so).
+    NodeLost(NodeId),
+}
+
+/// What a scheduler step asks the runtime to do, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Send `msg` to `to`.
+    Send {
+        /// The destination.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Send `msg` to every other node, with the no-reply broadcast.
+    Broadcast {
+        /// The message.
+        msg: Message,
+    },
+    /// The worker that called [`super::Scheduler::next_task`] runs (or resumes) this task.
+    Run {
+        /// The task.
+        task: TaskRef,
+    },
+    /// READY: a task was put on the ready queue; wake an idle worker (its null task).
+    Wake,
+    /// Pass the ownership of `task`'s stack pages held here to `to`: the coherence
+    /// protocol's hand-off ([`crate::protocol::Coherence::evict`] with `hand_off: Some(to)`)
+    /// of each, the page the saved stack pointer is in first. Done before the
+    /// [`Message::Migrate`] that follows it is sent.
+    HandOffStack {
+        /// The task.
+        task: TaskRef,
+        /// The destination.
+        to: NodeId,
+    },
+    /// The task homed here ended: wake whoever joins it.
+    Resolved {
+        /// The task.
+        task: TaskId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
