@@ -165,6 +165,60 @@ fn dsm_run_under_a_memory_budget_verifies_and_reports_evictions() {
     assert!(stdout.trim_end().ends_with("verified: true"), "{stdout}");
 }
 
+/// wordcount on 3 nodes with 256 KiB each counts a 4 MiB file through the file pager and
+/// verifies against a sequential count; what it lacks or does not use is refused by name.
+#[test]
+fn dsm_run_wordcount_counts_a_file_larger_than_the_budgets() {
+    let dir = std::env::temp_dir().join(format!("memlink-cli-wordcount-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("words.txt");
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while text.len() < 4 << 20 {
+        i += 1;
+        text.extend_from_slice(format!("word{} ", i * 7919 % 1000).as_bytes());
+        if i % 11 == 0 {
+            text.push(b'\n');
+        }
+    }
+    std::fs::write(&file, &text).unwrap();
+    let v = json_of(
+        memlink()
+            .args(["dsm", "run", "--nodes", "3", "--app", "wordcount", "--json"])
+            .args(["--memory-budget", "256K", "--file"])
+            .arg(&file),
+        "wordcount",
+    );
+    assert_eq!(v["verified"], true, "{v}");
+    let dropped: u64 = v["evictions"]
+        .as_array()
+        .expect("evictions")
+        .iter()
+        .map(|n| n["dropped_copies"].as_u64().unwrap())
+        .sum();
+    assert!(
+        dropped > 0,
+        "4 MiB through 256 KiB budgets dropped no copy: {v}"
+    );
+    for (args, says) in [
+        (
+            &["--app", "wordcount", "--memory-budget", "1M"][..],
+            "--file",
+        ),
+        (
+            &["--app", "wordcount", "--file", "/etc/hostname"],
+            "--memory-budget",
+        ),
+        (&["--app", "sort", "--file", "/etc/hostname"], "--file"),
+    ] {
+        let out = memlink().args(["dsm", "run"]).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_arguments_are_refused_with_a_message() {
     for args in [

@@ -5,7 +5,8 @@
 //! - [`counter`]: lock-protected increments of one shared counter;
 //! - [`jacobi`]: a 2-D Jacobi stencil, bands of rows per node, barriers between sweeps;
 //! - [`matmul`]: C = A x B with A and B written once by node 0 and read-shared by all;
-//! - [`sort`]: every node sorts a chunk, node 0 merges.
+//! - [`sort`]: every node sorts a chunk, node 0 merges;
+//! - [`wordcount`]: the words of a file mapped into the region by the file pager.
 //!
 //! [`run_node`] joins a cluster, runs one app and leaves: the body of a node process.
 
@@ -36,11 +37,19 @@ pub enum App {
     Matmul,
     /// Chunked sort and merge.
     Sort,
+    /// The words of a file (`--file`), through the file pager, under a memory budget.
+    Wordcount,
 }
 
 impl App {
     /// Every app, in the order of `--help`.
-    pub const ALL: [App; 4] = [App::Counter, App::Jacobi, App::Matmul, App::Sort];
+    pub const ALL: [App; 5] = [
+        App::Counter,
+        App::Jacobi,
+        App::Matmul,
+        App::Sort,
+        App::Wordcount,
+    ];
 
     /// The app's name on the command line.
     pub fn name(self) -> &'static str {
@@ -49,21 +58,26 @@ impl App {
             App::Jacobi => "jacobi",
             App::Matmul => "matmul",
             App::Sort => "sort",
+            App::Wordcount => "wordcount",
         }
     }
 
     /// The shared pages a cluster running this app with `params` needs.
     pub fn pages(self, params: &AppParams) -> u32 {
-        match (self, params.size) {
-            (App::Jacobi, Some(n)) => jacobi::pages_for(n).max(APP_PAGES),
+        match (self, params.size, &params.file) {
+            (App::Jacobi, Some(n), _) => jacobi::pages_for(n).max(APP_PAGES),
+            (App::Wordcount, _, Some(file)) => std::fs::metadata(file)
+                .map_or(APP_PAGES, |m| wordcount::pages_for(m.len()).max(APP_PAGES)),
             _ => APP_PAGES,
         }
     }
 
-    /// Whether this app uses `param` (only jacobi has a size, sweeps and a prefetch to turn off).
+    /// Whether this app uses `param` (only jacobi has a size, sweeps and a prefetch to turn
+    /// off; only wordcount reads a file).
     pub fn uses(self, param: AppParam) -> bool {
         match param {
             AppParam::Size | AppParam::Iters | AppParam::NoPrefetch => self == App::Jacobi,
+            AppParam::File => self == App::Wordcount,
         }
     }
 
@@ -77,6 +91,9 @@ impl App {
             App::Jacobi => jacobi::working_set_bytes(params.size.unwrap_or(jacobi::N), backend),
             // The whole region, a copy kept aside, and a private copy for the check.
             App::Counter | App::Matmul | App::Sort => 3 * APP_PAGES as u64 * PAGE_SIZE as u64,
+            // The budget's frames (and with uffd as much kept aside) and a read buffer; the
+            // file itself is in the page cache, shared by the nodes.
+            App::Wordcount => 2 * params.memory_budget.unwrap_or(0) + (1 << 20),
         };
         PROCESS.saturating_add(app)
     }
@@ -96,6 +113,13 @@ impl App {
                 jacobi::run_sized(dsm, n, sweeps, params.prefetch)
                     .map(|(ok, took)| (ok, Some(took)))
             }
+            App::Wordcount => {
+                let Some(file) = &params.file else {
+                    return self.run(dsm).map(|ok| (ok, None));
+                };
+                let len = std::fs::metadata(file)?.len() as usize;
+                wordcount::run(dsm, file, len).map(|ok| (ok, None))
+            }
             _ => self.run(dsm).map(|ok| (ok, None)),
         }
     }
@@ -107,6 +131,10 @@ impl App {
             App::Jacobi => jacobi::run(dsm),
             App::Matmul => matmul::run(dsm),
             App::Sort => sort::run(dsm),
+            App::Wordcount => Err(DsmError::Config(
+                "wordcount needs the file it counts: run it with run_sized and AppParams::file"
+                    .into(),
+            )),
         }
     }
 }
@@ -117,9 +145,9 @@ impl fmt::Display for App {
     }
 }
 
-/// How an app runs: its problem size (`None` fields take the app's defaults) and whether it
-/// prefetches the pages it knows it will need.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How an app runs: its problem size (`None` fields take the app's defaults), whether it
+/// prefetches the pages it knows it will need, and the file it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppParams {
     /// The problem's side (jacobi: the grid is size x size).
     pub size: Option<usize>,
@@ -128,6 +156,11 @@ pub struct AppParams {
     /// Fetch pages ahead with [`Dsm::prefetch`] (jacobi: each sweep's edge rows in one
     /// round); false leaves every page to its fault.
     pub prefetch: bool,
+    /// The file the app reads (wordcount: mapped into the region by the file pager).
+    pub file: Option<std::path::PathBuf>,
+    /// The node's memory budget in bytes, for the app's memory estimate (wordcount needs
+    /// one: a pager supplies the pages of a node with a budget).
+    pub memory_budget: Option<u64>,
 }
 
 /// A setting of [`AppParams`] that only some apps use, by its `memlink dsm` flag.
@@ -139,11 +172,18 @@ pub enum AppParam {
     Iters,
     /// `--no-prefetch`: [`AppParams::prefetch`] false.
     NoPrefetch,
+    /// `--file`: [`AppParams::file`].
+    File,
 }
 
 impl AppParam {
     /// Every setting.
-    pub const ALL: [AppParam; 3] = [AppParam::Size, AppParam::Iters, AppParam::NoPrefetch];
+    pub const ALL: [AppParam; 4] = [
+        AppParam::Size,
+        AppParam::Iters,
+        AppParam::NoPrefetch,
+        AppParam::File,
+    ];
 
     /// Its command-line flag.
     pub fn flag(self) -> &'static str {
@@ -151,6 +191,7 @@ impl AppParam {
             AppParam::Size => "--size",
             AppParam::Iters => "--iters",
             AppParam::NoPrefetch => "--no-prefetch",
+            AppParam::File => "--file",
         }
     }
 }
@@ -196,6 +237,9 @@ impl AppParams {
         if !self.prefetch {
             given.push(AppParam::NoPrefetch);
         }
+        if self.file.is_some() {
+            given.push(AppParam::File);
+        }
         given
     }
 
@@ -206,6 +250,22 @@ impl AppParams {
             None => Ok(()),
         }
     }
+
+    /// What `app` needs and is not given (wordcount: a file and a memory budget), said as
+    /// the user can fix it.
+    pub fn missing_for(&self, app: App) -> Option<String> {
+        match (app, &self.file, self.memory_budget) {
+            (App::Wordcount, None, _) => {
+                Some("wordcount needs --file FILE, the file to count".into())
+            }
+            (App::Wordcount, Some(_), None) => Some(
+                "wordcount maps the file into the region through the file pager, which supplies \
+                 the pages of nodes with a memory budget: add --memory-budget (e.g. 16M)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 impl Default for AppParams {
@@ -214,6 +274,8 @@ impl Default for AppParams {
             size: None,
             iters: None,
             prefetch: true,
+            file: None,
+            memory_budget: None,
         }
     }
 }
@@ -224,10 +286,12 @@ pub struct UnknownApp(pub String);
 
 impl fmt::Display for UnknownApp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = App::ALL.into_iter().map(App::name).collect();
         write!(
             f,
-            "unknown app {:?}: expected one of counter, jacobi, matmul, sort",
-            self.0
+            "unknown app {:?}: expected one of {}",
+            self.0,
+            names.join(", ")
         )
     }
 }
@@ -368,8 +432,27 @@ pub fn run_node_sized(
     params
         .check_for(app)
         .map_err(|e| DsmError::Config(e.to_string()))?;
+    let params = AppParams {
+        memory_budget: config.memory_budget,
+        ..params.clone()
+    };
+    if let Some(missing) = params.missing_for(app) {
+        return Err(DsmError::Config(missing));
+    }
     let id = config.id;
-    let dsm = Dsm::join(config, backend)?;
+    let dsm = match (&params.file, app) {
+        (Some(file), App::Wordcount) => {
+            let pager = crate::pager::FilePager::open(file, 0, None, wordcount::FIRST_PAGE)
+                .map_err(|e| DsmError::Config(e.to_string()))?;
+            Dsm::join_with_store(
+                config,
+                backend,
+                Box::new(crate::pager::PagerStore::new(pager)),
+            )?
+        }
+        _ => Dsm::join(config, backend)?,
+    };
+    let params = &params;
     let start = Instant::now();
     let (verified, timing) = app.run_sized(&dsm, params)?;
     let wall_us = timing

@@ -49,6 +49,7 @@ fn body_of(name: &str, custom: &[(&str, Body)]) -> Option<Body> {
         App::Jacobi => Some(memlink_dsm::apps::jacobi::run),
         App::Matmul => Some(memlink_dsm::apps::matmul::run),
         App::Sort => Some(memlink_dsm::apps::sort::run),
+        App::Wordcount => None,
     }
 }
 

@@ -66,7 +66,8 @@ enum DsmCommand {
 #[derive(Args, Clone)]
 pub(crate) struct ClusterArgs {
     /// The app: counter (lock-protected increments), jacobi (stencil with barriers), matmul
-    /// (read-shared inputs) or sort (chunk sort and merge).
+    /// (read-shared inputs), sort (chunk sort and merge) or wordcount (the words of --file,
+    /// mapped into the region by the file pager; needs --memory-budget).
     #[arg(long, value_parser = parse_app)]
     pub(crate) app: App,
     /// How page faults are caught: sigsegv (mprotect + signal handler, works everywhere) or
@@ -99,6 +100,10 @@ pub(crate) struct ClusterArgs {
     #[arg(long, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub(crate) hold_us: Option<u64>,
+    /// wordcount: the file whose words are counted (every node maps it through the file
+    /// pager; the same path on every node).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -115,6 +120,8 @@ impl ClusterArgs {
             size: self.size.map(|v| v as usize),
             iters: self.iters.map(|v| v as usize),
             prefetch: !self.no_prefetch,
+            file: self.file.clone(),
+            memory_budget: self.memory_budget,
         }
     }
 }
@@ -405,6 +412,9 @@ pub(crate) fn run_cluster(
         }
         if let Some(us) = c.hold_us {
             cmd.args(["--hold-us", &us.to_string()]);
+        }
+        if let Some(file) = &c.file {
+            cmd.arg("--file").arg(file);
         }
         cmd
     });

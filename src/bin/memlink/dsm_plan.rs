@@ -35,6 +35,16 @@ pub(crate) fn check(
         eprintln!("{who}: {e}");
         return Err(ExitCode::from(2));
     }
+    if let Some(missing) = params.missing_for(c.app) {
+        eprintln!("{who}: {missing}");
+        return Err(ExitCode::from(2));
+    }
+    if let Some(file) = &params.file {
+        if let Err(e) = std::fs::File::open(file) {
+            eprintln!("{who}: cannot read --file {}: {e}", file.display());
+            return Err(ExitCode::from(2));
+        }
+    }
     let per_node = c.app.memory_per_node(&params, c.backend);
     let needed = per_node.saturating_mul(u64::from(nodes));
     if let Some(available) = mem_available() {

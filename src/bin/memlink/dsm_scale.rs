@@ -76,6 +76,7 @@ pub fn run(a: ScaleArgs) -> ExitCode {
         no_prefetch: false,
         memory_budget: None,
         hold_us: None,
+        file: None,
     };
     let timeout = match crate::dsm_plan::check("memlink dsm scale", a.nodes, &largest, a.timeout) {
         Ok(timeout) => timeout,
@@ -94,6 +95,7 @@ pub fn run(a: ScaleArgs) -> ExitCode {
                 no_prefetch: i == 2,
                 memory_budget: None,
                 hold_us: None,
+                file: None,
             };
             let nodes = if many { a.nodes } else { 1 };
             let reports = match run_cluster("memlink dsm scale", nodes, &cluster, timeout) {
