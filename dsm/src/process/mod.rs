@@ -56,6 +56,8 @@
 
 pub mod context;
 pub mod message;
+#[cfg(not(memlink_loom))]
+pub mod pool;
 pub mod scheduler;
 
 pub use message::{Effect, Load, Message, Outcome, StackPages, TaskId, TaskRef};

@@ -1,0 +1,492 @@
+//! Tasks on one node, for real: [`TaskPool`] runs the node's [`Scheduler`] on worker
+//! threads, and each task's descriptor and stack live in one block of the shared region.
+//!
+//! A task block is [`STACK_SIZE`] bytes aligned to its size: the descriptor (the seed's PCB:
+//! state, migratable flag, saved context, home node, whether it panicked) at its lowest
+//! address, then the argument and the result, then the stack, which grows down from the top
+//! of the block. A task finds its own descriptor by rounding its stack pointer down to the
+//! block (no thread-local: a task may resume on another worker thread, and LLVM may keep a
+//! thread-local's address in a register across a switch). The scheduler runs under a mutex
+//! (no lock-free structure: nothing here needs a loom model); idle workers wait on a
+//! condition variable (READY) with the TIMEOUT period as its timeout.
+//!
+//! Rules for task code (see also the dsm README): the argument and result are
+//! [`Shareable`] (no pointers into the node-local heap, which does not travel); hold no
+//! thread-local borrow and no std lock across [`yield_now`]; data a task shares or keeps
+//! goes in the region (`DsmBox`, `DsmVec`).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::Duration;
+
+use super::context;
+use super::message::{Effect, Outcome, StackPages, TaskId, TaskRef};
+use super::scheduler::{Scheduler, SchedulerConfig, SpawnError, Suspend};
+use crate::cluster::Dsm;
+use crate::handles::Shareable;
+use crate::types::{DsmError, PAGE_SIZE};
+
+/// The bytes of a task block (descriptor, argument, result and stack), and its alignment.
+pub const STACK_SIZE: usize = 64 * 1024;
+
+/// The most bytes a task's argument or result may take.
+pub const MAX_VALUE: usize = 1024;
+
+/// How often an idle worker's null task times out.
+const TIMEOUT: Duration = Duration::from_millis(10);
+
+const MAGIC: u64 = 0x6d6c_5441_534b_0001; // "mlTASK" v1
+const CANARY: u64 = 0x5354_4143_4b45_4e44; // "STACKEND"
+const ARG_AT: usize = 256;
+const RESULT_AT: usize = ARG_AT + MAX_VALUE;
+const STACK_BOTTOM: usize = RESULT_AT + MAX_VALUE + 64;
+
+/// Why a task gave its worker back.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Yielded = 1,
+    Ended = 2,
+}
+
+/// The descriptor at the start of a task block, in the shared region.
+#[repr(C)]
+struct Descriptor {
+    magic: u64,
+    /// The task's saved stack pointer while it is suspended.
+    saved_sp: usize,
+    /// The address of the word where the worker running it saved its own stack pointer
+    /// (node-local; set by each worker before it switches in).
+    worker_sp: usize,
+    /// `run::<A, R>`: reads the argument, calls `func`, writes the result.
+    run: usize,
+    /// The task's function, a `fn(A) -> R` (a code address: the same binary on every node).
+    func: usize,
+    reason: u32,
+    panicked: u32,
+    migratable: u32,
+    home: u32,
+    canary: u64,
+}
+
+// The process's task region, for `current`: set by the pool.
+static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
+static REGION_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The descriptor of the task running on this stack, if this is a task's stack.
+fn current_descriptor() -> Option<*mut Descriptor> {
+    let marker = 0u8;
+    let sp = &raw const marker as usize;
+    let base = REGION_BASE.load(Ordering::Acquire);
+    let len = REGION_LEN.load(Ordering::Acquire);
+    if base == 0 || sp < base || sp - base >= len {
+        return None;
+    }
+    let block = sp & !(STACK_SIZE - 1);
+    let d = block as *mut Descriptor;
+    // SAFETY: `block` lies in the mapped region (sp does, and the region's blocks are
+    // aligned to STACK_SIZE from an aligned base), and a descriptor starts every task block.
+    (unsafe { (*d).magic } == MAGIC).then_some(d)
+}
+
+/// The task running here, if the caller is a task.
+pub fn current() -> Option<TaskId> {
+    let d = current_descriptor()?;
+    let base = REGION_BASE.load(Ordering::Acquire);
+    Some(TaskId((d as usize - base) as u64))
+}
+
+/// Give the worker to the next ready task (this task goes to the end of the ready queue).
+/// Outside a task, yields the thread.
+pub fn yield_now() {
+    let Some(d) = current_descriptor() else {
+        std::thread::yield_now();
+        return;
+    };
+    // SAFETY: `d` is this task's own descriptor; only the task's current worker and the
+    // task itself touch it, one at a time. worker_sp was set by that worker before it
+    // switched in, and the worker waits in `switch` for us.
+    unsafe {
+        (*d).reason = Reason::Yielded as u32;
+        context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+    }
+}
+
+unsafe extern "C" fn task_entry(block: usize) -> ! {
+    let d = block as *mut Descriptor;
+    // SAFETY: `block` is this task's block, prepared by spawn; `run` was stored there as a
+    // `run::<A, R>` for the task's types.
+    let run: unsafe fn(usize) = unsafe { std::mem::transmute((*d).run) };
+    // SAFETY: as above.
+    let caught = catch_unwind(AssertUnwindSafe(|| unsafe { run(block) }));
+    // SAFETY: our own descriptor; the worker waits in `switch` and never resumes us again.
+    unsafe {
+        (*d).panicked = u32::from(caught.is_err());
+        (*d).reason = Reason::Ended as u32;
+        drop(caught);
+        context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+    }
+    unreachable!("an ended task was resumed")
+}
+
+/// # Safety
+/// `block` is a task block whose argument slot holds an `A` and whose `func` is a
+/// `fn(A) -> R`.
+unsafe fn run<A: Shareable, R: Shareable>(block: usize) {
+    let d = block as *mut Descriptor;
+    // SAFETY: spawn stored a `fn(A) -> R` in func and an `A` at ARG_AT (both fit, checked).
+    let (f, arg): (fn(A) -> R, A) = unsafe {
+        (
+            std::mem::transmute::<usize, fn(A) -> R>((*d).func),
+            ((block + ARG_AT) as *const A).read(),
+        )
+    };
+    let r = f(arg);
+    // SAFETY: RESULT_AT has room for an R (checked at spawn) and is aligned to 64.
+    unsafe { ((block + RESULT_AT) as *mut R).write(r) };
+}
+
+struct Shared {
+    sched: Mutex<Scheduler>,
+    /// READY: a task was queued, or the pool stops.
+    ready: Condvar,
+    /// A task homed here ended.
+    resolved: Condvar,
+    stop: AtomicUsize,
+    base: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Scheduler> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn carry_out(&self, effects: &[Effect]) {
+        for e in effects {
+            match e {
+                Effect::Wake => self.ready.notify_one(),
+                Effect::Resolved { .. } => self.resolved.notify_all(),
+                // One node: nothing is sent and no stack moves.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Why a task was not spawned.
+#[derive(Debug)]
+pub enum TaskSpawnError {
+    /// The argument or result is larger than [`MAX_VALUE`] bytes or aligned beyond 64.
+    TooLarge,
+    /// No room in the region for the task's block.
+    Region(DsmError),
+    /// The scheduler refused it.
+    Scheduler(SpawnError),
+}
+
+impl fmt::Display for TaskSpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskSpawnError::TooLarge => write!(
+                f,
+                "a task's argument and result must each fit in {MAX_VALUE} bytes with an \
+                 alignment of at most 64: pass a DsmBox or DsmVec offset instead"
+            ),
+            TaskSpawnError::Region(e) => {
+                write!(f, "no room for the task's {STACK_SIZE}-byte block: {e}")
+            }
+            TaskSpawnError::Scheduler(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TaskSpawnError {}
+
+/// Why a join returned no result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinError {
+    /// The task panicked.
+    Panicked,
+    /// The cluster lost this node before the task ended.
+    NodeLost(crate::types::NodeId),
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked => f.write_str("the task panicked (its message went to stderr)"),
+            JoinError::NodeLost(n) => write!(
+                f,
+                "the cluster lost node {n} before the task ended; restart all nodes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// The handle of a spawned task: join it (on this node) for its result.
+#[must_use = "a task's block stays allocated until it is joined"]
+pub struct JoinHandle<R> {
+    id: TaskId,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for JoinHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinHandle({:?})", self.id)
+    }
+}
+
+impl<R> JoinHandle<R> {
+    /// The task.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+}
+
+/// A node's tasks: its scheduler on `workers` threads (see the module documentation).
+pub struct TaskPool<'d> {
+    dsm: &'d Dsm,
+    shared: Arc<Shared>,
+    threads: Vec<ThreadHandle<()>>,
+}
+
+impl<'d> TaskPool<'d> {
+    /// Start `workers` worker threads on this node of `dsm`. One pool per process.
+    pub fn start(dsm: &'d Dsm, workers: u16) -> Result<TaskPool<'d>, DsmError> {
+        let base = dsm.base() as usize;
+        if base % STACK_SIZE != 0 {
+            return Err(DsmError::Config(format!(
+                "tasks need the region aligned to {STACK_SIZE} bytes; it is at {base:#x}"
+            )));
+        }
+        let config = SchedulerConfig {
+            workers: workers.max(1),
+            ..SchedulerConfig::default()
+        };
+        let pages = (dsm.len() / PAGE_SIZE) as u32;
+        let sched = Scheduler::new(dsm.id(), dsm.nodes(), pages, config)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        REGION_BASE.store(base, Ordering::Release);
+        REGION_LEN.store(dsm.len(), Ordering::Release);
+        let shared = Arc::new(Shared {
+            sched: Mutex::new(sched),
+            ready: Condvar::new(),
+            resolved: Condvar::new(),
+            stop: AtomicUsize::new(0),
+            base,
+        });
+        let threads = (0..config.workers)
+            .map(|i| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("memlink-task-worker-{i}"))
+                    .spawn(move || worker(&s))
+                    .map_err(DsmError::Io)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TaskPool {
+            dsm,
+            shared,
+            threads,
+        })
+    }
+
+    /// Spawn a migratable task running `f(arg)`.
+    pub fn spawn<A: Shareable, R: Shareable>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<JoinHandle<R>, TaskSpawnError> {
+        self.spawn_with(f, arg, true)
+    }
+
+    /// Spawn a task that never leaves this node.
+    pub fn spawn_pinned<A: Shareable, R: Shareable>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<JoinHandle<R>, TaskSpawnError> {
+        self.spawn_with(f, arg, false)
+    }
+
+    fn spawn_with<A: Shareable, R: Shareable>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        migratable: bool,
+    ) -> Result<JoinHandle<R>, TaskSpawnError> {
+        if size_of::<A>() > MAX_VALUE
+            || size_of::<R>() > MAX_VALUE
+            || align_of::<A>() > 64
+            || align_of::<R>() > 64
+        {
+            return Err(TaskSpawnError::TooLarge);
+        }
+        let offset = self
+            .dsm
+            .alloc(STACK_SIZE, STACK_SIZE)
+            .map_err(TaskSpawnError::Region)?;
+        let block = self.shared.base + offset;
+        let d = block as *mut Descriptor;
+        // SAFETY: the block is ours (just allocated, STACK_SIZE bytes, aligned), mapped and
+        // writable on this node (it owns what it allocates... or faults it in); no task
+        // runs on it yet. The argument fits at ARG_AT (checked above).
+        let sp = unsafe {
+            d.write(Descriptor {
+                magic: MAGIC,
+                saved_sp: 0,
+                worker_sp: 0,
+                run: run::<A, R> as *const () as usize,
+                func: f as *const () as usize,
+                reason: 0,
+                panicked: 0,
+                migratable: u32::from(migratable),
+                home: u32::from(self.dsm.id()),
+                canary: CANARY,
+            });
+            ((block + ARG_AT) as *mut A).write(arg);
+            ((block + STACK_BOTTOM) as *mut u64).write(CANARY);
+            context::prepare(block + STACK_SIZE, task_entry, block)
+        };
+        // SAFETY: as above.
+        unsafe { (*d).saved_sp = sp };
+        let task = TaskRef {
+            id: TaskId(offset as u64),
+            home: self.dsm.id(),
+            migratable,
+            stack: StackPages {
+                first: (offset / PAGE_SIZE) as u32,
+                count: (STACK_SIZE / PAGE_SIZE) as u32,
+            },
+        };
+        let effects = self.shared.lock().spawn(task);
+        match effects {
+            Ok(effects) => {
+                self.shared.carry_out(&effects);
+                Ok(JoinHandle {
+                    id: task.id,
+                    _result: PhantomData,
+                })
+            }
+            Err(e) => {
+                let _ = self.dsm.free(offset);
+                Err(TaskSpawnError::Scheduler(e))
+            }
+        }
+    }
+
+    /// Wait for the task to end and return its result. From inside a task, the waiting task
+    /// yields its worker meanwhile.
+    pub fn join<R: Shareable>(&self, handle: JoinHandle<R>) -> Result<R, JoinError> {
+        let outcome = loop {
+            let mut s = self.shared.lock();
+            if let Some(Some(o)) = s.outcome(handle.id) {
+                s.reap(handle.id);
+                break o;
+            }
+            if current_descriptor().is_some() {
+                drop(s);
+                yield_now();
+            } else {
+                let _unused = self
+                    .shared
+                    .resolved
+                    .wait_timeout(s, TIMEOUT)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let offset = handle.id.0 as usize;
+        let block = self.shared.base + offset;
+        let r = match outcome {
+            // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
+            // touches the block any more.
+            Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
+            Outcome::Panicked => Err(JoinError::Panicked),
+            Outcome::NodeLost(n) => Err(JoinError::NodeLost(n)),
+        };
+        // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
+        // for a descriptor.
+        unsafe { (*(block as *mut Descriptor)).magic = 0 };
+        let _ = self.dsm.free(offset);
+        r
+    }
+}
+
+impl Drop for TaskPool<'_> {
+    fn drop(&mut self) {
+        self.shared.stop.store(1, Ordering::Release);
+        {
+            let _s = self.shared.lock();
+            self.shared.ready.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker(shared: &Shared) {
+    let mut worker_sp = 0usize;
+    loop {
+        let task = {
+            let mut s = shared.lock();
+            loop {
+                if shared.stop.load(Ordering::Acquire) != 0 {
+                    return;
+                }
+                let effects = s.next_task();
+                shared.carry_out(&effects);
+                if let Some(Effect::Run { task }) =
+                    effects.iter().find(|e| matches!(e, Effect::Run { .. }))
+                {
+                    break *task;
+                }
+                let (guard, waited) = shared
+                    .ready
+                    .wait_timeout(s, TIMEOUT)
+                    .unwrap_or_else(|p| p.into_inner());
+                s = guard;
+                if waited.timed_out() {
+                    let effects = s.timeout();
+                    shared.carry_out(&effects);
+                }
+            }
+        };
+        let block = shared.base + task.id.0 as usize;
+        let d = block as *mut Descriptor;
+        // SAFETY: the scheduler gave this worker the task, so no other worker touches its
+        // block; saved_sp was made by prepare or saved by the task's last switch out.
+        let (reason, panicked, intact) = unsafe {
+            (*d).worker_sp = &raw mut worker_sp as usize;
+            context::switch(&raw mut worker_sp, (*d).saved_sp);
+            (
+                (*d).reason,
+                (*d).panicked != 0,
+                ((block + STACK_BOTTOM) as *const u64).read() == CANARY && (*d).canary == CANARY,
+            )
+        };
+        let mut s = shared.lock();
+        let effects = if !intact {
+            eprintln!(
+                "memlink-dsm: task {:?} overflowed its {STACK_SIZE}-byte stack; it is ended as panicked",
+                task.id
+            );
+            s.finished(task.id, true)
+        } else if reason == Reason::Yielded as u32 {
+            s.suspend(task.id, Suspend::Yield)
+        } else {
+            s.finished(task.id, panicked)
+        };
+        match effects {
+            Ok(effects) => shared.carry_out(&effects),
+            Err(e) => eprintln!("memlink-dsm: scheduler: {e}"),
+        }
+        drop(s);
+    }
+}
