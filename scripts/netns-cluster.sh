@@ -19,7 +19,8 @@
 #      sees the cut first tells the other before it fails).
 # bench: `memlink dsm bench` with node 0 and node 1 on two hosts, netem delay 1 ms each way
 #   (a 2 ms round trip, no loss): the remote read miss against the 2 ms round trip and against
-#   the raw TCP 4 KiB round trip of the same run.
+#   the raw TCP 4 KiB round trip of the same run, and (with the link emulator) how late the
+#   emulator forwarded frames past their due time: its own latency on top of the delay.
 #
 # Names carry this run's pid and a random number, so concurrent runs do not collide; a trap
 # removes the namespaces (and kills the nodes) on any exit. Needs root, ip and tc (iproute2)
@@ -177,10 +178,16 @@ if [ "$mode" = bench ]; then
   rtt=$(sed -E 's/.*tcp_4k_rtt_us=([0-9.]+).*/\1/' <<<"$line")
   miss=$(sed -E 's/.*read_miss_us=([0-9.]+).*/\1/' <<<"$line")
   awk -v miss="$miss" -v rtt="$rtt" 'BEGIN {
-    printf "netns-cluster: bench over netem, 1 ms each way (2 ms round trip):\n"
+    printf "netns-cluster: bench over 1 ms links each way (2 ms round trip):\n"
     printf "  remote read miss %.0f us = %.3fx the 2 ms round trip\n", miss, miss / 2000
     printf "  raw TCP 4 KiB round trip %.0f us; read miss / TCP round trip = %.3fx\n", rtt, miss / rtt
   }'
+  if [ -n "$emulator_pid" ]; then
+    # The emulator's own latency: how late it forwarded frames past their due time.
+    late=$(grep -h "^late_us" "$work/emulator.out" | sed -E 's/.*median=([0-9]+).*/\1/' | sort -n |
+      awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+    [ -n "$late" ] && echo "  the link emulator forwarded frames ${late} us late (median of its per-second medians)"
+  fi
   exit 0
 fi
 

@@ -99,7 +99,16 @@ fn a_node_without_a_key_refuses_to_listen_off_loopback() {
 fn node_help_says_who_can_join() {
     let (out, text) = run(memlink().args(["dsm", "node", "--help"]));
     assert!(out.status.success(), "{text}");
-    for words in ["--key-file", "--insecure", "not encrypted", "WireGuard"] {
+    for words in [
+        "Who can join",
+        "--key-file",
+        "--insecure",
+        "not encrypted",
+        "WireGuard",
+        "mpirun",
+        "srun",
+        "within 10 s",
+    ] {
         assert!(text.contains(words), "--help lacks {words:?}:\n{text}");
     }
 }

@@ -35,6 +35,12 @@ enum DsmCommand {
     /// the id and node count from the launcher and finds the peers through a rendezvous at
     /// node 0 (--coordinator host:port, or under Slurm the step's first host).
     ///
+    /// Who can join: only nodes that prove the cluster key on every connection (a mutual
+    /// HMAC-SHA256 challenge-response, under the id the --peers list gives them). Traffic is
+    /// authenticated, not encrypted: across networks you do not trust, run inside a VPN such
+    /// as WireGuard. A node whose host vanishes (no FIN, no RST) is reported lost, by id,
+    /// within 10 s (TCP keepalive and user timeout; about 5 s in practice).
+    ///
     /// Examples (two hosts):
     ///   host A: memlink dsm node --id 0 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul --key-file k
     ///   host B: memlink dsm node --id 1 --listen 0.0.0.0:7700 --peers hosta:7700,hostb:7700 --app matmul --key-file k
