@@ -64,3 +64,6 @@ pub use message::{Effect, Load, Message, Outcome, StackPages, TaskId, TaskRef};
 pub use scheduler::{
     MigrateError, Scheduler, SchedulerConfig, SchedulerStats, SpawnError, Suspend,
 };
+
+#[cfg(test)]
+mod tests;

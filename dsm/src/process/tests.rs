@@ -1,0 +1,127 @@
+//! The scheduler's answers to single steps: hints at a bounded rate, refusals, and messages a
+//! bad peer could send.
+
+use super::*;
+
+fn task(n: u64, migratable: bool) -> TaskRef {
+    TaskRef {
+        id: TaskId(n),
+        home: 0,
+        migratable,
+        stack: StackPages {
+            first: n as u32,
+            count: 1,
+        },
+    }
+}
+
+fn hints(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Broadcast { .. }))
+        .count()
+}
+
+#[test]
+fn hints_go_out_at_most_once_per_period_and_the_held_one_follows() {
+    let mut s = Scheduler::new(0, 3, 64, SchedulerConfig::default()).unwrap();
+    let mut sent = 0;
+    sent += hints(&s.spawn(task(1, true)).unwrap());
+    sent += hints(&s.spawn(task(2, true)).unwrap()); // surplus 0 -> 1: a hint
+    assert_eq!(sent, 1);
+    sent += hints(&s.spawn(task(3, true)).unwrap()); // surplus 2: held back this period
+    assert_eq!(sent, 1);
+    assert_eq!(hints(&s.timeout()), 1, "the held hint goes out at TIMEOUT");
+    assert_eq!(hints(&s.timeout()), 0, "nothing changed since");
+    assert_eq!(s.stats().hints_sent, 2);
+}
+
+#[test]
+fn no_surplus_means_a_refusal_and_nothing_moves() {
+    let mut s = Scheduler::new(0, 2, 64, SchedulerConfig::default()).unwrap();
+    s.spawn(task(1, true)).unwrap();
+    s.spawn(task(2, false)).unwrap();
+    s.next_task(); // task 1 runs; task 2 is not migratable: no surplus
+    let out = s
+        .handle(
+            1,
+            Message::WorkRequest {
+                load: Load::default(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        out[..],
+        [Effect::Send {
+            to: 1,
+            msg: Message::Refuse { .. }
+        }]
+    ));
+    assert_eq!(s.ready().map(|t| t.id).collect::<Vec<_>>(), vec![TaskId(2)]);
+    assert_eq!(s.migrate(TaskId(1), 1).map(|_| ()), Ok(()));
+    assert_eq!(
+        s.migrate(TaskId(2), 1),
+        Err(MigrateError::NotRunning(TaskId(2)))
+    );
+}
+
+#[test]
+fn messages_a_bad_peer_could_send_are_protocol_errors() {
+    let mut d = Scheduler::new(1, 2, 64, SchedulerConfig::default()).unwrap();
+    let load = Load::default();
+    assert!(d.handle(5, Message::Hint { load }).is_err(), "unknown node");
+    assert!(d.handle(1, Message::Hint { load }).is_err(), "itself");
+    assert!(
+        d.handle(0, Message::Refuse { load }).is_err(),
+        "never asked"
+    );
+    let mut far = task(1, true);
+    far.stack = StackPages {
+        first: u32::MAX,
+        count: 2,
+    };
+    let migrate = |task, requested| Message::Migrate {
+        task,
+        requested,
+        load,
+    };
+    assert!(d.handle(0, migrate(far, false)).is_err(), "stack outside");
+    assert!(
+        d.handle(0, migrate(task(1, true), true)).is_err(),
+        "unasked"
+    );
+    d.handle(0, migrate(task(1, true), false)).unwrap();
+    assert!(d.handle(0, migrate(task(1, true), false)).is_err(), "twice");
+    let done = Message::Done {
+        task: TaskId(9),
+        panicked: false,
+        load,
+    };
+    assert!(d.handle(0, done).is_err(), "not homed here");
+}
+
+#[test]
+fn a_lost_node_ends_every_open_handle_naming_it() {
+    let mut s = Scheduler::new(0, 3, 64, SchedulerConfig::default()).unwrap();
+    s.spawn(task(1, true)).unwrap();
+    s.spawn(task(2, true)).unwrap();
+    s.next_task();
+    let out = s.finished(TaskId(1), false).unwrap();
+    assert!(out.contains(&Effect::Resolved {
+        task: TaskId(1),
+        outcome: Outcome::Finished
+    }));
+    let out = s.node_lost(2).unwrap();
+    assert_eq!(
+        out,
+        vec![Effect::Resolved {
+            task: TaskId(2),
+            outcome: Outcome::NodeLost(2)
+        }]
+    );
+    assert!(s.next_task().is_empty());
+    assert_eq!(
+        s.spawn(task(3, true)),
+        Err(SpawnError::ClusterFailed { lost: 2 })
+    );
+}
