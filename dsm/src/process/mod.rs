@@ -55,6 +55,7 @@
 //! ```
 
 pub mod context;
+pub mod identity;
 pub mod message;
 #[cfg(not(memlink_loom))]
 pub mod pool;
