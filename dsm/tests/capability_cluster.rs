@@ -1,20 +1,17 @@
-//! Capabilities across node processes: rights enforced by the protocol, capabilities sent in
-//! messages, restricted, revoked cluster-wide; a node that was never granted a range cannot
+//! Capabilities across node processes (the capabilities app): rights enforced by the protocol,
+//! capabilities sent in messages, restricted, revoked cluster-wide; a node that was never
+//! granted a range cannot
 //! read it (its read is refused by the page's manager and the thread gets SIGSEGV at the
 //! faulting address, which the test sees in the child).
 
 mod support;
 
-use std::time::Duration;
-
-use memlink_dsm::capability::{AcquireError, DsmCapability, Rights, SendError};
+use memlink_dsm::capability::{AcquireError, DsmCapability};
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{LaunchError, launch};
 use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE};
 
 type Table = [u64; 512];
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The directory slot where node 0 publishes the table's offset.
 const SLOT: usize = 1;
@@ -33,87 +30,6 @@ fn refused(dsm: &Dsm, offset: usize, access: Access) -> bool {
         dsm.runtime().resolve_fault(page, access),
         Err(DsmError::Denied { .. })
     )
-}
-
-/// Node 0 mints a table and sends node 1 a read-only capability and node 2 a read-write-grant
-/// one; node 2 writes and sends node 3 a read-only copy; reads see the write, writes beyond
-/// the rights are refused (by the API and by the protocol), a read-only holder cannot pass
-/// its capability on; node 0 revokes and every later access fails everywhere.
-fn rights(dsm: &Dsm) -> Result<bool, DsmError> {
-    let node = |e: &dyn std::fmt::Display| DsmError::Protocol(e.to_string());
-    let mut ok = true;
-    let mut root = None;
-    let cap: DsmCapability<Table> = match dsm.id() {
-        0 => {
-            let c = DsmCapability::mint(dsm, [7u64; 512]).map_err(|e| node(&e))?;
-            dsm.publish(SLOT, c.offset() as u64);
-            c.send(1, Rights::READ).map_err(|e| node(&e))?;
-            c.send(2, Rights::ALL).map_err(|e| node(&e))?;
-            root = Some(c.clone());
-            c
-        }
-        // Nodes 1 and 2 get theirs from node 0, node 3 its copy from node 2.
-        _ => DsmCapability::receive(dsm, WAIT).map_err(|e| node(&e))?,
-    };
-    let offset = cap.offset();
-    if dsm.id() == 2 {
-        {
-            let w = cap.acquire_write().map_err(|e| node(&e))?;
-            // SAFETY: the write guard makes the table writable here; no other node writes it.
-            unsafe { (*w.as_ptr())[0] = 99 };
-        }
-        let read_only = cap.restrict(Rights::READ).map_err(|e| node(&e))?;
-        ok &= check(
-            matches!(
-                read_only.send(3, Rights::READ),
-                Err(SendError::NotGrantable)
-            ),
-            "a read-only restriction cannot be sent",
-        );
-        cap.send(3, Rights::READ).map_err(|e| node(&e))?;
-    }
-    dsm.barrier(1)?;
-    if dsm.id() != 0 {
-        let seen = cap.acquire().map_err(|e| node(&e))?[0];
-        ok &= check(seen == 99, "every holder reads node 2's write");
-    }
-    if dsm.id() == 1 || dsm.id() == 3 {
-        ok &= check(
-            matches!(cap.acquire_write(), Err(AcquireError::NoWriteRight)),
-            "a read-only capability is not acquired for writing",
-        );
-        ok &= check(
-            refused(dsm, offset, Access::Write),
-            "the manager refuses a write beyond the rights",
-        );
-        ok &= check(
-            matches!(cap.send(0, Rights::READ), Err(SendError::NotGrantable)),
-            "a capability without GRANT is not sent",
-        );
-        ok &= check(
-            matches!(
-                cap.restrict(Rights::ALL),
-                Err(memlink_dsm::capability::RestrictError::Widening { .. })
-            ),
-            "rights never widen",
-        );
-    }
-    dsm.barrier(2)?;
-    if let Some(root) = &root {
-        root.revoke().map_err(|e| node(&e))?;
-    }
-    dsm.barrier(3)?;
-    ok &= check(
-        matches!(cap.acquire(), Err(AcquireError::Revoked)),
-        "every acquire after the revocation fails with Revoked",
-    );
-    ok &= check(
-        refused(dsm, offset, Access::Read),
-        "the protocol refuses every read after the revocation",
-    );
-    println!("node {}: rights checked", dsm.id());
-    dsm.barrier(4)?;
-    Ok(ok)
 }
 
 /// Node 0 mints a table and publishes where it is; node 1, never granted, finds no
@@ -192,19 +108,30 @@ fn node_main() {
     if std::env::var(support::NODE_ENV).is_ok_and(|s| s.contains("|never_granted|")) {
         install_report_segv();
     }
-    support::node_entry(&[("rights", rights), ("never_granted", never_granted)]);
+    support::node_entry(&[("never_granted", never_granted)]);
 }
 
+/// The capabilities app (`memlink dsm run --app capabilities`): node 0 mints a table and
+/// grants node 1 read and node 2 read-write-grant; node 2 writes and grants node 3 a read-only
+/// copy; reads see the write, writes beyond the rights are refused by the API and by the
+/// protocol, a read-only holder cannot pass its capability on; node 0 revokes and every
+/// later access fails everywhere. A fifth node, never granted, is refused even a read.
 #[test]
-fn rights_are_enforced_sent_restricted_and_revoked_on_4_nodes() {
-    support::assert_cluster_verifies(4, "rights", Backend::Sigsegv);
+fn rights_are_enforced_sent_restricted_and_revoked_on_4_and_5_nodes() {
+    support::assert_cluster_verifies(4, "capabilities", Backend::Sigsegv);
+    support::assert_cluster_verifies(5, "capabilities", Backend::Uffd);
 }
 
 /// The same with the dynamic manager: the pages' owners, not a manager, check the rights.
 #[test]
 fn rights_are_enforced_by_the_owners_under_the_dynamic_manager() {
     let outputs = launch(4, support::DEADLINE, |slot| {
-        support::node_command_with_manager(slot, "rights", Backend::Sigsegv, ManagerKind::Dynamic)
+        support::node_command_with_manager(
+            slot,
+            "capabilities",
+            Backend::Sigsegv,
+            ManagerKind::Dynamic,
+        )
     })
     .unwrap_or_else(|e| panic!("rights under the dynamic manager: {e}"));
     for out in outputs {

@@ -6,10 +6,13 @@
 //! - [`jacobi`]: a 2-D Jacobi stencil, bands of rows per node, barriers between sweeps;
 //! - [`matmul`]: C = A x B with A and B written once by node 0 and read-shared by all;
 //! - [`sort`]: every node sorts a chunk, node 0 merges;
-//! - [`wordcount`]: the words of a file mapped into the region by the file pager.
+//! - [`wordcount`]: the words of a file mapped into the region by the file pager;
+//! - [`capabilities`]: a table minted, granted, restricted, refused beyond the rights and
+//!   revoked across 4 nodes, each step checked.
 //!
 //! [`run_node`] joins a cluster, runs one app and leaves: the body of a node process.
 
+pub mod capabilities;
 pub mod counter;
 pub mod jacobi;
 pub mod matmul;
@@ -39,16 +42,19 @@ pub enum App {
     Sort,
     /// The words of a file (`--file`), through the file pager, under a memory budget.
     Wordcount,
+    /// Capabilities across nodes: grant, restrict, refusal, revocation (4 nodes).
+    Capabilities,
 }
 
 impl App {
     /// Every app, in the order of `--help`.
-    pub const ALL: [App; 5] = [
+    pub const ALL: [App; 6] = [
         App::Counter,
         App::Jacobi,
         App::Matmul,
         App::Sort,
         App::Wordcount,
+        App::Capabilities,
     ];
 
     /// The app's name on the command line.
@@ -59,6 +65,7 @@ impl App {
             App::Matmul => "matmul",
             App::Sort => "sort",
             App::Wordcount => "wordcount",
+            App::Capabilities => "capabilities",
         }
     }
 
@@ -90,7 +97,9 @@ impl App {
         let app = match self {
             App::Jacobi => jacobi::working_set_bytes(params.size.unwrap_or(jacobi::N), backend),
             // The whole region, a copy kept aside, and a private copy for the check.
-            App::Counter | App::Matmul | App::Sort => 3 * APP_PAGES as u64 * PAGE_SIZE as u64,
+            App::Counter | App::Matmul | App::Sort | App::Capabilities => {
+                3 * APP_PAGES as u64 * PAGE_SIZE as u64
+            }
             // The budget's frames (and with uffd as much kept aside) and a read buffer; the
             // file itself is in the page cache, shared by the nodes.
             App::Wordcount => 2 * params.memory_budget.unwrap_or(0) + (1 << 20),
@@ -135,6 +144,7 @@ impl App {
                 "wordcount needs the file it counts: run it with run_sized and AppParams::file"
                     .into(),
             )),
+            App::Capabilities => capabilities::run(dsm),
         }
     }
 }

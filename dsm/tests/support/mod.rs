@@ -50,6 +50,7 @@ fn body_of(name: &str, custom: &[(&str, Body)]) -> Option<Body> {
         App::Matmul => Some(memlink_dsm::apps::matmul::run),
         App::Sort => Some(memlink_dsm::apps::sort::run),
         App::Wordcount => None,
+        App::Capabilities => Some(memlink_dsm::apps::capabilities::run),
     }
 }
 

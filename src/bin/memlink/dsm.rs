@@ -72,8 +72,9 @@ enum DsmCommand {
 #[derive(Args, Clone)]
 pub(crate) struct ClusterArgs {
     /// The app: counter (lock-protected increments), jacobi (stencil with barriers), matmul
-    /// (read-shared inputs), sort (chunk sort and merge) or wordcount (the words of --file,
-    /// mapped into the region by the file pager; needs --memory-budget).
+    /// (read-shared inputs), sort (chunk sort and merge), wordcount (the words of --file,
+    /// mapped into the region by the file pager; needs --memory-budget) or capabilities
+    /// (grant, restrict, refuse, revoke; 4 nodes or more).
     #[arg(long, value_parser = parse_app)]
     pub(crate) app: App,
     /// How page faults are caught: sigsegv (mprotect + signal handler, works everywhere) or
@@ -432,6 +433,14 @@ pub(crate) fn run_cluster(
             return Err(launch_failure_status(&e));
         }
     };
+    // The steps an app prints as it checks them ("node N: ..."; the capabilities app), on
+    // stderr so that --json output stays one document.
+    for o in &outputs {
+        let prefix = format!("node {}: ", o.id);
+        for line in o.stdout.lines().filter(|l| l.starts_with(&prefix)) {
+            eprintln!("{line}");
+        }
+    }
     let mut reports = Vec::with_capacity(outputs.len());
     for o in &outputs {
         match NodeReport::find_in(&o.stdout) {
