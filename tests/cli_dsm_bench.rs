@@ -199,6 +199,26 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
         assert!(ops > 0.0, "{r}");
     }
     let out = memlink()
+        .args([
+            "dsm",
+            "bench",
+            "--suite",
+            "pager",
+            "--file-mb",
+            "2",
+            "--json",
+        ])
+        .output()
+        .expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert!(v["pager_vs_mmap"].as_f64().unwrap() > 0.0, "{v}");
+    let out = memlink()
         .args(["dsm", "bench", "--suite", "hold", "--nodes", "3"])
         .output()
         .expect("run memlink");

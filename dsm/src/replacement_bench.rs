@@ -406,3 +406,129 @@ mod tests {
         assert_eq!(HoldFigures::find_in("memlink-dsm-hold-bench id=1"), None);
     }
 }
+
+/// Sequential read of a file through the file pager against a plain `mmap` of it, both from a
+/// warm page cache, in one node process (see [`run_pager_node`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PagerFigures {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Seconds for the plain mmap's second read (the first warms the page cache).
+    pub mmap_secs: f64,
+    /// Seconds to read the region the file pager supplies (every page a fault served from
+    /// the node's store, i.e. a `data_request`).
+    pub pager_secs: f64,
+}
+
+const PAGER_PREFIX: &str = "memlink-dsm-pager-bench";
+
+impl PagerFigures {
+    /// One line for the launcher.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{PAGER_PREFIX} bytes={} mmap_secs={:.6} pager_secs={:.6}",
+            self.bytes, self.mmap_secs, self.pager_secs
+        )
+    }
+
+    /// The figures in a node's output, if it printed them.
+    pub fn find_in(output: &str) -> Option<PagerFigures> {
+        let rest = output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(PAGER_PREFIX))?;
+        let mut f = PagerFigures::default();
+        let mut seen = 0;
+        for field in rest.split_whitespace() {
+            let (k, v) = field.split_once('=')?;
+            match k {
+                "bytes" => f.bytes = v.parse().ok()?,
+                "mmap_secs" => f.mmap_secs = v.parse().ok()?,
+                "pager_secs" => f.pager_secs = v.parse().ok()?,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 3).then_some(f)
+    }
+}
+
+/// A sum of the `len` bytes at `src`, 8 at a time, each page copied out first (what a
+/// sequential reader of a file does with it).
+///
+/// # Safety
+/// `src..src + len` must stay mapped and readable (or served by a fault backend) for the
+/// call, and only ever change a whole page at a time.
+unsafe fn checksum(src: *const u8, len: usize) -> u64 {
+    let mut page = [0u8; PAGE_SIZE];
+    let mut sum = 0u64;
+    let mut at = 0;
+    while at < len {
+        let n = PAGE_SIZE.min(len - at);
+        // SAFETY: the caller keeps the range readable; `page` is a distinct local buffer.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(at), page.as_mut_ptr(), n) };
+        page[n..].fill(0);
+        for w in page.chunks_exact(8) {
+            sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+        }
+        at += n;
+    }
+    sum
+}
+
+/// One node (`config`: a cluster of 1, with a memory budget) reads the file at `path`
+/// sequentially through a plain mmap (twice: the first read warms the page cache) and then
+/// through the region, whose pages a [`crate::pager::FilePager`] supplies; both sums must
+/// agree.
+pub fn run_pager_node(
+    config: NodeConfig,
+    backend: Backend,
+    path: &std::path::Path,
+) -> Result<PagerFigures, DsmError> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: a private read-only view of a file this bench made and nobody writes while it
+    // runs; it is read through the slice only within this function.
+    let plain = unsafe { memmap2::Mmap::map(&file) }?;
+    let len = plain.len();
+    // SAFETY: `plain` maps `len` readable bytes for the calls.
+    let warm = unsafe { checksum(plain.as_ptr(), len) };
+    let t = Instant::now();
+    // SAFETY: as above.
+    let sum = std::hint::black_box(unsafe { checksum(plain.as_ptr(), len) });
+    let mmap_secs = t.elapsed().as_secs_f64();
+    drop(plain);
+    if sum != warm {
+        return Err(DsmError::Protocol(
+            "the file changed while it was read".into(),
+        ));
+    }
+    let pager = crate::pager::FilePager::open(path, 0, None, crate::apps::wordcount::FIRST_PAGE)
+        .map_err(|e| DsmError::Config(e.to_string()))?;
+    let dsm = Dsm::join_with_store(
+        config,
+        backend,
+        Box::new(crate::pager::PagerStore::new(pager)),
+    )?;
+    let base = crate::apps::wordcount::FIRST_PAGE as usize * PAGE_SIZE;
+    if base + len > dsm.len() {
+        return Err(DsmError::Config(
+            "the region is smaller than the file".into(),
+        ));
+    }
+    let t = Instant::now();
+    // SAFETY: `base..base + len` lies inside the region (checked above), mapped for the
+    // node's lifetime, its faults served; nobody writes it; a page only ever appears whole.
+    let through_pager =
+        std::hint::black_box(unsafe { checksum(dsm.at::<u8>(base).cast_const(), len) });
+    let pager_secs = t.elapsed().as_secs_f64();
+    dsm.leave()?;
+    if through_pager != sum {
+        return Err(DsmError::Protocol(
+            "the region read through the pager differs from the file".into(),
+        ));
+    }
+    Ok(PagerFigures {
+        bytes: len as u64,
+        mmap_secs,
+        pager_secs,
+    })
+}

@@ -17,7 +17,8 @@ pub struct BenchArgs {
     /// What to measure: faults (misses, invalidations, prefetch, locks, barriers, connection
     /// set-up), eviction (each eviction class against a remote read miss, on 2 nodes) or
     /// hold (a page written alternately by 2 nodes, true and false sharing, with a Δt hold of
-    /// 0, 100 µs and 1 ms).
+    /// 0, 100 µs and 1 ms) or pager (a sequential read of a file through the file pager
+    /// against a plain mmap of it, one node).
     #[arg(long, value_enum, default_value = "faults")]
     pub(crate) suite: Suite,
     /// The number of node processes (2 to 64); a write invalidates nodes - 1 read copies.
@@ -35,6 +36,9 @@ pub struct BenchArgs {
     /// The hold suite: how long each node writes in each run, in milliseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub(crate) duration_ms: u64,
+    /// The pager suite: the size of the file read, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub(crate) file_mb: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -53,6 +57,9 @@ pub struct BenchArgs {
     /// The node's Δt hold in microseconds (with --node-id, hold suite).
     #[arg(long, hide = true)]
     pub(crate) hold_us: Option<u64>,
+    /// The file the node reads (with --node-id, pager suite).
+    #[arg(long, hide = true)]
+    pub(crate) file: Option<std::path::PathBuf>,
 }
 
 /// The measurements `memlink dsm bench` can make.
@@ -64,6 +71,8 @@ pub(crate) enum Suite {
     Eviction,
     /// The Δt table: a page written alternately by two nodes.
     Hold,
+    /// A file read through the file pager against a plain mmap.
+    Pager,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {

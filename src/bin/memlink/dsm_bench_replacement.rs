@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use memlink_dsm::init::{NodeOutput, launch};
 use memlink_dsm::replacement_bench::{
-    self, EvictionFigures, HoldFigures, HoldRun, eviction_pages, run_eviction_node, run_hold_node,
+    self, EvictionFigures, HoldFigures, HoldRun, PagerFigures, eviction_pages, run_eviction_node,
+    run_hold_node, run_pager_node,
 };
 use memlink_dsm::{DsmError, NodeConfig, NodeId};
 
@@ -19,6 +20,12 @@ const HOLDS_US: [u64; 3] = [0, 100, 1000];
 
 /// Runs the suite: as a node when the launcher said so, else as the launcher.
 pub(crate) fn run(a: &BenchArgs) -> ExitCode {
+    if a.suite == Suite::Pager {
+        return match (a.node_id, a.listen, &a.file) {
+            (Some(_), Some(listen), Some(file)) => pager_node(a, listen, file),
+            _ => pager(a),
+        };
+    }
     if a.nodes != 2 {
         eprintln!("memlink dsm bench: the eviction and hold suites run on 2 nodes (--nodes 2)");
         return ExitCode::from(2);
@@ -249,6 +256,125 @@ fn hold(a: &BenchArgs) -> ExitCode {
                 );
             }
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The pager suite's budget: the read streams through 16 MiB of frames.
+const PAGER_BUDGET: u64 = 16 << 20;
+
+fn pager_node(a: &BenchArgs, listen: SocketAddr, file: &std::path::Path) -> ExitCode {
+    let len = match std::fs::metadata(file) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            eprintln!(
+                "memlink dsm bench node 0: cannot read {}: {e}",
+                file.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let config = NodeConfig {
+        id: 0,
+        listen,
+        peers: vec![listen],
+        pages: memlink_dsm::apps::wordcount::pages_for(len),
+        manager: a.manager,
+        connect_timeout: Duration::from_secs(30),
+        admission: memlink_dsm::admission::Admission::LoopbackOnly,
+        memory_budget: Some(PAGER_BUDGET),
+        hold: Duration::ZERO,
+    };
+    match run_pager_node(config, a.backend, file) {
+        Ok(f) => {
+            println!("{}", f.to_line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("memlink dsm bench node 0: {e}");
+            ExitCode::from(memlink_dsm::apps::EXIT_DSM_ERROR as u8)
+        }
+    }
+}
+
+fn pager(a: &BenchArgs) -> ExitCode {
+    let dir = std::env::temp_dir().join(format!("memlink-pager-bench-{}", std::process::id()));
+    let file = dir.join("data");
+    let made = std::fs::create_dir_all(&dir).and_then(|()| {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 31 % 251) as u8).collect();
+        for _ in 0..a.file_mb {
+            out.write_all(&chunk)?;
+        }
+        out.flush()
+    });
+    if let Err(e) = made {
+        eprintln!(
+            "memlink dsm bench: cannot write the {} MiB file: {e}",
+            a.file_mb
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return ExitCode::FAILURE;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("memlink dsm bench: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let launched = launch(1, Duration::from_secs(a.timeout), |slot| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["dsm", "bench", "--suite", "pager"])
+            .args(["--node-id", "0"])
+            .args(["--listen", &slot.listen.to_string()])
+            .args(["--peers", &slot.peers_arg()])
+            .args(["--manager", &a.manager.to_string()])
+            .args(["--backend", &a.backend.to_string()])
+            .arg("--file")
+            .arg(&file);
+        cmd
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let outputs = match launched {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("memlink dsm bench: {e}");
+            return crate::dsm::launch_failure_status(&e);
+        }
+    };
+    let Some(f) = outputs
+        .iter()
+        .find_map(|o| PagerFigures::find_in(&o.stdout))
+    else {
+        eprintln!("memlink dsm bench: the node ended without its figures");
+        return ExitCode::FAILURE;
+    };
+    let mib = f.bytes as f64 / f64::from(1u32 << 20);
+    let (mmap, paged) = (mib / f.mmap_secs, mib / f.pager_secs);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "suite": "pager",
+                "backend": a.backend.to_string(),
+                "file_mib": round3(mib),
+                "mmap_mib_per_s": round3(mmap),
+                "pager_mib_per_s": round3(paged),
+                "pager_vs_mmap": round3(paged / mmap),
+            })
+        );
+    } else {
+        println!(
+            "DSM pager bench: a {mib:.0} MiB file read sequentially on one node (budget {} MiB), \
+             backend {}",
+            PAGER_BUDGET >> 20,
+            a.backend
+        );
+        println!("  plain mmap (warm page cache):  {mmap:>10.1} MiB/s");
+        println!("  through the file pager:        {paged:>10.1} MiB/s");
+        println!("  pager / mmap = {:.3}", paged / mmap);
     }
     ExitCode::SUCCESS
 }
