@@ -5,8 +5,8 @@
 //! evicts them), publishes its count, and checks the sum against a sequential count of the
 //! file. A word is a maximal run of bytes that are not ASCII whitespace.
 //!
-//! Not yet an app of `memlink dsm run` (it needs `--file`); `dsm/tests/file_pager.rs` runs it
-//! on 3 node processes.
+//! `memlink dsm run --app wordcount --file F --memory-budget 16M` runs it;
+//! `dsm/tests/file_pager.rs` runs it on 3 node processes.
 
 use std::io::Read;
 use std::path::Path;
