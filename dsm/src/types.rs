@@ -318,6 +318,48 @@ pub struct EvictionStats {
     pub paged_in: u64,
 }
 
+impl EvictionStats {
+    /// Every counter with its name, in a fixed order (the names report lines and JSON use).
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("dropped_copies", self.dropped_copies),
+            ("passed_ownership", self.passed_ownership),
+            ("handed_off", self.handed_off),
+            ("written_back", self.written_back),
+            ("hand_offs_accepted", self.hand_offs_accepted),
+            ("hand_offs_refused", self.hand_offs_refused),
+            ("paged_in", self.paged_in),
+        ]
+    }
+
+    /// Sets the counter that [`EvictionStats::named`] calls `name`; `false` for any other name.
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let counter = match name {
+            "dropped_copies" => &mut self.dropped_copies,
+            "passed_ownership" => &mut self.passed_ownership,
+            "handed_off" => &mut self.handed_off,
+            "written_back" => &mut self.written_back,
+            "hand_offs_accepted" => &mut self.hand_offs_accepted,
+            "hand_offs_refused" => &mut self.hand_offs_refused,
+            "paged_in" => &mut self.paged_in,
+            _ => return false,
+        };
+        *counter = value;
+        true
+    }
+}
+
+impl std::fmt::Display for EvictionStats {
+    /// For people: "dropped copies 3, passed ownership 0, ...".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, value)) in self.named().iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {value}", name.replace('_', " "))?;
+        }
+        Ok(())
+    }
+}
+
 /// The local memory of a node, as the node runtime sees it.
 ///
 /// Implemented by the mapping (dsm-runtime); the node runtime calls it to move page contents

@@ -341,11 +341,16 @@ const REPORT_PREFIX: &str = "memlink-dsm-report";
 impl NodeReport {
     /// The report as one line of `key=value` fields.
     pub fn to_line(&self) -> String {
-        let e = &self.stats.evictions;
+        let evictions: String = self
+            .stats
+            .evictions
+            .named()
+            .iter()
+            .map(|(name, value)| format!(" {name}={value}"))
+            .collect();
         format!(
             "{REPORT_PREFIX} id={} app={} verified={} wall_us={} read_faults={} write_faults={} \
-             messages={} bytes={} dropped_copies={} passed_ownership={} handed_off={} \
-             written_back={} hand_offs_accepted={} hand_offs_refused={} paged_in={}{}",
+             messages={} bytes={}{evictions}{}",
             self.id,
             self.app,
             self.verified,
@@ -354,13 +359,6 @@ impl NodeReport {
             self.stats.write_faults,
             self.stats.messages,
             self.stats.bytes,
-            e.dropped_copies,
-            e.passed_ownership,
-            e.handed_off,
-            e.written_back,
-            e.hand_offs_accepted,
-            e.hand_offs_refused,
-            e.paged_in,
             self.steady_us
                 .map(|us| format!(" steady_us={us}"))
                 .unwrap_or_default()
@@ -390,24 +388,15 @@ impl NodeReport {
                 "write_faults" => report.stats.write_faults = value.parse().ok()?,
                 "messages" => report.stats.messages = value.parse().ok()?,
                 "bytes" => report.stats.bytes = value.parse().ok()?,
-                "dropped_copies" => report.stats.evictions.dropped_copies = value.parse().ok()?,
-                "passed_ownership" => {
-                    report.stats.evictions.passed_ownership = value.parse().ok()?
-                }
-                "handed_off" => report.stats.evictions.handed_off = value.parse().ok()?,
-                "written_back" => report.stats.evictions.written_back = value.parse().ok()?,
-                "hand_offs_accepted" => {
-                    report.stats.evictions.hand_offs_accepted = value.parse().ok()?
-                }
-                "hand_offs_refused" => {
-                    report.stats.evictions.hand_offs_refused = value.parse().ok()?
-                }
-                "paged_in" => report.stats.evictions.paged_in = value.parse().ok()?,
                 "steady_us" => {
                     report.steady_us = Some(value.parse().ok()?);
                     continue;
                 }
-                _ => return None,
+                counter => {
+                    if !report.stats.evictions.set(counter, value.parse().ok()?) {
+                        return None;
+                    }
+                }
             }
             seen += 1;
         }

@@ -348,18 +348,7 @@ fn run_node(a: NodeArgs) -> ExitCode {
                 );
                 let e = report.stats.evictions;
                 if e != memlink_dsm::EvictionStats::default() {
-                    println!(
-                        "node {}: evictions: dropped copies {}, passed ownership {}, handed off \
-                         {}, written back {}; hand-offs accepted {}, refused {}; paged in {}",
-                        report.id,
-                        e.dropped_copies,
-                        e.passed_ownership,
-                        e.handed_off,
-                        e.written_back,
-                        e.hand_offs_accepted,
-                        e.hand_offs_refused,
-                        e.paged_in
-                    );
+                    println!("node {}: evictions: {e}", report.id);
                 }
                 println!("verified: {}", report.verified);
             }
@@ -543,17 +532,12 @@ fn run_local(a: RunArgs) -> ExitCode {
 
 /// One node's eviction counters as JSON.
 fn eviction_json(r: &NodeReport) -> serde_json::Value {
-    let e = r.stats.evictions;
-    serde_json::json!({
-        "node": r.id,
-        "dropped_copies": e.dropped_copies,
-        "passed_ownership": e.passed_ownership,
-        "handed_off": e.handed_off,
-        "written_back": e.written_back,
-        "hand_offs_accepted": e.hand_offs_accepted,
-        "hand_offs_refused": e.hand_offs_refused,
-        "paged_in": e.paged_in,
-    })
+    let mut fields = serde_json::Map::new();
+    fields.insert("node".into(), r.id.into());
+    for (name, value) in r.stats.evictions.named() {
+        fields.insert(name.into(), value.into());
+    }
+    serde_json::Value::Object(fields)
 }
 
 /// The table of what page replacement did on each node.
@@ -575,17 +559,19 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
         "paged in"
     );
     for r in reports {
-        let e = r.stats.evictions;
+        let [
+            dropped,
+            passed,
+            handed_off,
+            written_back,
+            accepted,
+            refused,
+            paged_in,
+        ] = r.stats.evictions.named().map(|(_, value)| value);
         println!(
-            "{:>6} {:>8} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9}",
-            r.id,
-            e.dropped_copies,
-            e.passed_ownership,
-            e.handed_off,
-            e.written_back,
-            e.hand_offs_accepted,
-            e.hand_offs_refused,
-            e.paged_in
+            "{:>6} {dropped:>8} {passed:>9} {handed_off:>10} {written_back:>12} {accepted:>9} \
+             {refused:>8} {paged_in:>9}",
+            r.id
         );
     }
 }
