@@ -10,7 +10,9 @@
 //! peer's connection break first sends every other peer a lost-node notice
 //! ([`FrameKind::Lost`]), then delivers the loss; a notice received is passed on the same way
 //! (only the first loss is ever told); a send that fails waits (at most
-//! [`LOST_REPORT_WAIT`]) for the reader of that peer to report what happened to it. Every
+//! [`LOST_REPORT_WAIT`]) for the reader of that peer to report what happened to it; a reader
+//! whose peer's connection breaks first waits (at most [`BREAK_BLAME_WAIT`]) for word of a loss
+//! by another path, which then came first, before it blames that peer. Every
 //! survivor's connection to a survivor that fails thus carries the notice before its end, and
 //! a node that failed closes without a Leave. An orderly close sends Leave and then waits (at
 //! most [`LINGER`]) until every peer has closed too, so the last messages the peers still send
@@ -38,6 +40,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a send that failed waits for the reader of that peer to report the loss (or the
 /// notice of the node whose death made the peer leave).
 pub const LOST_REPORT_WAIT: Duration = Duration::from_secs(1);
+/// How long a reader whose peer's connection broke waits for word of another loss before it
+/// blames that peer: a survivor that fails because another node died may close its connections
+/// before its notice of that death reaches this node by another path, and the death came first.
+pub const BREAK_BLAME_WAIT: Duration = Duration::from_millis(250);
 /// How long an orderly close waits for every peer to close its end too.
 pub const LINGER: Duration = Duration::from_secs(2);
 
@@ -164,6 +170,8 @@ struct Links {
     closing: AtomicBool,
     /// The loss told to the peers, once told (see [`Links::announce_lost`]).
     announced: Mutex<Option<NodeId>>,
+    /// Signalled when `announced` is set.
+    announced_set: Condvar,
     /// Each peer's reader: whether the peer left in order, whether the reader has ended.
     readers: Mutex<Vec<ReaderState>>,
     reader_ended: Condvar,
@@ -203,6 +211,7 @@ impl Links {
             return;
         }
         *told = Some(node);
+        self.announced_set.notify_all();
         let notice = Frame::new(FrameKind::Lost, 0, LostNotice::encode(node, reason));
         for (j, w) in self.writers.iter().enumerate() {
             if j == node as usize || told_by.is_some_and(|t| j == t as usize) {
@@ -214,6 +223,16 @@ impl Links {
                 }
             }
         }
+    }
+
+    /// Whether a loss has been (or, within `limit`, gets) told to the peers by another path.
+    fn loss_told_within(&self, limit: Duration) -> bool {
+        let told = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        let (told, _) = self
+            .announced_set
+            .wait_timeout_while(told, limit, |t| t.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        told.is_some()
     }
 
     /// After a send to `peer` failed: wait (bounded) until its reader has said what happened
@@ -417,6 +436,7 @@ impl TcpTransport {
             writers,
             closing: AtomicBool::new(false),
             announced: Mutex::new(None),
+            announced_set: Condvar::new(),
             readers: Mutex::new(states),
             reader_ended: Condvar::new(),
         });
@@ -495,7 +515,9 @@ fn spawn_reader(peer: NodeId, stream: TcpStream, events: Arc<EventSwitch>, links
         match read_until_end(peer, &stream, &events, &links) {
             Some(reason) => {
                 let _ = stream.shutdown(Shutdown::Both);
-                if !links.closing() {
+                // A loss told by another path within the wait came first (this peer failed
+                // because of it): that path reports it, and this break adds nothing.
+                if !links.closing() && !links.loss_told_within(BREAK_BLAME_WAIT) {
                     // The peers hear of it before this node can fail because of it.
                     links.announce_lost(peer, &reason, None);
                     events.deliver(TransportEvent::Lost { node: peer, reason });
