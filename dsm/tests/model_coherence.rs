@@ -39,7 +39,10 @@ fn implemented_managers() -> Vec<ManagerKind> {
 /// property broken. Returns the number of distinct states.
 fn check(model: CoherenceModel) -> usize {
     let started = Instant::now();
-    let checker = model.checker().spawn_bfs();
+    let checker = model
+        .checker()
+        .threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .spawn_bfs();
     // A progress line every PROGRESS_EVERY while the exploration runs (written to stderr
     // itself, which the test harness does not capture). Polling only paces these lines:
     // join() below is what waits for the checker.
