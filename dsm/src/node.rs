@@ -40,7 +40,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod budget;
 pub mod capabilities;
@@ -626,7 +626,8 @@ impl NodeRuntime {
                     self.store_write(st, page, &data)?;
                 }
                 Effect::Hold { page } => {
-                    self.timers.schedule(page, Instant::now() + self.hold);
+                    self.timers
+                        .schedule(page, crate::remote::tcp::deadline_after(self.hold));
                 }
                 Effect::SetAccess { page, access } => self
                     .pages
