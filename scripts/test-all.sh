@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs memlink's whole test suite: unit, integration, multi-process and doc tests, the
-# README's commands, the stateright models of the protocols, the API documentation build, and
-# the loom models (a separate build with --cfg memlink_loom, run beside the tests).
+# README's commands, the stateright models of the protocols (crate memlink-models), the API
+# documentation build, and the loom models (a separate build with --cfg memlink_loom).
 #
 # Each step starts with the time since the start. Nothing is built twice: one debug build
-# of every target (the dsm crate and stateright optimised, see Cargo.toml, so the model
-# takes about a minute instead of five), which the tests then reuse; the loom models need
-# their own release build, since --cfg memlink_loom changes the libraries; it runs in the
-# background while the tests (which mostly wait on processes and sockets) run, and its
-# output is printed when it is done. Steps that run over a minute print progress (cargo's per-crate lines, the test harness's per-test
-# lines, the model's state counts every 20 s).
+# of every target (the dsm crate, the models and stateright optimised, see Cargo.toml),
+# which the tests then reuse. The two CPU-bound parts run in the background beside the
+# other tests, which mostly wait on processes, sockets and timers: the stateright models
+# (their test binaries, run directly) and the loom models (their own release build, since
+# --cfg memlink_loom changes the libraries). Their output is kept in a log each and printed,
+# with its result, when they are done. Steps that run over a minute print progress (cargo's
+# per-crate lines, the test harness's per-test lines; the models' state counts every 20 s
+# go to their log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,19 +29,50 @@ step "build (debug): libraries, binaries, examples, tests"
 # are built here in test mode, so the next step reuses them (and adds the benches).
 cargo build --workspace --examples --tests
 
+mkdir -p "$target"
+# The background parts and their children are stopped if the suite ends early.
+background=()
+stop_background() {
+  local pid
+  for pid in "${background[@]}"; do
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap stop_background EXIT
+
+# The stateright models: their test binaries, built above, run directly (a second cargo
+# would wait for the first one's lock on the target directory until the tests end).
+models_log="$target/stateright-models.log"
+step "stateright models: started beside the tests, output in $models_log"
+mapfile -t model_binaries < <(cargo test -p memlink-models --no-run --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+if [ "${#model_binaries[@]}" -eq 0 ]; then
+  echo "no stateright model binaries were built" >&2
+  exit 1
+fi
+(
+  cd models # where cargo test would run them
+  for binary in "${model_binaries[@]}"; do
+    echo "== $binary"
+    "$binary" || exit $?
+  done
+) >"$models_log" 2>&1 &
+models_pid=$!
+background+=("$models_pid")
+
 # The loom models need their own release build (--cfg memlink_loom changes the libraries). It
 # is CPU-bound, while much of the next step waits on processes, sockets and timers, so it runs
 # beside the tests; its output is kept and shown, with its result, at the end.
-mkdir -p "$target"
 loom_log="$target/loom-models.log"
 step "loom models: started beside the tests (release build in $target/loom), output in $loom_log"
 RUSTFLAGS="--cfg memlink_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
   cargo test --release --target-dir "$target/loom" -p memlink-loom-tests >"$loom_log" 2>&1 &
 loom_pid=$!
-trap 'kill "$loom_pid" 2>/dev/null || true' EXIT
+background+=("$loom_pid")
 
-step "cargo test --workspace --all-targets (unit, integration, multi-process, README commands, model)"
-cargo test --workspace --all-targets
+step "cargo test --workspace --all-targets, models aside (unit, integration, multi-process, README commands)"
+cargo test --workspace --all-targets --exclude memlink-models
 
 step "doc tests (the READMEs' Rust snippets included)"
 cargo test --workspace --doc
@@ -47,14 +80,19 @@ cargo test --workspace --doc
 step "API documentation (broken or private intra-doc links fail)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-step "loom models (RUSTFLAGS=--cfg memlink_loom): waiting for them to finish"
-loom_status=0
-wait "$loom_pid" || loom_status=$?
+# Waits for a background part, prints its log, and stops the suite if it failed.
+finish() {
+  local name=$1 pid=$2 log=$3 status=0
+  step "$name: waiting for them to finish"
+  wait "$pid" || status=$?
+  cat "$log"
+  if [ "$status" != 0 ]; then
+    echo "$name failed (exit $status); output above, also in $log" >&2
+    exit "$status"
+  fi
+}
+finish "stateright models" "$models_pid" "$models_log"
+finish "loom models (RUSTFLAGS=--cfg memlink_loom)" "$loom_pid" "$loom_log"
 trap - EXIT
-cat "$loom_log"
-if [ "$loom_status" != 0 ]; then
-  echo "loom models failed (exit $loom_status); output above, also in $loom_log" >&2
-  exit "$loom_status"
-fi
 
 step "all passed"

@@ -5,7 +5,7 @@
 //! The scheduling protocol is a pure state machine, [`Scheduler`] (one per node): the
 //! workers' calls (spawn, next task, yield, block, end, migrate), the null task's TIMEOUT and
 //! peers' [`Message`]s go in, [`Effect`]s come out. The stateright model in
-//! `dsm/tests/model_scheduler.rs` drives it together with the coherence protocol's
+//! `models/tests/model_scheduler.rs` drives it together with the coherence protocol's
 //! [`crate::protocol::Coherence`] (which moves the stack pages) and checks that no task is
 //! lost or run twice, that a refused work request leaves the task where it was, that a lost
 //! node ends the handles with `NodeLost` naming it, and that every task ends.
