@@ -2,15 +2,15 @@
 //! region, worker threads switching between tasks. Checks that tasks interleave at their
 //! yields on one worker, that a task's stack keeps pointers into itself across yields (on
 //! several workers, so a task may resume on another thread), that `current` names the task,
-//! that a panic ends only its task and comes back to the joiner, and that results match a
-//! sequential run.
+//! that a panic ends only its task and comes back to the joiner, that tasks spawn and join
+//! tasks, and that results match a sequential run.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::process::TaskId;
-use memlink_dsm::process::pool::{JoinError, TaskPool, current, yield_now};
+use memlink_dsm::process::pool::{self, JoinError, TaskPool, TaskSpawnError, current, yield_now};
 use memlink_dsm::{Backend, NodeConfig};
 
 static LOG: Mutex<Vec<u64>> = Mutex::new(Vec::new());
@@ -57,6 +57,22 @@ fn who_am_i(_: u64) -> u64 {
     current().map(|t| t.0).unwrap_or(u64::MAX)
 }
 
+/// The sum 0 + 1 + ... + (n - 1), split in halves by tasks that spawn tasks down to ranges
+/// of 4, each half joined from inside its parent task (which yields meanwhile).
+fn range_sum(range: [u64; 2]) -> u64 {
+    let [lo, hi] = range;
+    if hi - lo <= 4 {
+        yield_now();
+        return (lo..hi).sum();
+    }
+    let mid = lo + (hi - lo) / 2;
+    let left = pool::spawn(range_sum, [lo, mid]).expect("spawn from a task");
+    let right = pool::spawn(range_sum, [mid, hi]).expect("spawn from a task");
+    let on_region = pool::with_dsm(|dsm| dsm.len()).expect("a task reaches its node's Dsm");
+    assert!(on_region > 0);
+    pool::join(left).expect("left half") + pool::join(right).expect("right half")
+}
+
 fn panics(n: u64) -> u64 {
     if n == 7 {
         panic!("task 7 panics on purpose");
@@ -96,6 +112,17 @@ fn tasks_run_switch_and_end_on_one_node() {
     for (n, h) in handles.into_iter().enumerate() {
         assert_eq!(pool.join(h), Ok(walk_sequential(n as u64)));
     }
+    // Tasks spawn and join tasks: a tree of 31 tasks summing 0..64.
+    let h = pool.spawn(range_sum, [0u64, 64]).unwrap();
+    assert_eq!(pool.join(h), Ok((0..64).sum::<u64>()));
+    assert!(matches!(
+        pool::spawn(range_sum, [0u64, 1]),
+        Err(TaskSpawnError::NotInTask)
+    ));
+    assert!(
+        TaskPool::start(&dsm, 1).is_err(),
+        "one pool per process at a time"
+    );
     let h = pool.spawn_pinned(who_am_i, 0u64).unwrap();
     let id: TaskId = h.id();
     assert_eq!(pool.join(h), Ok(id.0));

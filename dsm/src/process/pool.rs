@@ -10,6 +10,10 @@
 //! (no lock-free structure: nothing here needs a loom model); idle workers wait on a
 //! condition variable (READY) with the TIMEOUT period as its timeout.
 //!
+//! A task spawns and joins tasks with the free functions [`spawn`] and [`join`] (the pool
+//! running in this process is registered for them; one pool per process at a time), and
+//! reaches its node's `Dsm` with [`with_dsm`].
+//!
 //! Rules for task code (see also the dsm README): the argument and result are
 //! [`Shareable`] (no pointers into the node-local heap, which does not travel); hold no
 //! thread-local borrow and no std lock across [`yield_now`]; data a task shares or keeps
@@ -76,6 +80,56 @@ struct Descriptor {
 // The process's task region, for `current`: set by the pool.
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 static REGION_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The pool running in this process (one at a time), for tasks that spawn, join or reach
+/// the region: its node's `Dsm` (an address: the pool borrows it for its whole life) and
+/// its shared state. Set by [`TaskPool::start`], cleared by its drop after every worker
+/// stopped, so a running task always finds its own pool here.
+struct Registered {
+    dsm: usize,
+    shared: Arc<Shared>,
+}
+
+static POOL: Mutex<Option<Registered>> = Mutex::new(None);
+
+/// This task's pool: its node's `Dsm` and shared state. `None` outside a task.
+fn registered() -> Option<(&'static Dsm, Arc<Shared>)> {
+    current_descriptor()?;
+    let pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let r = pool.as_ref()?;
+    // SAFETY: the caller is a task, so it runs on a worker of the registered pool; the pool
+    // outlives its workers (drop joins them before it unregisters) and borrows the Dsm for
+    // its whole life, so the Dsm lives at least as long as this call's caller runs. The
+    // 'static is confined to this module: callers use it within the task's current run.
+    let dsm = unsafe { &*(r.dsm as *const Dsm) };
+    Some((dsm, Arc::clone(&r.shared)))
+}
+
+/// Spawn a migratable task from inside a task, on the node the caller runs on (a task that
+/// spawns tasks, e.g. a parallel quicksort). Outside a task: [`TaskSpawnError::NotInTask`]
+/// (use [`TaskPool::spawn`]).
+pub fn spawn<A: Shareable, R: Shareable>(
+    f: fn(A) -> R,
+    arg: A,
+) -> Result<JoinHandle<R>, TaskSpawnError> {
+    let (dsm, shared) = registered().ok_or(TaskSpawnError::NotInTask)?;
+    spawn_in(dsm, &shared, f, arg, true)
+}
+
+/// Join a task from inside a task (the caller yields its worker while it waits). Outside
+/// a task: [`JoinError::NotInTask`] (use [`TaskPool::join`]).
+pub fn join<R: Shareable>(handle: JoinHandle<R>) -> Result<R, JoinError> {
+    let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
+    join_in(dsm, &shared, handle)
+}
+
+/// Run `f` with the `Dsm` of the node this task runs on (to attach a `DsmVec` or `DsmBox`
+/// by offset). `None` outside a task. Do not yield inside `f`: after a migration the node,
+/// and its `Dsm`, would be another.
+pub fn with_dsm<T>(f: impl FnOnce(&Dsm) -> T) -> Option<T> {
+    let (dsm, _shared) = registered()?;
+    Some(f(dsm))
+}
 
 /// The descriptor of the task running on this stack, if this is a task's stack.
 fn current_descriptor() -> Option<*mut Descriptor> {
@@ -186,6 +240,8 @@ pub enum TaskSpawnError {
     Region(DsmError),
     /// The scheduler refused it.
     Scheduler(SpawnError),
+    /// [`spawn`] was called outside a task.
+    NotInTask,
 }
 
 impl fmt::Display for TaskSpawnError {
@@ -200,6 +256,9 @@ impl fmt::Display for TaskSpawnError {
                 write!(f, "no room for the task's {STACK_SIZE}-byte block: {e}")
             }
             TaskSpawnError::Scheduler(e) => e.fmt(f),
+            TaskSpawnError::NotInTask => f.write_str(
+                "process::pool::spawn works only inside a task; elsewhere use TaskPool::spawn",
+            ),
         }
     }
 }
@@ -213,6 +272,8 @@ pub enum JoinError {
     Panicked,
     /// The cluster lost this node before the task ended.
     NodeLost(crate::types::NodeId),
+    /// [`join`] was called outside a task.
+    NotInTask,
 }
 
 impl fmt::Display for JoinError {
@@ -222,6 +283,9 @@ impl fmt::Display for JoinError {
             JoinError::NodeLost(n) => write!(
                 f,
                 "the cluster lost node {n} before the task ended; restart all nodes"
+            ),
+            JoinError::NotInTask => f.write_str(
+                "process::pool::join works only inside a task; elsewhere use TaskPool::join",
             ),
         }
     }
@@ -272,6 +336,12 @@ impl<'d> TaskPool<'d> {
         let pages = (dsm.len() / PAGE_SIZE) as u32;
         let sched = Scheduler::new(dsm.id(), dsm.nodes(), pages, config)
             .map_err(|e| DsmError::Config(e.to_string()))?;
+        let mut registered = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if registered.is_some() {
+            return Err(DsmError::Config(
+                "a task pool already runs in this process; drop it before starting another".into(),
+            ));
+        }
         REGION_BASE.store(base, Ordering::Release);
         REGION_LEN.store(dsm.len(), Ordering::Release);
         let shared = Arc::new(Shared {
@@ -289,7 +359,20 @@ impl<'d> TaskPool<'d> {
                     .spawn(move || worker(&s))
                     .map_err(DsmError::Io)
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>();
+        let threads = match threads {
+            Ok(t) => t,
+            Err(e) => {
+                shared.stop.store(1, Ordering::Release);
+                shared.ready.notify_all();
+                return Err(e);
+            }
+        };
+        *registered = Some(Registered {
+            dsm: dsm as *const Dsm as usize,
+            shared: Arc::clone(&shared),
+        });
+        drop(registered);
         Ok(TaskPool {
             dsm,
             shared,
@@ -321,101 +404,117 @@ impl<'d> TaskPool<'d> {
         arg: A,
         migratable: bool,
     ) -> Result<JoinHandle<R>, TaskSpawnError> {
-        if size_of::<A>() > MAX_VALUE
-            || size_of::<R>() > MAX_VALUE
-            || align_of::<A>() > 64
-            || align_of::<R>() > 64
-        {
-            return Err(TaskSpawnError::TooLarge);
-        }
-        let offset = self
-            .dsm
-            .alloc(STACK_SIZE, STACK_SIZE)
-            .map_err(TaskSpawnError::Region)?;
-        let block = self.shared.base + offset;
-        let d = block as *mut Descriptor;
-        // SAFETY: the block is ours (just allocated, STACK_SIZE bytes, aligned), mapped and
-        // writable on this node (it owns what it allocates... or faults it in); no task
-        // runs on it yet. The argument fits at ARG_AT (checked above).
-        let sp = unsafe {
-            d.write(Descriptor {
-                magic: MAGIC,
-                saved_sp: 0,
-                worker_sp: 0,
-                run: run::<A, R> as *const () as usize,
-                func: f as *const () as usize,
-                reason: 0,
-                panicked: 0,
-                migratable: u32::from(migratable),
-                home: u32::from(self.dsm.id()),
-                canary: CANARY,
-            });
-            ((block + ARG_AT) as *mut A).write(arg);
-            ((block + STACK_BOTTOM) as *mut u64).write(CANARY);
-            context::prepare(block + STACK_SIZE, task_entry, block)
-        };
-        // SAFETY: as above.
-        unsafe { (*d).saved_sp = sp };
-        let task = TaskRef {
-            id: TaskId(offset as u64),
-            home: self.dsm.id(),
-            migratable,
-            stack: StackPages {
-                first: (offset / PAGE_SIZE) as u32,
-                count: (STACK_SIZE / PAGE_SIZE) as u32,
-            },
-        };
-        let effects = self.shared.lock().spawn(task);
-        match effects {
-            Ok(effects) => {
-                self.shared.carry_out(&effects);
-                Ok(JoinHandle {
-                    id: task.id,
-                    _result: PhantomData,
-                })
-            }
-            Err(e) => {
-                let _ = self.dsm.free(offset);
-                Err(TaskSpawnError::Scheduler(e))
-            }
-        }
+        spawn_in(self.dsm, &self.shared, f, arg, migratable)
     }
 
     /// Wait for the task to end and return its result. From inside a task, the waiting task
     /// yields its worker meanwhile.
     pub fn join<R: Shareable>(&self, handle: JoinHandle<R>) -> Result<R, JoinError> {
-        let outcome = loop {
-            let mut s = self.shared.lock();
-            if let Some(Some(o)) = s.outcome(handle.id) {
-                s.reap(handle.id);
-                break o;
-            }
-            if current_descriptor().is_some() {
-                drop(s);
-                yield_now();
-            } else {
-                let _unused = self
-                    .shared
-                    .resolved
-                    .wait_timeout(s, TIMEOUT)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let offset = handle.id.0 as usize;
-        let block = self.shared.base + offset;
-        let r = match outcome {
-            // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
-            // touches the block any more.
-            Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
-            Outcome::Panicked => Err(JoinError::Panicked),
-            Outcome::NodeLost(n) => Err(JoinError::NodeLost(n)),
-        };
-        // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
-        // for a descriptor.
-        unsafe { (*(block as *mut Descriptor)).magic = 0 };
-        let _ = self.dsm.free(offset);
-        r
+        join_in(self.dsm, &self.shared, handle)
     }
+}
+
+fn spawn_in<A: Shareable, R: Shareable>(
+    dsm: &Dsm,
+    shared: &Shared,
+    f: fn(A) -> R,
+    arg: A,
+    migratable: bool,
+) -> Result<JoinHandle<R>, TaskSpawnError> {
+    if size_of::<A>() > MAX_VALUE
+        || size_of::<R>() > MAX_VALUE
+        || align_of::<A>() > 64
+        || align_of::<R>() > 64
+    {
+        return Err(TaskSpawnError::TooLarge);
+    }
+    let offset = dsm
+        .alloc(STACK_SIZE, STACK_SIZE)
+        .map_err(TaskSpawnError::Region)?;
+    let block = shared.base + offset;
+    let d = block as *mut Descriptor;
+    // SAFETY: the block is ours (just allocated, STACK_SIZE bytes, aligned), mapped and
+    // writable on this node (it owns what it allocates... or faults it in); no task
+    // runs on it yet. The argument fits at ARG_AT (checked above).
+    let sp = unsafe {
+        d.write(Descriptor {
+            magic: MAGIC,
+            saved_sp: 0,
+            worker_sp: 0,
+            run: run::<A, R> as *const () as usize,
+            func: f as *const () as usize,
+            reason: 0,
+            panicked: 0,
+            migratable: u32::from(migratable),
+            home: u32::from(dsm.id()),
+            canary: CANARY,
+        });
+        ((block + ARG_AT) as *mut A).write(arg);
+        ((block + STACK_BOTTOM) as *mut u64).write(CANARY);
+        context::prepare(block + STACK_SIZE, task_entry, block)
+    };
+    // SAFETY: as above.
+    unsafe { (*d).saved_sp = sp };
+    let task = TaskRef {
+        id: TaskId(offset as u64),
+        home: dsm.id(),
+        migratable,
+        stack: StackPages {
+            first: (offset / PAGE_SIZE) as u32,
+            count: (STACK_SIZE / PAGE_SIZE) as u32,
+        },
+    };
+    let effects = shared.lock().spawn(task);
+    match effects {
+        Ok(effects) => {
+            shared.carry_out(&effects);
+            Ok(JoinHandle {
+                id: task.id,
+                _result: PhantomData,
+            })
+        }
+        Err(e) => {
+            let _ = dsm.free(offset);
+            Err(TaskSpawnError::Scheduler(e))
+        }
+    }
+}
+
+fn join_in<R: Shareable>(
+    dsm: &Dsm,
+    shared: &Shared,
+    handle: JoinHandle<R>,
+) -> Result<R, JoinError> {
+    let outcome = loop {
+        let mut s = shared.lock();
+        if let Some(Some(o)) = s.outcome(handle.id) {
+            s.reap(handle.id);
+            break o;
+        }
+        if current_descriptor().is_some() {
+            drop(s);
+            yield_now();
+        } else {
+            let _unused = shared
+                .resolved
+                .wait_timeout(s, TIMEOUT)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    };
+    let offset = handle.id.0 as usize;
+    let block = shared.base + offset;
+    let r = match outcome {
+        // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
+        // touches the block any more.
+        Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
+        Outcome::Panicked => Err(JoinError::Panicked),
+        Outcome::NodeLost(n) => Err(JoinError::NodeLost(n)),
+    };
+    // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
+    // for a descriptor.
+    unsafe { (*(block as *mut Descriptor)).magic = 0 };
+    let _ = dsm.free(offset);
+    r
 }
 
 impl Drop for TaskPool<'_> {
@@ -428,6 +527,7 @@ impl Drop for TaskPool<'_> {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        *POOL.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
