@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use super::context;
 use super::message::{Effect, Outcome, StackPages, TaskId, TaskRef};
-use super::scheduler::{Scheduler, SchedulerConfig, SpawnError, Suspend};
+use super::scheduler::{Scheduler, SchedulerConfig, SchedulerStats, SpawnError, Suspend};
 use crate::cluster::Dsm;
 use crate::handles::Shareable;
 use crate::types::{DsmError, PAGE_SIZE};
@@ -323,6 +323,16 @@ pub struct TaskPool<'d> {
 impl<'d> TaskPool<'d> {
     /// Start `workers` worker threads on this node of `dsm`. One pool per process.
     pub fn start(dsm: &'d Dsm, workers: u16) -> Result<TaskPool<'d>, DsmError> {
+        let config = SchedulerConfig {
+            workers,
+            ..SchedulerConfig::default()
+        };
+        TaskPool::start_with(dsm, config)
+    }
+
+    /// Start a pool whose scheduler runs with `config` (its workers, hint threshold and
+    /// whether it uses hints). One pool per process.
+    pub fn start_with(dsm: &'d Dsm, config: SchedulerConfig) -> Result<TaskPool<'d>, DsmError> {
         let base = dsm.base() as usize;
         if base % STACK_SIZE != 0 {
             return Err(DsmError::Config(format!(
@@ -330,8 +340,8 @@ impl<'d> TaskPool<'d> {
             )));
         }
         let config = SchedulerConfig {
-            workers: workers.max(1),
-            ..SchedulerConfig::default()
+            workers: config.workers.max(1),
+            ..config
         };
         let pages = (dsm.len() / PAGE_SIZE) as u32;
         let sched = Scheduler::new(dsm.id(), dsm.nodes(), pages, config)
@@ -405,6 +415,11 @@ impl<'d> TaskPool<'d> {
         migratable: bool,
     ) -> Result<JoinHandle<R>, TaskSpawnError> {
         spawn_in(self.dsm, &self.shared, f, arg, migratable)
+    }
+
+    /// What this node's scheduler did so far (tasks run, migrations, work requests, hints).
+    pub fn stats(&self) -> SchedulerStats {
+        self.shared.lock().stats()
     }
 
     /// Wait for the task to end and return its result. From inside a task, the waiting task
