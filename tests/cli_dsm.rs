@@ -223,7 +223,7 @@ fn dsm_run_wordcount_counts_a_file_larger_than_the_budgets() {
 fn bad_arguments_are_refused_with_a_message() {
     for args in [
         &["dsm", "run", "--nodes", "0", "--app", "counter"][..],
-        &["dsm", "run", "--app", "quicksort"],
+        &["dsm", "run", "--app", "qsort"],
         &["dsm", "run", "--app", "sort", "--backend", "kqueue"],
         &["dsm", "run", "--app", "sort", "--memory-budget", "8K"],
         &["dsm", "run", "--app", "sort", "--memory-budget", "3X"],

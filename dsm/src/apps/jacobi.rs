@@ -23,6 +23,8 @@ use crate::types::{Access, Backend, DsmError, PAGE_SIZE};
 
 /// The default grid side (64 x 64 doubles: 8 pages per grid, 8 rows per page).
 pub const N: usize = 64;
+/// The largest grid side `memlink dsm` takes.
+pub const MAX_N: usize = 16384;
 /// The default number of sweeps.
 pub const SWEEPS: usize = 10;
 /// The barriers the sweeps alternate between.

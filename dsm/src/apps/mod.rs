@@ -8,7 +8,10 @@
 //! - [`sort`]: every node sorts a chunk, node 0 merges;
 //! - [`wordcount`]: the words of a file mapped into the region by the file pager;
 //! - [`capabilities`]: a table minted, granted, restricted, refused beyond the rights and
-//!   revoked across 4 nodes, each step checked.
+//!   revoked across 4 nodes, each step checked;
+//! - [`nqueens`]: the solutions of n queens, one task per placement of the first rows, all
+//!   spawned on node 0 (tasks: see [`tasks`]);
+//! - [`quicksort`]: an array in the region sorted by tasks that spawn tasks.
 //!
 //! [`run_node`] joins a cluster, runs one app and leaves: the body of a node process.
 
@@ -16,7 +19,10 @@ pub mod capabilities;
 pub mod counter;
 pub mod jacobi;
 pub mod matmul;
+pub mod nqueens;
+pub mod quicksort;
 pub mod sort;
+pub mod tasks;
 pub mod wordcount;
 
 use std::fmt;
@@ -44,17 +50,23 @@ pub enum App {
     Wordcount,
     /// Capabilities across nodes: grant, restrict, refusal, revocation (4 nodes).
     Capabilities,
+    /// N-queens solutions counted by tasks spawned on node 0.
+    Nqueens,
+    /// An array sorted by tasks that spawn tasks.
+    Quicksort,
 }
 
 impl App {
     /// Every app, in the order of `--help`.
-    pub const ALL: [App; 6] = [
+    pub const ALL: [App; 8] = [
         App::Counter,
         App::Jacobi,
         App::Matmul,
         App::Sort,
         App::Wordcount,
         App::Capabilities,
+        App::Nqueens,
+        App::Quicksort,
     ];
 
     /// The app's name on the command line.
@@ -66,6 +78,8 @@ impl App {
             App::Sort => "sort",
             App::Wordcount => "wordcount",
             App::Capabilities => "capabilities",
+            App::Nqueens => "nqueens",
+            App::Quicksort => "quicksort",
         }
     }
 
@@ -75,17 +89,29 @@ impl App {
             (App::Jacobi, Some(n), _) => jacobi::pages_for(n).max(APP_PAGES),
             (App::Wordcount, _, Some(file)) => std::fs::metadata(file)
                 .map_or(APP_PAGES, |m| wordcount::pages_for(m.len()).max(APP_PAGES)),
+            (App::Nqueens, n, _) => nqueens::pages_for(n.unwrap_or(nqueens::N)).max(APP_PAGES),
+            (App::Quicksort, n, _) => {
+                quicksort::pages_for(n.unwrap_or(quicksort::LEN)).max(APP_PAGES)
+            }
             _ => APP_PAGES,
         }
     }
 
-    /// Whether this app uses `param` (only jacobi has a size, sweeps and a prefetch to turn
-    /// off; only wordcount reads a file).
+    /// Whether this app uses `param` (jacobi, nqueens and quicksort have a size; only jacobi
+    /// has sweeps and a prefetch to turn off; only wordcount reads a file; only the task apps
+    /// have workers and hints).
     pub fn uses(self, param: AppParam) -> bool {
         match param {
-            AppParam::Size | AppParam::Iters | AppParam::NoPrefetch => self == App::Jacobi,
+            AppParam::Size => matches!(self, App::Jacobi | App::Nqueens | App::Quicksort),
+            AppParam::Iters | AppParam::NoPrefetch => self == App::Jacobi,
             AppParam::File => self == App::Wordcount,
+            AppParam::Workers | AppParam::NoHints => self.runs_tasks(),
         }
+    }
+
+    /// Whether the app runs as tasks on every node's task pool.
+    pub fn runs_tasks(self) -> bool {
+        matches!(self, App::Nqueens | App::Quicksort)
     }
 
     /// The bytes of memory one node of this app may need with `params` and `backend`, from
@@ -100,6 +126,8 @@ impl App {
             App::Counter | App::Matmul | App::Sort | App::Capabilities => {
                 3 * APP_PAGES as u64 * PAGE_SIZE as u64
             }
+            // The region, a copy kept aside, and the sequential check's copy.
+            App::Nqueens | App::Quicksort => 3 * u64::from(self.pages(params)) * PAGE_SIZE as u64,
             // The budget's frames (and with uffd as much kept aside) and a read buffer; the
             // file itself is in the page cache, shared by the nodes.
             App::Wordcount => 2 * params.memory_budget.unwrap_or(0) + (1 << 20),
@@ -133,6 +161,27 @@ impl App {
         }
     }
 
+    /// Runs this node's part of a task app (nqueens, quicksort) with `params`; returns
+    /// whether it checked, the parallel part's time and what the node's scheduler did.
+    pub fn run_tasks(
+        self,
+        dsm: &Dsm,
+        params: &AppParams,
+    ) -> Result<(bool, std::time::Duration, tasks::TaskCounts), DsmError> {
+        let settings = params.pool_settings();
+        match self {
+            App::Nqueens => {
+                let o = nqueens::run(dsm, params.size.unwrap_or(nqueens::N), settings)?;
+                Ok((o.verified, o.parallel, o.counts))
+            }
+            App::Quicksort => {
+                let o = quicksort::run(dsm, params.size.unwrap_or(quicksort::LEN), settings)?;
+                Ok((o.verified, o.parallel, o.counts))
+            }
+            other => Err(DsmError::Config(format!("{other} does not run as tasks"))),
+        }
+    }
+
     /// Runs this node's share of the app and checks the result; `Ok(false)` if it is wrong.
     pub fn run(self, dsm: &Dsm) -> Result<bool, DsmError> {
         match self {
@@ -145,6 +194,9 @@ impl App {
                     .into(),
             )),
             App::Capabilities => capabilities::run(dsm),
+            App::Nqueens | App::Quicksort => self
+                .run_tasks(dsm, &AppParams::default())
+                .map(|(ok, _, _)| ok),
         }
     }
 }
@@ -171,6 +223,11 @@ pub struct AppParams {
     /// The node's memory budget in bytes, for the app's memory estimate (wordcount needs
     /// one: a pager supplies the pages of a node with a budget).
     pub memory_budget: Option<u64>,
+    /// Task worker threads per node (the task apps; default 1).
+    pub workers: Option<u16>,
+    /// Whether the task schedulers use hints (the task apps; off: an idle node asks the
+    /// others in turn).
+    pub hints: bool,
 }
 
 /// A setting of [`AppParams`] that only some apps use, by its `memlink dsm` flag.
@@ -184,15 +241,21 @@ pub enum AppParam {
     NoPrefetch,
     /// `--file`: [`AppParams::file`].
     File,
+    /// `--workers`: [`AppParams::workers`].
+    Workers,
+    /// `--no-hints`: [`AppParams::hints`] false.
+    NoHints,
 }
 
 impl AppParam {
     /// Every setting.
-    pub const ALL: [AppParam; 4] = [
+    pub const ALL: [AppParam; 6] = [
         AppParam::Size,
         AppParam::Iters,
         AppParam::NoPrefetch,
         AppParam::File,
+        AppParam::Workers,
+        AppParam::NoHints,
     ];
 
     /// Its command-line flag.
@@ -202,6 +265,8 @@ impl AppParam {
             AppParam::Iters => "--iters",
             AppParam::NoPrefetch => "--no-prefetch",
             AppParam::File => "--file",
+            AppParam::Workers => "--workers",
+            AppParam::NoHints => "--no-hints",
         }
     }
 }
@@ -250,6 +315,12 @@ impl AppParams {
         if self.file.is_some() {
             given.push(AppParam::File);
         }
+        if self.workers.is_some() {
+            given.push(AppParam::Workers);
+        }
+        if !self.hints {
+            given.push(AppParam::NoHints);
+        }
         given
     }
 
@@ -261,9 +332,29 @@ impl AppParams {
         }
     }
 
-    /// What `app` needs and is not given (wordcount: a file and a memory budget), said as
-    /// the user can fix it.
+    /// The task pools' settings (the task apps).
+    pub fn pool_settings(&self) -> tasks::PoolSettings {
+        tasks::PoolSettings {
+            workers: self.workers.unwrap_or(1).max(1),
+            hints: self.hints,
+        }
+    }
+
+    /// What `app` needs and is not given (wordcount: a file and a memory budget), or a size
+    /// it cannot take, said as the user can fix it.
     pub fn missing_for(&self, app: App) -> Option<String> {
+        let size_error = match (app, self.size) {
+            (App::Nqueens, Some(n)) => nqueens::check_size(n).err(),
+            (App::Quicksort, Some(n)) => quicksort::check_size(n).err(),
+            (App::Jacobi, Some(n)) if !(3..=jacobi::MAX_N).contains(&n) => Some(format!(
+                "jacobi --size is the grid side, 3 to {}; {n} is not",
+                jacobi::MAX_N
+            )),
+            _ => None,
+        };
+        if size_error.is_some() {
+            return size_error;
+        }
         match (app, &self.file, self.memory_budget) {
             (App::Wordcount, None, _) => {
                 Some("wordcount needs --file FILE, the file to count".into())
@@ -286,6 +377,8 @@ impl Default for AppParams {
             prefetch: true,
             file: None,
             memory_budget: None,
+            workers: None,
+            hints: true,
         }
     }
 }
@@ -334,6 +427,8 @@ pub struct NodeReport {
     pub stats: NodeStats,
     /// Microseconds of the app's steady phase, where it has one (jacobi: the sweeps).
     pub steady_us: Option<u64>,
+    /// What the node's task scheduler did (the task apps).
+    pub tasks: Option<tasks::TaskCounts>,
 }
 
 const REPORT_PREFIX: &str = "memlink-dsm-report";
@@ -362,7 +457,15 @@ impl NodeReport {
             self.steady_us
                 .map(|us| format!(" steady_us={us}"))
                 .unwrap_or_default()
-        )
+        ) + &self
+            .tasks
+            .map(|t| {
+                t.named()
+                    .iter()
+                    .map(|(name, value)| format!(" {name}={value}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
     }
 
     /// Parses a line written by [`NodeReport::to_line`]; `None` for any other line.
@@ -375,6 +478,7 @@ impl NodeReport {
             wall_us: 0,
             stats: NodeStats::default(),
             steady_us: None,
+            tasks: None,
         };
         let mut seen = 0;
         for field in rest.split_whitespace() {
@@ -393,8 +497,14 @@ impl NodeReport {
                     continue;
                 }
                 counter => {
-                    if !report.stats.evictions.set(counter, value.parse().ok()?) {
-                        return None;
+                    let value = value.parse().ok()?;
+                    if !report.stats.evictions.set(counter, value) {
+                        // The task apps' counters: optional, not among the fields counted.
+                        let tasks = report.tasks.get_or_insert_with(Default::default);
+                        if !tasks.set(counter, value) {
+                            return None;
+                        }
+                        continue;
                     }
                 }
             }
@@ -453,11 +563,21 @@ pub fn run_node_sized(
     };
     let params = &params;
     let start = Instant::now();
-    let (verified, timing) = app.run_sized(&dsm, params)?;
-    let wall_us = timing
-        .map_or_else(|| start.elapsed(), |t| t.total)
-        .as_micros() as u64;
-    let steady_us = timing.map(|t| t.sweeps.as_micros() as u64);
+    let (verified, wall_us, steady_us, tasks) = if app.runs_tasks() {
+        let (verified, parallel, counts) = app.run_tasks(&dsm, params)?;
+        (verified, parallel.as_micros() as u64, None, Some(counts))
+    } else {
+        let (verified, timing) = app.run_sized(&dsm, params)?;
+        let wall_us = timing
+            .map_or_else(|| start.elapsed(), |t| t.total)
+            .as_micros() as u64;
+        (
+            verified,
+            wall_us,
+            timing.map(|t| t.sweeps.as_micros() as u64),
+            None,
+        )
+    };
     let stats = dsm.leave()?;
     Ok(NodeReport {
         id,
@@ -466,6 +586,7 @@ pub fn run_node_sized(
         wall_us,
         stats,
         steady_us,
+        tasks,
     })
 }
 
@@ -538,6 +659,7 @@ mod tests {
                 },
             },
             steady_us: None,
+            tasks: None,
         };
         let text = format!("noise\n{}\nmore\n", r.to_line());
         assert_eq!(NodeReport::find_in(&text), Some(r.clone()));
@@ -545,7 +667,24 @@ mod tests {
             steady_us: Some(999),
             ..r
         };
-        assert_eq!(NodeReport::parse_line(&jacobi.to_line()), Some(jacobi));
+        assert_eq!(
+            NodeReport::parse_line(&jacobi.to_line()),
+            Some(jacobi.clone())
+        );
+        let tasks = NodeReport {
+            app: App::Nqueens,
+            steady_us: None,
+            tasks: Some(tasks::TaskCounts {
+                tasks_run: 1,
+                migrated_in: 2,
+                migrated_out: 3,
+                requests: 4,
+                refused: 5,
+                hints: 6,
+            }),
+            ..jacobi
+        };
+        assert_eq!(NodeReport::parse_line(&tasks.to_line()), Some(tasks));
         assert_eq!(NodeReport::parse_line("memlink-dsm-report id=x"), None);
     }
 
@@ -560,7 +699,7 @@ mod tests {
         assert_eq!(e.param, AppParam::Size);
         assert_eq!(
             e.to_string(),
-            "counter does not use --size: it applies to jacobi only"
+            "counter does not use --size: it applies to jacobi, nqueens, quicksort only"
         );
         let no_prefetch = AppParams {
             prefetch: false,

@@ -73,8 +73,10 @@ enum DsmCommand {
 pub(crate) struct ClusterArgs {
     /// The app: counter (lock-protected increments), jacobi (stencil with barriers), matmul
     /// (read-shared inputs), sort (chunk sort and merge), wordcount (the words of --file,
-    /// mapped into the region by the file pager; needs --memory-budget) or capabilities
-    /// (grant, restrict, refuse, revoke; 4 nodes or more).
+    /// mapped into the region by the file pager; needs --memory-budget), capabilities
+    /// (grant, restrict, refuse, revoke; 4 nodes or more), nqueens (solutions counted by
+    /// tasks spawned on node 0, spread by the nodes' null tasks) or quicksort (an array in
+    /// the region sorted by tasks that spawn tasks).
     #[arg(long, value_parser = parse_app)]
     pub(crate) app: App,
     /// How page faults are caught: sigsegv (mprotect + signal handler, works everywhere) or
@@ -85,8 +87,9 @@ pub(crate) struct ClusterArgs {
     /// dynamic (probable owners).
     #[arg(long, default_value = "central", value_parser = parse_manager)]
     pub(crate) manager: ManagerKind,
-    /// Problem size: jacobi's grid side (a multiple of 512 gives every row its own pages).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(3..=16384))]
+    /// Problem size: jacobi's grid side (3 to 16384; a multiple of 512 gives every row its
+    /// own pages), nqueens' board side (1 to 16) or quicksort's elements (up to 16777216).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub(crate) size: Option<u32>,
     /// Iterations: jacobi's sweeps.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -111,6 +114,13 @@ pub(crate) struct ClusterArgs {
     /// pager; the same path on every node).
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
+    /// nqueens, quicksort: task worker threads per node (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) workers: Option<u16>,
+    /// nqueens, quicksort: no hints; an idle node asks the other nodes for work in turn
+    /// instead of the one whose hint says it has a surplus.
+    #[arg(long)]
+    pub(crate) no_hints: bool,
 }
 
 impl ClusterArgs {
@@ -129,6 +139,8 @@ impl ClusterArgs {
             prefetch: !self.no_prefetch,
             file: self.file.clone(),
             memory_budget: self.memory_budget,
+            workers: self.workers,
+            hints: !self.no_hints,
         }
     }
 }
@@ -350,6 +362,9 @@ fn run_node(a: NodeArgs) -> ExitCode {
                 if e != memlink_dsm::EvictionStats::default() {
                     println!("node {}: evictions: {e}", report.id);
                 }
+                if let Some(t) = report.tasks {
+                    println!("node {}: {t}", report.id);
+                }
                 println!("verified: {}", report.verified);
             }
             if report.verified {
@@ -411,6 +426,12 @@ pub(crate) fn run_cluster(
         }
         if let Some(file) = &c.file {
             cmd.arg("--file").arg(file);
+        }
+        if let Some(workers) = c.workers {
+            cmd.args(["--workers", &workers.to_string()]);
+        }
+        if c.no_hints {
+            cmd.arg("--no-hints");
         }
         cmd
     });
@@ -488,6 +509,10 @@ fn run_local(a: RunArgs) -> ExitCode {
             obj["memory_budget"] = serde_json::json!(c.memory_budget);
             obj["evictions"] = serde_json::json!(per_node);
         }
+        if reports.iter().any(|r| r.tasks.is_some()) {
+            let per_node: Vec<_> = reports.iter().map(task_json).collect();
+            obj["tasks"] = serde_json::json!(per_node);
+        }
         if let Some(steady) = reports.iter().filter_map(|r| r.steady_us).max() {
             // jacobi: the sweeps alone (wall_ms also counts moving each band to its node).
             obj["steady_ms"] = serde_json::json!(steady as f64 / 1000.0);
@@ -521,6 +546,9 @@ fn run_local(a: RunArgs) -> ExitCode {
         if let Some(budget) = c.memory_budget {
             print_evictions(budget, &reports);
         }
+        if reports.iter().any(|r| r.tasks.is_some()) {
+            print_tasks(&reports);
+        }
         println!("verified: {verified}");
     }
     if verified {
@@ -538,6 +566,35 @@ fn eviction_json(r: &NodeReport) -> serde_json::Value {
         fields.insert(name.into(), value.into());
     }
     serde_json::Value::Object(fields)
+}
+
+/// One node's task counters as JSON.
+fn task_json(r: &NodeReport) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    fields.insert("node".into(), r.id.into());
+    for (name, value) in r.tasks.unwrap_or_default().named() {
+        fields.insert(name.into(), value.into());
+    }
+    serde_json::Value::Object(fields)
+}
+
+/// The table of what each node's task scheduler did.
+fn print_tasks(reports: &[NodeReport]) {
+    println!(
+        "tasks (all spawned on node 0): run, migrated in and out, work requests sent and \
+         refused, hints broadcast"
+    );
+    println!(
+        "{:>6} {:>9} {:>12} {:>13} {:>9} {:>8} {:>6}",
+        "node", "tasks run", "migrated in", "migrated out", "requests", "refused", "hints"
+    );
+    for r in reports {
+        let t = r.tasks.unwrap_or_default();
+        println!(
+            "{:>6} {:>9} {:>12} {:>13} {:>9} {:>8} {:>6}",
+            r.id, t.tasks_run, t.migrated_in, t.migrated_out, t.requests, t.refused, t.hints
+        );
+    }
 }
 
 /// The table of what page replacement did on each node.

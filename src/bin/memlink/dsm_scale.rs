@@ -77,6 +77,8 @@ pub fn run(a: ScaleArgs) -> ExitCode {
         memory_budget: None,
         hold_us: None,
         file: None,
+        workers: None,
+        no_hints: false,
     };
     let timeout = match crate::dsm_plan::check("memlink dsm scale", a.nodes, &largest, a.timeout) {
         Ok(timeout) => timeout,
@@ -96,6 +98,8 @@ pub fn run(a: ScaleArgs) -> ExitCode {
                 memory_budget: None,
                 hold_us: None,
                 file: None,
+                workers: None,
+                no_hints: false,
             };
             let nodes = if many { a.nodes } else { 1 };
             let reports = match run_cluster("memlink dsm scale", nodes, &cluster, timeout) {

@@ -1,0 +1,139 @@
+//! `memlink dsm run --app nqueens|quicksort`: the task apps verify against a sequential run on
+//! node processes, report per node what their schedulers did (tasks run, migrated in and out,
+//! work requests and refusals, hints), and their flags are checked like every app's.
+
+use std::process::Command;
+
+fn memlink() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_memlink"))
+}
+
+/// Runs `cmd`, which must succeed and print one JSON object; `what` names the case in failures.
+fn json_of(cmd: &mut Command, what: &str) -> serde_json::Value {
+    let out = cmd.output().expect("run memlink");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+/// The sum of a task counter over the nodes of a run's JSON.
+fn total(v: &serde_json::Value, counter: &str) -> u64 {
+    v["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks in {v}"))
+        .iter()
+        .map(|n| {
+            n[counter]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{counter} in {v}"))
+        })
+        .sum()
+}
+
+#[test]
+fn nqueens_counts_with_one_task_per_placement_on_every_node_count() {
+    for (nodes, hints) in [("1", true), ("2", true), ("2", false)] {
+        let mut cmd = memlink();
+        cmd.args(["dsm", "run", "--nodes", nodes, "--app", "nqueens", "--json"])
+            .args(["--size", "8"]);
+        if !hints {
+            cmd.arg("--no-hints");
+        }
+        let v = json_of(&mut cmd, &format!("{nodes} nodes, hints {hints}"));
+        assert_eq!(v["verified"], true, "{v}");
+        assert_eq!(
+            v["tasks"].as_array().unwrap().len(),
+            nodes.parse::<usize>().unwrap()
+        );
+        // 8 x 8: 42 placements of the first two rows, each a task, each run once somewhere.
+        assert_eq!(total(&v, "tasks_run"), 42, "{v}");
+        assert_eq!(
+            total(&v, "migrated_in"),
+            total(&v, "migrated_out"),
+            "every migration has two ends: {v}"
+        );
+        assert!(
+            total(&v, "requests_refused") <= total(&v, "work_requests"),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn quicksort_sorts_with_tasks_that_spawn_tasks() {
+    let v = json_of(
+        memlink()
+            .args(["dsm", "run", "--nodes", "2", "--app", "quicksort", "--json"])
+            .args(["--size", "50000", "--workers", "2"]),
+        "quicksort",
+    );
+    assert_eq!(v["verified"], true, "{v}");
+    // 50000 elements with a cutoff of 4096: at least 2 * 50000 / 4096 tasks beyond the root.
+    assert!(total(&v, "tasks_run") >= 13, "{v}");
+    // The table form ends with the verdict and shows the tasks table.
+    let out = memlink()
+        .args([
+            "dsm",
+            "run",
+            "--nodes",
+            "1",
+            "--app",
+            "quicksort",
+            "--size",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("tasks (all spawned on node 0)"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("verified: true"), "{stdout}");
+}
+
+#[test]
+fn task_flags_are_checked_like_every_apps() {
+    for (args, says) in [
+        (
+            &["--app", "counter", "--workers", "2"][..],
+            "counter does not use --workers",
+        ),
+        (
+            &["--app", "jacobi", "--no-hints"],
+            "jacobi does not use --no-hints",
+        ),
+        (
+            &["--app", "nqueens", "--iters", "3"],
+            "nqueens does not use --iters",
+        ),
+        (
+            &["--app", "quicksort", "--no-prefetch"],
+            "quicksort does not use --no-prefetch",
+        ),
+        (&["--app", "nqueens", "--size", "17"], "1 to 16"),
+        (&["--app", "jacobi", "--size", "20000"], "3 to 16384"),
+        (&["--app", "nqueens", "--workers", "0"], "--workers"),
+    ] {
+        let out = memlink()
+            .args(["dsm", "run", "--nodes", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // The apps that use them name the task apps.
+    let out = memlink()
+        .args(["dsm", "run", "--app", "sort", "--workers", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("applies to nqueens, quicksort only"),
+        "{stderr}"
+    );
+}
