@@ -45,6 +45,7 @@ use std::time::Duration;
 mod budget;
 pub mod capabilities;
 pub mod prefetch;
+pub mod tasks;
 mod timers;
 pub mod wire;
 
@@ -61,7 +62,7 @@ use crate::types::{
 };
 use budget::EvictionCounters;
 use timers::Timers;
-use wire::{Request, SERVICE_COHERENCE, SERVICE_FREE_FRAMES};
+use wire::{Request, SERVICE_COHERENCE, SERVICE_FREE_FRAMES, SERVICE_TASKS};
 
 /// The barrier every node passes in [`NodeRuntime::shutdown`].
 pub const SHUTDOWN_BARRIER: u32 = u32::MAX;
@@ -156,6 +157,8 @@ pub struct NodeRuntime {
     hold: Duration,
     timers: Arc<Timers>,
     evictions: EvictionCounters,
+    /// Where the scheduler's messages go ([`tasks`]).
+    task_inbox: tasks::TaskInbox,
 }
 
 /// What every node of a cluster must agree on besides the peers list, as one number: the page
@@ -322,6 +325,7 @@ impl NodeRuntime {
             hold: config.hold,
             timers: Arc::new(Timers::default()),
             evictions: EvictionCounters::default(),
+            task_inbox: Default::default(),
         });
         let weak: Weak<NodeRuntime> = Arc::downgrade(&rt);
         endpoint.serve(events, move |incoming| {
@@ -386,6 +390,8 @@ impl NodeRuntime {
             Incoming::OneWay { from, payload } => {
                 if payload.first() == Some(&SERVICE_COHERENCE) {
                     self.on_coherence(from, &payload[1..]);
+                } else if payload.first() == Some(&SERVICE_TASKS) {
+                    self.on_task_message(from, &payload[1..]);
                 } else if payload.first() == Some(&SERVICE_FREE_FRAMES) {
                     match wire::decode_free_frames(&payload[1..]) {
                         Ok(free) => lock(&self.state).peers.heard(from, free),

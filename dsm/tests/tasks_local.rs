@@ -132,7 +132,13 @@ fn tasks_run_switch_and_end_on_one_node() {
     let _ = std::panic::take_hook();
     assert_eq!(
         results,
-        vec![Ok(5), Ok(6), Err(JoinError::Panicked), Ok(8), Ok(9)]
+        vec![
+            Ok(5),
+            Ok(6),
+            Err(JoinError::Panicked("task 7 panics on purpose".into())),
+            Ok(8),
+            Ok(9)
+        ]
     );
     drop(pool);
     dsm.leave().unwrap();

@@ -13,6 +13,8 @@ pub const SERVICE_SYNC: u8 = 2;
 pub const SERVICE_ALLOC: u8 = 3;
 /// The sender's exact free-frame count, broadcast now and then (one-way frame, no reply).
 pub const SERVICE_FREE_FRAMES: u8 = 4;
+/// A scheduler message (one-way frame; see `crate::process::codec`).
+pub const SERVICE_TASKS: u8 = 5;
 
 /// The start of a coherence payload: the service byte and the sender's free page frames
 /// (piggybacked on every coherence message, as the seed suggests), little-endian.

@@ -54,6 +54,7 @@
 //! assert_eq!(d.ready().next().map(|t| t.id), Some(TaskId(2)));
 //! ```
 
+pub mod codec;
 pub mod context;
 pub mod identity;
 pub mod message;

@@ -1,5 +1,14 @@
-//! Tasks on one node, for real: [`TaskPool`] runs the node's [`Scheduler`] on worker
-//! threads, and each task's descriptor and stack live in one block of the shared region.
+//! Tasks for real: [`TaskPool`] runs the node's [`Scheduler`] on worker threads, and each
+//! task's descriptor and stack live in one block of the shared region, at the same address
+//! on every node. Every node of the cluster starts a pool; the pools' schedulers talk through
+//! the node runtime ([`crate::node::tasks`]): an idle worker's null task asks the node the
+//! hints say has a surplus for work, that node migrates a ready task (its stack pages are
+//! handed to the destination by the coherence protocol, the page of its saved stack pointer
+//! first, then the descriptor's reference goes in a `Migrate`), a running task moves itself
+//! with [`migrate`], and a task that ends away from home tells its home, where
+//! [`TaskPool::join`] waits. A task may be joined on any node ([`JoinHandle::into_raw`]).
+//! When the cluster loses a node, every handle of a task not ended yet returns
+//! [`JoinError::NodeLost`] naming it (the DSM cannot go on after a loss), never a hang.
 //!
 //! A task block is [`STACK_SIZE`] bytes aligned to its size: the descriptor (the seed's PCB:
 //! state, migratable flag, saved context, home node, whether it panicked) at its lowest
@@ -28,11 +37,14 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
 
 use super::context;
-use super::message::{Effect, Outcome, StackPages, TaskId, TaskRef};
-use super::scheduler::{Scheduler, SchedulerConfig, SchedulerStats, SpawnError, Suspend};
+use super::message::{Effect, Message, Outcome, StackPages, TaskId, TaskRef};
+use super::scheduler::{
+    MigrateError, Scheduler, SchedulerConfig, SchedulerStats, SpawnError, Suspend,
+};
 use crate::cluster::Dsm;
 use crate::handles::Shareable;
-use crate::types::{DsmError, PAGE_SIZE};
+use crate::node::NodeRuntime;
+use crate::types::{DsmError, NodeId, PAGE_SIZE, PageNo};
 
 /// The bytes of a task block (descriptor, argument, result and stack), and its alignment.
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -43,7 +55,7 @@ pub const MAX_VALUE: usize = 1024;
 /// How often an idle worker's null task times out.
 const TIMEOUT: Duration = Duration::from_millis(10);
 
-const MAGIC: u64 = 0x6d6c_5441_534b_0001; // "mlTASK" v1
+const MAGIC: u64 = 0x6d6c_5441_534b_0002; // "mlTASK" v2
 const CANARY: u64 = 0x5354_4143_4b45_4e44; // "STACKEND"
 const ARG_AT: usize = 256;
 const RESULT_AT: usize = ARG_AT + MAX_VALUE;
@@ -55,6 +67,9 @@ const STACK_BOTTOM: usize = RESULT_AT + MAX_VALUE + 64;
 enum Reason {
     Yielded = 1,
     Ended = 2,
+    /// It asks to move to the node in `request`; the worker answers in `answer` when it
+    /// may not (and resumes it at once).
+    Migrating = 3,
 }
 
 /// The descriptor at the start of a task block, in the shared region.
@@ -74,12 +89,56 @@ struct Descriptor {
     panicked: u32,
     migratable: u32,
     home: u32,
+    /// What the task asks of its worker with its reason (the node to migrate to).
+    request: u64,
+    /// The worker's answer ([`MigrateAnswer`]).
+    answer: u64,
     canary: u64,
+}
+
+/// A worker's answer to a task that asked to migrate, in the descriptor: 0 when it went,
+/// else the error's kind in the low byte and a node in the next two.
+struct MigrateAnswer;
+
+impl MigrateAnswer {
+    fn encode(e: &MigrateError) -> u64 {
+        match *e {
+            MigrateError::NotMigratable(_) => 1,
+            MigrateError::UnknownNode { node, nodes } => {
+                2 | (u64::from(node) << 8) | (u64::from(nodes) << 24)
+            }
+            MigrateError::SameNode(n) => 3 | (u64::from(n) << 8),
+            MigrateError::NotRunning(_) => 4,
+            MigrateError::ClusterFailed { lost } => 5 | (u64::from(lost) << 8),
+        }
+    }
+
+    fn decode(word: u64, task: TaskId) -> Result<(), MigrateError> {
+        let node = ((word >> 8) & 0xffff) as NodeId;
+        match word & 0xff {
+            0 => Ok(()),
+            1 => Err(MigrateError::NotMigratable(task)),
+            2 => Err(MigrateError::UnknownNode {
+                node,
+                nodes: ((word >> 24) & 0xffff) as u16,
+            }),
+            3 => Err(MigrateError::SameNode(node)),
+            5 => Err(MigrateError::ClusterFailed { lost: node }),
+            _ => Err(MigrateError::NotRunning(task)),
+        }
+    }
 }
 
 // The process's task region, for `current`: set by the pool.
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 static REGION_LEN: AtomicUsize = AtomicUsize::new(0);
+// This process's node, for `current_node`: set by the pool (usize::MAX: no pool yet).
+static NODE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The node this process is, once its [`TaskPool`] started: where the calling task runs now.
+pub fn current_node() -> Option<NodeId> {
+    NodeId::try_from(NODE.load(Ordering::Acquire)).ok()
+}
 
 /// The pool running in this process (one at a time), for tasks that spawn, join or reach
 /// the region: its node's `Dsm` (an address: the pool borrows it for its whole life) and
@@ -170,6 +229,65 @@ pub fn yield_now() {
     }
 }
 
+/// Move the running task to node `to`: it is suspended here, its stack pages are handed to
+/// `to` and it goes on there, returning from this call on `to` (pointers on its stack, to
+/// its stack and to the region, stay valid: the addresses are the same there). On an error
+/// it keeps running here. Outside a task: [`MigrateError::NotRunning`].
+///
+/// Hold no thread-local borrow, no std lock and nothing of the node-local heap across this
+/// call: they stay behind.
+pub fn migrate(to: NodeId) -> Result<(), MigrateError> {
+    let Some(d) = current_descriptor() else {
+        return Err(MigrateError::NotRunning(TaskId(u64::MAX)));
+    };
+    let base = REGION_BASE.load(Ordering::Acquire);
+    let task = TaskId((d as usize - base) as u64);
+    // SAFETY: as in `yield_now`; the worker writes `answer` before it resumes us (here or
+    // on `to`, whose worker leaves it at the 0 written here).
+    unsafe {
+        (*d).request = u64::from(to);
+        (*d).answer = 0;
+        (*d).reason = Reason::Migrating as u32;
+        context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+        MigrateAnswer::decode((*d).answer, task)
+    }
+}
+
+/// Writes what a panic says (its `&str` or `String` payload, cut to fit) into the result
+/// slot: a `u32` length, then the bytes.
+///
+/// # Safety
+/// `block` is the block of the task that panicked, running here.
+unsafe fn store_panic(block: usize, payload: &(dyn std::any::Any + Send)) {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic with a payload that is no string");
+    let mut n = text.len().min(MAX_VALUE - 4);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: RESULT_AT .. RESULT_AT + MAX_VALUE is the task's result slot, in its block.
+    unsafe {
+        ((block + RESULT_AT) as *mut u32).write(n as u32);
+        std::ptr::copy_nonoverlapping(text.as_ptr(), (block + RESULT_AT + 4) as *mut u8, n);
+    }
+}
+
+/// The panic text [`store_panic`] left (validated: the slot is shared memory).
+///
+/// # Safety
+/// `block` is the block of a task that ended panicked.
+unsafe fn load_panic(block: usize) -> String {
+    // SAFETY: the result slot lies in the block; store_panic wrote it.
+    let n = unsafe { ((block + RESULT_AT) as *const u32).read() } as usize;
+    let n = n.min(MAX_VALUE - 4);
+    // SAFETY: as above, `n` is bounded by the slot.
+    let bytes = unsafe { std::slice::from_raw_parts((block + RESULT_AT + 4) as *const u8, n) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 unsafe extern "C" fn task_entry(block: usize) -> ! {
     let d = block as *mut Descriptor;
     // SAFETY: `block` is this task's block, prepared by spawn; `run` was stored there as a
@@ -177,6 +295,10 @@ unsafe extern "C" fn task_entry(block: usize) -> ! {
     let run: unsafe fn(usize) = unsafe { std::mem::transmute((*d).run) };
     // SAFETY: as above.
     let caught = catch_unwind(AssertUnwindSafe(|| unsafe { run(block) }));
+    if let Err(payload) = &caught {
+        // SAFETY: our own block, running here.
+        unsafe { store_panic(block, payload.as_ref()) };
+    }
     // SAFETY: our own descriptor; the worker waits in `switch` and never resumes us again.
     unsafe {
         (*d).panicked = u32::from(caught.is_err());
@@ -212,6 +334,7 @@ struct Shared {
     resolved: Condvar,
     stop: AtomicUsize,
     base: usize,
+    runtime: Arc<NodeRuntime>,
 }
 
 impl Shared {
@@ -219,13 +342,82 @@ impl Shared {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Carry out a scheduler step's effects, in order, with the scheduler unlocked (sends
+    /// and hand-offs go through the node runtime). A failure to send fails the node in the
+    /// runtime; the next [`Shared::check_lost`] ends the handles.
     fn carry_out(&self, effects: &[Effect]) {
         for e in effects {
             match e {
                 Effect::Wake => self.ready.notify_one(),
                 Effect::Resolved { .. } => self.resolved.notify_all(),
-                // One node: nothing is sent and no stack moves.
-                _ => {}
+                Effect::Send { to, msg } => {
+                    let _ = self.runtime.send_task_message(*to, msg);
+                }
+                Effect::Broadcast { msg } => {
+                    let _ = self.runtime.broadcast_task_message(msg);
+                }
+                Effect::HandOffStack { task, to } => {
+                    let pages = self.stack_pages_to_hand_off(task);
+                    let _ = self.runtime.hand_off_stack(&pages, *to);
+                }
+                // The worker that asked runs it.
+                Effect::Run { .. } => {}
+            }
+        }
+        if effects.iter().any(|e| !matches!(e, Effect::Run { .. })) {
+            self.check_lost();
+        }
+    }
+
+    /// A suspended task's stack pages, the page of its saved stack pointer first (the seed's
+    /// "current page of the stack"), then the others from the top of the block down.
+    fn stack_pages_to_hand_off(&self, task: &TaskRef) -> Vec<PageNo> {
+        let block = self.base + task.id.0 as usize;
+        // SAFETY: the task is suspended here (the scheduler just took it off this node), so
+        // its descriptor is not written; reading it may fault its page in, like any read.
+        let sp = unsafe { (*(block as *const Descriptor)).saved_sp };
+        let mut pages: Vec<PageNo> = task.stack.iter().collect();
+        pages.reverse();
+        if let Some(current) = sp
+            .checked_sub(self.base)
+            .map(|off| (off / PAGE_SIZE) as PageNo)
+            .filter(|p| task.stack.iter().any(|q| q == *p))
+        {
+            pages.retain(|&p| p != current);
+            pages.insert(0, current);
+        }
+        pages
+    }
+
+    /// When the runtime has lost a node, the scheduler ends the handles of the tasks homed
+    /// here that had not ended, with `NodeLost` naming it.
+    fn check_lost(&self) {
+        let Some(node) = self.runtime.lost_node() else {
+            return;
+        };
+        let effects = {
+            let mut s = self.lock();
+            if s.lost().is_some() {
+                return;
+            }
+            s.node_lost(node).unwrap_or_default()
+        };
+        self.ready.notify_all();
+        for e in &effects {
+            if let Effect::Resolved { .. } = e {
+                self.resolved.notify_all();
+            }
+        }
+    }
+
+    /// A scheduler message from a peer.
+    fn on_message(&self, from: NodeId, msg: Message) {
+        let effects = self.lock().handle(from, msg);
+        match effects {
+            Ok(effects) => self.carry_out(&effects),
+            Err(e) => {
+                self.runtime.scheduler_violation(from, e.to_string());
+                self.check_lost();
             }
         }
     }
@@ -268,10 +460,10 @@ impl std::error::Error for TaskSpawnError {}
 /// Why a join returned no result.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JoinError {
-    /// The task panicked.
-    Panicked,
+    /// The task panicked; what its panic said (cut to [`MAX_VALUE`] bytes).
+    Panicked(String),
     /// The cluster lost this node before the task ended.
-    NodeLost(crate::types::NodeId),
+    NodeLost(NodeId),
     /// [`join`] was called outside a task.
     NotInTask,
 }
@@ -279,7 +471,7 @@ pub enum JoinError {
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JoinError::Panicked => f.write_str("the task panicked (its message went to stderr)"),
+            JoinError::Panicked(what) => write!(f, "the task panicked: {what}"),
             JoinError::NodeLost(n) => write!(
                 f,
                 "the cluster lost node {n} before the task ended; restart all nodes"
@@ -293,7 +485,8 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// The handle of a spawned task: join it (on this node) for its result.
+/// The handle of a spawned task: join it for its result, on its home node or, passed on
+/// with [`JoinHandle::into_raw`], on any node.
 #[must_use = "a task's block stays allocated until it is joined"]
 pub struct JoinHandle<R> {
     id: TaskId,
@@ -310,6 +503,24 @@ impl<R> JoinHandle<R> {
     /// The task.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// The task's id, to pass to another node (in the region, or as a task's argument),
+    /// where [`JoinHandle::from_raw`] makes the handle again.
+    pub fn into_raw(self) -> TaskId {
+        self.id
+    }
+
+    /// The handle of task `id` (from [`JoinHandle::into_raw`]).
+    ///
+    /// # Safety
+    /// `id` came from `into_raw` of a `JoinHandle<R>` with this `R`, and the task is joined
+    /// once, by this handle only.
+    pub unsafe fn from_raw(id: TaskId) -> JoinHandle<R> {
+        JoinHandle {
+            id,
+            _result: PhantomData,
+        }
     }
 }
 
@@ -354,13 +565,20 @@ impl<'d> TaskPool<'d> {
         }
         REGION_BASE.store(base, Ordering::Release);
         REGION_LEN.store(dsm.len(), Ordering::Release);
+        NODE.store(usize::from(dsm.id()), Ordering::Release);
         let shared = Arc::new(Shared {
             sched: Mutex::new(sched),
             ready: Condvar::new(),
             resolved: Condvar::new(),
             stop: AtomicUsize::new(0),
             base,
+            runtime: Arc::clone(dsm.runtime()),
         });
+        let on_message = Arc::clone(&shared);
+        dsm.runtime()
+            .set_task_handler(Some(Arc::new(move |from, msg| {
+                on_message.on_message(from, msg)
+            })));
         let threads = (0..config.workers)
             .map(|i| {
                 let s = Arc::clone(&shared);
@@ -373,6 +591,7 @@ impl<'d> TaskPool<'d> {
         let threads = match threads {
             Ok(t) => t,
             Err(e) => {
+                dsm.runtime().set_task_handler(None);
                 shared.stop.store(1, Ordering::Release);
                 shared.ready.notify_all();
                 return Err(e);
@@ -423,7 +642,9 @@ impl<'d> TaskPool<'d> {
     }
 
     /// Wait for the task to end and return its result. From inside a task, the waiting task
-    /// yields its worker meanwhile.
+    /// yields its worker meanwhile. On the task's home node the scheduler learns the end
+    /// (its `Done`); elsewhere the joiner watches the task's descriptor in the region. When
+    /// the cluster loses a node first: [`JoinError::NodeLost`] naming it.
     pub fn join<R: Shareable>(&self, handle: JoinHandle<R>) -> Result<R, JoinError> {
         join_in(self.dsm, &self.shared, handle)
     }
@@ -442,6 +663,11 @@ fn spawn_in<A: Shareable, R: Shareable>(
         || align_of::<R>() > 64
     {
         return Err(TaskSpawnError::TooLarge);
+    }
+    if let Some(lost) = shared.runtime.lost_node() {
+        return Err(TaskSpawnError::Scheduler(SpawnError::ClusterFailed {
+            lost,
+        }));
     }
     let offset = dsm
         .alloc(STACK_SIZE, STACK_SIZE)
@@ -462,6 +688,8 @@ fn spawn_in<A: Shareable, R: Shareable>(
             panicked: 0,
             migratable: u32::from(migratable),
             home: u32::from(dsm.id()),
+            request: 0,
+            answer: 0,
             canary: CANARY,
         });
         ((block + ARG_AT) as *mut A).write(arg);
@@ -500,11 +728,41 @@ fn join_in<R: Shareable>(
     shared: &Shared,
     handle: JoinHandle<R>,
 ) -> Result<R, JoinError> {
+    let offset = handle.id.0 as usize;
+    let block = shared.base + offset;
+    let d = block as *mut Descriptor;
+    let homed_here = shared.lock().outcome(handle.id).is_some();
     let outcome = loop {
+        shared.check_lost();
         let mut s = shared.lock();
-        if let Some(Some(o)) = s.outcome(handle.id) {
+        if let Some(lost) = s.lost() {
+            // Nothing of the region may be touched any more: its faults cannot be served.
             s.reap(handle.id);
-            break o;
+            return Err(JoinError::NodeLost(lost));
+        }
+        if homed_here {
+            if let Some(Some(o)) = s.outcome(handle.id) {
+                s.reap(handle.id);
+                break o;
+            }
+        } else {
+            drop(s);
+            // SAFETY: the block stays allocated until this join frees it; the reads
+            // fault the descriptor's page in as any read of the region.
+            let (reason, panicked) = unsafe {
+                (
+                    std::ptr::read_volatile(&raw const (*d).reason),
+                    std::ptr::read_volatile(&raw const (*d).panicked),
+                )
+            };
+            if reason == Reason::Ended as u32 {
+                break if panicked != 0 {
+                    Outcome::Panicked
+                } else {
+                    Outcome::Finished
+                };
+            }
+            s = shared.lock();
         }
         if current_descriptor().is_some() {
             drop(s);
@@ -516,24 +774,24 @@ fn join_in<R: Shareable>(
                 .unwrap_or_else(|p| p.into_inner());
         }
     };
-    let offset = handle.id.0 as usize;
-    let block = shared.base + offset;
     let r = match outcome {
         // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
         // touches the block any more.
         Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
-        Outcome::Panicked => Err(JoinError::Panicked),
-        Outcome::NodeLost(n) => Err(JoinError::NodeLost(n)),
+        // SAFETY: it ended panicked: store_panic wrote the slot.
+        Outcome::Panicked => Err(JoinError::Panicked(unsafe { load_panic(block) })),
+        Outcome::NodeLost(n) => return Err(JoinError::NodeLost(n)),
     };
     // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
     // for a descriptor.
-    unsafe { (*(block as *mut Descriptor)).magic = 0 };
+    unsafe { (*d).magic = 0 };
     let _ = dsm.free(offset);
     r
 }
 
 impl Drop for TaskPool<'_> {
     fn drop(&mut self) {
+        self.dsm.runtime().set_task_handler(None);
         self.shared.stop.store(1, Ordering::Release);
         {
             let _s = self.shared.lock();
@@ -549,19 +807,17 @@ impl Drop for TaskPool<'_> {
 fn worker(shared: &Shared) {
     let mut worker_sp = 0usize;
     loop {
-        let task = {
+        let task = loop {
+            if shared.stop.load(Ordering::Acquire) != 0 {
+                return;
+            }
             let mut s = shared.lock();
-            loop {
-                if shared.stop.load(Ordering::Acquire) != 0 {
-                    return;
-                }
-                let effects = s.next_task();
-                shared.carry_out(&effects);
-                if let Some(Effect::Run { task }) =
-                    effects.iter().find(|e| matches!(e, Effect::Run { .. }))
-                {
-                    break *task;
-                }
+            let effects = s.next_task();
+            let run = effects.iter().find_map(|e| match e {
+                Effect::Run { task } => Some(*task),
+                _ => None,
+            });
+            if run.is_none() && effects.is_empty() && shared.stop.load(Ordering::Acquire) == 0 {
                 let (guard, waited) = shared
                     .ready
                     .wait_timeout(s, TIMEOUT)
@@ -569,39 +825,62 @@ fn worker(shared: &Shared) {
                 s = guard;
                 if waited.timed_out() {
                     let effects = s.timeout();
+                    drop(s);
                     shared.carry_out(&effects);
+                    shared.check_lost();
                 }
+                continue;
+            }
+            drop(s);
+            shared.carry_out(&effects);
+            if let Some(task) = run {
+                break task;
             }
         };
         let block = shared.base + task.id.0 as usize;
         let d = block as *mut Descriptor;
-        // SAFETY: the scheduler gave this worker the task, so no other worker touches its
-        // block; saved_sp was made by prepare or saved by the task's last switch out.
-        let (reason, panicked, intact) = unsafe {
-            (*d).worker_sp = &raw mut worker_sp as usize;
-            context::switch(&raw mut worker_sp, (*d).saved_sp);
-            (
-                (*d).reason,
-                (*d).panicked != 0,
-                ((block + STACK_BOTTOM) as *const u64).read() == CANARY && (*d).canary == CANARY,
-            )
-        };
-        let mut s = shared.lock();
-        let effects = if !intact {
-            eprintln!(
-                "memlink-dsm: task {:?} overflowed its {STACK_SIZE}-byte stack; it is ended as panicked",
-                task.id
-            );
-            s.finished(task.id, true)
-        } else if reason == Reason::Yielded as u32 {
-            s.suspend(task.id, Suspend::Yield)
-        } else {
-            s.finished(task.id, panicked)
+        let effects = loop {
+            // SAFETY: the scheduler gave this worker the task, so no other worker touches
+            // its block; saved_sp was made by prepare or saved by the task's last switch out
+            // (here or on the node it migrated from: the same address).
+            let (reason, panicked, intact, to) = unsafe {
+                (*d).worker_sp = &raw mut worker_sp as usize;
+                context::switch(&raw mut worker_sp, (*d).saved_sp);
+                (
+                    (*d).reason,
+                    (*d).panicked != 0,
+                    ((block + STACK_BOTTOM) as *const u64).read() == CANARY
+                        && (*d).canary == CANARY,
+                    (*d).request,
+                )
+            };
+            let mut s = shared.lock();
+            if !intact {
+                eprintln!(
+                    "memlink-dsm: task {:?} overflowed its {STACK_SIZE}-byte stack; it is ended as panicked",
+                    task.id
+                );
+                break s.finished(task.id, true);
+            }
+            if reason == Reason::Yielded as u32 {
+                break s.suspend(task.id, Suspend::Yield);
+            }
+            if reason != Reason::Migrating as u32 {
+                break s.finished(task.id, panicked);
+            }
+            let to = NodeId::try_from(to).unwrap_or(NodeId::MAX);
+            match s.migrate(task.id, to) {
+                Ok(effects) => break Ok(effects),
+                Err(e) => {
+                    // It keeps running here: resume it with the error.
+                    // SAFETY: the task is suspended on this worker (as above).
+                    unsafe { (*d).answer = MigrateAnswer::encode(&e) };
+                }
+            }
         };
         match effects {
             Ok(effects) => shared.carry_out(&effects),
             Err(e) => eprintln!("memlink-dsm: scheduler: {e}"),
         }
-        drop(s);
     }
 }

@@ -219,7 +219,12 @@ impl NodeProcess {
         body: &str,
         backend: Backend,
     ) -> NodeProcess {
-        let mut cmd = node_command(slot, body, backend);
+        Self::spawn_command(node_command(slot, body, backend), listener)
+    }
+
+    /// Starts the node `cmd` runs (made by [`node_command`], perhaps adjusted), listening on
+    /// `listener`, with its stdin and stdout piped.
+    pub fn spawn_command(mut cmd: Command, listener: TcpListener) -> NodeProcess {
         memlink_dsm::init::pass_listener(&mut cmd, &listener);
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -1,0 +1,342 @@
+//! Tasks across a cluster of three real node processes (each re-runs this test binary with
+//! address-space randomisation off, so the three load the code at the same address, as a
+//! migrating task's saved return addresses need):
+//! - a task migrates three times around the three nodes in the middle of a computation
+//!   whose stack holds pointers into its own stack and into shared data, and returns the
+//!   right answer to its home;
+//! - tasks spawned on node 0 only spread to the idle nodes by work requests (event-driven:
+//!   each waits until tasks have run on all three nodes);
+//! - a handle passed to another node is joined there; a panicking task returns its panic;
+//! - a node killed while it holds tasks makes their handles on the home node return
+//!   `NodeLost` naming it, never a hang.
+
+mod support;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use memlink_dsm::cluster::Dsm;
+use memlink_dsm::init::{NodeSlot, launch};
+use memlink_dsm::process::TaskId;
+use memlink_dsm::process::pool::{
+    JoinError, JoinHandle, TaskPool, current_node, migrate, yield_now,
+};
+use memlink_dsm::{Backend, DsmError};
+use support::{Body, DEADLINE, NodeProcess};
+
+const BODIES: &[(&str, Body)] = &[
+    ("hops", hops_node),
+    ("spread", spread_node),
+    ("kill", kill_node),
+];
+
+#[test]
+fn node_main() {
+    support::node_entry(BODIES);
+}
+
+/// The command for node `slot`, with address-space randomisation off in the child.
+fn node_command(slot: &NodeSlot, body: &str) -> Command {
+    let mut cmd = support::node_command(slot, body, Backend::Sigsegv);
+    // Room for a dozen 64 KiB task blocks.
+    cmd.env(support::PAGES_ENV, "512");
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe syscall (personality), allocating nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let now = libc::personality(0xffff_ffff);
+            if now == -1 || libc::personality((now | libc::ADDR_NO_RANDOMIZE) as _) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn assert_verified(body: &str) {
+    match launch(3, DEADLINE, |slot| node_command(slot, body)) {
+        Ok(outs) => {
+            for o in outs {
+                assert!(
+                    o.stdout.contains("verified: true"),
+                    "{body}: node {} printed {:?}, stderr {:?}",
+                    o.id,
+                    o.stdout,
+                    o.stderr
+                );
+            }
+        }
+        Err(e) => panic!("{body}: {e}"),
+    }
+}
+
+/// Directory slots the bodies publish in.
+const HANDLE_SLOT: usize = 2;
+const FLAG_SLOT: usize = 3;
+
+/// The shared data of `hop`: `DATA_LEN` words at a region offset.
+const DATA_LEN: usize = 512;
+
+fn data_value(i: usize) -> u64 {
+    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7
+}
+
+/// The argument of `hop`: where the shared data is (an address in the region: valid on
+/// every node).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct HopArg {
+    data: usize,
+    hops: u64,
+}
+
+// SAFETY: two plain integers (an address in the region is valid on every node).
+unsafe impl memlink_dsm::handles::Shareable for HopArg {}
+
+/// Mixes stack cells (through a pointer into its own stack) and shared data (through a
+/// pointer into the region) across `hops` migrations around the nodes; returns the sum and,
+/// in its top bits, whether every migration landed where asked.
+fn hop(arg: HopArg) -> u64 {
+    let mut cells = [0u64; 256];
+    let own: *mut u64 = cells.as_mut_ptr();
+    let shared = arg.data as *const u64;
+    let mut acc = 0u64;
+    let mut landed = true;
+    for round in 0..arg.hops {
+        for i in 0..256usize {
+            // SAFETY: `own` points into `cells`, alive for the whole function, i < 256;
+            // `shared` points to DATA_LEN words in the region, (i + round) % DATA_LEN in it.
+            unsafe {
+                let v = *shared.add((i + round as usize * 7) % DATA_LEN);
+                *own.add(i) = own.add(i).read().wrapping_add(v ^ round);
+            }
+        }
+        let here = current_node().expect("a pool");
+        let to = (here + 1) % 3;
+        migrate(to).expect("migrate");
+        landed &= current_node() == Some(to);
+        // A pointer to a local taken after the move still works, and so do the old ones.
+        let local = &raw const acc;
+        // SAFETY: `local` points to `acc`, alive.
+        acc = unsafe { local.read() }.wrapping_add(cells[round as usize % 256]);
+    }
+    for c in cells {
+        acc = acc.wrapping_mul(31).wrapping_add(c);
+    }
+    (acc >> 1) | (u64::from(landed) << 63)
+}
+
+fn hop_sequential(hops: u64) -> u64 {
+    let mut cells = [0u64; 256];
+    let mut acc = 0u64;
+    for round in 0..hops {
+        for (i, c) in cells.iter_mut().enumerate() {
+            let v = data_value((i + round as usize * 7) % DATA_LEN);
+            *c = c.wrapping_add(v ^ round);
+        }
+        acc = acc.wrapping_add(cells[round as usize % 256]);
+    }
+    for c in cells {
+        acc = acc.wrapping_mul(31).wrapping_add(c);
+    }
+    (acc >> 1) | (1 << 63)
+}
+
+fn square(n: u64) -> u64 {
+    yield_now();
+    n * n
+}
+
+fn panics(n: u64) -> u64 {
+    if n > 0 {
+        panic!("task {n} panics on purpose");
+    }
+    n
+}
+
+fn hops_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    let pool = TaskPool::start(dsm, 1).map_err(|e| DsmError::Config(e.to_string()))?;
+    let mut ok = true;
+    if dsm.id() == 0 {
+        let off = dsm.alloc(DATA_LEN * 8, 64)?;
+        let data = dsm.at::<u64>(off);
+        for i in 0..DATA_LEN {
+            // SAFETY: DATA_LEN words at `off`, just allocated in the region.
+            unsafe { data.add(i).write(data_value(i)) };
+        }
+        let h = pool
+            .spawn(
+                hop,
+                HopArg {
+                    data: data as usize,
+                    hops: 7,
+                },
+            )
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let got = pool.join(h);
+        if got != Ok(hop_sequential(7)) {
+            eprintln!("hop returned {got:?}, want {:?}", hop_sequential(7));
+            ok = false;
+        }
+        std::panic::set_hook(Box::new(|_| {}));
+        let p = pool
+            .spawn(panics, 3u64)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let got = pool.join(p);
+        let _ = std::panic::take_hook();
+        if got != Err(JoinError::Panicked("task 3 panics on purpose".into())) {
+            eprintln!("the panicking task returned {got:?}");
+            ok = false;
+        }
+        // A handle joined on another node.
+        let h = pool
+            .spawn(square, 12u64)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        dsm.publish(HANDLE_SLOT, h.into_raw().0);
+    }
+    dsm.barrier(1)?;
+    if dsm.id() == 1 {
+        // SAFETY: node 0 published a JoinHandle<u64>'s id, joined only here.
+        let h: JoinHandle<u64> = unsafe { JoinHandle::from_raw(TaskId(dsm.lookup(HANDLE_SLOT))) };
+        let got = pool.join(h);
+        if got != Ok(144) {
+            eprintln!("the handle joined on node 1 returned {got:?}");
+            ok = false;
+        }
+    }
+    dsm.barrier(2)?;
+    println!("stats: {:?}", pool.stats());
+    drop(pool);
+    Ok(ok)
+}
+
+#[test]
+fn a_task_migrates_mid_computation_around_three_nodes_and_returns_the_right_answer() {
+    assert_verified("hops");
+}
+
+/// Runs on whichever node took it; returns when tasks have run on all three nodes (bits in
+/// a shared word), which only work requests and migrations can make happen.
+fn spread(flags: usize) -> u64 {
+    // SAFETY: `flags` is the address of an 8-aligned word in the region, allocated by node
+    // 0 and kept until every node passed the final barrier.
+    let seen = unsafe { &*(flags as *const AtomicU64) };
+    loop {
+        let here = current_node().expect("a pool");
+        if seen.fetch_or(1 << here, Ordering::SeqCst) | (1 << here) == 0b111 {
+            return u64::from(here);
+        }
+        yield_now();
+    }
+}
+
+fn spread_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    let pool = TaskPool::start(dsm, 1).map_err(|e| DsmError::Config(e.to_string()))?;
+    let mut ok = true;
+    if dsm.id() == 0 {
+        let off = dsm.alloc(8, 8)?;
+        dsm.publish(FLAG_SLOT, off as u64);
+        let flags = dsm.at::<u64>(off) as usize;
+        let handles: Vec<_> = (0..6)
+            .map(|_| pool.spawn(spread, flags))
+            .collect::<Result<_, _>>()
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let mut ran_on = 0u64;
+        for h in handles {
+            match pool.join(h) {
+                Ok(n) => ran_on |= 1 << n,
+                Err(e) => {
+                    eprintln!("join: {e}");
+                    ok = false;
+                }
+            }
+        }
+        let stats = pool.stats();
+        println!("node 0: {stats:?}, tasks ended on nodes {ran_on:#b}");
+        ok &= stats.migrated_out >= 2;
+    }
+    dsm.barrier(1)?;
+    let stats = pool.stats();
+    println!("stats: {stats:?}");
+    if dsm.id() != 0 {
+        // Each idle node asked for work and got at least one task.
+        ok &= stats.migrated_in >= 1 && stats.requests_sent >= 1;
+    }
+    drop(pool);
+    Ok(ok)
+}
+
+#[test]
+fn tasks_spawned_on_one_node_spread_to_the_idle_nodes_by_work_requests() {
+    assert_verified("spread");
+}
+
+/// Moves to node 2, counts itself there, and stays (yielding) until node 2 is killed.
+fn park(counter: usize) -> u64 {
+    migrate(2).expect("migrate to node 2");
+    // SAFETY: an 8-aligned word in the region allocated by node 0, never freed.
+    let parked = unsafe { &*(counter as *const AtomicU64) };
+    parked.fetch_add(1, Ordering::SeqCst);
+    loop {
+        yield_now();
+    }
+}
+
+fn kill_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    let pool = TaskPool::start(dsm, 1).map_err(|e| DsmError::Config(e.to_string()))?;
+    if dsm.id() != 0 {
+        // Waits until the test kills node 2 (then fails with NodeLost).
+        let r = dsm.barrier(1);
+        println!("node {}: barrier: {r:?}", dsm.id());
+        std::mem::forget(pool);
+        return r.map(|()| false);
+    }
+    let off = dsm.alloc(8, 8)?;
+    let counter = dsm.at::<u64>(off) as usize;
+    let handles: Vec<_> = (0..2)
+        .map(|_| pool.spawn(park, counter))
+        .collect::<Result<_, _>>()
+        .map_err(|e| DsmError::Config(e.to_string()))?;
+    // SAFETY: as in `park`.
+    let parked = unsafe { &*(counter as *const AtomicU64) };
+    while parked.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("parked on node 2");
+    let _ = std::io::stdout().flush();
+    let results: Vec<_> = handles.into_iter().map(|h| pool.join(h)).collect();
+    println!("joins: {results:?}");
+    let _ = std::io::stdout().flush();
+    std::mem::forget(pool);
+    Ok(results.iter().all(|r| *r == Err(JoinError::NodeLost(2))))
+}
+
+#[test]
+fn a_killed_node_holding_tasks_makes_their_handles_return_node_lost_naming_it() {
+    let slots = support::slots(3);
+    let nodes: Vec<NodeProcess> = slots
+        .into_iter()
+        .map(|(slot, listener)| NodeProcess::spawn_command(node_command(&slot, "kill"), listener))
+        .collect();
+    nodes[0].expect_line("parked on node 2");
+    let [n0, n1, mut n2] = <[NodeProcess; 3]>::try_from(nodes).ok().unwrap();
+    n2.child.kill().unwrap();
+    let _ = n2.child.wait();
+    loop {
+        match n0.lines.recv_timeout(DEADLINE) {
+            Ok(line) if line.starts_with("joins:") => {
+                assert_eq!(line, "joins: [Err(NodeLost(2)), Err(NodeLost(2))]");
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("node 0 never reported its joins: {e:?}"),
+        }
+    }
+    let (s0, _) = n0.wait_for(DEADLINE);
+    let (s1, _) = n1.wait_for(DEADLINE);
+    assert!(s0.is_some() && s1.is_some(), "the survivors ended");
+}
