@@ -7,6 +7,9 @@
 //! - tasks spawned on node 0 only spread to the idle nodes by work requests (event-driven:
 //!   each waits until tasks have run on all three nodes);
 //! - a handle passed to another node is joined there; a panicking task returns its panic;
+//! - tasks that wait for a DSM lock (held across a yield and a migration) or barrier give
+//!   their worker up meanwhile: four tasks contend on nodes of one worker each, which a
+//!   waiting task holding its worker would deadlock;
 //! - a node killed while it holds tasks makes their handles on the home node return
 //!   `NodeLost` naming it, never a hang.
 
@@ -22,7 +25,7 @@ use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{NodeSlot, launch};
 use memlink_dsm::process::TaskId;
 use memlink_dsm::process::pool::{
-    JoinError, JoinHandle, TaskPool, current_node, migrate, yield_now,
+    self, JoinError, JoinHandle, TaskPool, current_node, migrate, yield_now,
 };
 use memlink_dsm::{Backend, DsmError};
 use support::{Body, DEADLINE, NodeProcess};
@@ -31,6 +34,7 @@ const BODIES: &[(&str, Body)] = &[
     ("hops", hops_node),
     ("spread", spread_node),
     ("kill", kill_node),
+    ("locks", locks_node),
 ];
 
 #[test]
@@ -339,4 +343,77 @@ fn a_killed_node_holding_tasks_makes_their_handles_return_node_lost_naming_it() 
     let (s0, _) = n0.wait_for(DEADLINE);
     let (s1, _) = n1.wait_for(DEADLINE);
     assert!(s0.is_some() && s1.is_some(), "the survivors ended");
+}
+
+/// The cluster-wide lock the `locks` body's tasks contend for (managed by node 1).
+const COUNTER_LOCK: u32 = 4;
+/// The barrier one task per node arrives at.
+const TASK_BARRIER: u32 = 9;
+/// Critical sections per `add_under_lock` task.
+const ROUNDS: u64 = 5;
+
+/// Adds 1 to a shared counter `ROUNDS` times under a DSM lock, reading and writing it apart
+/// with a yield between (and, once, a migration while holding the lock): increments are
+/// lost unless the lock excludes the other tasks, and the yields deadlock the one-worker
+/// nodes unless a waiting task gives its worker up.
+fn add_under_lock(counter: usize) -> u64 {
+    let cell = counter as *mut u64;
+    for round in 0..ROUNDS {
+        let guard = pool::lock(COUNTER_LOCK).expect("lock");
+        // SAFETY: `cell` is an 8-aligned word in the region, allocated by node 0 until
+        // the final barrier; the DSM lock excludes the other writers.
+        let v = unsafe { cell.read_volatile() };
+        yield_now();
+        if round == 2 {
+            let here = current_node().expect("a pool");
+            migrate((here + 1) % 3).expect("migrate holding the lock");
+        }
+        // SAFETY: as above.
+        unsafe { cell.write_volatile(v + 1) };
+        guard.unlock().expect("unlock");
+    }
+    u64::from(current_node().expect("a pool"))
+}
+
+fn arrive(_: u64) -> u64 {
+    pool::barrier(TASK_BARRIER).expect("barrier");
+    1
+}
+
+fn locks_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    let pool = TaskPool::start(dsm, 1).map_err(|e| DsmError::Config(e.to_string()))?;
+    let config = |e: memlink_dsm::process::pool::TaskSpawnError| DsmError::Config(e.to_string());
+    let mut ok = true;
+    // Every node's pinned task arrives at a barrier; node 0's waits while node 0's worker
+    // runs the lock tasks.
+    let arrival = pool.spawn_pinned(arrive, 0u64).map_err(config)?;
+    if dsm.id() == 0 {
+        let off = dsm.alloc(8, 8)?;
+        let counter = dsm.at::<u64>(off) as usize;
+        let handles: Vec<_> = (0..4)
+            .map(|_| pool.spawn(add_under_lock, counter))
+            .collect::<Result<_, _>>()
+            .map_err(config)?;
+        for h in handles {
+            if let Err(e) = pool.join(h) {
+                eprintln!("join: {e}");
+                ok = false;
+            }
+        }
+        // SAFETY: as in `add_under_lock`; every task ended.
+        let total = unsafe { (counter as *const u64).read_volatile() };
+        if total != 4 * ROUNDS {
+            eprintln!("the counter is {total}, not {}", 4 * ROUNDS);
+            ok = false;
+        }
+    }
+    ok &= pool.join(arrival).is_ok();
+    dsm.barrier(1)?;
+    drop(pool);
+    Ok(ok)
+}
+
+#[test]
+fn tasks_waiting_for_a_dsm_lock_or_barrier_give_their_worker_up() {
+    assert_verified("locks");
 }

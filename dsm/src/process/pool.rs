@@ -28,6 +28,7 @@
 //! thread-local borrow and no std lock across [`yield_now`]; data a task shares or keeps
 //! goes in the region (`DsmBox`, `DsmVec`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -70,6 +71,141 @@ enum Reason {
     /// It asks to move to the node in `request`; the worker answers in `answer` when it
     /// may not (and resumes it at once).
     Migrating = 3,
+    /// It waits for a DSM lock or barrier ([`Wait`] in `request`), off its worker.
+    Blocking = 4,
+}
+
+/// What a blocking task waits for, in its descriptor's `request`: the kind in the high
+/// half, the lock or barrier id in the low.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Lock(u32),
+    Barrier(u32),
+}
+
+impl Wait {
+    fn encode(self) -> u64 {
+        match self {
+            Wait::Lock(id) => (1 << 32) | u64::from(id),
+            Wait::Barrier(id) => (2 << 32) | u64::from(id),
+        }
+    }
+
+    fn decode(word: u64) -> Option<Wait> {
+        let id = word as u32;
+        match word >> 32 {
+            1 => Some(Wait::Lock(id)),
+            2 => Some(Wait::Barrier(id)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a task's wait for a DSM lock or barrier, or its release of a lock, failed.
+#[derive(Debug)]
+pub enum WaitError {
+    /// Called outside a task (a thread uses `Dsm::lock` and `Dsm::barrier`).
+    NotInTask,
+    /// The node runtime failed the operation (a lost node, a misuse).
+    Dsm(DsmError),
+    /// The task moved while it held a lock and could not move back to the node that holds
+    /// it to release it there.
+    Migrate(MigrateError),
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::NotInTask => f.write_str(
+                "process::pool::lock and barrier work only inside a task; a thread uses \
+                 Dsm::lock and Dsm::barrier",
+            ),
+            WaitError::Dsm(e) => e.fmt(f),
+            WaitError::Migrate(e) => write!(
+                f,
+                "the task could not go back to the node holding its lock to release it: {e}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// Suspend the calling task until `wait` is over: its worker runs other tasks meanwhile, a
+/// waiter thread of the node makes the (blocking) call, and the end makes the task ready.
+fn block_on(wait: Wait) -> Result<(), WaitError> {
+    let d = current_descriptor().ok_or(WaitError::NotInTask)?;
+    let base = REGION_BASE.load(Ordering::Acquire);
+    let task = TaskId((d as usize - base) as u64);
+    // SAFETY: as in `yield_now`. A blocked task is on no ready queue, so it resumes on this
+    // node, where its waiter left any error.
+    unsafe {
+        (*d).request = wait.encode();
+        (*d).reason = Reason::Blocking as u32;
+        context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+    }
+    let (_, shared) = registered().ok_or(WaitError::NotInTask)?;
+    let failed = shared
+        .wait_errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&task);
+    failed.map_or(Ok(()), |e| Err(WaitError::Dsm(e)))
+}
+
+/// Acquire cluster-wide lock `lock` from a task: the task waits off its worker (other tasks
+/// run meanwhile) until the lock's manager grants it to this node. The lock is held by the
+/// node the task runs on now; [`LockGuard::unlock`] (or dropping the guard) releases it
+/// there, taking the task back to that node first if it moved meanwhile.
+pub fn lock(lock: u32) -> Result<LockGuard, WaitError> {
+    block_on(Wait::Lock(lock))?;
+    Ok(LockGuard {
+        lock,
+        node: current_node().ok_or(WaitError::NotInTask)?,
+        released: false,
+    })
+}
+
+/// Arrive at cluster-wide barrier `barrier` from a task, which waits off its worker until
+/// every node arrived. A barrier counts nodes: one task per node arrives per round.
+pub fn barrier(barrier: u32) -> Result<(), WaitError> {
+    block_on(Wait::Barrier(barrier))
+}
+
+/// A DSM lock a task holds (see [`lock`]); it lives on the task's stack and moves with it.
+#[must_use = "the lock is released when the guard is dropped"]
+#[derive(Debug)]
+pub struct LockGuard {
+    lock: u32,
+    /// The node that holds the lock (where the task acquired it).
+    node: NodeId,
+    released: bool,
+}
+
+impl LockGuard {
+    /// Release the lock, on the node that holds it (the task migrates back there first if
+    /// it moved).
+    pub fn unlock(mut self) -> Result<(), WaitError> {
+        self.released = true;
+        self.release()
+    }
+
+    fn release(&self) -> Result<(), WaitError> {
+        if current_node() != Some(self.node) {
+            migrate(self.node).map_err(WaitError::Migrate)?;
+        }
+        with_dsm(|dsm| dsm.unlock(self.lock))
+            .ok_or(WaitError::NotInTask)?
+            .map_err(WaitError::Dsm)
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.release();
+        }
+    }
 }
 
 /// The descriptor at the start of a task block, in the shared region.
@@ -335,6 +471,8 @@ struct Shared {
     stop: AtomicUsize,
     base: usize,
     runtime: Arc<NodeRuntime>,
+    /// The error a blocked task's wait ended with, for the task to take when it resumes.
+    wait_errors: Mutex<HashMap<TaskId, DsmError>>,
 }
 
 impl Shared {
@@ -573,6 +711,7 @@ impl<'d> TaskPool<'d> {
             stop: AtomicUsize::new(0),
             base,
             runtime: Arc::clone(dsm.runtime()),
+            wait_errors: Mutex::new(HashMap::new()),
         });
         let on_message = Arc::clone(&shared);
         dsm.runtime()
@@ -804,7 +943,52 @@ impl Drop for TaskPool<'_> {
     }
 }
 
-fn worker(shared: &Shared) {
+/// The waiter of a blocked task: makes the blocking call on a thread of its own (the
+/// worker goes on with other tasks), leaves an error for the task, and makes it ready.
+fn start_waiter(shared: &Arc<Shared>, task: TaskId, wait: Option<Wait>) {
+    let waiter = Arc::clone(shared);
+    let run = move || {
+        let rt = &waiter.runtime;
+        let result = match wait {
+            Some(Wait::Lock(id)) => rt.lock(id),
+            Some(Wait::Barrier(id)) => rt.barrier(id),
+            None => Err(DsmError::Protocol(format!(
+                "task {task:?} blocked with no known wait in its descriptor"
+            ))),
+        };
+        if let Err(e) = result {
+            waiter
+                .wait_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(task, e);
+        }
+        let effects = waiter.lock().unblock(task);
+        match effects {
+            Ok(effects) => waiter.carry_out(&effects),
+            Err(e) => eprintln!("memlink-dsm: scheduler: {e}"),
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("memlink-task-waiter".into())
+        .spawn(run)
+    {
+        // No thread: the task is made ready again with the error.
+        shared
+            .wait_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task, DsmError::Io(e));
+        let effects = shared.lock().unblock(task);
+        if let Ok(effects) = effects {
+            shared.carry_out(&effects);
+        }
+    }
+}
+
+/// A worker: runs the ready queue; idle, it is the null task (READY wakes it, TIMEOUT runs
+/// the passive load balancing).
+fn worker(shared: &Arc<Shared>) {
     let mut worker_sp = 0usize;
     loop {
         let task = loop {
@@ -864,6 +1048,12 @@ fn worker(shared: &Shared) {
             }
             if reason == Reason::Yielded as u32 {
                 break s.suspend(task.id, Suspend::Yield);
+            }
+            if reason == Reason::Blocking as u32 {
+                let effects = s.suspend(task.id, Suspend::Block);
+                drop(s);
+                start_waiter(shared, task.id, Wait::decode(to));
+                break effects;
             }
             if reason != Reason::Migrating as u32 {
                 break s.finished(task.id, panicked);
