@@ -103,6 +103,7 @@ fn check(model: CoherenceModel) -> usize {
 }
 
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
     let managers = implemented_managers();
     assert!(managers.contains(&ManagerKind::Central) && managers.contains(&ManagerKind::Fixed));
@@ -153,6 +154,7 @@ fn check_progress(model: CoherenceModel) {
 }
 
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn from_every_state_every_fault_can_still_be_served() {
     for kind in implemented_managers() {
         check_progress(CoherenceModel {
@@ -173,6 +175,7 @@ fn from_every_state_every_fault_can_still_be_served() {
 /// prefetch of several pages, see `NodeRuntime::prefetch_start`): each node may wait for both
 /// pages at the same time, requests for the two pages crossing in every order.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
     for kind in implemented_managers() {
         let model = CoherenceModel {
@@ -201,6 +204,7 @@ fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
 /// exact, at most one writer, never more pages than frames) and live (every fault served),
 /// for every manager.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
     for kind in implemented_managers() {
         let model = CoherenceModel {
@@ -225,6 +229,7 @@ fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
 /// access wait for the timer, then are handled in arrival order. Coherent and live for every
 /// manager.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_and_live_with_the_hold() {
     for kind in implemented_managers() {
         let model = CoherenceModel {

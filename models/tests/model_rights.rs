@@ -73,6 +73,7 @@ fn check(model: RightsModel) -> usize {
 }
 
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_enforces_rights_and_revocation() {
     for kind in [
         ManagerKind::Dynamic,

@@ -15,9 +15,11 @@
 //! that ended once, NodeLost only naming a node that was lost), and every task ends: every
 //! run that stops has resolved every handle, and from every state such a run exists.
 
-use std::collections::{HashMap, VecDeque};
+// Shared with the other model_* test binaries, each of which uses only part of it.
+#[allow(dead_code)]
+mod model_support;
+
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::time::Instant;
 
 use memlink_dsm::process::{
@@ -582,66 +584,19 @@ fn check(model: SchedulerModel, witnesses: &[&str]) -> usize {
 /// Liveness under fair scheduling: from every state some run resolves every handle. Returns
 /// the number of states, or panics with the path to one from which none does.
 fn check_progress(model: &SchedulerModel) -> usize {
-    let fingerprint = |s: &State| BuildHasherDefault::<DefaultHasher>::default().hash_one(s);
-    let init = model.init_states().remove(0);
-    let mut index = HashMap::from([(fingerprint(&init), 0u32)]);
-    let mut parent: Vec<Option<(u32, Step)>> = vec![None];
-    let mut successors: Vec<Vec<u32>> = vec![Vec::new()];
-    let mut finished = vec![false];
-    let mut queue = VecDeque::from([(0u32, init)]);
-    let mut steps = Vec::new();
-    while let Some((i, s)) = queue.pop_front() {
-        finished[i as usize] = model.finished(&s);
-        steps.clear();
-        model.actions(&s, &mut steps);
-        for step in steps.drain(..) {
-            let Some(next) = model.next_state(&s, step.clone()) else {
-                continue;
-            };
-            let fp = fingerprint(&next);
-            let j = *index.entry(fp).or_insert_with(|| {
-                let j = parent.len() as u32;
-                parent.push(Some((i, step)));
-                successors.push(Vec::new());
-                finished.push(false);
-                queue.push_back((j, next));
-                j
-            });
-            successors[i as usize].push(j);
-        }
-    }
-    let n = parent.len();
-    let mut predecessors = vec![Vec::new(); n];
-    for (i, succ) in successors.iter().enumerate() {
-        for &j in succ {
-            predecessors[j as usize].push(i as u32);
-        }
-    }
-    let mut good = finished.clone();
-    let mut work: Vec<u32> = (0..n as u32).filter(|&i| finished[i as usize]).collect();
-    while let Some(j) = work.pop() {
-        for &i in &predecessors[j as usize] {
-            if !good[i as usize] {
-                good[i as usize] = true;
-                work.push(i);
-            }
-        }
-    }
-    if let Some(bad) = good.iter().position(|g| !g) {
-        let mut path = Vec::new();
-        let mut at = bad as u32;
-        while let Some((p, step)) = &parent[at as usize] {
-            path.push(step.to_string());
-            at = *p;
-        }
-        path.reverse();
-        panic!(
+    match model_support::progress(model, |s| model.finished(s)) {
+        Ok(states) => states,
+        Err(trapped) => panic!(
             "after these {} steps no run ends every task:\n  {}",
-            path.len(),
-            path.join("\n  ")
-        );
+            trapped.path.len(),
+            trapped
+                .path
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ),
     }
-    n
 }
 
 const ALL_WITNESSES: [&str; 4] = [
@@ -677,6 +632,7 @@ fn check_all(model: SchedulerModel, witnesses: &[&str]) {
 /// Two migratable tasks on node 0, two quanta each, three nodes with one worker: idle
 /// nodes ask node 0 (and each other) for work, at once and in every order.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn work_requests_and_migration_lose_no_task() {
     check_all(
         model(&[true, true], 2, ManagerKind::Dynamic),
@@ -686,6 +642,7 @@ fn work_requests_and_migration_lose_no_task() {
 
 /// A non-migratable task never leaves node 0; the migratable one still spreads.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn a_non_migratable_task_stays_home() {
     check_all(
         model(&[true, false], 2, ManagerKind::Dynamic),
@@ -696,6 +653,7 @@ fn a_non_migratable_task_stays_home() {
 /// A task that asks to migrate twice (and is asked for by idle nodes meanwhile) moves with
 /// its stack each time: under the central manager, whose hand-offs go through the manager.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn a_task_that_asks_to_move_twice_keeps_its_stack() {
     let mut m = model(&[true], 3, ManagerKind::Central);
     m.pushes = 2;
@@ -704,6 +662,7 @@ fn a_task_that_asks_to_move_twice_keeps_its_stack() {
 
 /// Without hints an idle node asks the others in turn: more refusals, still no task lost.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn without_hints_no_task_is_lost_either() {
     let mut m = model(&[true, true], 2, ManagerKind::Dynamic);
     m.use_hints = false;
@@ -713,6 +672,7 @@ fn without_hints_no_task_is_lost_either() {
 /// A node lost at any step (also while a task migrates to or from it): every handle ends,
 /// NodeLost names the lost node, no task ends twice.
 #[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn a_node_lost_mid_migration_ends_the_handles_with_node_lost() {
     let mut m = model(&[true, true], 2, ManagerKind::Dynamic);
     m.loss = true;
