@@ -137,3 +137,114 @@ fn task_flags_are_checked_like_every_apps() {
         "{stderr}"
     );
 }
+
+/// The launcher's nodes re-execute themselves with address-space randomisation off, so they
+/// load the code at the same address and say nothing; nodes that keep it on (as
+/// MEMLINK_DSM_KEEP_ASLR=1 asks) load it elsewhere, tell each other so in the handshake,
+/// name the difference, move no task between them, and still verify.
+#[test]
+fn nodes_with_randomisation_on_name_the_difference_and_move_no_task() {
+    let run = |keep: bool| {
+        let mut cmd = memlink();
+        cmd.args(["dsm", "run", "--nodes", "2", "--app", "nqueens", "--json"])
+            .args(["--size", "8"]);
+        if keep {
+            cmd.env("MEMLINK_DSM_KEEP_ASLR", "1");
+        }
+        let out = cmd.output().expect("run memlink");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "keep {keep}: {stdout} {stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        (v, stderr)
+    };
+    let (v, stderr) = run(false);
+    assert_eq!(v["verified"], true, "{v}");
+    assert!(!stderr.contains("another address"), "{stderr}");
+    let (v, stderr) = run(true);
+    assert_eq!(v["verified"], true, "{v}");
+    for (me, peer) in [(0, 1), (1, 0)] {
+        assert!(
+            stderr.contains(&format!(
+                "node {me}: node {peer} loaded the same binary at another address"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        total(&v, "migrated_in") + total(&v, "migrated_out"),
+        0,
+        "{v}"
+    );
+    assert_eq!(total(&v, "tasks_run"), 42, "{v}");
+}
+
+/// Two different builds (memlink, and a copy whose GNU build id is changed: what another
+/// build would carry) as the two nodes of one cluster: they share pages (the app verifies)
+/// and refuse tasks, each naming the other's binary as different.
+#[test]
+fn nodes_running_different_binaries_share_pages_but_not_tasks() {
+    let dir = std::env::temp_dir().join(format!("memlink-cli-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("memlink-other");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_memlink")).unwrap();
+    // The NT_GNU_BUILD_ID note: name size 4, type 3, "GNU\0", then the id.
+    let at = bytes
+        .windows(16)
+        .position(|w| w[..4] == [4, 0, 0, 0] && w[8..] == [3, 0, 0, 0, b'G', b'N', b'U', 0])
+        .expect("a build id note");
+    bytes[at + 16] ^= 0xff;
+    std::fs::write(&other, &bytes).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ports: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    drop(ports);
+    let node = |exe: &std::path::Path, id: usize| {
+        Command::new(exe)
+            .args([
+                "dsm",
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &peers[id],
+            ])
+            .args([
+                "--peers",
+                &peers.join(","),
+                "--app",
+                "nqueens",
+                "--size",
+                "8",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = [
+        node(std::path::Path::new(env!("CARGO_BIN_EXE_memlink")), 0),
+        node(&other, 1),
+    ];
+    for (id, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node {id}: {stdout} {stderr}");
+        assert!(stdout.contains("verified: true"), "node {id}: {stdout}");
+        assert!(
+            stdout.contains(&format!("node {id}: node {} runs another binary", 1 - id)),
+            "node {id}: {stdout}"
+        );
+        assert!(
+            stdout.contains("migrated in 0, out 0"),
+            "node {id}: {stdout}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

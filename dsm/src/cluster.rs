@@ -48,6 +48,8 @@ pub struct Dsm {
     runtime: Arc<NodeRuntime>,
     mapping: Arc<Mapping>,
     backend: Backend,
+    /// The cluster id its handshakes proved (the key of the peers' code identities).
+    cluster: crate::admission::ClusterId,
 }
 
 impl std::fmt::Debug for Dsm {
@@ -122,6 +124,14 @@ impl Dsm {
         store: Option<Box<dyn crate::replacement::BackingStore>>,
     ) -> Result<Dsm, DsmError> {
         let mapping = Mapping::create(base, config.pages, backend).map_err(map_error)?;
+        let cluster = crate::remote::TcpConfig {
+            id: config.id,
+            peers: config.peers.clone(),
+            cluster_tag: crate::node::cluster_tag(config.pages, config.manager),
+            key: None,
+            connect_timeout: config.connect_timeout,
+        }
+        .cluster_id();
         let pages: Arc<dyn LocalPages> = mapping.clone();
         let runtime = NodeRuntime::start(config, pages)?;
         if let Some(store) = store {
@@ -135,6 +145,7 @@ impl Dsm {
             runtime,
             mapping,
             backend,
+            cluster,
         };
         if dsm.id() == 0 {
             // The directory: the first block of a fresh first-fit allocator, so at offset 0.
@@ -150,6 +161,14 @@ impl Dsm {
         }
         dsm.runtime.barrier(JOIN_BARRIER).map_err(remote_error)?;
         Ok(dsm)
+    }
+
+    /// Whether a task may migrate between this node and `node`: the same binary, loaded at
+    /// the same address, as `node` told in its admission handshake. An error names the
+    /// difference; pages are shared either way (see [`crate::admission::peer_codes`]).
+    pub fn code_check(&self, node: NodeId) -> Result<(), crate::process::identity::CodeMismatch> {
+        let ours = crate::process::identity::CodeIdentity::here();
+        crate::admission::peer_codes::check(self.cluster, &ours, node)
     }
 
     /// This node's id.

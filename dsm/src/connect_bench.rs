@@ -63,6 +63,7 @@ fn gate(
         nodes: samples + 1,
         cluster: ClusterId::derive(&[b"connect bench"]),
         key,
+        code: crate::process::identity::CodeIdentity::here(),
     };
     Gate::start(TcpListener::bind("127.0.0.1:0")?, hs, "connect bench")
 }
@@ -73,6 +74,7 @@ fn dialer(me: NodeId, samples: usize, key: Option<ClusterKey>) -> Handshake {
         nodes: samples + 1,
         cluster: ClusterId::derive(&[b"connect bench"]),
         key,
+        code: crate::process::identity::CodeIdentity::here(),
     }
 }
 

@@ -80,6 +80,10 @@ fn fuzz_handshake(me: u16, keyed: bool) -> Handshake {
         nodes: 3,
         cluster: ClusterId::derive(&[b"fuzz"]),
         key: keyed.then(|| ClusterKey::from_bytes([0x42; 32])),
+        code: crate::process::identity::CodeIdentity {
+            build: [0x17; 32],
+            anchor: 0x5555_5555_0000 + u64::from(me),
+        },
     }
 }
 

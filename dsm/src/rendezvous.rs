@@ -220,6 +220,7 @@ fn rendezvous_handshake(me: NodeId, size: usize, tag: u64, key: Option<&ClusterK
         nodes: size,
         cluster: ClusterId::derive(&[b"memlink-dsm rendezvous", &tag.to_le_bytes()]),
         key: key.cloned(),
+        code: crate::process::identity::CodeIdentity::here(),
     }
 }
 

@@ -122,6 +122,7 @@ fn hs(me: u16, key: &ClusterKey) -> Handshake {
         nodes: 3,
         cluster: ClusterId::derive(&[b"admission test"]),
         key: Some(key.clone()),
+        code: memlink_dsm::process::identity::CodeIdentity::here(),
     }
 }
 
@@ -217,6 +218,7 @@ fn hello_bytes(hs: &Handshake, from: u16) -> Vec<u8> {
         keyed: true,
         cluster: hs.cluster,
         nonce: [7; 32],
+        code: hs.code,
     };
     Frame::new(FrameKind::Hello, 0, hello.encode())
         .encode()

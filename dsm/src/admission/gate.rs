@@ -12,10 +12,11 @@
 //! use std::net::TcpListener;
 //! use std::time::Duration;
 //! use memlink_dsm::admission::{ClusterId, ClusterKey, Gate, Handshake, dial};
+//! use memlink_dsm::process::identity::CodeIdentity;
 //!
 //! let key = ClusterKey::generate()?;
 //! let cluster = ClusterId::derive(&[b"my rendezvous", &3u16.to_le_bytes()]);
-//! let hs = |me| Handshake { me, nodes: 3, cluster, key: Some(key.clone()) };
+//! let hs = |me| Handshake { me, nodes: 3, cluster, key: Some(key.clone()), code: CodeIdentity::here() };
 //! // Node 0 admits nodes 1 and 2 (higher ids dial lower ones) ...
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let addr = listener.local_addr()?;
@@ -171,7 +172,12 @@ pub fn admit_dialled(
         let msg = read_or_refuse_malformed(stream)?;
         match dialer.on_message(&msg) {
             DialStep::Send(m) => write_message(stream, m).map_err(AdmitError::Io)?,
-            DialStep::Admitted => return Ok(()),
+            DialStep::Admitted => {
+                if let Some(code) = dialer.peer_code() {
+                    super::peer_codes::record(hs.cluster, target, code);
+                }
+                return Ok(());
+            }
             DialStep::Refuse(r, m) => {
                 let _ = write_message(stream, m);
                 return Err(AdmitError::Refused(r));
@@ -204,6 +210,9 @@ pub fn admit_accepted(
                 }
                 let welcome = acceptor.welcome().unwrap_or_default();
                 write_message(stream, welcome).map_err(AdmitError::Io)?;
+                if let Some(code) = acceptor.peer_code() {
+                    super::peer_codes::record(hs.cluster, node, code);
+                }
                 return Ok(node);
             }
             AcceptStep::Refuse(r, m) => {
@@ -508,6 +517,9 @@ impl GateLoop {
             return Progress::Done;
         };
         self.claimed[node as usize] = true;
+        if let Some(code) = p.acceptor.peer_code() {
+            super::peer_codes::record(self.hs.cluster, node, code);
+        }
         let _ = self.admitted.send((node, stream));
         Progress::Done
     }

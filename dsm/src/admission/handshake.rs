@@ -5,12 +5,16 @@
 //!
 //! ```text
 //! dialer                                             acceptor
-//!   Hello { d, a, nodes, keyed, cluster, Nd }  ->      checks cluster, ids, key mode
+//!   Hello { d, a, nodes, keyed, cluster, Nd, code_d }  ->  checks cluster, ids, key mode
 //!                                              <-  Challenge { Na }
-//!   Proof { MAC(key, "dialer",   d, a, nodes, Nd, Na, cluster) }  ->   verifies (constant time)
-//!                                              <-  Welcome { MAC(key, "acceptor", ...) }
+//!   Proof { MAC(key, "dialer",   d, a, nodes, Nd, Na, cluster, code_d) }  ->   verifies
+//!                                              <-  Welcome { MAC(key, "acceptor", ..., code_a), code_a }
 //!   verifies (constant time)
 //! ```
+//! Each side also tells the other its [`CodeIdentity`] (which binary it runs, and where its
+//! code is loaded), under its MAC when keyed. A difference does not refuse the connection
+//! (nodes that differ still share pages); it is recorded ([`super::peer_codes`]) and refuses
+//! tasks that would migrate between the two nodes.
 //! Each MAC is an HMAC-SHA256 over [`VERSION_TAG`], the role of the node that proves, both
 //! node ids, the node count, both nonces and the cluster id. The acceptor proves only after
 //! the dialer has, so an unauthenticated dialer learns nothing it could replay; the role in
@@ -32,10 +36,11 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::key::ClusterKey;
+use crate::process::identity::{CodeIdentity, ENCODED_LEN as CODE_LEN};
 use crate::types::NodeId;
 
 /// The version tag every MAC starts with; a new handshake gets a new tag.
-pub const VERSION_TAG: &[u8] = b"memlink-dsm admission v1";
+pub const VERSION_TAG: &[u8] = b"memlink-dsm admission v2";
 /// Bytes in a nonce.
 pub const NONCE_LEN: usize = 32;
 /// Bytes in a MAC (HMAC-SHA256).
@@ -49,10 +54,10 @@ const PROOF: u8 = 3;
 const WELCOME: u8 = 4;
 const REFUSED: u8 = 5;
 
-const HELLO_LEN: usize = 1 + 2 + 2 + 2 + 1 + 32 + NONCE_LEN;
+const HELLO_LEN: usize = 1 + 2 + 2 + 2 + 1 + 32 + NONCE_LEN + CODE_LEN;
 const CHALLENGE_LEN: usize = 1 + NONCE_LEN;
 const PROOF_LEN: usize = 1 + MAC_LEN;
-const WELCOME_LEN: usize = 1 + MAC_LEN;
+const WELCOME_LEN: usize = 1 + MAC_LEN + CODE_LEN;
 const REFUSED_LEN: usize = 1 + 1 + 2;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -88,6 +93,8 @@ pub struct Handshake {
     /// The cluster key; None runs the handshake without proofs (a loopback test cluster, or
     /// `--insecure`).
     pub key: Option<ClusterKey>,
+    /// This node's code identity, told to the peer ([`CodeIdentity::of_this_process`]).
+    pub code: CodeIdentity,
 }
 
 /// Why a handshake was refused. Sent to the refused side as a code and one number.
@@ -223,6 +230,8 @@ fn refused(msg: &[u8]) -> Option<Refusal> {
     }
 }
 
+// Everything a MAC binds, spelled out at each call: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn mac(
     key: &ClusterKey,
     prover_is_dialer: bool,
@@ -231,6 +240,7 @@ fn mac(
     nodes: usize,
     nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
     cluster: &ClusterId,
+    code: &CodeIdentity,
 ) -> HmacSha256 {
     // The key is 32 bytes; HMAC takes keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as Mac>::new_from_slice(key.as_bytes())
@@ -248,6 +258,7 @@ fn mac(
     m.update(nonces.0);
     m.update(nonces.1);
     m.update(&cluster.0);
+    m.update(&code.encode());
     m
 }
 
@@ -258,14 +269,26 @@ fn compute_mac(
     nodes: usize,
     nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
     cluster: &ClusterId,
+    code: &CodeIdentity,
 ) -> [u8; MAC_LEN] {
-    mac(key, prover_is_dialer, ids.0, ids.1, nodes, nonces, cluster)
-        .finalize()
-        .into_bytes()
-        .into()
+    mac(
+        key,
+        prover_is_dialer,
+        ids.0,
+        ids.1,
+        nodes,
+        nonces,
+        cluster,
+        code,
+    )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// Constant-time check of a received MAC.
+// Everything a MAC binds, spelled out at each call: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn verify_mac(
     key: &ClusterKey,
     prover_is_dialer: bool,
@@ -273,11 +296,21 @@ fn verify_mac(
     nodes: usize,
     nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
     cluster: &ClusterId,
+    code: &CodeIdentity,
     received: &[u8],
 ) -> bool {
-    mac(key, prover_is_dialer, ids.0, ids.1, nodes, nonces, cluster)
-        .verify_slice(received)
-        .is_ok()
+    mac(
+        key,
+        prover_is_dialer,
+        ids.0,
+        ids.1,
+        nodes,
+        nonces,
+        cluster,
+        code,
+    )
+    .verify_slice(received)
+    .is_ok()
 }
 
 fn array<const N: usize>(b: &[u8]) -> [u8; N] {
@@ -308,6 +341,8 @@ pub struct Hello {
     pub cluster: ClusterId,
     /// Its nonce.
     pub nonce: [u8; NONCE_LEN],
+    /// Its code identity.
+    pub code: CodeIdentity,
 }
 
 impl Hello {
@@ -321,6 +356,7 @@ impl Hello {
         m.push(self.keyed as u8);
         m.extend_from_slice(&self.cluster.0);
         m.extend_from_slice(&self.nonce);
+        m.extend_from_slice(&self.code.encode());
         m
     }
 
@@ -337,6 +373,7 @@ impl Hello {
             keyed: msg[7] == 1,
             cluster: ClusterId(array(&msg[8..40])),
             nonce: array(&msg[40..72]),
+            code: CodeIdentity::decode(&msg[72..HELLO_LEN]).ok()?,
         })
     }
 }
@@ -366,6 +403,7 @@ pub struct Dialer {
     target: NodeId,
     nonce_d: [u8; NONCE_LEN],
     state: DialState,
+    peer_code: Option<CodeIdentity>,
 }
 
 impl Dialer {
@@ -379,12 +417,14 @@ impl Dialer {
             keyed: hs.key.is_some(),
             cluster: hs.cluster,
             nonce,
+            code: hs.code,
         };
         let d = Dialer {
             hs,
             target,
             nonce_d: nonce,
             state: DialState::AwaitChallengeOrWelcome,
+            peer_code: None,
         };
         (d, hello.encode())
     }
@@ -392,6 +432,16 @@ impl Dialer {
     fn refuse(&mut self, r: Refusal) -> DialStep {
         self.state = DialState::Done;
         DialStep::Refuse(r, r.encode())
+    }
+
+    /// The acceptor's code identity, once it is admitted.
+    pub fn peer_code(&self) -> Option<CodeIdentity> {
+        self.peer_code
+    }
+
+    /// The code identity at the end of a Welcome.
+    fn welcome_code(msg: &[u8]) -> Option<CodeIdentity> {
+        CodeIdentity::decode(msg.get(1 + MAC_LEN..WELCOME_LEN)?).ok()
     }
 
     /// Takes the peer's next message.
@@ -418,6 +468,7 @@ impl Dialer {
                     self.hs.nodes,
                     (&self.nonce_d, &nonce_a),
                     &self.hs.cluster,
+                    &self.hs.code,
                 );
                 self.state = DialState::AwaitWelcome { nonce_a };
                 let mut m = Vec::with_capacity(PROOF_LEN);
@@ -430,12 +481,16 @@ impl Dialer {
                     // The peer skipped the proofs: it has no key.
                     return self.refuse(Refusal::KeyRequired);
                 }
+                let Some(code) = Self::welcome_code(msg) else {
+                    return self.refuse(Refusal::Malformed);
+                };
+                self.peer_code = Some(code);
                 self.state = DialState::Done;
                 DialStep::Admitted
             }
             (DialState::AwaitWelcome { nonce_a }, Some(WELCOME)) if msg.len() == WELCOME_LEN => {
                 let nonce_a = *nonce_a;
-                let Some(key) = &self.hs.key else {
+                let (Some(key), Some(code)) = (&self.hs.key, Self::welcome_code(msg)) else {
                     return self.refuse(Refusal::Malformed);
                 };
                 if !verify_mac(
@@ -445,10 +500,12 @@ impl Dialer {
                     self.hs.nodes,
                     (&self.nonce_d, &nonce_a),
                     &self.hs.cluster,
-                    &msg[1..],
+                    &code,
+                    &msg[1..1 + MAC_LEN],
                 ) {
                     return self.refuse(Refusal::WrongKey);
                 }
+                self.peer_code = Some(code);
                 self.state = DialState::Done;
                 DialStep::Admitted
             }
@@ -475,6 +532,7 @@ enum AcceptState {
     AwaitHello,
     AwaitProof { hello: Hello },
     Verified { hello: Hello },
+    Welcomed { hello: Hello },
     Done,
 }
 
@@ -553,6 +611,7 @@ impl Acceptor {
                     self.hs.nodes,
                     (&hello.nonce, &self.nonce_a),
                     &self.hs.cluster,
+                    &hello.code,
                     proof,
                 ) {
                     return self.refuse(Refusal::WrongKey);
@@ -560,7 +619,9 @@ impl Acceptor {
                 self.state = AcceptState::Verified { hello };
                 AcceptStep::Verified(hello.from)
             }
-            AcceptState::Verified { .. } | AcceptState::Done => self.refuse(Refusal::Malformed),
+            AcceptState::Verified { .. } | AcceptState::Welcomed { .. } | AcceptState::Done => {
+                self.refuse(Refusal::Malformed)
+            }
         }
     }
 
@@ -578,14 +639,24 @@ impl Acceptor {
                 self.hs.nodes,
                 (&hello.nonce, &self.nonce_a),
                 &self.hs.cluster,
+                &self.hs.code,
             ),
             None => [0u8; MAC_LEN],
         };
-        self.state = AcceptState::Done;
+        self.state = AcceptState::Welcomed { hello: *hello };
         let mut m = Vec::with_capacity(WELCOME_LEN);
         m.push(WELCOME);
         m.extend_from_slice(&mac);
+        m.extend_from_slice(&self.hs.code.encode());
         Some(m)
+    }
+
+    /// The dialer's code identity, once it is verified.
+    pub fn peer_code(&self) -> Option<CodeIdentity> {
+        match &self.state {
+            AcceptState::Verified { hello } | AcceptState::Welcomed { hello } => Some(hello.code),
+            _ => None,
+        }
     }
 }
 
@@ -599,6 +670,10 @@ mod tests {
             nodes: 3,
             cluster: ClusterId::derive(&[b"test"]),
             key: key.map(|k| ClusterKey::from_bytes([k; 32])),
+            code: CodeIdentity {
+                build: [me as u8; 32],
+                anchor: 0x5555_0000 + u64::from(me),
+            },
         }
     }
 
@@ -710,6 +785,7 @@ mod tests {
         };
         let mut as_welcome = proof.clone();
         as_welcome[0] = WELCOME;
+        as_welcome.extend_from_slice(&hs(0, Some(7)).code.encode());
         assert_eq!(
             real_dialer.on_message(&as_welcome),
             DialStep::Refuse(Refusal::WrongKey, Refusal::WrongKey.encode())
@@ -725,12 +801,54 @@ mod tests {
             3,
             (&[1; 32], &[2; 32]),
             &ClusterId::derive(&[b"test"]),
+            &hs(0, Some(7)).code,
         );
         let reflected = [&[PROOF][..], &acceptor_proof].concat();
         assert_eq!(
             acceptor.on_message(&reflected),
             AcceptStep::Refuse(Refusal::WrongKey, Refusal::WrongKey.encode())
         );
+    }
+
+    /// Each side learns the other's code identity; with a key, a code changed in flight
+    /// fails the proof; a code that differs does not refuse the connection.
+    #[test]
+    fn code_identities_are_exchanged_under_the_proofs() {
+        for key in [Some(7), None] {
+            let (mut dialer, hello) = Dialer::start(hs(2, key), 0, [1; 32]);
+            let mut acceptor = Acceptor::new(hs(0, key), [2; 32]);
+            let mut to_acceptor = hello;
+            let welcome = loop {
+                match acceptor.on_message(&to_acceptor) {
+                    AcceptStep::Send(m) => match dialer.on_message(&m) {
+                        DialStep::Send(p) => to_acceptor = p,
+                        other => panic!("{other:?}"),
+                    },
+                    AcceptStep::Verified(2) => break acceptor.welcome().unwrap(),
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert_eq!(acceptor.peer_code(), Some(hs(2, key).code));
+            if key.is_some() {
+                let mut changed = welcome.clone();
+                *changed.last_mut().unwrap() ^= 1;
+                let (mut d2, _) = Dialer::start(hs(2, key), 0, [1; 32]);
+                let challenge = [&[CHALLENGE][..], &[2; 32]].concat();
+                assert!(matches!(d2.on_message(&challenge), DialStep::Send(_)));
+                assert_eq!(
+                    d2.on_message(&changed),
+                    DialStep::Refuse(Refusal::WrongKey, Refusal::WrongKey.encode())
+                );
+                assert_eq!(d2.peer_code(), None);
+            }
+            assert_eq!(dialer.on_message(&welcome), DialStep::Admitted);
+            assert_eq!(dialer.peer_code(), Some(hs(0, key).code));
+            assert_ne!(
+                hs(0, key).code,
+                hs(2, key).code,
+                "they differ, yet admitted"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //!
 //! - [`key`]: the cluster key and its file (`memlink dsm keygen`, `--key-file`,
 //!   [`KEY_FILE_ENV`]);
-//! - [`handshake`]: the handshake as a pure state machine (also fuzzed);
+//! - [`handshake`]: the handshake as a pure state machine (also fuzzed); it also carries
+//!   each node's code identity, kept by [`peer_codes`] (a difference refuses tasks, not
+//!   pages);
 //! - [`gate`]: the handshake over TCP: [`dial`], and the [`Gate`] that admits the
 //!   connections a listener accepts at a bounded cost (one thread, bounded pending
 //!   connections, a deadline, rate-limited logging: [`log`]).
@@ -26,6 +28,7 @@ pub mod gate;
 pub mod handshake;
 pub mod key;
 pub mod log;
+pub mod peer_codes;
 
 pub use gate::{
     AdmitError, Gate, HANDSHAKE_DEADLINE, MAX_PENDING, admit_accepted, admit_dialled, dial,

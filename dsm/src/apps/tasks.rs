@@ -8,6 +8,9 @@
 //! others:     their workers run what migrates to them
 //! every node: barrier DONE (node 0 has joined every task), scheduler counters, pool dropped
 //! ```
+//! A peer that runs other code (another binary, or the same one loaded at another address)
+//! is named on stdout; the pools move no task between it and this node, and the app still
+//! verifies.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -147,6 +150,12 @@ pub(crate) fn run_tasks<T>(
         use_hints: settings.hints,
         ..SchedulerConfig::default()
     };
+    for node in (0..dsm.nodes()).filter_map(|n| crate::types::NodeId::try_from(n).ok()) {
+        if let Err(differs) = dsm.code_check(node) {
+            // Relayed by `memlink dsm run` (its lines start with "node N: ").
+            println!("node {}: {differs}", dsm.id());
+        }
+    }
     let pool = TaskPool::start_with(dsm, config)?;
     dsm.barrier(START_BARRIER)?;
     let start = Instant::now();

@@ -246,6 +246,7 @@ impl MigrateAnswer {
             MigrateError::SameNode(n) => 3 | (u64::from(n) << 8),
             MigrateError::NotRunning(_) => 4,
             MigrateError::ClusterFailed { lost } => 5 | (u64::from(lost) << 8),
+            MigrateError::Barred(n) => 6 | (u64::from(n) << 8),
         }
     }
 
@@ -260,6 +261,7 @@ impl MigrateAnswer {
             }),
             3 => Err(MigrateError::SameNode(node)),
             5 => Err(MigrateError::ClusterFailed { lost: node }),
+            6 => Err(MigrateError::Barred(node)),
             _ => Err(MigrateError::NotRunning(task)),
         }
     }
@@ -693,8 +695,15 @@ impl<'d> TaskPool<'d> {
             ..config
         };
         let pages = (dsm.len() / PAGE_SIZE) as u32;
-        let sched = Scheduler::new(dsm.id(), dsm.nodes(), pages, config)
+        let mut sched = Scheduler::new(dsm.id(), dsm.nodes(), pages, config)
             .map_err(|e| DsmError::Config(e.to_string()))?;
+        // No task moves to or from a node that runs other code (it told so in the
+        // admission handshake); pages are shared as before.
+        for node in (0..dsm.nodes()).filter_map(|n| crate::types::NodeId::try_from(n).ok()) {
+            if dsm.code_check(node).is_err() {
+                sched.bar(node);
+            }
+        }
         let mut registered = POOL.lock().unwrap_or_else(|p| p.into_inner());
         if registered.is_some() {
             return Err(DsmError::Config(

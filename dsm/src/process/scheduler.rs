@@ -134,6 +134,8 @@ pub enum MigrateError {
         /// The node lost.
         lost: NodeId,
     },
+    /// The node runs other code (see [`Scheduler::bar`]).
+    Barred(NodeId),
 }
 
 impl fmt::Display for MigrateError {
@@ -156,6 +158,11 @@ impl fmt::Display for MigrateError {
             MigrateError::ClusterFailed { lost } => write!(
                 f,
                 "the cluster lost node {lost}; nothing migrates any more: restart all nodes"
+            ),
+            MigrateError::Barred(n) => write!(
+                f,
+                "node {n} runs other code (another binary, or the same one loaded at another \
+                 address): tasks cannot migrate there (Dsm::code_check names the difference)"
             ),
         }
     }
@@ -204,6 +211,8 @@ pub struct Scheduler {
     homed: BTreeMap<TaskId, Option<Outcome>>,
     /// The first node the cluster lost (the cluster cannot go on after it).
     lost: Option<NodeId>,
+    /// The nodes that run other code: no task moves between them and this node.
+    barred: Vec<bool>,
     stats: SchedulerStats,
 }
 
@@ -241,8 +250,20 @@ impl Scheduler {
             next_victim: (id + 1) % nodes as u16,
             homed: BTreeMap::new(),
             lost: None,
+            barred: vec![false; nodes],
             stats: SchedulerStats::default(),
         })
+    }
+
+    /// Node `node` runs other code (another binary, or the same one loaded at another
+    /// address; the admission handshake tells): no task moves between it and this node. It
+    /// is never asked for work, its work requests are refused, [`Scheduler::migrate`] to it
+    /// fails with [`MigrateError::Barred`] and a task it sends is a protocol error. Pages
+    /// are shared as before. The check is symmetric, so the peer bars this node too.
+    pub fn bar(&mut self, node: NodeId) {
+        if let Some(b) = self.barred.get_mut(node as usize) {
+            *b = node != self.id;
+        }
     }
 
     /// This node's id.
@@ -478,6 +499,9 @@ impl Scheduler {
         if to == self.id {
             return Err(MigrateError::SameNode(to));
         }
+        if self.barred[to as usize] {
+            return Err(MigrateError::Barred(to));
+        }
         let t = *self
             .running
             .iter()
@@ -528,18 +552,25 @@ impl Scheduler {
             for k in 1..self.nodes {
                 let n = (self.id + k) % self.nodes;
                 let s = self.hints[n as usize];
-                if s > 0 && best.is_none_or(|(b, _)| s > b) {
+                if s > 0 && !self.barred[n as usize] && best.is_none_or(|(b, _)| s > b) {
                     best = Some((s, n));
                 }
             }
             best.map(|(_, n)| n)
         } else {
-            let n = self.next_victim;
-            self.next_victim = (n + 1) % self.nodes;
-            if self.next_victim == self.id {
-                self.next_victim = (self.next_victim + 1) % self.nodes;
+            let mut pick = None;
+            for _ in 1..self.nodes {
+                let n = self.next_victim;
+                self.next_victim = (n + 1) % self.nodes;
+                if self.next_victim == self.id {
+                    self.next_victim = (self.next_victim + 1) % self.nodes;
+                }
+                if !self.barred[n as usize] {
+                    pick = Some(n);
+                    break;
+                }
             }
-            Some(n)
+            pick
         };
         if let Some(to) = victim {
             self.asking = Some(to);
@@ -593,7 +624,7 @@ impl Scheduler {
         match msg {
             Message::Hint { .. } => {}
             Message::WorkRequest { .. } => {
-                let grant = if self.load().surplus() > 0 {
+                let grant = if self.load().surplus() > 0 && !self.barred[from as usize] {
                     // The newest migratable task: the oldest run here first.
                     self.ready.iter().rposition(|t| t.migratable)
                 } else {
@@ -622,6 +653,12 @@ impl Scheduler {
             Message::Migrate {
                 task, requested, ..
             } => {
+                if self.barred[from as usize] {
+                    return Err(ProtocolError(format!(
+                        "node {from} sent task {:?} to node {me}, but the two run other code",
+                        task.id
+                    )));
+                }
                 if task.home >= self.nodes || !task.stack.within(self.pages) {
                     return Err(ProtocolError(format!(
                         "migration of {task:?} from node {from}: its home or stack is outside \

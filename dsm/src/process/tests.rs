@@ -125,3 +125,81 @@ fn a_lost_node_ends_every_open_handle_naming_it() {
         Err(SpawnError::ClusterFailed { lost: 2 })
     );
 }
+
+/// A node that runs other code is never asked for work (with hints or without), its work
+/// requests are refused though there is a surplus, a task is not migrated to it, and a task
+/// it sends is a protocol error; the other nodes are unaffected.
+#[test]
+fn a_barred_node_moves_no_task_either_way() {
+    for use_hints in [true, false] {
+        let config = SchedulerConfig {
+            use_hints,
+            ..SchedulerConfig::default()
+        };
+        // Node 0 has a surplus; node 1 runs other code than node 0; node 2 the same.
+        let mut s = Scheduler::new(0, 3, 64, config).unwrap();
+        s.bar(1);
+        s.spawn(task(1, true)).unwrap();
+        s.spawn(task(2, true)).unwrap();
+        s.spawn(task(3, true)).unwrap();
+        s.next_task();
+        let ask = Message::WorkRequest {
+            load: Load::default(),
+        };
+        let out = s.handle(1, ask).unwrap();
+        assert!(
+            matches!(
+                out[..],
+                [Effect::Send {
+                    to: 1,
+                    msg: Message::Refuse { .. }
+                }]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(s.ready().count(), 2, "nothing left for the barred node");
+        let out = s.handle(2, ask).unwrap();
+        assert!(
+            matches!(out[0], Effect::HandOffStack { to: 2, .. }),
+            "node 2 gets work: {out:?}"
+        );
+        assert_eq!(s.migrate(TaskId(1), 1), Err(MigrateError::Barred(1)));
+        assert!(
+            s.migrate(TaskId(1), 1)
+                .unwrap_err()
+                .to_string()
+                .contains("other code")
+        );
+
+        // An idle node never asks the barred node, even when its hint says it has a surplus.
+        let mut idle = Scheduler::new(2, 3, 64, config).unwrap();
+        idle.bar(1);
+        let surplus = Load {
+            ready: 5,
+            migratable: 5,
+            workers: 1,
+            busy: 1,
+        };
+        idle.handle(1, Message::Hint { load: surplus }).unwrap();
+        for _ in 0..4 {
+            for e in idle.timeout() {
+                if let Effect::Send { to, msg } = e {
+                    assert_ne!(to, 1, "asked the barred node: {msg:?}");
+                    idle.handle(
+                        to,
+                        Message::Refuse {
+                            load: Load::default(),
+                        },
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let sent = Message::Migrate {
+            task: task(9, true),
+            requested: false,
+            load: Load::default(),
+        };
+        assert!(idle.handle(1, sent).is_err(), "a task from a barred node");
+    }
+}

@@ -87,6 +87,7 @@ impl TcpConfig {
             nodes: self.peers.len(),
             cluster: self.cluster_id(),
             key: self.key.clone(),
+            code: crate::process::identity::CodeIdentity::here(),
         }
     }
 }

@@ -331,6 +331,22 @@ fn node_config(a: &NodeArgs) -> Result<NodeConfig, String> {
 }
 
 fn run_node(a: NodeArgs) -> ExitCode {
+    // The same code at the same address on every node, for tasks that migrate: re-executes
+    // this process once with address-space randomisation off (see process::identity).
+    use memlink_dsm::process::identity::{
+        KEEP_RANDOMISATION_ENV, Randomisation, run_without_randomisation,
+    };
+    match run_without_randomisation() {
+        Randomisation::Off => {}
+        Randomisation::KeptOn => eprintln!(
+            "memlink dsm node: address-space randomisation kept on ({KEEP_RANDOMISATION_ENV}=1): \
+             tasks will not migrate between this node and the others"
+        ),
+        Randomisation::StillOn(why) => eprintln!(
+            "memlink dsm node: address-space randomisation stays on ({why}): tasks will not \
+             migrate between this node and the others"
+        ),
+    }
     if let Err(code) = crate::dsm_plan::check("memlink dsm node", 1, &a.cluster, Some(0)) {
         return code;
     }
