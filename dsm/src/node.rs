@@ -45,6 +45,7 @@ use std::time::Duration;
 mod budget;
 pub mod capabilities;
 pub mod prefetch;
+mod read_ahead;
 pub mod tasks;
 mod timers;
 pub mod wire;
@@ -138,6 +139,10 @@ struct State {
     last_broadcast: Option<u32>,
     /// Capability rounds, deliveries and refused faults ([`capabilities`]).
     caps: capabilities::CapState,
+    /// Where the last read-ahead from the store ended ([`read_ahead`]).
+    read_ahead: read_ahead::ReadAhead,
+    /// While a read-ahead runs: the page-ins and releases it carries out together.
+    batch: Option<read_ahead::Batch>,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -316,6 +321,8 @@ impl NodeRuntime {
                 store: None,
                 last_broadcast: None,
                 caps: Default::default(),
+                read_ahead: Default::default(),
+                batch: None,
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -573,6 +580,14 @@ impl NodeRuntime {
         out: &mut Outgoing,
     ) -> Result<(), (NodeId, String)> {
         for e in effects {
+            self.before_effect(st, &e)?;
+            if self.batched(st, &e) {
+                if let Effect::Evicted { class, .. } = e {
+                    self.evictions.evicted(class);
+                    out.served = true;
+                }
+                continue;
+            }
             match e {
                 Effect::Send { to, msg } if to == self.id => to_self.push_back(msg),
                 Effect::Send { to, msg } => {
@@ -1093,6 +1108,24 @@ impl FaultResolver for NodeRuntime {
                 asked = true;
                 st = self.wait_for_page(st, page)?;
                 continue;
+            }
+            if now.paged_out() {
+                // Its own page, from the store: maybe with the pages after it.
+                let mut out = Outgoing::default();
+                let (guard, started) = self.read_ahead(st, page, access, &mut out)?;
+                st = guard;
+                // Evictions it started without starting the fault (a hand-off waits for its
+                // peer) have messages to send too; then look again.
+                if started || out.served || !out.messages.is_empty() {
+                    if started {
+                        st.caps.fault_starts(page);
+                        asked = true;
+                    }
+                    drop(st);
+                    self.flush_fault(out)?;
+                    st = lock(&self.state);
+                    continue;
+                }
             }
             if !now.uses_frame() && Self::free_frames(&st) == 0 {
                 st = self.make_room(st, page)?;

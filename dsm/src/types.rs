@@ -308,8 +308,10 @@ pub struct EvictionStats {
     pub passed_ownership: u64,
     /// Only copies handed off to another node.
     pub handed_off: u64,
-    /// Only copies written back to the backing store.
+    /// Only copies written back to the backing store (a pager's `data_write`).
     pub written_back: u64,
+    /// Only copies dropped without a write: unchanged since they came from the store.
+    pub dropped_clean: u64,
     /// Hand-offs from other nodes that this node took.
     pub hand_offs_accepted: u64,
     /// Hand-offs from other nodes that this node refused (no free frame).
@@ -320,12 +322,13 @@ pub struct EvictionStats {
 
 impl EvictionStats {
     /// Every counter with its name, in a fixed order (the names report lines and JSON use).
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("dropped_copies", self.dropped_copies),
             ("passed_ownership", self.passed_ownership),
             ("handed_off", self.handed_off),
             ("written_back", self.written_back),
+            ("dropped_clean", self.dropped_clean),
             ("hand_offs_accepted", self.hand_offs_accepted),
             ("hand_offs_refused", self.hand_offs_refused),
             ("paged_in", self.paged_in),
@@ -339,6 +342,7 @@ impl EvictionStats {
             "passed_ownership" => &mut self.passed_ownership,
             "handed_off" => &mut self.handed_off,
             "written_back" => &mut self.written_back,
+            "dropped_clean" => &mut self.dropped_clean,
             "hand_offs_accepted" => &mut self.hand_offs_accepted,
             "hand_offs_refused" => &mut self.hand_offs_refused,
             "paged_in" => &mut self.paged_in,
@@ -381,6 +385,23 @@ pub trait LocalPages: Send + Sync {
     /// only takes the access away.
     fn release_page(&self, page: PageNo) -> std::io::Result<()> {
         self.set_access(page, Access::None)
+    }
+    /// [`LocalPages::install_page`] for the run of pages from `first`, `data` holding their
+    /// contents one after the other (a multiple of `PAGE_SIZE` bytes), each with `access`
+    /// (a read-ahead). An implementation may do it in fewer system calls; the default goes
+    /// page by page.
+    fn install_run(&self, first: PageNo, data: &[u8], access: Access) -> std::io::Result<()> {
+        for (i, contents) in data.chunks(PAGE_SIZE).enumerate() {
+            self.install_page(first.saturating_add(i as PageNo), contents, access)?;
+        }
+        Ok(())
+    }
+    /// [`LocalPages::release_page`] for the `count` pages from `first`.
+    fn release_run(&self, first: PageNo, count: u32) -> std::io::Result<()> {
+        for page in first..first.saturating_add(count) {
+            self.release_page(page)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! A file mapped into the region through the file pager (Mach's external pager) on 3 node
 //! processes, each under a memory budget far below the file: the words of the file are
-//! counted through the region and checked against a sequential count; and pages written by
+//! counted through the region and checked against a sequential count, and since the pass only
+//! reads, no node makes a single `data_write` (clean pages are dropped); and pages written by
 //! the nodes reach the file (on eviction and on leave), checked by reading the file after
 //! the nodes exited.
 
@@ -57,7 +58,8 @@ fn scribble(dsm: &Dsm) -> Result<bool, DsmError> {
     Ok(ok)
 }
 
-fn run(body: &str, path: &Path, pages: u32, budget: u64, manager: ManagerKind) {
+/// Runs `body` on every node; returns each node's `data_write` calls on its pager.
+fn run(body: &str, path: &Path, pages: u32, budget: u64, manager: ManagerKind) -> Vec<u64> {
     let what = format!("{body} ({manager})");
     let outputs = launch(NODES, support::DEADLINE, |slot| {
         let mut cmd = support::node_command_with_manager(slot, body, Backend::Sigsegv, manager);
@@ -67,14 +69,22 @@ fn run(body: &str, path: &Path, pages: u32, budget: u64, manager: ManagerKind) {
         cmd
     })
     .unwrap_or_else(|e| panic!("{what}: {e}"));
-    for out in outputs {
-        assert!(
-            out.stdout.contains("verified: true"),
-            "{what}: node {} printed {:?}",
-            out.id,
+    outputs
+        .iter()
+        .map(|out| {
+            assert!(
+                out.stdout.contains("verified: true"),
+                "{what}: node {} printed {:?}",
+                out.id,
+                out.stdout
+            );
             out.stdout
-        );
-    }
+                .lines()
+                .find_map(|l| l.strip_prefix("data_writes: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{what}: node {} gave no data_writes", out.id))
+        })
+        .collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -98,9 +108,27 @@ fn words_of_a_file_larger_than_the_budgets_are_counted_through_the_region() {
     }
     std::fs::write(&path, &text).expect("write the file");
     let pages = wordcount::pages_for(text.len() as u64);
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        run("wordcount", &path, pages, 16 * PAGE_SIZE as u64, manager);
+        // A read-only pass: every page the nodes give up is clean (unchanged since it came
+        // from the pager), dropped without a data_write, on eviction and on leave.
+        let writes = run("wordcount", &path, pages, 16 * PAGE_SIZE as u64, manager);
+        assert_eq!(
+            writes,
+            vec![0; NODES],
+            "{manager}: data_write calls per node"
+        );
     }
+    assert_eq!(
+        std::fs::read(&path).expect("read the file back"),
+        text,
+        "the file changed"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+        modified,
+        "the file was written"
+    );
     std::fs::remove_file(&path).ok();
 }
 
@@ -113,12 +141,17 @@ fn pages_written_by_the_nodes_reach_the_file() {
     ] {
         let path = scratch(&format!("scribble-{manager}"));
         std::fs::write(&path, vec![0u8; FILE_PAGES * PAGE_SIZE]).expect("write the file");
-        run(
+        let writes = run(
             "scribble",
             &path,
             1 + FILE_PAGES as u32,
             8 * PAGE_SIZE as u64,
             manager,
+        );
+        // Every page was written: each reaches the file at least once.
+        assert!(
+            writes.iter().sum::<u64>() >= FILE_PAGES as u64,
+            "{manager}: data_write calls per node {writes:?}"
         );
         let bytes = std::fs::read(&path).expect("read the file back");
         assert_eq!(bytes.len(), FILE_PAGES * PAGE_SIZE);

@@ -510,7 +510,7 @@ impl NodeReport {
             }
             seen += 1;
         }
-        (seen == 15).then_some(report)
+        (seen == 8 + report.stats.evictions.named().len()).then_some(report)
     }
 
     /// Finds the report line in a node process's output.
@@ -653,6 +653,7 @@ mod tests {
                     passed_ownership: 6,
                     handed_off: 7,
                     written_back: 8,
+                    dropped_clean: 12,
                     hand_offs_accepted: 9,
                     hand_offs_refused: 10,
                     paged_in: 11,

@@ -244,6 +244,22 @@ impl Mapping {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Every stripe lock, in order (a run may span them all; single-page changes take one,
+    /// so taking them in order cannot deadlock).
+    fn lock_all(&self) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        self.stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
+    /// Whether the run of `count` pages from `first` lies inside the region.
+    fn run_in_range(&self, first: PageNo, count: usize) -> bool {
+        (first as usize)
+            .checked_add(count)
+            .is_some_and(|end| end <= self.pages() as usize)
+    }
+
     fn prot(access: Access) -> libc::c_int {
         match access {
             Access::None => libc::PROT_NONE,
@@ -391,6 +407,67 @@ impl LocalPages for Mapping {
         self.table.set(page, Access::None, false);
         self.stash().remove(&page);
         self.region.discard(page as usize)
+    }
+
+    /// The SIGSEGV backend fills the whole run through the memfd (one `pwrite`) while its
+    /// pages are inaccessible, then opens them with one `mprotect`; userfaultfd goes page
+    /// by page.
+    fn install_run(&self, first: PageNo, data: &[u8], access: Access) -> io::Result<()> {
+        let count = data.len() / PAGE_SIZE;
+        if self.uffd.is_some()
+            || count * PAGE_SIZE != data.len()
+            || !self.run_in_range(first, count)
+        {
+            for (i, contents) in data.chunks(PAGE_SIZE).enumerate() {
+                self.install_page(first.saturating_add(i as PageNo), contents, access)?;
+            }
+            return Ok(());
+        }
+        let _guards = self.lock_all();
+        let pages = first..first + count as PageNo;
+        if pages.clone().any(|p| self.table.access(p) != Access::None) {
+            // No application thread may see a page while it is being filled.
+            self.region
+                .protect_run(first as usize, count, libc::PROT_NONE)?;
+            for p in pages.clone() {
+                self.table.set(p, Access::None, true);
+            }
+        }
+        self.region.write_run(first as usize, data)?;
+        // Recorded first, so that a thread woken by the change sees it.
+        for p in pages.clone() {
+            self.table.set(p, access, true);
+        }
+        let protected = self
+            .region
+            .protect_run(first as usize, count, Self::prot(access));
+        if protected.is_err() {
+            for p in pages {
+                self.table.set(p, Access::None, true);
+            }
+        }
+        protected
+    }
+
+    /// No access for the whole run and its memory returned, in one `mprotect` and one hole
+    /// punch.
+    fn release_run(&self, first: PageNo, count: u32) -> io::Result<()> {
+        if !self.run_in_range(first, count as usize) {
+            return Ok(());
+        }
+        let _guards = self.lock_all();
+        let pages = first..first + count;
+        if self.uffd.is_none() && pages.clone().any(|p| self.table.access(p) != Access::None) {
+            self.region
+                .protect_run(first as usize, count as usize, libc::PROT_NONE)?;
+        }
+        let mut stash = self.stash();
+        for p in pages {
+            self.table.set(p, Access::None, false);
+            stash.remove(&p);
+        }
+        drop(stash);
+        self.region.discard_run(first as usize, count as usize)
     }
 
     fn set_access(&self, page: PageNo, access: Access) -> io::Result<()> {

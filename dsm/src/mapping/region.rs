@@ -136,6 +136,59 @@ impl Region {
         }
     }
 
+    /// Sets the protection of the `count` pages from `first` of the application view, in
+    /// one call (fails as [`Region::protect`]).
+    pub(crate) fn protect_run(
+        &self,
+        first: usize,
+        count: usize,
+        prot: libc::c_int,
+    ) -> io::Result<()> {
+        debug_assert!((first + count) * PAGE_SIZE <= self.len);
+        // SAFETY: as in `protect`, for a run of whole pages inside the application view.
+        let rc = unsafe { libc::mprotect(self.app_page(first).cast(), count * PAGE_SIZE, prot) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Writes `data` into the memfd from page `first` on (`pwrite`: the kernel allocates
+    /// and fills the pages without a fault per page in either view).
+    pub(crate) fn write_run(&self, first: usize, data: &[u8]) -> io::Result<()> {
+        debug_assert!(first * PAGE_SIZE + data.len() <= self.len);
+        let mut done = 0;
+        while done < data.len() {
+            let rest = &data[done..];
+            // SAFETY: pwrite reads `rest.len()` bytes of a live slice and writes into our own
+            // memfd inside its size (checked by the caller); it touches no mapping's memory.
+            let n = unsafe {
+                libc::pwrite(
+                    self.memfd.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    (first * PAGE_SIZE + done) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the region's memfd took no bytes",
+                ));
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
     /// The bytes of memory the memfd holds now (its allocated blocks): the pages that were
     /// filled and not punched out since.
     pub(crate) fn resident_bytes(&self) -> io::Result<u64> {
@@ -151,14 +204,19 @@ impl Region {
     /// Drops the backing page of `page` from the memfd, so that the next access to the
     /// application view is a missing-page fault (userfaultfd's invalidation).
     pub(crate) fn discard(&self, page: usize) -> io::Result<()> {
+        self.discard_run(page, 1)
+    }
+
+    /// [`Region::discard`] for the `count` pages from `first`, in one call.
+    pub(crate) fn discard_run(&self, first: usize, count: usize) -> io::Result<()> {
         // SAFETY: fallocate punches a hole inside our own memfd; every mapping of that page
         // (both views) is zapped by the kernel and refaults.
         let punch = || unsafe {
             libc::fallocate(
                 self.memfd.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                (page * PAGE_SIZE) as libc::off_t,
-                PAGE_SIZE as libc::off_t,
+                (first * PAGE_SIZE) as libc::off_t,
+                (count * PAGE_SIZE) as libc::off_t,
             )
         };
         let mut rc = punch();

@@ -18,6 +18,7 @@ pub(super) struct EvictionCounters {
     passed_ownership: AtomicU64,
     handed_off: AtomicU64,
     written_back: AtomicU64,
+    dropped_clean: AtomicU64,
     hand_offs_accepted: AtomicU64,
     hand_offs_refused: AtomicU64,
     paged_in: AtomicU64,
@@ -35,6 +36,7 @@ impl EvictionCounters {
             EvictClass::PassedOwnership => &self.passed_ownership,
             EvictClass::HandedOff => &self.handed_off,
             EvictClass::WrittenBack => &self.written_back,
+            EvictClass::DroppedClean => &self.dropped_clean,
         });
     }
 
@@ -59,6 +61,7 @@ impl EvictionCounters {
             passed_ownership: get(&self.passed_ownership),
             handed_off: get(&self.handed_off),
             written_back: get(&self.written_back),
+            dropped_clean: get(&self.dropped_clean),
             hand_offs_accepted: get(&self.hand_offs_accepted),
             hand_offs_refused: get(&self.hand_offs_refused),
             paged_in: get(&self.paged_in),
@@ -186,6 +189,28 @@ impl NodeRuntime {
         }
     }
 
+    /// The stored contents of the run of pages from `first` (`out`: a multiple of
+    /// `PAGE_SIZE` bytes; zeros when nothing was ever written back here), in one read.
+    pub(super) fn store_read_run(
+        &self,
+        st: &mut State,
+        first: PageNo,
+        out: &mut [u8],
+    ) -> Result<(), (NodeId, String)> {
+        for _ in 0..out.len() / crate::types::PAGE_SIZE {
+            self.evictions.paged_in();
+        }
+        match st.store.as_mut() {
+            Some(store) => store
+                .read_run(first, out)
+                .map_err(|e| (self.id, format!("this node's backing store failed: {e}"))),
+            None => {
+                out.fill(0);
+                Ok(())
+            }
+        }
+    }
+
     /// Write `data` as the stored contents of `page` (the store is made on first use).
     pub(super) fn store_write(
         &self,
@@ -273,7 +298,8 @@ impl NodeRuntime {
     }
 
     /// Leaving: when the store outlives the node (a pager's file), write every page this
-    /// node owns and holds into it and make it durable, so that the writes of the run reach
+    /// node owns and holds, unless it is clean (unchanged since it came from the store),
+    /// into it and make it durable, so that the writes of the run reach
     /// the file. Called after the final barrier: no page changes hands any more.
     pub(super) fn clean_into_store(&self) -> Result<(), DsmError> {
         let mut st = lock(&self.state);
@@ -282,11 +308,12 @@ impl NodeRuntime {
         }
         let mut data = vec![0u8; crate::types::PAGE_SIZE];
         for page in 0..self.page_count {
-            let owned = st
+            // A clean page is the store's copy already: nothing to write.
+            let dirty = st
                 .coherence
                 .page(page)
-                .is_some_and(|p| p.owner && p.access >= crate::types::Access::Read);
-            if owned {
+                .is_some_and(|p| p.owner && p.access >= crate::types::Access::Read && !p.clean);
+            if dirty {
                 self.pages.read_page(page, &mut data);
                 self.store_write(&mut st, page, &data)
                     .map_err(|(_, reason)| DsmError::Config(reason))?;

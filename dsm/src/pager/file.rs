@@ -106,14 +106,30 @@ impl FilePager {
 }
 
 impl Pager for FilePager {
-    fn data_request(&mut self, page: PageNo, out: &mut [u8]) -> Result<Supply, PagerError> {
-        let Some(range) = self.bytes_of(page) else {
-            return Ok(Supply::DataUnavailable);
-        };
-        let n = range.len().min(out.len());
-        out[..n].copy_from_slice(&self.map[range.start..range.start + n]);
-        out[n..].fill(0);
-        Ok(Supply::DataProvided)
+    fn data_request(&mut self, first: PageNo, out: &mut [u8]) -> Result<Supply, PagerError> {
+        // Pages before the range read as zeros; the rest of the run is one stretch of the
+        // file (zeros past its end), copied in one go.
+        let lead = (self.first_page.saturating_sub(first) as usize)
+            .saturating_mul(PAGE_SIZE)
+            .min(out.len());
+        let (before, rest) = out.split_at_mut(lead);
+        before.fill(0);
+        let file_page =
+            (first as u64 + (lead / PAGE_SIZE) as u64).saturating_sub(self.first_page as u64);
+        let start = usize::try_from(file_page)
+            .ok()
+            .and_then(|p| p.checked_mul(PAGE_SIZE))
+            .unwrap_or(usize::MAX);
+        let n = self.len.saturating_sub(start).min(rest.len());
+        if n > 0 {
+            rest[..n].copy_from_slice(&self.map[start..start + n]);
+        }
+        rest[n..].fill(0);
+        Ok(if n > 0 {
+            Supply::DataProvided
+        } else {
+            Supply::DataUnavailable
+        })
     }
 
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError> {
@@ -160,6 +176,24 @@ mod tests {
         assert!(page[..100].iter().all(|&b| b == 2) && page[100..].iter().all(|&b| b == 0));
         assert_eq!(
             pager.data_request(3, &mut page).unwrap(),
+            Supply::DataUnavailable
+        );
+        // A run across the range's start and end: zeros, the file's bytes, zeros.
+        let mut run = vec![9u8; 4 * PAGE_SIZE];
+        assert_eq!(
+            pager.data_request(0, &mut run).unwrap(),
+            Supply::DataProvided
+        );
+        assert!(run[..PAGE_SIZE].iter().all(|&b| b == 0));
+        assert!(run[PAGE_SIZE..2 * PAGE_SIZE].iter().all(|&b| b == 1));
+        assert!(
+            run[2 * PAGE_SIZE..2 * PAGE_SIZE + 100]
+                .iter()
+                .all(|&b| b == 2)
+        );
+        assert!(run[2 * PAGE_SIZE + 100..].iter().all(|&b| b == 0));
+        assert_eq!(
+            pager.data_request(u32::MAX, &mut run).unwrap(),
             Supply::DataUnavailable
         );
         pager.data_write(2, &[7u8; PAGE_SIZE]).unwrap();

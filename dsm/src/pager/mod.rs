@@ -74,10 +74,15 @@ impl std::error::Error for PagerError {
 
 /// A memory object's pager, with the calls a node makes on it, named as in Mach.
 pub trait Pager: Send {
-    /// `pager_data_request`: the contents of `page` (`PAGE_SIZE` bytes into `out`), or
-    /// [`Supply::DataUnavailable`] for a page the pager has no data for.
-    fn data_request(&mut self, page: PageNo, out: &mut [u8]) -> Result<Supply, PagerError>;
+    /// `pager_data_request`, for a run of pages as Mach's (offset, length): the contents
+    /// of pages `first ..` (`out.len()` is a multiple of `PAGE_SIZE`, one page or more),
+    /// written to `out`. [`Supply::DataProvided`] when the pager has data for the run (its
+    /// pages without data it zeroes), [`Supply::DataUnavailable`] when it has none: the
+    /// caller zeroes them all. The node asks for runs when it reads ahead.
+    fn data_request(&mut self, first: PageNo, out: &mut [u8]) -> Result<Supply, PagerError>;
     /// `pager_data_write`: `data` (`PAGE_SIZE` bytes) is the current contents of `page`.
+    /// Only pages written since they came from the pager are written (a clean page is
+    /// dropped).
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError>;
     /// Make every `data_write` so far durable (the node is leaving).
     fn sync(&mut self) -> Result<(), PagerError>;
@@ -103,13 +108,13 @@ fn store_error(e: PagerError) -> StoreError {
 impl<P: Pager> BackingStore for PagerStore<P> {
     fn read_page(&mut self, page: PageNo, out: &mut [u8]) -> Result<(), StoreError> {
         let len = out.len().min(PAGE_SIZE);
-        match self
-            .pager
-            .data_request(page, &mut out[..len])
-            .map_err(store_error)?
-        {
+        self.read_run(page, &mut out[..len])
+    }
+
+    fn read_run(&mut self, first: PageNo, out: &mut [u8]) -> Result<(), StoreError> {
+        match self.pager.data_request(first, out).map_err(store_error)? {
             Supply::DataProvided => {}
-            Supply::DataUnavailable => out[..len].fill(0),
+            Supply::DataUnavailable => out.fill(0),
         }
         Ok(())
     }

@@ -46,6 +46,13 @@ pub struct PageState {
     /// range minted while it was here, or a grant came after that. The contents stay (no
     /// write is lost); the next grant, forward or invalidation of the page ends the fence.
     pub fenced: bool,
+    /// The contents here are the backing store's copy, unchanged: the page came in from the
+    /// store ([`Effect::PageIn`]) for reading and has not been writable here since. An only
+    /// copy that is clean is dropped at eviction instead of written back (Mach's pager sees
+    /// a `data_write` only for a page that was written). Cleared by anything that may change
+    /// the contents here or take them away (write access, an install, no access, the end of
+    /// an eviction), so it errs only towards writing a page back.
+    pub clean: bool,
 }
 
 impl PageState {
@@ -57,6 +64,7 @@ impl PageState {
         evicting: false,
         held: false,
         fenced: false,
+        clean: false,
     };
 
     /// Whether the page takes a frame here: it is readable, being evicted, or its contents
@@ -211,6 +219,42 @@ impl Coherence {
         }
     }
 
+    /// Keep [`PageState::clean`] in step with a step's effects, in their order, and drop the
+    /// write-back of a page that is clean (its eviction ends as [`EvictClass::DroppedClean`]).
+    fn track_clean(&mut self, out: &mut Vec<Effect>) {
+        let mut skipped: Vec<PageNo> = Vec::new();
+        let mut kept = Vec::with_capacity(out.len());
+        for mut e in out.drain(..) {
+            let (page, clean) = match &mut e {
+                Effect::PageIn { page, access } => (*page, Some(*access == Access::Read)),
+                Effect::Install { page, .. }
+                | Effect::SetAccess {
+                    page,
+                    access: Access::None | Access::Write,
+                } => (*page, Some(false)),
+                Effect::WriteBack { page } => {
+                    if self.pages.get(*page as usize).is_some_and(|st| st.clean) {
+                        skipped.push(*page);
+                        continue;
+                    }
+                    (*page, None)
+                }
+                Effect::Evicted { page, class } => {
+                    if *class == EvictClass::WrittenBack && skipped.contains(page) {
+                        *class = EvictClass::DroppedClean;
+                    }
+                    (*page, Some(false))
+                }
+                _ => (0, None),
+            };
+            if let (Some(clean), Some(st)) = (clean, self.pages.get_mut(page as usize)) {
+                st.clean = clean;
+            }
+            kept.push(e);
+        }
+        *out = kept;
+    }
+
     /// The frame budget (`None`: no limit).
     pub fn frames(&self) -> Option<u32> {
         self.frames
@@ -269,6 +313,7 @@ impl Coherence {
             self.dynamic_ctx(page, &mut out)?
                 .evict(hand_off)
                 .map_err(ProtocolError)?;
+            self.track_clean(&mut out);
             return Ok(out);
         }
         let st = self.state(page)?;
@@ -590,6 +635,7 @@ impl Coherence {
         let before = self.state(page)?.access;
         let mut out = self.fault_step(page, access)?;
         self.hold_if_raised(page, before, &mut out);
+        self.track_clean(&mut out);
         Ok(out)
     }
 
@@ -658,6 +704,7 @@ impl Coherence {
         }
         let mut out = self.handle_step(from, msg)?;
         self.hold_if_raised(page, before, &mut out);
+        self.track_clean(&mut out);
         Ok(out)
     }
 

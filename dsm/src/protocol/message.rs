@@ -253,7 +253,8 @@ pub enum Effect {
         access: Access,
     },
     /// Write this node's contents of the page to the backing store (before
-    /// [`Effect::Evicted`] drops them).
+    /// [`Effect::Evicted`] drops them). Never asked for a page that is clean
+    /// ([`super::PageState::clean`]): its eviction ends as [`EvictClass::DroppedClean`].
     WriteBack {
         /// The page.
         page: PageNo,
@@ -311,4 +312,7 @@ pub enum EvictClass {
     HandedOff,
     /// The only copy: written back to the backing store (this node stays its owner).
     WrittenBack,
+    /// The only copy, unchanged since it came from the backing store: dropped without a
+    /// write (this node stays its owner; the store still holds the contents).
+    DroppedClean,
 }

@@ -1,7 +1,8 @@
 //! The state machine driving several nodes in memory, with deliveries reordered.
 
+use super::message::EvictClass;
 use super::sim::SimCluster;
-use super::{Effect, Message};
+use super::{Coherence, Effect, Message};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 /// A small deterministic random generator (xorshift64*), so each seed replays exactly.
@@ -395,4 +396,66 @@ fn eviction_of_a_page_not_held_is_refused() {
     assert!(c.evict(1, 0, None).is_err(), "a fault is under way");
     settle(&mut c);
     assert!(c.evict(1, 0, Some(7)).is_err(), "no node 7");
+}
+
+/// Run a one-node cluster's step and every message it sends itself; all the effects.
+fn run_alone(c: &mut Coherence, first: Vec<Effect>) -> Vec<Effect> {
+    let mut all = Vec::new();
+    let mut todo: std::collections::VecDeque<Effect> = first.into();
+    while let Some(e) = todo.pop_front() {
+        if let Effect::Send { to: 0, msg } = e {
+            todo.extend(c.handle(0, msg).unwrap());
+        }
+        all.push(e);
+    }
+    all
+}
+
+#[test]
+fn only_a_page_written_since_it_came_from_the_store_is_written_back() {
+    for kind in [
+        ManagerKind::Central,
+        ManagerKind::Fixed,
+        ManagerKind::Dynamic,
+    ] {
+        let mut c = Coherence::with_budget(0, 1, 2, kind, 1).unwrap();
+        let written_back = |effects: &[Effect]| {
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::WriteBack { page: 0 }))
+        };
+        let class = |effects: &[Effect]| {
+            effects.iter().find_map(|e| match e {
+                Effect::Evicted { page: 0, class } => Some(*class),
+                _ => None,
+            })
+        };
+        // Read in from the store and evicted: clean, dropped, nothing written.
+        let f = c.fault(0, Access::Read).unwrap();
+        let fx = run_alone(&mut c, f);
+        assert!(fx.contains(&Effect::PageIn {
+            page: 0,
+            access: Access::Read
+        }));
+        assert!(c.page(0).unwrap().clean, "{kind:?}");
+        let e = c.evict(0, None).unwrap();
+        let fx = run_alone(&mut c, e);
+        assert!(!written_back(&fx), "{kind:?}: {fx:?}");
+        assert_eq!(class(&fx), Some(EvictClass::DroppedClean), "{kind:?}");
+        assert!(c.page(0).unwrap().paged_out() && !c.page(0).unwrap().clean);
+        // Read in, then written (upgrade in place): dirty, written back.
+        let f = c.fault(0, Access::Read).unwrap();
+        run_alone(&mut c, f);
+        let f = c.fault(0, Access::Write).unwrap();
+        run_alone(&mut c, f);
+        assert!(!c.page(0).unwrap().clean, "{kind:?}");
+        let e = c.evict(0, None).unwrap();
+        let fx = run_alone(&mut c, e);
+        assert!(written_back(&fx), "{kind:?}: {fx:?}");
+        assert_eq!(class(&fx), Some(EvictClass::WrittenBack), "{kind:?}");
+        // Paged in for writing: dirty from the start.
+        let f = c.fault(0, Access::Write).unwrap();
+        run_alone(&mut c, f);
+        assert!(!c.page(0).unwrap().clean, "{kind:?}");
+    }
 }

@@ -76,6 +76,21 @@ pub trait BackingStore: Send {
     /// Copy the stored contents of `page` into `out` (`PAGE_SIZE` bytes); a page never
     /// written reads as zeros.
     fn read_page(&mut self, page: PageNo, out: &mut [u8]) -> Result<(), StoreError>;
+    /// Copy the stored contents of the run of pages from `first` into `out` (a multiple of
+    /// `PAGE_SIZE` bytes): what a node reads ahead. The default reads page by page.
+    fn read_run(&mut self, first: PageNo, out: &mut [u8]) -> Result<(), StoreError> {
+        for (i, page) in out.chunks_mut(PAGE_SIZE).enumerate() {
+            let p = u32::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .ok_or(StoreError::OutOfRange {
+                    page: first,
+                    pages: u32::MAX,
+                })?;
+            self.read_page(p, page)?;
+        }
+        Ok(())
+    }
     /// Store `data` (`PAGE_SIZE` bytes) as the contents of `page`.
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError>;
     /// Make the writes so far durable (the node is leaving).
@@ -153,6 +168,18 @@ impl BackingStore for FileStore {
         let range = self.range(page)?;
         let len = out.len().min(PAGE_SIZE);
         out[..len].copy_from_slice(&self.map[range][..len]);
+        Ok(())
+    }
+
+    fn read_run(&mut self, first: PageNo, out: &mut [u8]) -> Result<(), StoreError> {
+        let pages = out.len().div_ceil(PAGE_SIZE);
+        let last = u32::try_from(pages.saturating_sub(1))
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .unwrap_or(u32::MAX);
+        let start = self.range(first)?.start;
+        self.range(last)?;
+        out.copy_from_slice(&self.map[start..start + out.len()]);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -30,6 +31,41 @@ pub const HOLD_US_ENV: &str = "MEMLINK_DSM_TEST_HOLD_US";
 pub const PAGER_FILE_ENV: &str = "MEMLINK_DSM_TEST_PAGER_FILE";
 /// The region's pages (unset: [`PAGES`]).
 pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
+
+/// The `data_write` calls this node process made on its pager ([`PAGER_FILE_ENV`]) for the
+/// file's pages, printed
+/// as `data_writes: N` after a verified run.
+static DATA_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// A file pager that counts the `data_write` calls made on it for the file's pages in
+/// [`DATA_WRITES`].
+struct CountingPager(memlink_dsm::pager::FilePager);
+
+impl memlink_dsm::pager::Pager for CountingPager {
+    fn data_request(
+        &mut self,
+        first: memlink_dsm::PageNo,
+        out: &mut [u8],
+    ) -> Result<memlink_dsm::pager::Supply, memlink_dsm::pager::PagerError> {
+        self.0.data_request(first, out)
+    }
+
+    fn data_write(
+        &mut self,
+        page: memlink_dsm::PageNo,
+        data: &[u8],
+    ) -> Result<(), memlink_dsm::pager::PagerError> {
+        // Page 0 holds the apps' slots, outside the file (which the pager maps from page 1).
+        if page >= 1 {
+            DATA_WRITES.fetch_add(1, Ordering::Relaxed);
+        }
+        self.0.data_write(page, data)
+    }
+
+    fn sync(&mut self) -> Result<(), memlink_dsm::pager::PagerError> {
+        self.0.sync()
+    }
+}
 
 /// A node body: runs on a joined node, returns whether its checks passed.
 pub type Body = fn(&Dsm) -> Result<bool, DsmError>;
@@ -99,7 +135,7 @@ pub fn node_entry(custom: &[(&str, Body)]) {
         Some(path) => {
             let pager = memlink_dsm::pager::FilePager::open(path.as_ref(), 0, None, 1)
                 .expect("the pager's file");
-            let store = Box::new(memlink_dsm::pager::PagerStore::new(pager));
+            let store = Box::new(memlink_dsm::pager::PagerStore::new(CountingPager(pager)));
             Dsm::join_with_store(config, backend, store)
         }
         None => Dsm::join(config, backend),
@@ -122,6 +158,7 @@ pub fn node_entry(custom: &[(&str, Body)]) {
                     .map(|(_, value)| value.to_string())
                     .collect();
                 println!("evictions: {}", counters.join(" "));
+                println!("data_writes: {}", DATA_WRITES.load(Ordering::Relaxed));
                 println!("verified: true");
                 0
             }

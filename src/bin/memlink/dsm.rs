@@ -621,12 +621,13 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
         budget / 1024
     );
     println!(
-        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9}",
+        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>8} {:>9}",
         "node",
         "dropped",
         "passed",
         "handed off",
         "written back",
+        "dropped clean",
         "accepted",
         "refused",
         "paged in"
@@ -637,12 +638,13 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
             passed,
             handed_off,
             written_back,
+            dropped_clean,
             accepted,
             refused,
             paged_in,
         ] = r.stats.evictions.named().map(|(_, value)| value);
         println!(
-            "{:>6} {dropped:>8} {passed:>9} {handed_off:>10} {written_back:>12} {accepted:>9} \
+            "{:>6} {dropped:>8} {passed:>9} {handed_off:>10} {written_back:>12} {dropped_clean:>13} {accepted:>9} \
              {refused:>8} {paged_in:>9}",
             r.id
         );
