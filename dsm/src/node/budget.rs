@@ -54,6 +54,11 @@ impl EvictionCounters {
         bump(&self.paged_in);
     }
 
+    /// A run of `count` pages was read back from the backing store.
+    pub(super) fn paged_in_run(&self, count: u32) {
+        self.paged_in.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
     pub(super) fn snapshot(&self) -> EvictionStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         EvictionStats {
@@ -197,9 +202,8 @@ impl NodeRuntime {
         first: PageNo,
         out: &mut [u8],
     ) -> Result<(), (NodeId, String)> {
-        for _ in 0..out.len() / crate::types::PAGE_SIZE {
-            self.evictions.paged_in();
-        }
+        self.evictions
+            .paged_in_run((out.len() / crate::types::PAGE_SIZE) as u32);
         match st.store.as_mut() {
             Some(store) => store
                 .read_run(first, out)

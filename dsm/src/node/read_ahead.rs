@@ -7,10 +7,12 @@
 //! The protocol still sees one ordinary fault per page (the page-ins it asks for are the
 //! same), but the runtime carries them out as a batch: the frames the run needs are freed
 //! first (evictions, in the seed's order), the contents of each stretch of consecutive pages
-//! come from the store in one call ([`crate::replacement::BackingStore::read_run`], a
-//! pager's `data_request` for the run), and go into the node's memory and become accessible
-//! in one go ([`crate::LocalPages::install_run`]); the frames evicted for it are released in
-//! runs too. All of it under the state lock, before any thread can see a page of the run.
+//! come from the store in one call (in place when it keeps them mapped, as a file pager
+//! does: [`crate::replacement::BackingStore::mapped_run`]; else
+//! [`crate::replacement::BackingStore::read_run`], a pager's `data_request` for the run),
+//! and go into the node's memory and become accessible in one go
+//! ([`crate::LocalPages::install_run`]); the frames evicted for it are released in runs
+//! too. All of it under the state lock, before any thread can see a page of the run.
 //!
 //! A hint, like a prefetch: the pages read ahead are ordinary read copies of pages this node
 //! owns (the cheapest to evict after copies), so a guess that was wrong costs their frames
@@ -233,11 +235,22 @@ impl NodeRuntime {
                 .map_err(|e| self.local_memory_failure(first, Access::None, e))?;
         }
         for (first, count, access) in runs(page_ins) {
-            let mut data = vec![0u8; count as usize * PAGE_SIZE];
-            self.store_read_run(st, first, &mut data)?;
-            self.pages
-                .install_run(first, &data, access)
-                .map_err(|e| self.local_memory_failure(first, access, e))?;
+            let len = count as usize * PAGE_SIZE;
+            // Straight from where the store keeps the pages (a file's page cache) when it
+            // can: one copy; else through a buffer.
+            let mapped = st.store.as_mut().and_then(|s| s.mapped_run(first, len));
+            let installed = match mapped {
+                Some(bytes) => {
+                    self.evictions.paged_in_run(count);
+                    self.pages.install_run(first, bytes, access)
+                }
+                None => {
+                    let mut data = vec![0u8; len];
+                    self.store_read_run(st, first, &mut data)?;
+                    self.pages.install_run(first, &data, access)
+                }
+            };
+            installed.map_err(|e| self.local_memory_failure(first, access, e))?;
             for p in first..first + count {
                 st.lru.touch(p);
             }

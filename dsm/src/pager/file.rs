@@ -132,6 +132,12 @@ impl Pager for FilePager {
         })
     }
 
+    fn data_mapped(&self, first: PageNo, len: usize) -> Option<&[u8]> {
+        let start = (first.checked_sub(self.first_page)? as usize).checked_mul(PAGE_SIZE)?;
+        let end = start.checked_add(len)?;
+        (end <= self.len).then(|| &self.map[start..end])
+    }
+
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError> {
         if let Some(range) = self.bytes_of(page) {
             let n = range.len().min(data.len());
@@ -196,6 +202,12 @@ mod tests {
             pager.data_request(u32::MAX, &mut run).unwrap(),
             Supply::DataUnavailable
         );
+        // In place: only runs wholly inside the file.
+        assert_eq!(pager.data_mapped(1, PAGE_SIZE), Some(&bytes[..PAGE_SIZE]));
+        assert_eq!(pager.data_mapped(1, PAGE_SIZE + 100), Some(&bytes[..]));
+        assert_eq!(pager.data_mapped(1, 2 * PAGE_SIZE), None, "past the end");
+        assert_eq!(pager.data_mapped(0, PAGE_SIZE), None, "before the range");
+        assert_eq!(pager.data_mapped(u32::MAX, PAGE_SIZE), None);
         pager.data_write(2, &[7u8; PAGE_SIZE]).unwrap();
         pager.data_write(9, &[7u8; PAGE_SIZE]).unwrap();
         pager.sync().unwrap();

@@ -80,6 +80,15 @@ pub trait Pager: Send {
     /// pages without data it zeroes), [`Supply::DataUnavailable`] when it has none: the
     /// caller zeroes them all. The node asks for runs when it reads ahead.
     fn data_request(&mut self, first: PageNo, out: &mut [u8]) -> Result<Supply, PagerError>;
+    /// `data_request` answered in place: the contents of the `len` bytes of pages from
+    /// `first` as bytes the pager keeps mapped (a file's page cache), so that the node copies
+    /// them once, straight into its memory, as Mach's `data_provided` hands over
+    /// out-of-line memory. `None` (the default, and for a run the pager cannot give whole
+    /// this way): the node calls [`Pager::data_request`].
+    fn data_mapped(&self, first: PageNo, len: usize) -> Option<&[u8]> {
+        let _ = (first, len);
+        None
+    }
     /// `pager_data_write`: `data` (`PAGE_SIZE` bytes) is the current contents of `page`.
     /// Only pages written since they came from the pager are written (a clean page is
     /// dropped).
@@ -117,6 +126,10 @@ impl<P: Pager> BackingStore for PagerStore<P> {
             Supply::DataUnavailable => out.fill(0),
         }
         Ok(())
+    }
+
+    fn mapped_run(&mut self, first: PageNo, len: usize) -> Option<&[u8]> {
+        self.pager.data_mapped(first, len)
     }
 
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError> {

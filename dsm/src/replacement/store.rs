@@ -91,6 +91,13 @@ pub trait BackingStore: Send {
         }
         Ok(())
     }
+    /// The stored contents of the `len` bytes of pages from `first` in place, when the store
+    /// keeps them mapped: the node copies them straight into its memory. `None` (the
+    /// default): it calls [`BackingStore::read_run`] with a buffer.
+    fn mapped_run(&mut self, first: PageNo, len: usize) -> Option<&[u8]> {
+        let _ = (first, len);
+        None
+    }
     /// Store `data` (`PAGE_SIZE` bytes) as the contents of `page`.
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError>;
     /// Make the writes so far durable (the node is leaving).
@@ -181,6 +188,12 @@ impl BackingStore for FileStore {
         self.range(last)?;
         out.copy_from_slice(&self.map[start..start + out.len()]);
         Ok(())
+    }
+
+    fn mapped_run(&mut self, first: PageNo, len: usize) -> Option<&[u8]> {
+        let start = (first as usize).checked_mul(PAGE_SIZE)?;
+        let end = start.checked_add(len)?;
+        (end <= self.pages as usize * PAGE_SIZE).then(|| &self.map[start..end])
     }
 
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError> {
