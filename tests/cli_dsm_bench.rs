@@ -2,11 +2,11 @@
 //! with every figure positive, bad arguments are refused; and `memlink dsm run --app jacobi`
 //! at a chosen --size and --iters verifies.
 
-use std::process::Command;
+// Shared by the CLI tests, each of which uses only part of it.
+#[allow(dead_code)]
+mod cli_support;
 
-fn memlink() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlink"))
-}
+use cli_support::{json_of, stderr_of_failure, stdout_of};
 
 const FIGURES: [&str; 14] = [
     "read_miss_us",
@@ -26,18 +26,19 @@ const FIGURES: [&str; 14] = [
 ];
 
 fn bench(nodes: &str, manager: &str, backend: &str) -> serde_json::Value {
-    let out = memlink()
-        .args(["dsm", "bench", "--iters", "12", "--json"])
-        .args(["--nodes", nodes, "--manager", manager, "--backend", backend])
-        .output()
-        .expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{manager}/{backend}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON object")
+    json_of(&[
+        "dsm",
+        "bench",
+        "--iters",
+        "12",
+        "--json",
+        "--nodes",
+        nodes,
+        "--manager",
+        manager,
+        "--backend",
+        backend,
+    ])
 }
 
 #[test]
@@ -68,35 +69,28 @@ fn dsm_bench_json_has_every_figure_positive() {
 
 #[test]
 fn dsm_bench_refuses_a_single_node_and_an_unknown_manager() {
-    let out = memlink()
-        .args(["dsm", "bench", "--nodes", "1"])
-        .output()
-        .expect("run memlink");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes"));
-    let out = memlink()
-        .args(["dsm", "bench", "--manager", "ring"])
-        .output()
-        .expect("run memlink");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ring"));
+    assert!(stderr_of_failure(&["dsm", "bench", "--nodes", "1"]).contains("--nodes"));
+    assert!(stderr_of_failure(&["dsm", "bench", "--manager", "ring"]).contains("ring"));
 }
 
 #[test]
 fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
     for (nodes, manager) in [("1", "central"), ("2", "dynamic"), ("3", "fixed")] {
-        let out = memlink()
-            .args(["dsm", "run", "--app", "jacobi", "--json", "--size", "515"])
-            .args(["--iters", "3", "--nodes", nodes, "--manager", manager])
-            .output()
-            .expect("run memlink");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{nodes} {manager}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        let v = json_of(&[
+            "dsm",
+            "run",
+            "--app",
+            "jacobi",
+            "--json",
+            "--size",
+            "515",
+            "--iters",
+            "3",
+            "--nodes",
+            nodes,
+            "--manager",
+            manager,
+        ]);
         assert_eq!(v["verified"], true, "{v}");
         assert!(v["steady_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
         assert!(v["wall_ms"].as_f64() >= v["steady_ms"].as_f64(), "{v}");
@@ -107,16 +101,7 @@ fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
 /// read copy" on 2 nodes), no JSON key and no "us".
 #[test]
 fn dsm_bench_table_speaks_words_and_micro_seconds() {
-    let out = memlink()
-        .args(["dsm", "bench", "--iters", "12", "--nodes", "2"])
-        .output()
-        .expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(&["dsm", "bench", "--iters", "12", "--nodes", "2"]);
     for key in FIGURES {
         assert!(
             !stdout.contains(key),
@@ -141,20 +126,17 @@ fn dsm_bench_table_speaks_words_and_micro_seconds() {
 #[test]
 fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
     for manager in ["central", "dynamic"] {
-        let out = memlink()
-            .args([
-                "dsm", "bench", "--suite", "eviction", "--iters", "8", "--json",
-            ])
-            .args(["--manager", manager])
-            .output()
-            .expect("run memlink");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        let v = json_of(&[
+            "dsm",
+            "bench",
+            "--suite",
+            "eviction",
+            "--iters",
+            "8",
+            "--json",
+            "--manager",
+            manager,
+        ]);
         assert_eq!(v["as_meant"], 1.0, "{v}");
         for class in [
             "dropped_copy",
@@ -173,55 +155,32 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
             );
         }
     }
-    let out = memlink()
-        .args([
-            "dsm",
-            "bench",
-            "--suite",
-            "hold",
-            "--duration-ms",
-            "30",
-            "--json",
-        ])
-        .output()
-        .expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let v = json_of(&[
+        "dsm",
+        "bench",
+        "--suite",
+        "hold",
+        "--duration-ms",
+        "30",
+        "--json",
+    ]);
     let runs = v["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 6, "{v}");
     for r in runs {
         let ops = r["ops_per_s_node0"].as_f64().unwrap() + r["ops_per_s_node1"].as_f64().unwrap();
         assert!(ops > 0.0, "{r}");
     }
-    let out = memlink()
-        .args([
-            "dsm",
-            "bench",
-            "--suite",
-            "pager",
-            "--file-mb",
-            "2",
-            "--json",
-        ])
-        .output()
-        .expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let v = json_of(&[
+        "dsm",
+        "bench",
+        "--suite",
+        "pager",
+        "--file-mb",
+        "2",
+        "--json",
+    ]);
     assert!(v["pager_vs_mmap"].as_f64().unwrap() > 0.0, "{v}");
-    let out = memlink()
-        .args(["dsm", "bench", "--suite", "hold", "--nodes", "3"])
-        .output()
-        .expect("run memlink");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 nodes"));
+    assert!(
+        stderr_of_failure(&["dsm", "bench", "--suite", "hold", "--nodes", "3"]).contains("2 nodes")
+    );
 }
