@@ -248,3 +248,30 @@ fn nodes_running_different_binaries_share_pages_but_not_tasks() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `memlink dsm scale-tasks` runs its three clusters per round and reports the speed-ups and
+/// the work requests refused with hints and without, as ratios from the one run.
+#[test]
+fn scale_tasks_reports_speedups_and_refusals() {
+    let v = json_of(
+        memlink().args([
+            "dsm",
+            "scale-tasks",
+            "--size",
+            "9",
+            "--rounds",
+            "1",
+            "--json",
+        ]),
+        "scale-tasks",
+    );
+    for key in ["speedup_hints", "speedup_no_hints"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    for hints in ["hints", "no_hints"] {
+        let requests = v[format!("requests_{hints}")].as_u64().unwrap();
+        let refused = v[format!("refused_{hints}")].as_u64().unwrap();
+        assert!(refused <= requests, "{v}");
+    }
+    assert_eq!(v["one_node_ms"].as_array().unwrap().len(), 1, "{v}");
+}

@@ -66,6 +66,12 @@ enum DsmCommand {
     ///
     /// Example: memlink dsm scale --nodes 2 --size 4096 --iters 60 --rounds 5
     Scale(crate::dsm_scale::ScaleArgs),
+    /// Time nqueens with every task spawned on node 0 on 1 node with one worker and on N
+    /// nodes with one worker each, with hints and without, interleaved for several rounds in
+    /// one run; print the speed-ups of the medians and the work requests refused.
+    ///
+    /// Example: memlink dsm scale-tasks --nodes 2 --size 13 --rounds 3
+    ScaleTasks(crate::dsm_scale_tasks::ScaleTasksArgs),
 }
 
 /// What every node of a cluster must agree on.
@@ -240,6 +246,7 @@ pub fn run(args: DsmArgs) -> ExitCode {
         DsmCommand::Node(a) => run_node(a),
         DsmCommand::Bench(a) => crate::dsm_bench::run(a),
         DsmCommand::Scale(a) => crate::dsm_scale::run(a),
+        DsmCommand::ScaleTasks(a) => crate::dsm_scale_tasks::run(a),
         DsmCommand::Keygen(a) => keygen(a),
     }
 }

@@ -8,6 +8,7 @@ mod dsm_bench;
 mod dsm_bench_replacement;
 mod dsm_plan;
 mod dsm_scale;
+mod dsm_scale_tasks;
 
 use clap::{Parser, Subcommand};
 
