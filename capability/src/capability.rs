@@ -233,7 +233,8 @@ pub enum RestrictError {
         /// Rights requested.
         requested: Rights,
     },
-    /// Reopening the descriptor read-only failed.
+    /// Narrowing the rights where they are kept failed: reopening the segment's descriptor
+    /// read-only (a local capability), or telling the cluster (a DSM capability).
     Io(std::io::Error),
 }
 
@@ -244,7 +245,11 @@ impl fmt::Display for RestrictError {
                 f,
                 "cannot restrict rights {held} to {requested}: rights can only be narrowed"
             ),
-            RestrictError::Io(e) => write!(f, "reopening the segment read-only failed: {e}"),
+            RestrictError::Io(e) => write!(
+                f,
+                "narrowing the rights failed (reopening the segment read-only, or telling the \
+                 DSM cluster): {e}"
+            ),
         }
     }
 }

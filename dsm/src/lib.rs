@@ -29,6 +29,8 @@ pub mod bench;
 #[cfg(not(memlink_loom))]
 pub mod capability;
 #[cfg(not(memlink_loom))]
+pub mod capability_bench;
+#[cfg(not(memlink_loom))]
 pub mod cluster;
 #[cfg(not(memlink_loom))]
 pub mod connect_bench;

@@ -1,12 +1,15 @@
 //! Capabilities across node processes (the capabilities app): rights enforced by the protocol,
 //! capabilities sent in messages, restricted, revoked cluster-wide; a node that was never
-//! granted a range cannot
-//! read it (its read is refused by the page's manager and the thread gets SIGSEGV at the
-//! faulting address, which the test sees in the child).
+//! granted a range cannot read it, and a node that restricted its capability to read cannot
+//! write it (the page's manager refuses the fault and the thread gets SIGSEGV at the
+//! faulting address, which the test sees in the child); pages fenced by a released guard are
+//! evicted under a memory budget, their contents kept.
 
 mod support;
 
-use memlink_dsm::capability::{AcquireError, DsmCapability};
+use std::time::Duration;
+
+use memlink_dsm::capability::{AcquireError, DsmCapability, Rights};
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{LaunchError, launch};
 use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE};
@@ -71,6 +74,118 @@ fn never_granted(dsm: &Dsm) -> Result<bool, DsmError> {
     Ok(false)
 }
 
+/// Node 0 mints a table and sends node 1 a capability with every right; node 1 restricts it
+/// to read. The restriction binds the protocol, not only node 1's handles: `acquire_write`
+/// fails, the page's manager refuses node 1's write fault, and its plain write to the table
+/// (with a read guard live, so the page is readable) ends in SIGSEGV at the table's address
+/// (the handler prints it and exits 42).
+fn restricted_write(dsm: &Dsm) -> Result<bool, DsmError> {
+    let err = |e: &dyn std::fmt::Display| DsmError::Protocol(e.to_string());
+    if dsm.id() == 0 {
+        let c = DsmCapability::mint(dsm, [5u64; 512]).map_err(|e| err(&e))?;
+        c.send(1, Rights::ALL).map_err(|e| err(&e))?;
+        dsm.barrier(1)?;
+        // Node 1 dies of its fault: this barrier never completes.
+        let _ = dsm.barrier(2);
+        return Ok(true);
+    }
+    let cap = DsmCapability::<Table>::receive(dsm, Duration::from_secs(30)).map_err(|e| err(&e))?;
+    dsm.barrier(1)?;
+    let read_only = cap.restrict(Rights::READ).map_err(|e| err(&e))?;
+    let mut ok = check(
+        read_only.rights() == Rights::READ && cap.rights() == Rights::READ,
+        "the restriction narrows every handle of the capability here",
+    );
+    ok &= check(
+        matches!(cap.acquire_write(), Err(AcquireError::NoWriteRight)),
+        "acquire_write after the restriction fails (NoWriteRight)",
+    );
+    ok &= check(
+        refused(dsm, cap.offset(), Access::Write),
+        "the manager refuses a write beyond the restricted rights",
+    );
+    let guard = read_only.acquire().map_err(|e| err(&e))?;
+    ok &= check(guard[3] == 5, "the restricted capability still reads");
+    if !ok {
+        return Ok(false);
+    }
+    let addr = dsm.at::<u64>(cap.offset());
+    println!("touching {:#x}", addr as usize);
+    // SAFETY: deliberately writing a page this node's rights no longer let it write: the
+    // protocol refuses it and the thread gets SIGSEGV, which this process's handler reports.
+    unsafe { std::ptr::write_volatile(addr, 6) };
+    println!("wrote: the restriction did not hold");
+    drop(guard);
+    Ok(false)
+}
+
+/// Pages node 1 writes through capabilities under a budget of [`BUDGET_FRAMES`] frames.
+const FENCED_PAGES: usize = 24;
+/// Node 1's memory budget, in pages.
+const BUDGET_FRAMES: u64 = 8;
+
+fn word(page: usize, i: usize) -> u64 {
+    ((page as u64) << 32) | i as u64
+}
+
+/// Under a memory budget far below what it touches, node 1 writes [`FENCED_PAGES`] one-page
+/// ranges it holds read-write capabilities for, dropping each guard (the page stays, fenced:
+/// owned here, no local access), and reads them all back; node 0 then reads them all. The
+/// fenced pages must be evicted (written back or handed off) for the next ones to come in,
+/// and their contents must survive.
+fn fenced_eviction(dsm: &Dsm) -> Result<bool, DsmError> {
+    let err = |e: &dyn std::fmt::Display| DsmError::Protocol(e.to_string());
+    let caps: Vec<DsmCapability<Table>> = if dsm.id() == 0 {
+        (0..FENCED_PAGES)
+            .map(|_| {
+                let c = DsmCapability::mint(dsm, [0u64; 512]).map_err(|e| err(&e))?;
+                c.send(1, Rights::READ | Rights::WRITE)
+                    .map_err(|e| err(&e))?;
+                Ok(c)
+            })
+            .collect::<Result<_, DsmError>>()?
+    } else {
+        (0..FENCED_PAGES)
+            .map(|_| DsmCapability::receive(dsm, Duration::from_secs(30)).map_err(|e| err(&e)))
+            .collect::<Result<_, DsmError>>()?
+    };
+    dsm.barrier(1)?;
+    let mut ok = true;
+    if dsm.id() == 1 {
+        for (p, cap) in caps.iter().enumerate() {
+            let w = cap.acquire_write().map_err(|e| err(&e))?;
+            for i in 0..512 {
+                // SAFETY: the write guard makes the page writable here; no other node writes.
+                unsafe { (*w.as_ptr())[i] = word(p, i) };
+            }
+        }
+        let stats = dsm.runtime().eviction_stats();
+        ok &= check(
+            stats.written_back + stats.handed_off + stats.passed_ownership > 0,
+            "fenced pages were evicted to make room",
+        );
+        for (p, cap) in caps.iter().enumerate() {
+            let g = cap.acquire().map_err(|e| err(&e))?;
+            ok &= check(
+                (0..512).all(|i| g[i] == word(p, i)),
+                "node 1 reads back what it wrote",
+            );
+        }
+    }
+    dsm.barrier(2)?;
+    if dsm.id() == 0 {
+        for (p, cap) in caps.iter().enumerate() {
+            let g = cap.acquire().map_err(|e| err(&e))?;
+            ok &= check(
+                (0..512).all(|i| g[i] == word(p, i)),
+                "node 0 reads what node 1 wrote",
+            );
+        }
+    }
+    dsm.barrier(3)?;
+    Ok(ok)
+}
+
 /// The test process's own SIGSEGV handler (in the child that is node 1 of `never_granted`):
 /// prints `SIGSEGV at 0x...` and exits 42. Async-signal-safe: formats into a stack buffer,
 /// then `write` and `_exit`.
@@ -104,11 +219,17 @@ fn install_report_segv() {
 
 #[test]
 fn node_main() {
-    // The never-granted node's own handler goes in before the DSM's, which chains to it.
-    if std::env::var(support::NODE_ENV).is_ok_and(|s| s.contains("|never_granted|")) {
+    // The faulting node's own handler goes in before the DSM's, which chains to it.
+    if std::env::var(support::NODE_ENV)
+        .is_ok_and(|s| s.contains("|never_granted|") || s.contains("|restricted_write|"))
+    {
         install_report_segv();
     }
-    support::node_entry(&[("never_granted", never_granted)]);
+    support::node_entry(&[
+        ("never_granted", never_granted),
+        ("restricted_write", restricted_write),
+        ("fenced_eviction", fenced_eviction),
+    ]);
 }
 
 /// The capabilities app (`memlink dsm run --app capabilities`): node 0 mints a table and
@@ -166,6 +287,68 @@ fn a_node_never_granted_a_range_cannot_read_it() {
         node1.stdout.contains(&want),
         "node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
     );
+}
+
+/// A restriction is enforced by the protocol: the node that restricted its capability to read
+/// is refused a write by the page's manager, and its plain write gets SIGSEGV at the address.
+#[test]
+fn a_write_beyond_restricted_rights_is_refused() {
+    for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
+        let outputs = launch(2, support::DEADLINE, |slot| {
+            support::node_command_with_manager(slot, "restricted_write", Backend::Sigsegv, manager)
+        });
+        let node1 = match outputs {
+            Err(LaunchError::NodeFailed { outputs, .. }) => outputs
+                .into_iter()
+                .find(|o| o.id == 1)
+                .expect("node 1's output"),
+            other => panic!("{manager}: the restricted write was not stopped: {other:?}"),
+        };
+        assert_eq!(
+            node1.status.code(),
+            Some(42),
+            "{manager}: node 1 did not end in its SIGSEGV handler: {node1:?}"
+        );
+        let touched = node1
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("touching 0x"))
+            .unwrap_or_else(|| panic!("{manager}: node 1 never wrote: {node1:?}"));
+        let want = format!("SIGSEGV at 0x{touched:0>16}");
+        assert!(
+            node1.stdout.contains(&want),
+            "{manager}: node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
+        );
+    }
+}
+
+/// Pages fenced by a released guard are evicted under a memory budget, and their contents
+/// survive (node 1 reads them back from where the eviction put them, node 0 reads them too).
+#[test]
+fn fenced_pages_are_evicted_under_a_memory_budget() {
+    for (manager, backend) in [
+        (ManagerKind::Central, Backend::Sigsegv),
+        (ManagerKind::Dynamic, Backend::Uffd),
+    ] {
+        let outputs = launch(2, support::DEADLINE, |slot| {
+            let mut cmd =
+                support::node_command_with_manager(slot, "fenced_eviction", backend, manager);
+            cmd.env(
+                support::BUDGET_ENV,
+                (BUDGET_FRAMES * PAGE_SIZE as u64).to_string(),
+            );
+            cmd
+        })
+        .unwrap_or_else(|e| panic!("fenced eviction ({manager}, {backend}): {e}"));
+        for out in outputs {
+            assert!(
+                out.stdout.contains("verified: true"),
+                "fenced eviction ({manager}, {backend}): node {} printed {:?}",
+                out.id,
+                out.stdout
+            );
+        }
+    }
 }
 
 /// With userfaultfd the faulting thread waits in the kernel, out of reach of a signal of its

@@ -1,7 +1,8 @@
 //! Capabilities across nodes, step by step (`memlink dsm run --nodes 4 --app capabilities`):
 //! node 0 publishes a table and mints its capability; it grants node 1 a read-only copy and
-//! node 2 a read-write-grant one; node 2 writes the table and grants node 3 a read-only copy
-//! (a read-only restriction of its own cannot be passed on); every holder reads node 2's
+//! node 2 a read-write-grant one; node 2 writes the table, grants node 3 a read-only copy and
+//! restricts its own to read (which the protocol enforces: its write is refused; a read-only
+//! restriction cannot be passed on); every holder reads node 2's
 //! write; writes beyond the rights are refused, by the API (`NoWriteRight`) and by the
 //! protocol (the page's manager refuses the fault); a node beyond the fourth, never granted,
 //! is refused even a read; node 0 revokes, and every later acquire fails with `Revoked` and
@@ -79,6 +80,9 @@ pub fn run(dsm: &Dsm) -> Result<bool, DsmError> {
             unsafe { (*w.as_ptr())[0] = WRITTEN };
         }
         ok &= step(dsm, true, "wrote the table");
+        cap.send(3, Rights::READ).map_err(error)?;
+        ok &= step(dsm, true, "granted node 3 a read-only copy");
+        // Node 2 is done writing: it restricts its own capability to read, at every node.
         let read_only = cap.restrict(Rights::READ).map_err(error)?;
         ok &= step(
             dsm,
@@ -88,8 +92,17 @@ pub fn run(dsm: &Dsm) -> Result<bool, DsmError> {
             ),
             "a read-only restriction cannot be passed on",
         );
-        cap.send(3, Rights::READ).map_err(error)?;
-        ok &= step(dsm, true, "granted node 3 a read-only copy");
+        ok &= step(
+            dsm,
+            matches!(cap.acquire_write(), Err(AcquireError::NoWriteRight)),
+            "after the restriction, no handle of it here writes (NoWriteRight)",
+        );
+        let offset = cap.offset();
+        ok &= step(
+            dsm,
+            refused(dsm, offset, Access::Write),
+            "a write beyond the restricted rights is refused by the protocol",
+        );
     }
     dsm.barrier(1)?;
     let offset = dsm.lookup(SLOT) as usize;

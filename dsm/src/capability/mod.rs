@@ -5,7 +5,10 @@
 //! - [`DsmCapability::mint`]: the node that allocates a range (whole pages of the region)
 //!   writes the value and mints the first capability, with every right; from then on the
 //!   range is protected at every node (the protocol's table, [`crate::protocol::rights`]).
-//! - [`DsmCapability::restrict`]: the same range with fewer rights (never more).
+//! - [`DsmCapability::restrict`]: the same range with fewer rights (never more). The protocol
+//!   keeps one set of rights per capability and node: restricting narrows what every page's
+//!   manager (or owner) serves this node through the capability, for every handle of it
+//!   here, at every node before it returns.
 //! - [`DsmCapability::send`]: with the GRANT right only, a copy with some of the held rights
 //!   is recorded at every node and delivered to one in a protocol message (the message is the
 //!   carrier); that node takes it with [`DsmCapability::receive`].
@@ -50,8 +53,8 @@ mod error;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use memlink_capability::Shareable;
@@ -66,6 +69,15 @@ use crate::types::{Access, DsmError, FaultResolver, NodeId, PAGE_SIZE, PageNo};
 
 /// Capability ids this process made (the node id makes them unique in the cluster).
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Held while this process sends or restricts a capability: a restriction never overtakes a
+/// capability this node derived from the same one and is still recording at the others
+/// (which would find its parent narrower than itself).
+static ROUNDS: Mutex<()> = Mutex::new(());
+
+fn rounds() -> MutexGuard<'static, ()> {
+    ROUNDS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn new_id(node: NodeId) -> CapId {
     CapId::new(node, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed))
@@ -201,9 +213,18 @@ impl<T: Shareable> DsmCapability<T> {
         self.runtime.with_rights(|t| t.minter(self.record.id))
     }
 
-    /// The rights this capability carries.
+    /// The rights this capability carries: those of this handle, less what a restriction
+    /// of the capability on this node took away since.
     pub fn rights(&self) -> Rights {
-        self.rights
+        let recorded = self
+            .runtime
+            .with_rights(|t| t.get(self.record.id).map(|(r, _)| r.rights));
+        match recorded {
+            Some(bits) => self
+                .rights
+                .intersection(Rights::from_bits(u32::from(bits)).unwrap_or(Rights::NONE)),
+            None => self.rights,
+        }
     }
 
     /// Whether the minter revoked it (or one it derives from), as this node knows.
@@ -212,13 +233,29 @@ impl<T: Shareable> DsmCapability<T> {
             .with_rights(|t| t.get(self.record.id).is_none_or(|(_, revoked)| revoked))
     }
 
-    /// The same range with `rights`, a subset of the held rights.
+    /// The same range with `rights`, a subset of the held rights. The protocol enforces it:
+    /// this node's rights through the capability are narrowed at every node before this
+    /// returns (for every handle of the capability on this node), so a page's manager or
+    /// owner refuses this node anything beyond `rights`, whatever its threads touch. A
+    /// failure of the cluster meanwhile is [`RestrictError::Io`].
     pub fn restrict(&self, rights: Rights) -> Result<DsmCapability<T>, RestrictError> {
-        if !self.rights.contains(rights) {
+        let held = self.rights();
+        if !held.contains(rights) {
             return Err(RestrictError::Widening {
-                held: self.rights,
+                held,
                 requested: rights,
             });
+        }
+        let _round = rounds();
+        let id = self.record.id;
+        let narrower = self.runtime.with_rights(|t| {
+            t.get(id)
+                .is_some_and(|(r, revoked)| !revoked && r.rights & !rights_bits(rights) != 0)
+        });
+        if narrower {
+            self.runtime
+                .restrict_capability(id, rights_bits(rights))
+                .map_err(|e| RestrictError::Io(std::io::Error::other(e)))?;
         }
         let mut c = self.clone();
         c.rights = rights;
@@ -230,12 +267,14 @@ impl<T: Shareable> DsmCapability<T> {
     /// [`DsmCapability::receive`]. Needs the GRANT right. Returns the id of the copy, which
     /// the minter may [`revoke_sent`](DsmCapability::revoke_sent).
     pub fn send(&self, to: NodeId, rights: Rights) -> Result<CapId, SendError> {
-        if !self.rights.contains(Rights::GRANT) {
+        let _round = rounds();
+        let held = self.rights();
+        if !held.contains(Rights::GRANT) {
             return Err(SendError::NotGrantable);
         }
-        if !self.rights.contains(rights) {
+        if !held.contains(rights) {
             return Err(SendError::RightsExceeded {
-                held: self.rights,
+                held,
                 requested: rights,
             });
         }
@@ -293,7 +332,7 @@ impl<T: Shareable> DsmCapability<T> {
 
     /// Make the range accessible for reading while the guard lives.
     pub fn acquire(&self) -> Result<CapGuard<'_, T>, AcquireError> {
-        if !self.rights.contains(Rights::READ) {
+        if !self.rights().contains(Rights::READ) {
             return Err(AcquireError::NoReadRight);
         }
         self.enter(Access::Read)?;
@@ -302,7 +341,7 @@ impl<T: Shareable> DsmCapability<T> {
 
     /// Make the range accessible for writing while the guard lives (needs WRITE).
     pub fn acquire_write(&self) -> Result<WriteGuard<'_, T>, AcquireError> {
-        if !self.rights.contains(Rights::WRITE) {
+        if !self.rights().contains(Rights::WRITE) {
             return Err(AcquireError::NoWriteRight);
         }
         self.enter(Access::Write)?;

@@ -113,6 +113,15 @@ impl NodeRuntime {
         self.wait_round(cap)
     }
 
+    /// Restrict capability `cap`, which this node holds, to `rights` (a subset of its rights)
+    /// at every node: this node's access to its pages drops at once, and once this returns
+    /// every page's manager (or owner) serves this node through it only what `rights` allow.
+    pub fn restrict_capability(&self, cap: CapId, rights: u8) -> Result<(), DsmError> {
+        let first = self.with_rights(|t| t.get(cap).map_or(0, |(r, _)| r.first));
+        self.capability_step(first, |st| st.coherence.restrict(cap, rights))?;
+        self.wait_round(cap)
+    }
+
     /// The next capability delivered to this node, waiting up to `timeout` for one.
     pub fn receive_capability(&self, timeout: Duration) -> Result<Option<CapRecord>, DsmError> {
         let deadline = Instant::now() + timeout;

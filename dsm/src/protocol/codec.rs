@@ -1,7 +1,7 @@
 //! The wire form of coherence messages: 9 fixed bytes (tag, page, node, access or outcome
 //! or rights, flag), then the copyset (8 bytes) for an Adopt, the capability id, parent id
-//! and page count (20 bytes) for a Cap, the capability id (8 bytes) for a Revoke, CapAck or
-//! Deliver, or the page contents for a Grant that carries data and for a HandOff.
+//! and page count (20 bytes) for a Cap, the capability id (8 bytes) for a Revoke, Restrict,
+//! CapAck or Deliver, or the page contents for a Grant that carries data and for a HandOff.
 
 use std::fmt;
 
@@ -106,6 +106,7 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
         Message::Revoke { first, .. } => (16, first, 0, none, false),
         Message::CapAck { first, .. } => (17, first, 0, none, false),
         Message::Deliver { first, .. } => (19, first, 0, none, false),
+        Message::Restrict { first, rights, .. } => (20, first, 0, rights, false),
         Message::Refused { page, access } => (18, page, 0, access_byte(access), false),
     };
     out.push(tag);
@@ -121,6 +122,7 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
             out.extend_from_slice(&record.pages.to_le_bytes());
         }
         Message::Revoke { cap, .. }
+        | Message::Restrict { cap, .. }
         | Message::CapAck { cap, .. }
         | Message::Deliver { cap, .. } => out.extend_from_slice(&cap.0.to_le_bytes()),
         _ => {}
@@ -141,7 +143,7 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
     let page = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
     let node = u16::from_le_bytes([b[5], b[6]]);
     let access = || byte_access(b[7]);
-    if b[0] != 11 && b[0] != 15 {
+    if b[0] != 11 && b[0] != 15 && b[0] != 20 {
         access()?;
     }
     let flag = match b[8] {
@@ -224,7 +226,7 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
                 },
             }
         }
-        16 | 17 | 19 => {
+        16 | 17 | 19 | 20 => {
             let Some((id, tail)) = rest.split_first_chunk::<8>() else {
                 return Err(DecodeError::BadLength(b.len()));
             };
@@ -233,6 +235,11 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
             match b[0] {
                 16 => Message::Revoke { cap, first: page },
                 17 => Message::CapAck { cap, first: page },
+                20 => Message::Restrict {
+                    cap,
+                    first: page,
+                    rights: b[7],
+                },
                 _ => Message::Deliver { cap, first: page },
             }
         }
@@ -359,6 +366,11 @@ mod tests {
             Message::CapAck {
                 cap: CapId::new(0, 1),
                 first: 8,
+            },
+            Message::Restrict {
+                cap: CapId::new(2, 7),
+                first: 8,
+                rights: 1,
             },
             Message::Refused {
                 page: 3,

@@ -270,8 +270,9 @@ impl Coherence {
         self.frames.is_none_or(|f| self.frames_in_use() < f)
     }
 
-    /// Whether [`Coherence::evict`] may start on `page` now: it is held here, nothing is
-    /// under way for it here, and (dynamic owner) no request for it is being served.
+    /// Whether [`Coherence::evict`] may start on `page` now: it is held here (readable, or
+    /// fenced: its contents are here though its rights keep local threads off them), nothing
+    /// is under way for it here, and (dynamic owner) no request for it is being served.
     pub fn evictable(&self, page: PageNo) -> bool {
         let Some(st) = self.pages.get(page as usize) else {
             return false;
@@ -281,7 +282,11 @@ impl Coherence {
                 .dynamic
                 .get(page as usize)
                 .is_none_or(|e| e.busy.is_none() && e.queue.is_empty());
-        st.access >= Access::Read && st.pending.is_none() && !st.evicting && !st.held && idle_owner
+        (st.access >= Access::Read || st.fenced)
+            && st.pending.is_none()
+            && !st.evicting
+            && !st.held
+            && idle_owner
     }
 
     /// Give up this node's frame of `page`, in the seed's order: a read copy is dropped
@@ -307,6 +312,11 @@ impl Coherence {
                 "hand-off to unknown node {hand_off:?}"
             )));
         }
+        // The contents go only to a node whose rights allow the access that travels with
+        // them; else the page is written back (a protected page's bytes never reach a node
+        // without the right to them).
+        let access = self.state(page)?.access;
+        let hand_off = hand_off.filter(|&t| self.rights.allowed(t, page) >= access);
         let manager = self.manager_of(page);
         let mut out = Vec::new();
         if self.kind == ManagerKind::Dynamic {
@@ -320,8 +330,10 @@ impl Coherence {
         st.evicting = true;
         if !st.owner {
             // The copy stops being readable now, so the manager may forget it; the
-            // contents stay until the reply, in case ownership comes here meanwhile.
+            // contents stay until the reply, in case ownership comes here meanwhile (a
+            // fenced copy is no longer one the copyset counts on either).
             st.access = Access::None;
+            st.fenced = false;
             out.push(Effect::SetAccess {
                 page,
                 access: Access::None,
@@ -379,6 +391,26 @@ impl Coherence {
         self.fence(rec.first, rec.pages, &mut out);
         let first = rec.first;
         self.start_round(cap, first, Message::Revoke { cap, first }, None, &mut out);
+        Ok(out)
+    }
+
+    /// Restrict capability `cap`, held here, to `rights` (a subset of its rights): this
+    /// node's access to its pages drops at once to what its rights allow now, and every other
+    /// node records the narrower rights, so that the page's manager (or owner) serves this
+    /// node no more than they allow. Done everywhere at [`Effect::CapDone`].
+    pub fn restrict(&mut self, cap: CapId, rights: u8) -> Result<Vec<Effect>, ProtocolError> {
+        let rec = self
+            .rights
+            .restrict(self.id, cap, rights)
+            .map_err(ProtocolError)?;
+        let mut out = Vec::new();
+        self.fence(rec.first, rec.pages, &mut out);
+        let msg = Message::Restrict {
+            cap,
+            first: rec.first,
+            rights,
+        };
+        self.start_round(cap, rec.first, msg, None, &mut out);
         Ok(out)
     }
 
@@ -476,8 +508,9 @@ impl Coherence {
             let Some(st) = self.pages.get_mut(page as usize) else {
                 return;
             };
-            // An eviction under way ends the access by itself.
-            if st.access <= allowed || st.evicting {
+            // (An owner evicting its page keeps its access until the manager's reply: that
+            // access too drops now, and the reply finds the page fenced.)
+            if st.access <= allowed {
                 continue;
             }
             st.access = allowed;
@@ -515,6 +548,22 @@ impl Coherence {
                     )));
                 }
                 self.fence(rec.first, rec.pages, &mut out);
+                out.push(Effect::Send {
+                    to: from,
+                    msg: Message::CapAck { cap, first },
+                });
+            }
+            Message::Restrict { cap, first, rights } => {
+                let rec = self
+                    .rights
+                    .restrict(from, cap, rights)
+                    .map_err(ProtocolError)?;
+                if rec.first != first {
+                    return Err(ProtocolError(format!(
+                        "restriction of {cap:?} names page {first}, not its first page {}",
+                        rec.first
+                    )));
+                }
                 out.push(Effect::Send {
                     to: from,
                     msg: Message::CapAck { cap, first },
@@ -674,6 +723,7 @@ impl Coherence {
             msg,
             Message::Cap { .. }
                 | Message::Revoke { .. }
+                | Message::Restrict { .. }
                 | Message::CapAck { .. }
                 | Message::Deliver { .. }
         ) {
@@ -757,6 +807,7 @@ impl Coherence {
             }
             Message::Cap { .. }
             | Message::Revoke { .. }
+            | Message::Restrict { .. }
             | Message::CapAck { .. }
             | Message::Deliver { .. } => {
                 return self.handle_rights(from, msg);
@@ -767,17 +818,11 @@ impl Coherence {
                 } else {
                     Access::Write
                 };
-                // The manager grants access: only what the requester's rights allow.
-                self.entry(page)?;
-                if self.rights.allowed(from, page) < access {
-                    out.push(Effect::Send {
-                        to: from,
-                        msg: Message::Refused { page, access },
-                    });
-                    return Ok(out);
-                }
-                self.entry(page)?
-                    .request(page, from, Want::Access(access), &mut out);
+                // The manager grants access: only what the requester's rights allow (checked
+                // when the request starts, and again after a write's invalidations).
+                let (entry, rights) = self.entry_and_rights(page)?;
+                let allowed = |n: NodeId, a: Access| rights.allowed(n, page) >= a;
+                entry.request(page, from, Want::Access(access), &allowed, &mut out);
             }
             Message::Refused { access, .. } => {
                 let st = self.state(page)?;
@@ -796,8 +841,9 @@ impl Coherence {
                         "eviction of page {page} with hand-off to unknown node {hand_off:?}"
                     )));
                 }
-                self.entry(page)?
-                    .request(page, from, Want::Evict { hand_off }, &mut out);
+                let (entry, rights) = self.entry_and_rights(page)?;
+                let allowed = |n: NodeId, a: Access| rights.allowed(n, page) >= a;
+                entry.request(page, from, Want::Evict { hand_off }, &allowed, &mut out);
             }
             Message::EvictReply { outcome, .. } => {
                 if from != manager {
@@ -808,6 +854,7 @@ impl Coherence {
                 self.evict_reply(page, outcome, &mut out)?;
             }
             Message::Adopt { .. } => {
+                let allowed = self.rights.allowed(me, page);
                 let st = self.state(page)?;
                 if st.owner || (st.access != Access::Read && !st.evicting && !st.fenced) {
                     return Err(ProtocolError(format!(
@@ -815,7 +862,17 @@ impl Coherence {
                     )));
                 }
                 st.owner = true;
-                if st.access != Access::Read && !st.fenced {
+                // Rights that shrank since this node took its copy leave the page fenced.
+                if allowed == Access::None {
+                    st.fenced = true;
+                    if st.access != Access::None {
+                        st.access = Access::None;
+                        out.push(Effect::SetAccess {
+                            page,
+                            access: Access::None,
+                        });
+                    }
+                } else if st.access != Access::Read && !st.fenced {
                     st.access = Access::Read;
                     out.push(Effect::SetAccess {
                         page,
@@ -882,13 +939,17 @@ impl Coherence {
                 });
             }
             Message::InvalidateAck { .. } => {
-                self.entry(page)?
-                    .invalidate_ack(page, from, &mut out)
+                let (entry, rights) = self.entry_and_rights(page)?;
+                let allowed = |n: NodeId, a: Access| rights.allowed(n, page) >= a;
+                entry
+                    .invalidate_ack(page, from, &allowed, &mut out)
                     .map_err(ProtocolError)?;
             }
             Message::Confirm { access, .. } => {
-                self.entry(page)?
-                    .confirm(page, from, access, &mut out)
+                let (entry, rights) = self.entry_and_rights(page)?;
+                let allowed = |n: NodeId, a: Access| rights.allowed(n, page) >= a;
+                entry
+                    .confirm(page, from, access, &allowed, &mut out)
                     .map_err(ProtocolError)?;
             }
             Message::ReadForward { to, .. } => {
@@ -1084,6 +1145,13 @@ impl Coherence {
         out: &mut Vec<Effect>,
     ) -> Result<(), ProtocolError> {
         let me = self.id;
+        let manager = self.manager_of(page);
+        // What the receiver of a hand-off may have (its rights may have shrunk since the
+        // eviction asked for it).
+        let receiver_may = match outcome {
+            EvictOutcome::HandOffTo(t) => self.rights.allowed(t, page),
+            _ => Access::None,
+        };
         let st = self.state(page)?;
         if !st.evicting {
             return Err(ProtocolError(format!(
@@ -1093,6 +1161,7 @@ impl Coherence {
         let drop = |st: &mut PageState, out: &mut Vec<Effect>, class| {
             st.access = Access::None;
             st.evicting = false;
+            st.fenced = false;
             out.push(Effect::Evicted { page, class });
         };
         match outcome {
@@ -1108,7 +1177,12 @@ impl Coherence {
                     },
                 });
             }
-            EvictOutcome::HandOffTo(t) if st.owner && t != me && st.access != Access::None => {
+            EvictOutcome::HandOffTo(t)
+                if st.owner
+                    && t != me
+                    && st.access != Access::None
+                    && receiver_may >= st.access =>
+            {
                 // Ownership travels with the contents; the frame stays until the reply.
                 let access = st.access;
                 st.owner = false;
@@ -1123,7 +1197,23 @@ impl Coherence {
                 });
                 return Ok(());
             }
-            EvictOutcome::WriteBack if st.owner && st.access != Access::None => {
+            // A fenced only copy is not handed off (no local access to give the receiver),
+            // nor one the receiver's rights no longer allow: it is written back, as when a
+            // hand-off is refused.
+            EvictOutcome::HandOffTo(t) if st.owner && t != me => {
+                out.push(Effect::WriteBack { page });
+                drop(st, out, EvictClass::WrittenBack);
+                out.push(Effect::Served { page });
+                out.push(Effect::Send {
+                    to: manager,
+                    msg: Message::Confirm {
+                        page,
+                        access: Access::None,
+                    },
+                });
+                return Ok(());
+            }
+            EvictOutcome::WriteBack if st.owner && (st.access != Access::None || st.fenced) => {
                 out.push(Effect::WriteBack { page });
                 drop(st, out, EvictClass::WrittenBack);
             }
@@ -1142,15 +1232,22 @@ impl Coherence {
         Ok(())
     }
 
-    fn entry(&mut self, page: PageNo) -> Result<&mut ManagerEntry, ProtocolError> {
+    /// The manager entry of `page` (which this node must manage), and the rights table that
+    /// decides what it may serve.
+    fn entry_and_rights(
+        &mut self,
+        page: PageNo,
+    ) -> Result<(&mut ManagerEntry, &RightsTable), ProtocolError> {
         let me = self.id;
-        self.managed
+        let entry = self
+            .managed
             .get_mut(page as usize)
             .and_then(|m| m.as_mut())
             .ok_or_else(|| {
                 ProtocolError(format!(
                     "node {me} got a manager message for page {page} it does not manage"
                 ))
-            })
+            })?;
+        Ok((entry, &self.rights))
     }
 }

@@ -390,6 +390,20 @@ impl PageCtx<'_> {
                 self.e.copyset.remove(from);
                 if *acks_left == 0 {
                     let r = *requester;
+                    // The rights may have shrunk while the copies were invalidated: the
+                    // owner decides now, from what they allow now.
+                    let page = self.page;
+                    if r != self.me && self.rights.allowed(r, page) < Access::Write {
+                        self.e.busy = None;
+                        self.send(
+                            r,
+                            Message::Refused {
+                                page,
+                                access: Access::Write,
+                            },
+                        );
+                        return self.drain();
+                    }
                     return self.transfer(r);
                 }
                 Ok(())
@@ -498,6 +512,7 @@ impl PageCtx<'_> {
             // Off the copyset first; the contents stay until the owner's reply, in case
             // ownership comes here meanwhile.
             self.st.evicting = true;
+            self.st.fenced = false;
             self.set_access(Access::None);
             let to = self.e.prob_owner;
             self.send(
@@ -516,6 +531,7 @@ impl PageCtx<'_> {
             holders.remove(h);
             self.st.owner = false;
             self.st.access = Access::None;
+            self.st.fenced = false;
             self.out.push(Effect::Evicted {
                 page,
                 class: EvictClass::PassedOwnership,
@@ -533,7 +549,8 @@ impl PageCtx<'_> {
             return Ok(());
         }
         match hand_off {
-            Some(t) if t != me => {
+            // A fenced only copy is written back (no local access to hand the receiver).
+            Some(t) if t != me && !self.st.fenced => {
                 let access = self.st.access;
                 self.st.owner = false;
                 self.st.evicting = true;
@@ -544,6 +561,7 @@ impl PageCtx<'_> {
             _ => {
                 self.out.push(Effect::WriteBack { page });
                 self.st.access = Access::None;
+                self.st.fenced = false;
                 self.out.push(Effect::Evicted {
                     page,
                     class: EvictClass::WrittenBack,
@@ -564,6 +582,7 @@ impl PageCtx<'_> {
         let page = self.page;
         self.st.evicting = false;
         self.st.access = Access::None;
+        self.st.fenced = false;
         self.out.push(Effect::Evicted {
             page,
             class: EvictClass::DroppedCopy,
@@ -583,7 +602,12 @@ impl PageCtx<'_> {
             ));
         }
         self.st.owner = true;
-        if !self.st.fenced {
+        // Rights that shrank since this node took its copy (a revocation) leave the page
+        // fenced: its contents are kept, local threads stay off them.
+        if self.rights.allowed(self.me, page) == Access::None {
+            self.st.fenced = true;
+            self.set_access(Access::None);
+        } else if !self.st.fenced {
             self.set_access(Access::Read);
         }
         let mut copyset = copyset;

@@ -116,18 +116,37 @@ impl ManagerEntry {
         }
     }
 
-    /// Queue a request and start it if the page is idle.
-    pub fn request(&mut self, page: PageNo, from: NodeId, want: Want, out: &mut Vec<Effect>) {
+    /// Queue a request and start it if the page is idle. `allowed(node, access)`: whether
+    /// the rights `node` holds now let it have `access` to the page (asked when a request
+    /// starts and again when a write's invalidations end: the rights may have shrunk while it
+    /// waited; a request they no longer allow is refused).
+    pub fn request(
+        &mut self,
+        page: PageNo,
+        from: NodeId,
+        want: Want,
+        allowed: &dyn Fn(NodeId, Access) -> bool,
+        out: &mut Vec<Effect>,
+    ) {
         self.queue.push_back((from, want));
-        self.start_next(page, out);
+        self.start_next(page, allowed, out);
     }
 
-    fn start_next(&mut self, page: PageNo, out: &mut Vec<Effect>) {
+    fn start_next(
+        &mut self,
+        page: PageNo,
+        allowed: &dyn Fn(NodeId, Access) -> bool,
+        out: &mut Vec<Effect>,
+    ) {
         while self.busy.is_none() {
             let Some((requester, want)) = self.queue.pop_front() else {
                 return;
             };
             match want {
+                Want::Access(access) if !allowed(requester, access) => out.push(Effect::Send {
+                    to: requester,
+                    msg: Message::Refused { page, access },
+                }),
                 Want::Access(access) => self.start_access(page, requester, access, out),
                 Want::Evict { hand_off } => self.start_evict(page, requester, hand_off, out),
             }
@@ -221,11 +240,14 @@ impl ManagerEntry {
         });
     }
 
-    /// An invalidation was acknowledged by `from`.
+    /// An invalidation was acknowledged by `from`. The last one forwards the write, if the
+    /// requester's rights still allow it (see [`ManagerEntry::request`]); else the request
+    /// is refused and the next one starts.
     pub fn invalidate_ack(
         &mut self,
         page: PageNo,
         from: NodeId,
+        allowed: &dyn Fn(NodeId, Access) -> bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), String> {
         match &mut self.busy {
@@ -233,7 +255,20 @@ impl ManagerEntry {
                 t.acks_left -= 1;
                 self.copyset.remove(from);
                 if t.acks_left == 0 {
-                    self.forward_write(page, out);
+                    let requester = t.requester;
+                    if allowed(requester, Access::Write) {
+                        self.forward_write(page, out);
+                    } else {
+                        self.busy = None;
+                        out.push(Effect::Send {
+                            to: requester,
+                            msg: Message::Refused {
+                                page,
+                                access: Access::Write,
+                            },
+                        });
+                        self.start_next(page, allowed, out);
+                    }
                 }
                 Ok(())
             }
@@ -251,6 +286,7 @@ impl ManagerEntry {
         page: PageNo,
         from: NodeId,
         access: Access,
+        allowed: &dyn Fn(NodeId, Access) -> bool,
         out: &mut Vec<Effect>,
     ) -> Result<(), String> {
         match self.busy {
@@ -282,7 +318,7 @@ impl ManagerEntry {
             }
         }
         self.busy = None;
-        self.start_next(page, out);
+        self.start_next(page, allowed, out);
         Ok(())
     }
 }

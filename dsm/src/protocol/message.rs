@@ -133,6 +133,16 @@ pub enum Message {
         /// The first page of its range.
         first: PageNo,
     },
+    /// The holder of a capability → every other node: it holds `cap` with `rights` only
+    /// from now on (a restriction, never a widening).
+    Restrict {
+        /// The capability.
+        cap: CapId,
+        /// The first page of its range.
+        first: PageNo,
+        /// The rights left ([`super::rights::READ`], ...).
+        rights: u8,
+    },
     /// The maker of a capability → its holder, once every node recorded it: the capability
     /// is the holder's now (the message is the carrier, as a port right in Mach).
     Deliver {
@@ -141,7 +151,8 @@ pub enum Message {
         /// The first page of its range.
         first: PageNo,
     },
-    /// → the node that sent a [`Message::Cap`] or [`Message::Revoke`]: done here.
+    /// → the node that sent a [`Message::Cap`], [`Message::Revoke`] or
+    /// [`Message::Restrict`]: done here.
     CapAck {
         /// The capability.
         cap: CapId,
@@ -193,6 +204,7 @@ impl Message {
             | Message::Refused { page, .. } => page,
             Message::Cap { record } => record.first,
             Message::Revoke { first, .. }
+            | Message::Restrict { first, .. }
             | Message::CapAck { first, .. }
             | Message::Deliver { first, .. } => first,
         }

@@ -20,6 +20,8 @@
 //! capabilities existed. A page that some record covers (even a revoked one) is protected:
 //! a node may do with it only what its unrevoked records allow.
 
+use std::collections::BTreeMap;
+
 use super::manager::NodeSet;
 use crate::types::{Access, NodeId, PageNo};
 
@@ -89,10 +91,18 @@ impl CapRecord {
     }
 }
 
-/// The capabilities a node knows of, with whether each is revoked.
+/// The capabilities a node knows of, with whether each is revoked, indexed for the fault
+/// path: minted ranges never overlap, and every record lies inside the minted range it
+/// derives from, so the records that may cover a page are those of the one minted range
+/// that covers it (a search in an ordered map, then that range's family).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RightsTable {
     records: Vec<(CapRecord, bool)>,
+    /// Position in `records` of each capability.
+    by_id: BTreeMap<CapId, usize>,
+    /// First page of each minted range → its page count and the positions in `records` of
+    /// it and everything derived from it.
+    families: BTreeMap<PageNo, (u32, Vec<usize>)>,
 }
 
 impl RightsTable {
@@ -103,22 +113,29 @@ impl RightsTable {
 
     /// The record of `id`, with whether it is revoked.
     pub fn get(&self, id: CapId) -> Option<(CapRecord, bool)> {
-        self.records.iter().find(|(r, _)| r.id == id).copied()
+        self.by_id.get(&id).map(|&at| self.records[at])
+    }
+
+    /// The positions in `records` of the family of the minted range that covers `page`.
+    fn family(&self, page: PageNo) -> Option<&[usize]> {
+        let (&first, (pages, family)) = self.families.range(..=page).next_back()?;
+        (page - first < *pages).then_some(family.as_slice())
     }
 
     /// Whether some record covers `page` (it is not public).
     pub fn protected(&self, page: PageNo) -> bool {
-        self.records.iter().any(|(r, _)| r.covers(page))
+        self.family(page).is_some()
     }
 
     /// The most access `node` may have to `page`: Write for a public page; otherwise what
     /// its unrevoked records covering the page allow.
     pub fn allowed(&self, node: NodeId, page: PageNo) -> Access {
-        if !self.protected(page) {
+        let Some(family) = self.family(page) else {
             return Access::Write;
-        }
-        self.records
+        };
+        family
             .iter()
+            .map(|&at| &self.records[at])
             .filter(|(r, revoked)| !revoked && r.holder == node && r.covers(page))
             .map(|(r, _)| r.access())
             .max()
@@ -187,14 +204,17 @@ impl RightsTable {
                         rec.id, rec.holder
                     ));
                 }
-                if let Some((other, _)) = self.records.iter().find(|(r, _)| {
-                    r.parent.is_none()
-                        && r.first < rec.first + rec.pages
-                        && rec.first < r.first + r.pages
-                }) {
+                let end = rec.first + rec.pages;
+                if let Some((&first, (pages, _))) = self
+                    .families
+                    .range(..end)
+                    .next_back()
+                    .filter(|(first, (pages, _))| rec.first < **first + *pages)
+                {
                     return Err(format!(
-                        "capability {:?} minted over pages {}+{}, which {:?} already covers",
-                        rec.id, rec.first, rec.pages, other.id
+                        "capability {:?} minted over pages {}+{}, which pages {first}+{pages} \
+                         minted before already cover",
+                        rec.id, rec.first, rec.pages
                     ));
                 }
                 false
@@ -224,7 +244,21 @@ impl RightsTable {
                 revoked
             }
         };
+        let at = self.records.len();
         self.records.push((rec, revoked));
+        self.by_id.insert(rec.id, at);
+        match rec.parent {
+            None => {
+                self.families.insert(rec.first, (rec.pages, vec![at]));
+            }
+            // The parent's range covers this one, so the family covering its first page is
+            // the parent's.
+            Some(_) => {
+                if let Some((_, (_, family))) = self.families.range_mut(..=rec.first).next_back() {
+                    family.push(at);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -237,9 +271,15 @@ impl RightsTable {
         if self.minter(id) != Some(from) {
             return Err(format!("node {from} revokes {id:?}, which it did not mint"));
         }
-        // Children follow their parents in the table: one pass marks every descendant.
+        // Children follow their parents in the table, and in the family of their minted
+        // range: one pass over that family marks every descendant.
         let mut gone = vec![id];
-        for (r, revoked) in &mut self.records {
+        let family = self
+            .family(rec.first)
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
+        for at in family {
+            let (r, revoked) = &mut self.records[at];
             if r.id == id || r.parent.is_some_and(|p| gone.contains(&p)) {
                 *revoked = true;
                 if r.id != id {
@@ -248,6 +288,35 @@ impl RightsTable {
             }
         }
         Ok(rec)
+    }
+}
+
+impl RightsTable {
+    /// `from` restricts the capability `id` it holds to `rights` (a subset of its rights;
+    /// never a widening): from then on the protocol serves `from` through it only what
+    /// `rights` allow. Capabilities already derived from it keep theirs (the minter revokes
+    /// them); new ones derive from the narrower rights. A revoked capability may be
+    /// restricted too (the holder may not know of the revocation yet). Returns the narrowed
+    /// record.
+    pub fn restrict(&mut self, from: NodeId, id: CapId, rights: u8) -> Result<CapRecord, String> {
+        let Some(&at) = self.by_id.get(&id) else {
+            return Err(format!("restriction of unknown capability {id:?}"));
+        };
+        let rec = &mut self.records[at].0;
+        if rec.holder != from {
+            return Err(format!(
+                "node {from} restricts {id:?}, which node {} holds",
+                rec.holder
+            ));
+        }
+        if rights & !rec.rights != 0 {
+            return Err(format!(
+                "node {from} widens {id:?} from rights {:#x} to {rights:#x}",
+                rec.rights
+            ));
+        }
+        rec.rights = rights;
+        Ok(*rec)
     }
 }
 

@@ -183,6 +183,13 @@ impl SimCluster {
         self.apply(node, effects, None)
     }
 
+    /// Node `node` restricts capability `cap`, which it holds, to `rights`
+    /// ([`Coherence::restrict`]).
+    pub fn restrict(&mut self, node: NodeId, cap: CapId, rights: u8) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].restrict(cap, rights)?;
+        self.apply(node, effects, None)
+    }
+
     /// Deliver every message in flight, oldest in the sorted order first, until none is
     /// left (a capability round, say, finished everywhere).
     pub fn settle(&mut self) -> Result<(), ProtocolError> {

@@ -33,6 +33,10 @@ impl Class {
     /// contents here to give up).
     pub fn of(st: &PageState) -> Option<Class> {
         match (st.access, st.owner) {
+            // Fenced (a capability's rights keep local threads off it, its contents stay):
+            // a copy is dropped; an owned page may be the only copy.
+            (Access::None, false) if st.fenced => Some(Class::Copy),
+            (Access::None, true) if st.fenced => Some(Class::OnlyCopy),
             (Access::None, _) => None,
             (Access::Read, false) | (Access::Write, false) => Some(Class::Copy),
             (Access::Read, true) => Some(Class::OwnedReplicated),

@@ -4,7 +4,10 @@
 //! node 0 holds the minted capability (read, write, grant) and node 2 one derived from it
 //! (read, write, grant), every node knowing both; node 1 holds nothing. Any time later, node 2
 //! derives a read-only capability for node 1 (once), and node 0 revokes node 2's capability,
-//! and with it node 1's (once); both rounds run among the faults and messages, in every order.
+//! and with it node 1's (once) (with [`RightsModel::derive`] and [`RightsModel::revoke`]); with
+//! [`RightsModel::restrict`], node 2 restricts its own capability to read and grant (once,
+//! while it is not revoked there); the rounds run among the faults and messages, in every
+//! order.
 //!
 //! Every node faults on every page, for read and write, with or without the rights: a fault
 //! the protocol refuses ends its thread's wait (the thread gets the protection fault).
@@ -13,13 +16,15 @@
 //! capabilities it holds allow, counting a revoked one until its revocation has returned at
 //! the minter; no grant or forward ever gives a node an access that no capability it ever
 //! held allows; no fault is refused while the requester's right is recorded, unrevoked, at
-//! every node; no acknowledged write is lost; every fault ends (served or refused).
+//! every node; no page manager (central, fixed) or owner (dynamic) decides to give a node an
+//! access its own table does not allow, nor node 2 write access once its restriction returned;
+//! no acknowledged write is lost; every fault ends (served or refused).
 
 use std::fmt;
 
 use memlink_dsm::protocol::rights::{self, CapId, CapRecord};
 use memlink_dsm::protocol::{Coherence, Message};
-use memlink_dsm::{Access, NodeId, PageNo};
+use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
 use stateright::{Model, Property};
 
 use super::{ClusterState, CoherenceModel, Step, invariants};
@@ -63,12 +68,22 @@ pub fn node1() -> CapRecord {
     }
 }
 
+/// The rights node 2 restricts its capability to (read and grant: a read-only capability it
+/// derived for node 1 may be in flight, and stays within them).
+pub const RESTRICTED: u8 = rights::READ | rights::GRANT;
+
 /// The model: a [`CoherenceModel`] (one fault at a time per node, no budget, no hold) with
 /// the capability steps.
 #[derive(Clone, Copy, Debug)]
 pub struct RightsModel {
     /// The cluster, pages and faults.
     pub base: CoherenceModel,
+    /// Whether node 2 may restrict its capability (the restriction step).
+    pub restrict: bool,
+    /// Whether node 2 may derive node 1's capability (the derivation step).
+    pub derive: bool,
+    /// Whether node 0 may revoke node 2's capability (the revocation step).
+    pub revoke: bool,
 }
 
 /// One state: the cluster, and how far the capability rounds got.
@@ -82,6 +97,10 @@ pub struct RightsState {
     pub revoked: bool,
     /// The revocation returned at node 0 (every node acknowledged it).
     pub revoke_returned: bool,
+    /// Node 2 restricted its capability to [`RESTRICTED`] (at once there).
+    pub restricted: bool,
+    /// The restriction returned at node 2 (every node acknowledged it).
+    pub restrict_returned: bool,
 }
 
 /// A step of the model.
@@ -93,6 +112,8 @@ pub enum RightsStep {
     Derive,
     /// Node 0 revokes node 2's capability (and node 1's, derived from it).
     Revoke,
+    /// Node 2 restricts its capability to [`RESTRICTED`].
+    Restrict,
 }
 
 impl fmt::Display for RightsStep {
@@ -101,6 +122,7 @@ impl fmt::Display for RightsStep {
             RightsStep::Coherence(s) => s.fmt(f),
             RightsStep::Derive => write!(f, "node 2 grants node 1 a read-only capability"),
             RightsStep::Revoke => write!(f, "node 0 revokes node 2's capability"),
+            RightsStep::Restrict => write!(f, "node 2 restricts its capability to read, grant"),
         }
     }
 }
@@ -128,7 +150,12 @@ impl RightsState {
             .into_iter()
             .filter(|r| r.holder == node && made(r.id))
             .filter(|r| r.parent.is_none() || !self.revoke_returned)
-            .map(|r| r.access())
+            .map(|mut r| {
+                if self.restricted && r.id == node2().id {
+                    r.rights = RESTRICTED;
+                }
+                r.access()
+            })
             .max()
             .unwrap_or(Access::None)
     }
@@ -153,15 +180,20 @@ impl RightsState {
             .unwrap_or(Access::None)
     }
 
-    /// Whether `node`'s right to `access` on `page` is recorded, unrevoked, at every node.
+    /// Whether `node`'s right to `access` on `page` is recorded, unrevoked and unrestricted
+    /// below it, at every node.
     pub fn surely_allowed(&self, node: NodeId, page: PageNo, access: Access) -> bool {
         if page != PROTECTED {
             return true;
         }
         [root(), node2(), node1()].into_iter().any(|r| {
             r.holder == node
-                && r.access() >= access
-                && self.c.sim.nodes.iter().all(|n| live(n, r.id))
+                && self.c.sim.nodes.iter().all(|n| {
+                    live(n, r.id)
+                        && n.rights()
+                            .get(r.id)
+                            .is_some_and(|(r, _)| r.access() >= access)
+                })
         })
     }
 }
@@ -194,6 +226,47 @@ impl RightsModel {
         for (node, cap) in std::mem::take(&mut s.c.sim.cap_done) {
             if node == 0 && cap == node2().id {
                 s.revoke_returned = true;
+            }
+            if node == 2 && cap == node2().id {
+                s.restrict_returned = true;
+            }
+        }
+    }
+
+    /// The messages `last` did not have in flight and `s` has that decide to give a node an
+    /// access to the protected page (a manager's forward; a dynamic owner's grant): each
+    /// must be allowed by its sender's table, and none may give node 2 write access once its
+    /// restriction returned.
+    fn decided_beyond(&self, last: &RightsState, s: &mut RightsState) {
+        if s.c.error.is_some() {
+            return;
+        }
+        for e in &s.c.sim.in_flight {
+            if last.c.sim.in_flight.contains(e) || e.msg.page() != PROTECTED {
+                continue;
+            }
+            let (to, access) = match (self.base.kind, e.msg) {
+                (ManagerKind::Dynamic, Message::Grant { access, .. }) => (e.to, access),
+                (ManagerKind::Dynamic, _) => continue,
+                (_, Message::ReadForward { to, .. }) => (to, Access::Read),
+                (_, Message::WriteForward { to, .. }) => (to, Access::Write),
+                _ => continue,
+            };
+            let table = s.c.sim.nodes[e.from as usize]
+                .rights()
+                .allowed(to, PROTECTED);
+            if access > table {
+                s.c.error = Some(format!(
+                    "node {} decided to give node {to} {access:?} access to page {PROTECTED}, \
+                     which its own table allows only {table:?}",
+                    e.from
+                ));
+            } else if to == 2 && access == Access::Write && s.restrict_returned {
+                s.c.error = Some(format!(
+                    "node {} decided to give node 2 write access to page {PROTECTED} after \
+                     node 2's restriction to read returned",
+                    e.from
+                ));
             }
         }
     }
@@ -289,6 +362,8 @@ impl Model for RightsModel {
             derived: false,
             revoked: false,
             revoke_returned: false,
+            restricted: false,
+            restrict_returned: false,
         }]
     }
 
@@ -299,11 +374,14 @@ impl Model for RightsModel {
         let mut base = Vec::new();
         self.base.actions(&s.c, &mut base);
         actions.extend(base.into_iter().map(RightsStep::Coherence));
-        if !s.derived {
+        if self.derive && !s.derived {
             actions.push(RightsStep::Derive);
         }
-        if !s.revoked {
+        if self.revoke && !s.revoked {
             actions.push(RightsStep::Revoke);
+        }
+        if self.restrict && !s.restricted && live(&s.c.sim.nodes[2], node2().id) {
+            actions.push(RightsStep::Restrict);
         }
     }
 
@@ -323,8 +401,15 @@ impl Model for RightsModel {
                     s.c.error = Some(format!("node 0: {e}"));
                 }
             }
+            RightsStep::Restrict => {
+                s.restricted = true;
+                if let Err(e) = s.c.sim.restrict(2, node2().id, RESTRICTED) {
+                    s.c.error = Some(format!("node 2: {e}"));
+                }
+            }
         }
         self.settle(&mut s);
+        self.decided_beyond(last, &mut s);
         Some(s)
     }
 
@@ -337,8 +422,16 @@ impl Model for RightsModel {
             Property::always("the protocol accepts every step", |_, s: &RightsState| {
                 s.c.error
                     .as_ref()
-                    .is_none_or(|e| e.contains("read version"))
+                    .is_none_or(|e| e.contains("read version") || e.contains("decided to give"))
             }),
+            Property::always(
+                "no decision beyond the decider's table or a returned restriction",
+                |_, s: &RightsState| {
+                    s.c.error
+                        .as_ref()
+                        .is_none_or(|e| !e.contains("decided to give"))
+                },
+            ),
             Property::always(
                 "at most one writer per page",
                 |m: &RightsModel, s: &RightsState| {

@@ -18,7 +18,8 @@ pub struct BenchArgs {
     /// set-up), eviction (each eviction class against a remote read miss, on 2 nodes) or
     /// hold (a page written alternately by 2 nodes, true and false sharing, with a Δt hold of
     /// 0, 100 µs and 1 ms) or pager (a sequential read of a file through the file pager
-    /// against a plain mmap of it, one node).
+    /// against a plain mmap of it, one node) or capability (a read miss through a capability
+    /// and a revocation against a public read miss and an invalidation).
     #[arg(long, value_enum, default_value = "faults")]
     pub(crate) suite: Suite,
     /// The number of node processes (2 to 64); a write invalidates nodes - 1 read copies.
@@ -73,6 +74,9 @@ pub(crate) enum Suite {
     Hold,
     /// A file read through the file pager against a plain mmap.
     Pager,
+    /// A read miss through a capability and a revocation, against a public read miss and
+    /// an invalidation of as many copies.
+    Capability,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -85,6 +89,9 @@ fn parse_manager(s: &str) -> Result<ManagerKind, String> {
 
 /// Runs `memlink dsm bench ...`.
 pub fn run(a: BenchArgs) -> ExitCode {
+    if a.suite == Suite::Capability {
+        return crate::dsm_bench_capability::run(&a);
+    }
     if a.suite != Suite::Faults {
         return crate::dsm_bench_replacement::run(&a);
     }

@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod dsm;
 mod dsm_bench;
+mod dsm_bench_capability;
 mod dsm_bench_replacement;
 mod dsm_plan;
 mod dsm_scale;
