@@ -1,22 +1,10 @@
 //! `memlink dsm`: a local cluster run with --json, bad arguments, and an unreachable peer.
 
-use std::process::Command;
+// Shared by the CLI tests, each of which uses only part of it.
+#[allow(dead_code)]
+mod cli_support;
 
-fn memlink() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlink"))
-}
-
-/// Runs `cmd`, which must succeed and print one JSON object; `what` names the case in failures.
-fn json_of(cmd: &mut Command, what: &str) -> serde_json::Value {
-    let out = cmd.output().expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON object")
-}
+use cli_support::{json_of, memlink};
 
 #[test]
 fn dsm_run_json_prints_one_verified_object() {
@@ -25,7 +13,6 @@ fn dsm_run_json_prints_one_verified_object() {
             memlink()
                 .args(["dsm", "run", "--nodes", "2", "--app", "counter", "--json"])
                 .args(["--backend", backend]),
-            backend,
         );
         for key in [
             "app",
@@ -64,7 +51,7 @@ fn dsm_run_jacobi_verifies_with_and_without_prefetch() {
                 cmd.arg("--no-prefetch");
             }
             let what = format!("{backend}, prefetch {prefetch}");
-            let v = json_of(&mut cmd, &what);
+            let v = json_of(&mut cmd);
             assert_eq!(v["verified"], true, "{what}: {v}");
             assert!(v["read_faults"].as_u64().unwrap() > 0, "{what}: {v}");
             assert!(v["steady_ms"].as_f64().is_some(), "{what}: {v}");
@@ -81,7 +68,6 @@ fn dsm_scale_reports_every_run_and_the_speedups() {
         memlink()
             .args(["dsm", "scale", "--nodes", "2", "--size", "512"])
             .args(["--iters", "4", "--rounds", "2", "--json"]),
-        "scale",
     );
     for key in ["one_node_ms", "prefetch_ms", "faults_only_ms"] {
         let runs = v[key].as_array().unwrap_or_else(|| panic!("{key} in {v}"));
@@ -120,20 +106,17 @@ fn dsm_run_table_ends_with_verified() {
 /// (8 of 17) and a Δt hold: both verify, and the eviction counters of every node come back.
 #[test]
 fn dsm_run_under_a_memory_budget_verifies_and_reports_evictions() {
-    let v = json_of(
-        memlink().args([
-            "dsm",
-            "run",
-            "--nodes",
-            "3",
-            "--app",
-            "matmul",
-            "--memory-budget",
-            "16K",
-            "--json",
-        ]),
-        "matmul under 16K",
-    );
+    let v = json_of(memlink().args([
+        "dsm",
+        "run",
+        "--nodes",
+        "3",
+        "--app",
+        "matmul",
+        "--memory-budget",
+        "16K",
+        "--json",
+    ]));
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["memory_budget"], 16384, "{v}");
     let nodes = v["evictions"].as_array().expect("evictions per node");
@@ -187,7 +170,6 @@ fn dsm_run_wordcount_counts_a_file_larger_than_the_budgets() {
             .args(["dsm", "run", "--nodes", "3", "--app", "wordcount", "--json"])
             .args(["--memory-budget", "256K", "--file"])
             .arg(&file),
-        "wordcount",
     );
     assert_eq!(v["verified"], true, "{v}");
     let dropped: u64 = v["evictions"]

@@ -6,7 +6,7 @@
 #[allow(dead_code)]
 mod cli_support;
 
-use cli_support::{json_of, stderr_of_failure, stdout_of};
+use cli_support::{json_of, memlink, stderr_of_failure, stdout_of};
 
 const FIGURES: [&str; 14] = [
     "read_miss_us",
@@ -26,7 +26,7 @@ const FIGURES: [&str; 14] = [
 ];
 
 fn bench(nodes: &str, manager: &str, backend: &str) -> serde_json::Value {
-    json_of(&[
+    json_of(memlink().args([
         "dsm",
         "bench",
         "--iters",
@@ -38,7 +38,7 @@ fn bench(nodes: &str, manager: &str, backend: &str) -> serde_json::Value {
         manager,
         "--backend",
         backend,
-    ])
+    ]))
 }
 
 #[test]
@@ -69,14 +69,18 @@ fn dsm_bench_json_has_every_figure_positive() {
 
 #[test]
 fn dsm_bench_refuses_a_single_node_and_an_unknown_manager() {
-    assert!(stderr_of_failure(&["dsm", "bench", "--nodes", "1"]).contains("--nodes"));
-    assert!(stderr_of_failure(&["dsm", "bench", "--manager", "ring"]).contains("ring"));
+    assert!(
+        stderr_of_failure(memlink().args(["dsm", "bench", "--nodes", "1"])).contains("--nodes")
+    );
+    assert!(
+        stderr_of_failure(memlink().args(["dsm", "bench", "--manager", "ring"])).contains("ring")
+    );
 }
 
 #[test]
 fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
     for (nodes, manager) in [("1", "central"), ("2", "dynamic"), ("3", "fixed")] {
-        let v = json_of(&[
+        let v = json_of(memlink().args([
             "dsm",
             "run",
             "--app",
@@ -90,7 +94,7 @@ fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
             nodes,
             "--manager",
             manager,
-        ]);
+        ]));
         assert_eq!(v["verified"], true, "{v}");
         assert!(v["steady_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
         assert!(v["wall_ms"].as_f64() >= v["steady_ms"].as_f64(), "{v}");
@@ -101,7 +105,7 @@ fn dsm_run_jacobi_takes_a_size_and_sweeps_and_verifies() {
 /// read copy" on 2 nodes), no JSON key and no "us".
 #[test]
 fn dsm_bench_table_speaks_words_and_micro_seconds() {
-    let stdout = stdout_of(&["dsm", "bench", "--iters", "12", "--nodes", "2"]);
+    let stdout = stdout_of(memlink().args(["dsm", "bench", "--iters", "12", "--nodes", "2"]));
     for key in FIGURES {
         assert!(
             !stdout.contains(key),
@@ -126,7 +130,7 @@ fn dsm_bench_table_speaks_words_and_micro_seconds() {
 #[test]
 fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
     for manager in ["central", "dynamic"] {
-        let v = json_of(&[
+        let v = json_of(memlink().args([
             "dsm",
             "bench",
             "--suite",
@@ -136,7 +140,7 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
             "--json",
             "--manager",
             manager,
-        ]);
+        ]));
         assert_eq!(v["as_meant"], 1.0, "{v}");
         for class in [
             "dropped_copy",
@@ -155,7 +159,7 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
             );
         }
     }
-    let v = json_of(&[
+    let v = json_of(memlink().args([
         "dsm",
         "bench",
         "--suite",
@@ -163,14 +167,14 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
         "--duration-ms",
         "30",
         "--json",
-    ]);
+    ]));
     let runs = v["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 6, "{v}");
     for r in runs {
         let ops = r["ops_per_s_node0"].as_f64().unwrap() + r["ops_per_s_node1"].as_f64().unwrap();
         assert!(ops > 0.0, "{r}");
     }
-    let v = json_of(&[
+    let v = json_of(memlink().args([
         "dsm",
         "bench",
         "--suite",
@@ -178,9 +182,10 @@ fn dsm_bench_replacement_suites_report_ratios_to_their_baselines() {
         "--file-mb",
         "2",
         "--json",
-    ]);
+    ]));
     assert!(v["pager_vs_mmap"].as_f64().unwrap() > 0.0, "{v}");
     assert!(
-        stderr_of_failure(&["dsm", "bench", "--suite", "hold", "--nodes", "3"]).contains("2 nodes")
+        stderr_of_failure(memlink().args(["dsm", "bench", "--suite", "hold", "--nodes", "3"]))
+            .contains("2 nodes")
     );
 }

@@ -2,23 +2,13 @@
 //! node processes, report per node what their schedulers did (tasks run, migrated in and out,
 //! work requests and refusals, hints), and their flags are checked like every app's.
 
+// Shared by the CLI tests, each of which uses only part of it.
+#[allow(dead_code)]
+mod cli_support;
+
 use std::process::Command;
 
-fn memlink() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlink"))
-}
-
-/// Runs `cmd`, which must succeed and print one JSON object; `what` names the case in failures.
-fn json_of(cmd: &mut Command, what: &str) -> serde_json::Value {
-    let out = cmd.output().expect("run memlink");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON object")
-}
+use cli_support::{json_of, memlink};
 
 /// The sum of a task counter over the nodes of a run's JSON.
 fn total(v: &serde_json::Value, counter: &str) -> u64 {
@@ -43,7 +33,7 @@ fn nqueens_counts_with_one_task_per_placement_on_every_node_count() {
         if !hints {
             cmd.arg("--no-hints");
         }
-        let v = json_of(&mut cmd, &format!("{nodes} nodes, hints {hints}"));
+        let v = json_of(&mut cmd);
         assert_eq!(v["verified"], true, "{v}");
         assert_eq!(
             v["tasks"].as_array().unwrap().len(),
@@ -69,7 +59,6 @@ fn quicksort_sorts_with_tasks_that_spawn_tasks() {
         memlink()
             .args(["dsm", "run", "--nodes", "2", "--app", "quicksort", "--json"])
             .args(["--size", "50000", "--workers", "2"]),
-        "quicksort",
     );
     assert_eq!(v["verified"], true, "{v}");
     // 50000 elements with a cutoff of 4096: at least 2 * 50000 / 4096 tasks beyond the root.
@@ -253,18 +242,15 @@ fn nodes_running_different_binaries_share_pages_but_not_tasks() {
 /// the work requests refused with hints and without, as ratios from the one run.
 #[test]
 fn scale_tasks_reports_speedups_and_refusals() {
-    let v = json_of(
-        memlink().args([
-            "dsm",
-            "scale-tasks",
-            "--size",
-            "9",
-            "--rounds",
-            "1",
-            "--json",
-        ]),
+    let v = json_of(memlink().args([
+        "dsm",
         "scale-tasks",
-    );
+        "--size",
+        "9",
+        "--rounds",
+        "1",
+        "--json",
+    ]));
     for key in ["speedup_hints", "speedup_no_hints"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }

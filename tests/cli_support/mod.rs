@@ -1,6 +1,6 @@
 //! Running the `memlink` binary from the CLI tests: a command, a run that must succeed (its
 //! standard output, or the one JSON object it printed) and a run that must fail (its
-//! standard error). A failure shows the arguments and both streams.
+//! standard error). A failure shows the command line and both streams.
 
 use std::process::{Command, Output};
 
@@ -9,45 +9,36 @@ pub fn memlink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memlink"))
 }
 
-fn run(args: &[&str]) -> Output {
-    memlink()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("memlink {}: {e}", args.join(" ")))
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-/// Runs `memlink args`, which must succeed; its standard output.
-pub fn stdout_of(args: &[&str]) -> String {
-    let out = run(args);
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = run(cmd);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "memlink {} failed ({}):\n{stdout}\n{}",
-        args.join(" "),
+        "{cmd:?} failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
 }
 
-/// Runs `memlink args --json`-style commands, which must succeed and print one JSON object.
-pub fn json_of(args: &[&str]) -> serde_json::Value {
-    let stdout = stdout_of(args);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "memlink {}: not one JSON object ({e}):\n{stdout}",
-            args.join(" ")
-        )
-    })
+/// Runs `cmd` (a `--json` run), which must succeed and print one JSON object.
+pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let stdout = stdout_of(cmd);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{cmd:?}: not one JSON object ({e}):\n{stdout}"))
 }
 
-/// Runs `memlink args`, which must fail; its standard error.
-pub fn stderr_of_failure(args: &[&str]) -> String {
-    let out = run(args);
+/// Runs `cmd`, which must fail; its standard error.
+pub fn stderr_of_failure(cmd: &mut Command) -> String {
+    let out = run(cmd);
     assert!(
         !out.status.success(),
-        "memlink {} succeeded, but should have failed:\n{}",
-        args.join(" "),
+        "{cmd:?} succeeded, but should have failed:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
