@@ -12,7 +12,10 @@
 //!   (what a node does with a peer's one-way frames);
 //! - [`sync_alloc_requests`]: lock, barrier, alloc and free requests decoded and run against
 //!   the sync manager and the allocator (what a node does with a peer's requests), with the
-//!   allocator's blocks checked against a shadow copy.
+//!   allocator's blocks checked against a shadow copy;
+//! - [`scheduler_messages`]: scheduler messages decoded and handed to a node's scheduler,
+//!   between its own steps (spawns, dispatches, ends, timeouts): what a node does with a
+//!   peer's task frames.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -317,4 +320,108 @@ pub fn sync_alloc_requests(data: &[u8]) {
     }
     let used: usize = live.values().sum();
     assert!(alloc.free_bytes() + used <= SIZE);
+}
+
+/// Scheduler frames from peers, decoded and handled by node 0 of 3 as its task pool does
+/// (stopping at the first it refuses, as the node fails then), between the node's own steps
+/// (a message whose first byte is 3 modulo 4 is a local step instead: spawn, dispatch, end,
+/// yield or TIMEOUT): decoding round-trips; every message it sends goes to another node of
+/// the cluster; every task it runs, holds or sends has its stack inside the region; no task
+/// is held twice; every handle it resolves is of a task spawned here.
+pub fn scheduler_messages(data: &[u8]) {
+    use crate::process::codec as sched_codec;
+    use crate::process::{
+        Effect as SchedEffect, Message as SchedMessage, Scheduler, SchedulerConfig, StackPages,
+        Suspend, TaskId, TaskRef,
+    };
+    const PAGES: u32 = 64;
+    let Some((&setup, rest)) = data.split_first() else {
+        return;
+    };
+    let config = SchedulerConfig {
+        workers: u16::from(setup % 3) + 1,
+        hint_threshold: u16::from(setup / 3 % 3) + 1,
+        use_hints: setup & 0x80 == 0,
+    };
+    let mut node = Scheduler::new(0, 3, PAGES, config).expect("a valid configuration");
+    let mut spawned = 0u64;
+    for m in messages(rest) {
+        let Some((&first, body)) = m.split_first() else {
+            continue;
+        };
+        let effects = if first % 4 == 3 {
+            match body.first().copied().unwrap_or(0) % 5 {
+                0 => {
+                    spawned += 1;
+                    let task = TaskRef {
+                        id: TaskId(spawned << 16),
+                        home: 0,
+                        migratable: first & 0x80 == 0,
+                        stack: StackPages {
+                            first: (spawned as u32 * 4) % PAGES,
+                            count: 4.min(PAGES - (spawned as u32 * 4) % PAGES),
+                        },
+                    };
+                    node.spawn(task).unwrap_or_default()
+                }
+                1 => node.next_task(),
+                2 => match node.running().first().copied() {
+                    Some(t) => node.finished(t.id, first & 0x40 != 0).unwrap_or_default(),
+                    None => Vec::new(),
+                },
+                3 => match node.running().first().copied() {
+                    Some(t) => node.suspend(t.id, Suspend::Yield).unwrap_or_default(),
+                    None => Vec::new(),
+                },
+                _ => node.timeout(),
+            }
+        } else {
+            let Ok(msg) = sched_codec::decode(body) else {
+                continue;
+            };
+            let mut again = Vec::new();
+            sched_codec::encode(&msg, &mut again);
+            assert_eq!(again, body, "a decoded message encodes back to its bytes");
+            let from = u16::from(first % 4).min(2);
+            match node.handle(from, msg) {
+                Ok(effects) => effects,
+                Err(_) => return,
+            }
+        };
+        for e in effects {
+            match e {
+                SchedEffect::Send { to, msg } => {
+                    assert!(to != 0 && to < 3, "a message to node {to}");
+                    if let SchedMessage::Migrate { task, .. } = msg {
+                        assert!(task.stack.within(PAGES));
+                    }
+                }
+                SchedEffect::Broadcast { msg } => {
+                    assert!(matches!(msg, SchedMessage::Hint { .. }))
+                }
+                SchedEffect::Run { task } | SchedEffect::HandOffStack { task, .. } => {
+                    assert!(task.stack.within(PAGES))
+                }
+                SchedEffect::Resolved { task, .. } => {
+                    assert!(task.0 >> 16 >= 1 && task.0 >> 16 <= spawned && task.0 & 0xffff == 0)
+                }
+                SchedEffect::Wake => {}
+            }
+        }
+        let held: Vec<TaskId> = node
+            .ready()
+            .chain(node.running())
+            .chain(node.blocked())
+            .map(|t| t.id)
+            .collect();
+        let mut unique = held.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), held.len(), "a task held twice: {held:?}");
+        assert!(
+            node.ready()
+                .chain(node.running())
+                .all(|t| t.stack.within(PAGES))
+        );
+    }
 }

@@ -9,6 +9,8 @@ pub mod atomic;
 pub mod config;
 pub use config::NodeConfigBuilder;
 #[cfg(not(memlink_loom))]
+pub mod migration_bench;
+#[cfg(not(memlink_loom))]
 pub mod node;
 pub mod process;
 pub mod protocol;

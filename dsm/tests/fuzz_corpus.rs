@@ -29,3 +29,11 @@ fn sync_alloc_requests_corpus() {
         memlink_dsm::fuzzing::sync_alloc_requests,
     );
 }
+
+#[test]
+fn scheduler_messages_corpus() {
+    replay(
+        "scheduler_messages",
+        memlink_dsm::fuzzing::scheduler_messages,
+    );
+}

@@ -2,9 +2,10 @@
 //! task's descriptor and stack live in one block of the shared region, at the same address
 //! on every node. Every node of the cluster starts a pool; the pools' schedulers talk through
 //! the node runtime ([`crate::node::tasks`]): an idle worker's null task asks the node the
-//! hints say has a surplus for work, that node migrates a ready task (its stack pages are
-//! handed to the destination by the coherence protocol, the page of its saved stack pointer
-//! first, then the descriptor's reference goes in a `Migrate`), a running task moves itself
+//! hints say has a surplus for work, that node migrates a ready task (the page of its saved
+//! stack pointer and its descriptor's page are handed to the destination by the coherence
+//! protocol's hand-off, then the descriptor's reference goes in a `Migrate`; the rest of
+//! its stack follows on demand), a running task moves itself
 //! with [`migrate`], and a task that ends away from home tells its home, where
 //! [`TaskPool::join`] waits. A task may be joined on any node ([`JoinHandle::into_raw`]).
 //! When the cluster loses a node, every handle of a task not ended yet returns
@@ -509,22 +510,28 @@ impl Shared {
         }
     }
 
-    /// A suspended task's stack pages, the page of its saved stack pointer first (the seed's
-    /// "current page of the stack"), then the others from the top of the block down.
+    /// The pages of a suspended task handed to its destination with it: the page of its
+    /// saved stack pointer (the seed's "current page of the stack", which its first
+    /// instruction there uses) and its descriptor's page (which the destination's worker
+    /// reads to switch in). The rest of its stack passes to the destination when the task
+    /// touches it there (a fault, served by the coherence protocol like any): handing every
+    /// live page off eagerly, one eviction round each, made a migration 6 to 9 read misses
+    /// long on the 2-core test machine, against 2 with these two (`memlink dsm bench
+    /// --suite migration`).
     fn stack_pages_to_hand_off(&self, task: &TaskRef) -> Vec<PageNo> {
         let block = self.base + task.id.0 as usize;
         // SAFETY: the task is suspended here (the scheduler just took it off this node), so
         // its descriptor is not written; reading it may fault its page in, like any read.
         let sp = unsafe { (*(block as *const Descriptor)).saved_sp };
-        let mut pages: Vec<PageNo> = task.stack.iter().collect();
-        pages.reverse();
-        if let Some(current) = sp
+        let first = task.stack.first;
+        let current = sp
             .checked_sub(self.base)
             .map(|off| (off / PAGE_SIZE) as PageNo)
             .filter(|p| task.stack.iter().any(|q| q == *p))
-        {
-            pages.retain(|&p| p != current);
-            pages.insert(0, current);
+            .unwrap_or(first);
+        let mut pages = vec![current];
+        if current != first {
+            pages.push(first);
         }
         pages
     }

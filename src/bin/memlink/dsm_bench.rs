@@ -19,7 +19,8 @@ pub struct BenchArgs {
     /// hold (a page written alternately by 2 nodes, true and false sharing, with a Δt hold of
     /// 0, 100 µs and 1 ms) or pager (a sequential read of a file through the file pager
     /// against a plain mmap of it, one node) or capability (a read miss through a capability
-    /// and a revocation against a public read miss and an invalidation).
+    /// and a revocation against a public read miss and an invalidation) or migration (a task
+    /// with a 64 KiB stack moved to another node against a remote read miss, on 2 nodes).
     #[arg(long, value_enum, default_value = "faults")]
     pub(crate) suite: Suite,
     /// The number of node processes (2 to 64); a write invalidates nodes - 1 read copies.
@@ -77,6 +78,8 @@ pub(crate) enum Suite {
     /// A read miss through a capability and a revocation, against a public read miss and
     /// an invalidation of as many copies.
     Capability,
+    /// A suspended task with a 64 KiB stack moved to another node, against a read miss.
+    Migration,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -91,6 +94,9 @@ fn parse_manager(s: &str) -> Result<ManagerKind, String> {
 pub fn run(a: BenchArgs) -> ExitCode {
     if a.suite == Suite::Capability {
         return crate::dsm_bench_capability::run(&a);
+    }
+    if a.suite == Suite::Migration {
+        return crate::dsm_bench_migration::run(&a);
     }
     if a.suite != Suite::Faults {
         return crate::dsm_bench_replacement::run(&a);

@@ -6,6 +6,7 @@ mod doctor;
 mod dsm;
 mod dsm_bench;
 mod dsm_bench_capability;
+mod dsm_bench_migration;
 mod dsm_bench_replacement;
 mod dsm_plan;
 mod dsm_scale;
