@@ -638,10 +638,13 @@ impl NodeRuntime {
                     st.lru.touch(page);
                 }
                 Effect::WriteBack { page } => {
-                    // No thread may write the page while its contents are copied out.
+                    // No thread may write the page while its contents are copied out: an
+                    // eviction takes its access (None in the protocol now), a clean leaves
+                    // it readable.
+                    let keep = Self::page_state(st, page).access.min(Access::Read);
                     self.pages
-                        .set_access(page, Access::None)
-                        .map_err(|e| self.local_memory_failure(page, Access::None, e))?;
+                        .set_access(page, keep)
+                        .map_err(|e| self.local_memory_failure(page, keep, e))?;
                     let mut data = vec![0u8; PAGE_SIZE];
                     self.pages.read_page(page, &mut data);
                     self.store_write(st, page, &data)?;

@@ -34,6 +34,7 @@ fn model(kind: ManagerKind) -> RightsModel {
             concurrent: 1,
             frames: None,
             evictions: 0,
+            cleans: 0,
             hold: false,
         },
         restrict: false,

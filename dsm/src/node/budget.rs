@@ -331,6 +331,54 @@ impl NodeRuntime {
         Ok(())
     }
 
+    /// A pager's `clean_request` for `pages`: every page of the range this node owns and
+    /// changed since it came from the store is written back (`data_write`) and kept,
+    /// read-only until the next local write; then the store is made durable. Pages owned by
+    /// other nodes are theirs to clean (each node's pager commands its own node). Returns
+    /// how many pages were written.
+    pub fn clean_request(&self, pages: std::ops::Range<PageNo>) -> Result<u32, DsmError> {
+        if !pages.is_empty() {
+            self.check_page(pages.end - 1)?;
+        }
+        let mut st = lock(&self.state);
+        Self::refused(&st)?;
+        let mut written = 0;
+        for page in pages {
+            if !st.coherence.cleanable(page) {
+                continue;
+            }
+            let effects = st
+                .coherence
+                .clean(page)
+                .map_err(|e| DsmError::Protocol(e.to_string()))?;
+            if let Err((node, reason)) = self.run_effects(&mut st, page, effects, None) {
+                self.fail_locked(st, node, reason.clone());
+                return Err(DsmError::NodeLost { node, reason });
+            }
+            written += 1;
+        }
+        if let Some(store) = st.store.as_mut() {
+            store
+                .sync()
+                .map_err(|e| DsmError::Config(format!("this node's backing store failed: {e}")))?;
+        }
+        Ok(written)
+    }
+
+    /// A pager's `flush_request` for `pages`: this node gives up every page of the range it
+    /// holds, in the seed's order (a copy dropped, ownership passed on, an only copy written
+    /// back when it changed or dropped when clean, never handed off), waiting for each.
+    /// Pages inside their Δt hold or with a fault under way stay. Returns how many went.
+    pub fn flush_request(&self, pages: std::ops::Range<PageNo>) -> Result<u32, DsmError> {
+        let mut flushed = 0;
+        for page in pages {
+            if self.evict_page(page, false)? {
+                flushed += 1;
+            }
+        }
+        Ok(flushed)
+    }
+
     /// What page replacement did here so far.
     pub fn eviction_stats(&self) -> EvictionStats {
         self.evictions.snapshot()

@@ -346,6 +346,43 @@ impl Coherence {
         Ok(out)
     }
 
+    /// Whether [`Coherence::clean`] would write `page` back now: this node owns it, holds
+    /// its contents (readable), changed since they came from the store, and nothing is under
+    /// way for it here.
+    pub fn cleanable(&self, page: PageNo) -> bool {
+        self.pages.get(page as usize).is_some_and(|st| {
+            st.owner
+                && st.access >= Access::Read
+                && !st.clean
+                && !st.evicting
+                && st.pending.is_none()
+        })
+    }
+
+    /// A pager's `clean_request` for `page` at this node: when it owns the page dirty
+    /// ([`Coherence::cleanable`]), write it back to the backing store and keep it, read-only,
+    /// so that the next local write faults and makes it dirty again; otherwise nothing (a
+    /// clean page, or one this node does not own or hold: its owner cleans it). No message:
+    /// the copies elsewhere are current already.
+    pub fn clean(&mut self, page: PageNo) -> Result<Vec<Effect>, ProtocolError> {
+        if !self.cleanable(page) {
+            return Ok(Vec::new());
+        }
+        let st = self.state(page)?;
+        let mut out = Vec::new();
+        if st.access == Access::Write {
+            st.access = Access::Read;
+            out.push(Effect::SetAccess {
+                page,
+                access: Access::Read,
+            });
+        }
+        out.push(Effect::WriteBack { page });
+        self.track_clean(&mut out);
+        self.state(page)?.clean = true;
+        Ok(out)
+    }
+
     /// The capabilities this node knows of.
     pub fn rights(&self) -> &RightsTable {
         &self.rights

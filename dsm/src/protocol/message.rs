@@ -265,7 +265,8 @@ pub enum Effect {
         access: Access,
     },
     /// Write this node's contents of the page to the backing store (before
-    /// [`Effect::Evicted`] drops them). Never asked for a page that is clean
+    /// [`Effect::Evicted`] drops them, or after [`super::Coherence::clean`] made them
+    /// read-only: local threads may read the page meanwhile, never write it). Never asked for a page that is clean
     /// ([`super::PageState::clean`]): its eviction ends as [`EvictClass::DroppedClean`].
     WriteBack {
         /// The page.

@@ -170,6 +170,13 @@ impl SimCluster {
         self.apply(node, effects, None)
     }
 
+    /// Node `node` writes `page` back if it owns it dirty, keeping it
+    /// ([`Coherence::clean`], a pager's `clean_request`).
+    pub fn clean(&mut self, node: NodeId, page: PageNo) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].clean(page)?;
+        self.apply(node, effects, None)
+    }
+
     /// Node `node` makes capability `record` and sends it to every node
     /// ([`Coherence::share`]).
     pub fn share(&mut self, node: NodeId, record: CapRecord) -> Result<(), ProtocolError> {

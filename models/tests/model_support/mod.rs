@@ -52,6 +52,9 @@ pub struct CoherenceModel {
     /// Evictions a node may start without needing a frame (as a runtime that keeps some
     /// frames free does), besides those a full node must make before a fault.
     pub evictions: u8,
+    /// A pager's `clean_request`s: an owner writes a dirty page back and keeps it, at any
+    /// step, this many times in a run.
+    pub cleans: u8,
 }
 
 /// One state of the cluster.
@@ -68,6 +71,8 @@ pub struct ClusterState {
     pub writes_left: u8,
     /// Evictions without need the nodes may still start.
     pub evictions_left: u8,
+    /// `clean_request`s the pager may still make.
+    pub cleans_left: u8,
     /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
     pub error: Option<String>,
 }
@@ -148,6 +153,14 @@ pub enum Step {
         /// The page.
         page: PageNo,
     },
+    /// The pager asks `node` to clean `page` (`clean_request`): written back, kept
+    /// read-only.
+    Clean {
+        /// The node.
+        node: NodeId,
+        /// The page.
+        page: PageNo,
+    },
     /// The Δt timer of `page` at `node` fires: the messages that waited are handled.
     Expire {
         /// The node.
@@ -192,6 +205,9 @@ impl fmt::Display for Step {
             Step::Expire { node, page } => {
                 write!(f, "node {node}'s hold of page {page} expires")
             }
+            Step::Clean { node, page } => {
+                write!(f, "the pager asks node {node} to clean page {page}")
+            }
             Step::Evict {
                 node,
                 page,
@@ -224,6 +240,7 @@ impl Model for CoherenceModel {
             faults_left: self.faults,
             writes_left: self.writes,
             evictions_left: self.evictions,
+            cleans_left: self.cleans,
             error: None,
         }]
     }
@@ -248,6 +265,9 @@ impl Model for CoherenceModel {
                 let st = s.page_state(n, page);
                 if st.held {
                     actions.push(Step::Expire { node, page });
+                }
+                if s.cleans_left > 0 && s.sim.nodes[n].cleanable(page) {
+                    actions.push(Step::Clean { node, page });
                 }
                 match s.waiting[n][page as usize] {
                     Some(access) if have >= access => actions.push(Step::Complete { node, page }),
@@ -331,6 +351,12 @@ impl Model for CoherenceModel {
             }
             Step::Expire { node, page } => {
                 if let Err(e) = s.sim.expire(node, page) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::Clean { node, page } => {
+                s.cleans_left -= 1;
+                if let Err(e) = s.sim.clean(node, page) {
                     s.error = Some(format!("node {node}: {e}"));
                 }
             }
