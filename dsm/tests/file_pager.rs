@@ -20,11 +20,7 @@ const WORDS: usize = PAGE_SIZE / 8;
 
 #[test]
 fn node_main() {
-    support::node_entry(&[
-        ("wordcount", count),
-        ("scribble", scribble),
-        ("clean", clean_and_flush),
-    ]);
+    support::node_entry(&[("wordcount", count), ("scribble", scribble)]);
 }
 
 fn file() -> PathBuf {
@@ -59,74 +55,6 @@ fn scribble(dsm: &Dsm) -> Result<bool, DsmError> {
             .all(|w| unsafe { dsm.at::<u64>(at(page, w)).read_volatile() } == pattern(page, w))
     });
     dsm.barrier(2)?;
-    Ok(ok)
-}
-
-/// The pager's commands while the cluster runs: every node writes its share of the file's
-/// pages and answers `clean_request` for them (a `data_write` per page it wrote, the pages
-/// kept); node 0 then finds every word in the file itself, before anyone leaves. A second
-/// `clean_request` writes nothing (the pages are clean); a page written again is dirty
-/// again; `flush_request` gives the share up (the clean pages dropped without a write, the
-/// one written again written back), and the file still holds every word.
-fn clean_and_flush(dsm: &Dsm) -> Result<bool, DsmError> {
-    use std::sync::atomic::Ordering;
-    let at = |page: usize, w: usize| (wordcount::FIRST_PAGE as usize + page) * PAGE_SIZE + w * 8;
-    let region_page = |page: usize| wordcount::FIRST_PAGE + page as u32;
-    let mine = share(FILE_PAGES, dsm.id(), dsm.nodes());
-    let pages = region_page(mine.start)..region_page(mine.end);
-    let write = |page: usize, round: u64| {
-        for w in 0..WORDS {
-            // SAFETY: the word lies inside the region (FILE_PAGES + 1 pages of it), 8-aligned.
-            unsafe {
-                dsm.at::<u64>(at(page, w))
-                    .write_volatile(pattern(page, w) + round)
-            };
-        }
-    };
-    for page in mine.clone() {
-        write(page, 0);
-    }
-    let rt = dsm.runtime();
-    let before = support::DATA_WRITES.load(Ordering::Relaxed);
-    let cleaned = rt.clean_request(pages.clone())?;
-    let wrote = support::DATA_WRITES.load(Ordering::Relaxed) - before;
-    let mut ok = cleaned as usize == mine.len() && wrote == cleaned as u64;
-    dsm.barrier(1)?;
-    if dsm.id() == 0 {
-        let bytes = std::fs::read(file())?;
-        ok &= (0..FILE_PAGES).all(|page| {
-            (0..WORDS).all(|w| {
-                let at = page * PAGE_SIZE + w * 8;
-                u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]))
-                    == pattern(page, w)
-            })
-        });
-    }
-    ok &= rt.clean_request(pages.clone())? == 0;
-    // The first page of the share is written again: only it is dirty.
-    write(mine.start, 1);
-    let before = support::DATA_WRITES.load(Ordering::Relaxed);
-    let dropped = rt.eviction_stats().dropped_clean;
-    let flushed = rt.flush_request(pages.clone())?;
-    ok &= flushed as usize == mine.len()
-        && support::DATA_WRITES.load(Ordering::Relaxed) - before == 1
-        && rt.eviction_stats().dropped_clean - dropped == mine.len() as u64 - 1;
-    dsm.barrier(2)?;
-    if dsm.id() == 0 {
-        let bytes = std::fs::read(file())?;
-        ok &= (0..FILE_PAGES).all(|page| {
-            // The first page of each share holds the second round's words.
-            let round = (0..dsm.nodes() as u16)
-                .any(|n| share(FILE_PAGES, n, dsm.nodes()).start == page)
-                as u64;
-            (0..WORDS).all(|w| {
-                let at = page * PAGE_SIZE + w * 8;
-                u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]))
-                    == pattern(page, w) + round
-            })
-        });
-    }
-    dsm.barrier(3)?;
     Ok(ok)
 }
 
@@ -202,23 +130,6 @@ fn words_of_a_file_larger_than_the_budgets_are_counted_through_the_region() {
         "the file was written"
     );
     std::fs::remove_file(&path).ok();
-}
-
-#[test]
-fn clean_and_flush_requests_reach_the_file_while_the_nodes_run() {
-    for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        let path = scratch(&format!("clean-{manager}"));
-        std::fs::write(&path, vec![0u8; FILE_PAGES * PAGE_SIZE]).expect("write the file");
-        // Frames for a whole share (16 pages) and the slots page.
-        run(
-            "clean",
-            &path,
-            1 + FILE_PAGES as u32,
-            24 * PAGE_SIZE as u64,
-            manager,
-        );
-        std::fs::remove_file(&path).ok();
-    }
 }
 
 #[test]
