@@ -103,8 +103,23 @@ fn check(model: RightsModel) -> usize {
 
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
-fn every_manager_enforces_rights_and_revocation() {
-    check_every_manager(model);
+fn the_dynamic_manager_enforces_rights_and_revocation() {
+    check_manager(model, ManagerKind::Dynamic);
+}
+
+/// The same for the central manager (a test of its own: the three largest runs go in
+/// parallel).
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn the_central_manager_enforces_rights_and_revocation() {
+    check_manager(model, ManagerKind::Central);
+}
+
+/// The same for the fixed distributed manager.
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn the_fixed_manager_enforces_rights_and_revocation() {
+    check_manager(model, ManagerKind::Fixed);
 }
 
 /// A holder's restriction of its own capability binds the managers and owners: none decides
@@ -130,29 +145,34 @@ fn check_every_manager(model: fn(ManagerKind) -> RightsModel) {
         ManagerKind::Central,
         ManagerKind::Fixed,
     ] {
-        let m = model(kind);
-        let states = check(m);
-        assert!(states > 1000, "{kind:?}: only {states} states explored");
-        let started = Instant::now();
-        match model_support::progress(&m, |s| m.finished(s)) {
-            Ok(n) => println!(
-                "{kind:?} with capabilities: every fault can still end from all {n} states, {:.2?}",
-                started.elapsed()
-            ),
-            Err(trapped) => {
-                let mut report = format!(
-                    "{kind:?} manager with capabilities: after these {} steps no run ends every fault:\n",
-                    trapped.path.len()
-                );
-                for (i, step) in trapped.path.iter().enumerate() {
-                    report.push_str(&format!("  {:2}. {step}\n", i + 1));
-                }
-                report.push_str(&format!(
-                    "  => {}\n",
-                    m.explain("every fault ends", &trapped.state)
-                ));
-                panic!("{report}");
+        check_manager(model, kind);
+    }
+}
+
+/// Checks `model(kind)`'s properties, then that every fault can end from every state.
+fn check_manager(model: fn(ManagerKind) -> RightsModel, kind: ManagerKind) {
+    let m = model(kind);
+    let states = check(m);
+    assert!(states > 1000, "{kind:?}: only {states} states explored");
+    let started = Instant::now();
+    match model_support::progress(&m, |s| m.finished(s)) {
+        Ok(n) => println!(
+            "{kind:?} with capabilities: every fault can still end from all {n} states, {:.2?}",
+            started.elapsed()
+        ),
+        Err(trapped) => {
+            let mut report = format!(
+                "{kind:?} manager with capabilities: after these {} steps no run ends every fault:\n",
+                trapped.path.len()
+            );
+            for (i, step) in trapped.path.iter().enumerate() {
+                report.push_str(&format!("  {:2}. {step}\n", i + 1));
             }
+            report.push_str(&format!(
+                "  => {}\n",
+                m.explain("every fault ends", &trapped.state)
+            ));
+            panic!("{report}");
         }
     }
 }
