@@ -102,6 +102,37 @@ fn check(model: CoherenceModel) -> usize {
     states
 }
 
+/// The base configuration the tests vary: 3 nodes, 2 pages, 4 faults of which 2 writes, one
+/// fault at a time per node, no frame budget, no eviction or clean request, no hold.
+fn base(kind: ManagerKind) -> CoherenceModel {
+    CoherenceModel {
+        kind,
+        nodes: 3,
+        pages: 2,
+        faults: 4,
+        writes: 2,
+        concurrent: 1,
+        frames: None,
+        evictions: 0,
+        cleans: 0,
+        hold: false,
+    }
+}
+
+/// For every implemented manager: checks `model(kind)`'s properties (at least `min_states`
+/// distinct states explored), then that every fault can still be served from every state.
+fn check_config(model: fn(ManagerKind) -> CoherenceModel, min_states: usize) {
+    for kind in implemented_managers() {
+        let m = model(kind);
+        let states = check(m);
+        assert!(
+            states > min_states,
+            "{kind:?}: only {states} states explored"
+        );
+        check_progress(m);
+    }
+}
+
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
@@ -109,16 +140,8 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
     assert!(managers.contains(&ManagerKind::Central) && managers.contains(&ManagerKind::Fixed));
     for kind in managers {
         let states = check(CoherenceModel {
-            kind,
-            nodes: 3,
-            pages: 2,
-            faults: 4,
             writes: 3,
-            concurrent: 1,
-            frames: None,
-            evictions: 0,
-            cleans: 0,
-            hold: false,
+            ..base(kind)
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
     }
@@ -158,18 +181,7 @@ fn check_progress(model: CoherenceModel) {
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn from_every_state_every_fault_can_still_be_served() {
     for kind in implemented_managers() {
-        check_progress(CoherenceModel {
-            kind,
-            nodes: 3,
-            pages: 2,
-            faults: 4,
-            writes: 2,
-            concurrent: 1,
-            frames: None,
-            evictions: 0,
-            cleans: 0,
-            hold: false,
-        });
+        check_progress(base(kind));
     }
 }
 
@@ -179,23 +191,13 @@ fn from_every_state_every_fault_can_still_be_served() {
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
-    for kind in implemented_managers() {
-        let model = CoherenceModel {
-            kind,
-            nodes: 3,
-            pages: 2,
-            faults: 4,
-            writes: 2,
+    check_config(
+        |kind| CoherenceModel {
             concurrent: 2,
-            frames: None,
-            evictions: 0,
-            cleans: 0,
-            hold: false,
-        };
-        let states = check(model);
-        assert!(states > 1000, "{kind:?}: only {states} states explored");
-        check_progress(model);
-    }
+            ..base(kind)
+        },
+        1000,
+    );
 }
 
 /// Page replacement under a budget of one frame per node: every page starts in the backing
@@ -209,23 +211,15 @@ fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
-    for kind in implemented_managers() {
-        let model = CoherenceModel {
-            kind,
-            nodes: 3,
-            pages: 2,
+    check_config(
+        |kind| CoherenceModel {
             faults: 2,
-            writes: 2,
-            concurrent: 1,
             frames: Some(1),
             evictions: 1,
-            cleans: 0,
-            hold: false,
-        };
-        let states = check(model);
-        assert!(states > 1000, "{kind:?}: only {states} states explored");
-        check_progress(model);
-    }
+            ..base(kind)
+        },
+        1000,
+    );
 }
 
 /// The Δt hold: a page whose access went up stays at least until its timer fires (at any
@@ -235,23 +229,14 @@ fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_and_live_with_the_hold() {
-    for kind in implemented_managers() {
-        let model = CoherenceModel {
-            kind,
-            nodes: 3,
-            pages: 2,
+    check_config(
+        |kind| CoherenceModel {
             faults: 3,
-            writes: 2,
-            concurrent: 1,
-            frames: None,
-            evictions: 0,
-            cleans: 0,
             hold: true,
-        };
-        let states = check(model);
-        assert!(states > 1000, "{kind:?}: only {states} states explored");
-        check_progress(model);
-    }
+            ..base(kind)
+        },
+        1000,
+    );
 }
 
 /// A pager's `clean_request` under a budget of one frame per node: an owner writes a dirty
@@ -262,21 +247,16 @@ fn every_manager_is_coherent_and_live_with_the_hold() {
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn every_manager_is_coherent_and_live_with_clean_requests() {
-    for kind in implemented_managers() {
-        let model = CoherenceModel {
-            kind,
+    check_config(
+        |kind| CoherenceModel {
             nodes: 2,
             pages: 1,
             faults: 3,
-            writes: 2,
-            concurrent: 1,
             frames: Some(1),
             evictions: 1,
             cleans: 1,
-            hold: false,
-        };
-        let states = check(model);
-        assert!(states > 100, "{kind:?}: only {states} states explored");
-        check_progress(model);
-    }
+            ..base(kind)
+        },
+        100,
+    );
 }
