@@ -3,7 +3,8 @@
 //! counted through the region and checked against a sequential count, and since the pass only
 //! reads, no node makes a single `data_write` (clean pages are dropped); and pages written by
 //! the nodes reach the file (on eviction and on leave), checked by reading the file after
-//! the nodes exited.
+//! the nodes exited; and the pager's `clean_request` and `flush_request` reach the file
+//! while the nodes run.
 
 mod support;
 
@@ -20,7 +21,11 @@ const WORDS: usize = PAGE_SIZE / 8;
 
 #[test]
 fn node_main() {
-    support::node_entry(&[("wordcount", count), ("scribble", scribble)]);
+    support::node_entry(&[
+        ("wordcount", count),
+        ("scribble", scribble),
+        ("clean", clean_and_flush),
+    ]);
 }
 
 fn file() -> PathBuf {
@@ -56,6 +61,109 @@ fn scribble(dsm: &Dsm) -> Result<bool, DsmError> {
     });
     dsm.barrier(2)?;
     Ok(ok)
+}
+
+/// The pager's commands while the cluster runs: every node writes its share of the file's
+/// pages and answers `clean_request` for them (a `data_write` per page it wrote, the pages
+/// kept); node 0 then finds every word in the file itself, before anyone leaves. A second
+/// `clean_request` writes nothing (the pages are clean); a page written again is dirty
+/// again; `flush_request` gives the share up (the clean pages dropped without a write, the
+/// one written again written back), and the file still holds every word.
+fn clean_and_flush(dsm: &Dsm) -> Result<bool, DsmError> {
+    use std::sync::atomic::Ordering;
+    let at = |page: usize, w: usize| (wordcount::FIRST_PAGE as usize + page) * PAGE_SIZE + w * 8;
+    let region_page = |page: usize| wordcount::FIRST_PAGE + page as u32;
+    let mine = share(FILE_PAGES, dsm.id(), dsm.nodes());
+    let pages = region_page(mine.start)..region_page(mine.end);
+    let write = |page: usize, round: u64| {
+        for w in 0..WORDS {
+            // SAFETY: the word lies inside the region (FILE_PAGES + 1 pages of it), 8-aligned.
+            unsafe {
+                dsm.at::<u64>(at(page, w))
+                    .write_volatile(pattern(page, w) + round)
+            };
+        }
+    };
+    for page in mine.clone() {
+        write(page, 0);
+    }
+    let rt = dsm.runtime();
+    let me = dsm.id();
+    let mut ok = true;
+    let mut check = |good: bool, what: String| {
+        if !good {
+            eprintln!("node {me}: {what}");
+        }
+        ok &= good;
+    };
+    let before = support::DATA_WRITES.load(Ordering::Relaxed);
+    let cleaned = rt.clean_request(pages.clone())?;
+    let wrote = support::DATA_WRITES.load(Ordering::Relaxed) - before;
+    check(
+        cleaned as usize == mine.len() && wrote == cleaned as u64,
+        format!(
+            "the first clean_request wrote {cleaned} pages ({wrote} data_writes), not {}",
+            mine.len()
+        ),
+    );
+    dsm.barrier(1)?;
+    if me == 0 {
+        let bad = first_mismatch(&std::fs::read(file())?, |_| 0);
+        check(
+            bad.is_none(),
+            format!("after the clean, the file differs: {bad:?}"),
+        );
+    }
+    // Nobody writes again before node 0 has read the file: the second round's write-backs
+    // would race with its read (the cause of this test's failures in its first draft).
+    dsm.barrier(2)?;
+    let again = rt.clean_request(pages.clone())?;
+    check(
+        again == 0,
+        format!("the second clean_request wrote {again} pages"),
+    );
+    // The first page of the share is written again: only it is dirty.
+    write(mine.start, 1);
+    let before = support::DATA_WRITES.load(Ordering::Relaxed);
+    let dropped = rt.eviction_stats().dropped_clean;
+    let flushed = rt.flush_request(pages.clone())?;
+    let wrote = support::DATA_WRITES.load(Ordering::Relaxed) - before;
+    let dropped = rt.eviction_stats().dropped_clean - dropped;
+    check(
+        flushed as usize == mine.len() && wrote == 1 && dropped == mine.len() as u64 - 1,
+        format!(
+            "flush_request: {flushed} pages went, {wrote} data_writes, {dropped} dropped clean"
+        ),
+    );
+    dsm.barrier(3)?;
+    if me == 0 {
+        // The first page of each share holds the second round's words.
+        let nodes = dsm.nodes();
+        let bad = first_mismatch(&std::fs::read(file())?, |page| {
+            (0..nodes as u16).any(|n| share(FILE_PAGES, n, nodes).start == page) as u64
+        });
+        check(
+            bad.is_none(),
+            format!("after the flush, the file differs: {bad:?}"),
+        );
+    }
+    dsm.barrier(4)?;
+    Ok(ok)
+}
+
+/// The first word of the file's bytes that is not `pattern(page, w) + round(page)`:
+/// (page, word, found).
+fn first_mismatch(bytes: &[u8], round: impl Fn(usize) -> u64) -> Option<(usize, usize, u64)> {
+    if bytes.len() != FILE_PAGES * PAGE_SIZE {
+        return Some((usize::MAX, 0, bytes.len() as u64));
+    }
+    (0..FILE_PAGES).find_map(|page| {
+        (0..WORDS).find_map(|w| {
+            let at = page * PAGE_SIZE + w * 8;
+            let found = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+            (found != pattern(page, w) + round(page)).then_some((page, w, found))
+        })
+    })
 }
 
 /// Runs `body` on every node; returns each node's `data_write` calls on its pager.
@@ -130,6 +238,23 @@ fn words_of_a_file_larger_than_the_budgets_are_counted_through_the_region() {
         "the file was written"
     );
     std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn clean_and_flush_requests_reach_the_file_while_the_nodes_run() {
+    for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
+        let path = scratch(&format!("clean-{manager}"));
+        std::fs::write(&path, vec![0u8; FILE_PAGES * PAGE_SIZE]).expect("write the file");
+        // Frames for a whole share (16 pages) and the slots page.
+        run(
+            "clean",
+            &path,
+            1 + FILE_PAGES as u32,
+            24 * PAGE_SIZE as u64,
+            manager,
+        );
+        std::fs::remove_file(&path).ok();
+    }
 }
 
 #[test]

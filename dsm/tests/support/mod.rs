@@ -35,7 +35,7 @@ pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
 /// The `data_write` calls this node process made on its pager ([`PAGER_FILE_ENV`]) for the
 /// file's pages, printed
 /// as `data_writes: N` after a verified run.
-static DATA_WRITES: AtomicU64 = AtomicU64::new(0);
+pub static DATA_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// A file pager that counts the `data_write` calls made on it for the file's pages in
 /// [`DATA_WRITES`].
