@@ -81,76 +81,20 @@ pub struct BenchFigures {
     pub prefetch_8_pages_us: f64,
 }
 
-const FIELDS: [&str; 8] = [
-    "tcp_4k_rtt_us",
-    "read_miss_us",
-    "write_miss_us",
-    "invalidation_us",
-    "lock_free_us",
-    "lock_contended_us",
-    "barrier_us",
-    "prefetch_8_pages_us",
-];
-const LINE_PREFIX: &str = "memlink-dsm-bench";
-
-impl BenchFigures {
-    fn values(&self) -> [f64; 8] {
-        [
-            self.tcp_4k_rtt_us,
-            self.read_miss_us,
-            self.write_miss_us,
-            self.invalidation_us,
-            self.lock_free_us,
-            self.lock_contended_us,
-            self.barrier_us,
-            self.prefetch_8_pages_us,
-        ]
-    }
-
-    /// The figures as (name, microseconds) pairs, in a fixed order.
-    pub fn named(&self) -> Vec<(&'static str, f64)> {
-        FIELDS.into_iter().zip(self.values()).collect()
-    }
-
-    /// One line of `key=value` fields for the launcher to parse.
-    pub fn to_line(&self) -> String {
-        let mut s = LINE_PREFIX.to_string();
-        for (k, v) in self.named() {
-            s.push_str(&format!(" {k}={v:.3}"));
-        }
-        s
-    }
-
-    /// Parses a line written by [`BenchFigures::to_line`]; `None` for any other line.
-    pub fn parse_line(line: &str) -> Option<BenchFigures> {
-        let rest = line.trim().strip_prefix(LINE_PREFIX)?;
-        let mut values = [f64::NAN; 8];
-        for field in rest.split_whitespace() {
-            let (k, v) = field.split_once('=')?;
-            let i = FIELDS.iter().position(|f| *f == k)?;
-            values[i] = v.parse().ok()?;
-        }
-        if values.iter().any(|v| v.is_nan()) {
-            return None;
-        }
-        let [a, b, c, d, e, f, g, h] = values;
-        Some(BenchFigures {
-            tcp_4k_rtt_us: a,
-            read_miss_us: b,
-            write_miss_us: c,
-            invalidation_us: d,
-            lock_free_us: e,
-            lock_contended_us: f,
-            barrier_us: g,
-            prefetch_8_pages_us: h,
-        })
-    }
-
-    /// Finds the figures line in a node process's output.
-    pub fn find_in(output: &str) -> Option<BenchFigures> {
-        output.lines().find_map(BenchFigures::parse_line)
-    }
-}
+crate::figures_line!(
+    BenchFigures,
+    "memlink-dsm-bench",
+    [
+        tcp_4k_rtt_us,
+        read_miss_us,
+        write_miss_us,
+        invalidation_us,
+        lock_free_us,
+        lock_contended_us,
+        barrier_us,
+        prefetch_8_pages_us,
+    ]
+);
 
 /// The median of `samples` in microseconds (0 for none).
 pub fn median_us(samples: &mut [f64]) -> f64 {
@@ -435,6 +379,7 @@ pub fn local_fault_samples(backend: Backend, iters: usize) -> Result<Vec<f64>, D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::figures_line::FiguresLine;
 
     #[test]
     fn figure_lines_round_trip() {

@@ -70,64 +70,18 @@ pub struct CapabilityFigures {
     pub nodes: f64,
 }
 
-const FIELDS: [&str; 6] = [
-    "read_miss_us",
-    "cap_read_miss_us",
-    "cap_acquire_us",
-    "invalidation_us",
-    "revoke_us",
-    "nodes",
-];
-const PREFIX: &str = "memlink-dsm-capability-bench";
-
-impl CapabilityFigures {
-    fn values(&self) -> [f64; 6] {
-        [
-            self.read_miss_us,
-            self.cap_read_miss_us,
-            self.cap_acquire_us,
-            self.invalidation_us,
-            self.revoke_us,
-            self.nodes,
-        ]
-    }
-
-    /// Every figure with its key.
-    pub fn named(&self) -> Vec<(&'static str, f64)> {
-        FIELDS.into_iter().zip(self.values()).collect()
-    }
-
-    /// One line of `key=value` fields for the launcher.
-    pub fn to_line(&self) -> String {
-        let mut s = PREFIX.to_string();
-        for (k, v) in self.named() {
-            s.push_str(&format!(" {k}={v:.3}"));
-        }
-        s
-    }
-
-    /// The figures in a node's output, if it printed them.
-    pub fn find_in(output: &str) -> Option<CapabilityFigures> {
-        let rest = output.lines().find_map(|l| l.trim().strip_prefix(PREFIX))?;
-        let mut v = [f64::NAN; 6];
-        for field in rest.split_whitespace() {
-            let (k, value) = field.split_once('=')?;
-            let i = FIELDS.iter().position(|f| *f == k)?;
-            v[i] = value.parse().ok()?;
-        }
-        if v.iter().any(|x| x.is_nan()) {
-            return None;
-        }
-        Some(CapabilityFigures {
-            read_miss_us: v[0],
-            cap_read_miss_us: v[1],
-            cap_acquire_us: v[2],
-            invalidation_us: v[3],
-            revoke_us: v[4],
-            nodes: v[5],
-        })
-    }
-}
+crate::figures_line!(
+    CapabilityFigures,
+    "memlink-dsm-capability-bench",
+    [
+        read_miss_us,
+        cap_read_miss_us,
+        cap_acquire_us,
+        invalidation_us,
+        revoke_us,
+        nodes,
+    ]
+);
 
 fn elapsed_us(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
@@ -293,6 +247,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::figures_line::FiguresLine;
 
     #[test]
     fn figure_lines_round_trip() {

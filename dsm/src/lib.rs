@@ -39,6 +39,7 @@ pub mod connect_bench;
 #[cfg(not(memlink_loom))]
 pub mod fault;
 pub mod fault_slots;
+pub mod figures_line;
 #[cfg(not(memlink_loom))]
 pub mod fuzzing;
 #[cfg(not(memlink_loom))]

@@ -59,53 +59,11 @@ pub struct MigrationFigures {
     pub migrate_and_touch_us: f64,
 }
 
-const FIELDS: [&str; 3] = ["read_miss_us", "migrate_us", "migrate_and_touch_us"];
-const LINE_PREFIX: &str = "memlink-dsm-migration";
-
-impl MigrationFigures {
-    /// The figures as (name, microseconds) pairs, in a fixed order.
-    pub fn named(&self) -> Vec<(&'static str, f64)> {
-        FIELDS
-            .into_iter()
-            .zip([
-                self.read_miss_us,
-                self.migrate_us,
-                self.migrate_and_touch_us,
-            ])
-            .collect()
-    }
-
-    /// One line of `key=value` fields for the launcher to parse.
-    pub fn to_line(&self) -> String {
-        let mut s = LINE_PREFIX.to_string();
-        for (k, v) in self.named() {
-            s.push_str(&format!(" {k}={v:.3}"));
-        }
-        s
-    }
-
-    /// Parses a line written by [`MigrationFigures::to_line`]; `None` for any other line.
-    pub fn parse_line(line: &str) -> Option<MigrationFigures> {
-        let rest = line.trim().strip_prefix(LINE_PREFIX)?;
-        let mut values = [f64::NAN; 3];
-        for field in rest.split_whitespace() {
-            let (k, v) = field.split_once('=')?;
-            let i = FIELDS.iter().position(|f| *f == k)?;
-            values[i] = v.parse().ok()?;
-        }
-        let [read_miss_us, migrate_us, migrate_and_touch_us] = values;
-        (!values.iter().any(|v| v.is_nan())).then_some(MigrationFigures {
-            read_miss_us,
-            migrate_us,
-            migrate_and_touch_us,
-        })
-    }
-
-    /// Finds the figures line in a node process's output.
-    pub fn find_in(output: &str) -> Option<MigrationFigures> {
-        output.lines().find_map(MigrationFigures::parse_line)
-    }
-}
+crate::figures_line!(
+    MigrationFigures,
+    "memlink-dsm-migration",
+    [read_miss_us, migrate_us, migrate_and_touch_us]
+);
 
 /// The shuttle task's medians, in nanoseconds.
 #[derive(Clone, Copy, Debug, Default)]
@@ -257,6 +215,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<MigrationFigures>, DsmError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::figures_line::FiguresLine;
 
     #[test]
     fn figure_lines_round_trip() {

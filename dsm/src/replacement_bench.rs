@@ -61,69 +61,19 @@ pub struct EvictionFigures {
     pub as_meant: f64,
 }
 
-const FIELDS: [&str; 7] = [
-    "read_miss_us",
-    "dropped_copy_us",
-    "passed_ownership_us",
-    "handed_off_us",
-    "written_back_us",
-    "page_in_us",
-    "as_meant",
-];
-const EVICTION_PREFIX: &str = "memlink-dsm-eviction-bench";
-
-impl EvictionFigures {
-    fn values(&self) -> [f64; 7] {
-        [
-            self.read_miss_us,
-            self.dropped_copy_us,
-            self.passed_ownership_us,
-            self.handed_off_us,
-            self.written_back_us,
-            self.page_in_us,
-            self.as_meant,
-        ]
-    }
-
-    /// Every figure with its key.
-    pub fn named(&self) -> Vec<(&'static str, f64)> {
-        FIELDS.into_iter().zip(self.values()).collect()
-    }
-
-    /// One line of `key=value` fields for the launcher.
-    pub fn to_line(&self) -> String {
-        let mut s = EVICTION_PREFIX.to_string();
-        for (k, v) in self.named() {
-            s.push_str(&format!(" {k}={v:.3}"));
-        }
-        s
-    }
-
-    /// The figures in a node's output, if it printed them.
-    pub fn find_in(output: &str) -> Option<EvictionFigures> {
-        let rest = output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(EVICTION_PREFIX))?;
-        let mut v = [f64::NAN; 7];
-        for field in rest.split_whitespace() {
-            let (k, value) = field.split_once('=')?;
-            let i = FIELDS.iter().position(|f| *f == k)?;
-            v[i] = value.parse().ok()?;
-        }
-        if v.iter().any(|x| x.is_nan()) {
-            return None;
-        }
-        Some(EvictionFigures {
-            read_miss_us: v[0],
-            dropped_copy_us: v[1],
-            passed_ownership_us: v[2],
-            handed_off_us: v[3],
-            written_back_us: v[4],
-            page_in_us: v[5],
-            as_meant: v[6],
-        })
-    }
-}
+crate::figures_line!(
+    EvictionFigures,
+    "memlink-dsm-eviction-bench",
+    [
+        read_miss_us,
+        dropped_copy_us,
+        passed_ownership_us,
+        handed_off_us,
+        written_back_us,
+        page_in_us,
+        as_meant,
+    ]
+);
 
 fn elapsed_us(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
@@ -373,6 +323,7 @@ pub fn run_hold_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::figures_line::FiguresLine;
 
     #[test]
     fn figure_lines_round_trip() {

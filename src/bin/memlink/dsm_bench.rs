@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use memlink_dsm::bench::{self, BenchFigures, PROBER};
+use memlink_dsm::figures_line::FiguresLine;
 use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
 

@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use memlink_dsm::capability_bench::{CapabilityFigures, capability_pages, run_capability_node};
+use memlink_dsm::figures_line::FiguresLine;
 use memlink_dsm::init::launch;
 use memlink_dsm::{DsmError, NodeConfig, NodeId};
 

@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use memlink_dsm::figures_line::FiguresLine;
 use memlink_dsm::init::launch;
 use memlink_dsm::migration_bench::{
     MAX_SAMPLES, MigrationFigures, REPORTER, migration_pages, run_migration_node,

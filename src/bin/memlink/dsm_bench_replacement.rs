@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use memlink_dsm::figures_line::FiguresLine;
 use memlink_dsm::init::{NodeOutput, launch};
 use memlink_dsm::replacement_bench::{
     self, EvictionFigures, HoldFigures, HoldRun, PagerFigures, eviction_pages, run_eviction_node,
