@@ -3,14 +3,15 @@
 //! medians (one JSON object with `--json`).
 
 use std::net::SocketAddr;
-use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use memlink_dsm::bench::{self, BenchFigures, PROBER};
 use memlink_dsm::figures_line::FiguresLine;
-use memlink_dsm::init::launch;
-use memlink_dsm::{Backend, DsmError, ManagerKind, NodeConfig, NodeId};
+use memlink_dsm::{Backend, ManagerKind, NodeId};
+
+use crate::dsm_bench_cluster::{figures_of, launch_nodes, node_config, node_exit};
+use crate::dsm_bench_print::round3;
 
 /// Arguments of `memlink dsm bench`.
 #[derive(Args)]
@@ -110,47 +111,17 @@ pub fn run(a: BenchArgs) -> ExitCode {
 
 fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr>) -> ExitCode {
     let iters = a.iters as usize;
-    let config = NodeConfig {
-        id,
-        listen,
-        peers,
-        pages: bench::bench_pages(iters),
-        manager: a.manager,
-        connect_timeout: Duration::from_secs(30),
-        admission: match memlink_dsm::admission::Admission::from_env() {
-            Ok(admission) => admission,
-            Err(e) => {
-                eprintln!("memlink dsm bench node {id}: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        memory_budget: None,
-        hold: memlink_dsm::config::DEFAULT_HOLD,
+    let config = match node_config(a, id, listen, peers, bench::bench_pages(iters)) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    match bench::run_node(config, a.backend, iters) {
-        Ok(Some(figures)) => {
-            println!("{}", figures.to_line());
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("memlink dsm bench node {id}: {e}");
-            ExitCode::from(match e {
-                DsmError::NodeLost { .. } => memlink_dsm::apps::EXIT_NODE_LOST as u8,
-                _ => memlink_dsm::apps::EXIT_DSM_ERROR as u8,
-            })
-        }
-    }
+    node_exit(
+        id,
+        bench::run_node(config, a.backend, iters).map(|f| f.map(|f| f.to_line())),
+    )
 }
 
 fn run_cluster(a: &BenchArgs) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("memlink dsm bench: cannot find my own executable to start the nodes: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     // The local fault floor is sampled in this process (no node runs then), half before the
     // cluster and half after it, so that a slow phase of the host weighs on it too.
     let local_faults = |n: usize| {
@@ -166,33 +137,12 @@ fn run_cluster(a: &BenchArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let launched = launch(a.nodes as usize, Duration::from_secs(a.timeout), |slot| {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["dsm", "bench"])
-            .args(["--node-id", &slot.id.to_string()])
-            .args(["--listen", &slot.listen.to_string()])
-            .args(["--peers", &slot.peers_arg()])
-            .args(["--nodes", &a.nodes.to_string()])
-            .args(["--manager", &a.manager.to_string()])
-            .args(["--backend", &a.backend.to_string()])
-            .args(["--iters", &a.iters.to_string()]);
-        cmd
+    let outputs = launch_nodes(a, "faults", a.nodes as usize, |cmd| {
+        cmd.args(["--nodes", &a.nodes.to_string()]);
     });
-    let outputs = match launched {
-        Ok(outputs) => outputs,
-        Err(e) => {
-            // The error names the failed node and quotes every node's last lines.
-            eprintln!("memlink dsm bench: {e}");
-            return crate::dsm::launch_failure_status(&e);
-        }
-    };
-    let Some(f) = outputs
-        .iter()
-        .find(|o| o.id == PROBER)
-        .and_then(|o| BenchFigures::find_in(&o.stdout))
-    else {
-        eprintln!("memlink dsm bench: node {PROBER} ended without its figures");
-        return ExitCode::FAILURE;
+    let f: BenchFigures = match outputs.and_then(|o| figures_of(&o, PROBER)) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     match local_faults(a.iters as usize - a.iters as usize / 2) {
         Ok(s) => faults.extend(s),
@@ -283,8 +233,4 @@ fn label(key: &str, nodes: u16) -> String {
         "admission_compute_us" => "admission's HMACs and checks alone (no I/O)".into(),
         other => other.into(),
     }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }

@@ -7,16 +7,16 @@
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
-use std::time::Duration;
 
+use memlink_dsm::NodeId;
 use memlink_dsm::figures_line::FiguresLine;
-use memlink_dsm::init::launch;
 use memlink_dsm::migration_bench::{
     MAX_SAMPLES, MigrationFigures, REPORTER, migration_pages, run_migration_node,
 };
-use memlink_dsm::{DsmError, NodeConfig, NodeId};
 
 use crate::dsm_bench::BenchArgs;
+use crate::dsm_bench_cluster::{figures_of, launch_nodes, node_config, node_exit};
+use crate::dsm_bench_print::{insert_vs_read_miss, json_object, print_table};
 
 /// Runs the suite: as a node when the launcher said so, else as the launcher.
 pub(crate) fn run(a: &BenchArgs) -> ExitCode {
@@ -35,39 +35,14 @@ pub(crate) fn run(a: &BenchArgs) -> ExitCode {
 
 fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr>) -> ExitCode {
     let iters = a.iters as usize;
-    let admission = match memlink_dsm::admission::Admission::from_env() {
-        Ok(admission) => admission,
-        Err(e) => {
-            eprintln!("memlink dsm bench node {id}: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match node_config(a, id, listen, peers, migration_pages(iters)) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    let config = NodeConfig {
+    node_exit(
         id,
-        listen,
-        peers,
-        pages: migration_pages(iters),
-        manager: a.manager,
-        connect_timeout: Duration::from_secs(30),
-        admission,
-        memory_budget: None,
-        hold: memlink_dsm::config::DEFAULT_HOLD,
-    };
-    match run_migration_node(config, a.backend, iters) {
-        Ok(figures) => {
-            if let Some(f) = figures {
-                println!("{}", f.to_line());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("memlink dsm bench node {id}: {e}");
-            ExitCode::from(match e {
-                DsmError::NodeLost { .. } => memlink_dsm::apps::EXIT_NODE_LOST as u8,
-                _ => memlink_dsm::apps::EXIT_DSM_ERROR as u8,
-            })
-        }
-    }
+        run_migration_node(config, a.backend, iters).map(|f| f.map(|f| f.to_line())),
+    )
 }
 
 /// Address-space randomisation off in the child `cmd` starts.
@@ -86,82 +61,42 @@ fn same_load_address(cmd: &mut Command) {
 }
 
 fn run_cluster(a: &BenchArgs) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("memlink dsm bench: cannot find my own executable to start the nodes: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outputs = launch(2, Duration::from_secs(a.timeout), |slot| {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["dsm", "bench", "--suite", "migration"])
-            .args(["--node-id", &slot.id.to_string()])
-            .args(["--listen", &slot.listen.to_string()])
-            .args(["--peers", &slot.peers_arg()])
-            .args(["--manager", &a.manager.to_string()])
-            .args(["--backend", &a.backend.to_string()])
-            .args(["--iters", &a.iters.to_string()]);
-        same_load_address(&mut cmd);
-        cmd
-    });
-    let outputs = match outputs {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("memlink dsm bench: {e}");
-            return crate::dsm::launch_failure_status(&e);
-        }
-    };
-    let Some(f) = outputs
-        .iter()
-        .find(|o| o.id == REPORTER)
-        .and_then(|o| MigrationFigures::find_in(&o.stdout))
-    else {
-        eprintln!("memlink dsm bench: node 0 ended without its figures");
-        return ExitCode::FAILURE;
+    let outputs = launch_nodes(a, "migration", 2, same_load_address);
+    let f: MigrationFigures = match outputs.and_then(|o| figures_of(&o, REPORTER)) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     let ratio = |us: f64| us / f.read_miss_us;
     if a.json {
-        let mut obj = serde_json::json!({
-            "suite": "migration",
-            "manager": a.manager.to_string(),
-            "backend": a.backend.to_string(),
-            "iters": a.iters,
-        });
-        for (k, v) in f.named() {
-            obj[k] = serde_json::json!(round3(v));
-            if k != "read_miss_us" {
-                obj[format!("{}_vs_read_miss", k.trim_end_matches("_us"))] =
-                    serde_json::json!(round3(ratio(v)));
-            }
-        }
+        let mut obj = json_object(a, "migration");
+        insert_vs_read_miss(&mut obj, f.named(), f.read_miss_us, &[]);
         println!("{obj}");
     } else {
         println!(
             "DSM migration bench: 2 nodes, manager {}, backend {}, median of {} samples each",
             a.manager, a.backend, a.iters
         );
-        println!("  {:<60} {:>9} {:>12}", "", "µs", "/ read miss");
-        for (label, us) in [
-            (
-                "read miss (the page is at another node): baseline",
-                f.read_miss_us,
-            ),
-            (
-                "task with a 64 KiB stack: suspended here to running there",
-                f.migrate_us,
-            ),
-            (
-                "the same, and its 40 KiB of written stack read back there",
-                f.migrate_and_touch_us,
-            ),
-        ] {
-            println!("  {label:<60} {us:>9.1} {:>12.2}", ratio(us));
-        }
+        print_table(
+            60,
+            ("/ read miss", 12),
+            &[
+                (
+                    "read miss (the page is at another node): baseline",
+                    f.read_miss_us,
+                    Some(ratio(f.read_miss_us)),
+                ),
+                (
+                    "task with a 64 KiB stack: suspended here to running there",
+                    f.migrate_us,
+                    Some(ratio(f.migrate_us)),
+                ),
+                (
+                    "the same, and its 40 KiB of written stack read back there",
+                    f.migrate_and_touch_us,
+                    Some(ratio(f.migrate_and_touch_us)),
+                ),
+            ],
+        );
     }
     ExitCode::SUCCESS
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }

@@ -3,18 +3,20 @@
 //! baseline from that run (a remote read miss; the runs without a Δt hold).
 
 use std::net::SocketAddr;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use memlink_dsm::figures_line::FiguresLine;
-use memlink_dsm::init::{NodeOutput, launch};
+use memlink_dsm::init::NodeOutput;
 use memlink_dsm::replacement_bench::{
     self, EvictionFigures, HoldFigures, HoldRun, PagerFigures, eviction_pages, run_eviction_node,
     run_hold_node, run_pager_node,
 };
-use memlink_dsm::{DsmError, NodeConfig, NodeId};
+use memlink_dsm::{NodeConfig, NodeId};
 
 use crate::dsm_bench::{BenchArgs, Suite};
+use crate::dsm_bench_cluster::{figures_of, launch_nodes, node_config, node_exit};
+use crate::dsm_bench_print::{insert_vs_read_miss, json_object, print_table, round3};
 
 /// The Δt values of the hold table, in microseconds.
 const HOLDS_US: [u64; 3] = [0, 100, 1000];
@@ -40,23 +42,12 @@ pub(crate) fn run(a: &BenchArgs) -> ExitCode {
 
 fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr>) -> ExitCode {
     let iters = a.iters as usize;
-    let admission = match memlink_dsm::admission::Admission::from_env() {
-        Ok(admission) => admission,
-        Err(e) => {
-            eprintln!("memlink dsm bench node {id}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = NodeConfig {
-        id,
-        listen,
-        peers,
-        pages: eviction_pages(iters),
-        manager: a.manager,
-        connect_timeout: Duration::from_secs(30),
-        admission,
-        memory_budget: None,
-        hold: Duration::from_micros(a.hold_us.unwrap_or(0)),
+    let config = match node_config(a, id, listen, peers, eviction_pages(iters)) {
+        Ok(config) => NodeConfig {
+            hold: Duration::from_micros(a.hold_us.unwrap_or(0)),
+            ..config
+        },
+        Err(code) => return code,
     };
     let line = match a.suite {
         Suite::Eviction => {
@@ -65,89 +56,39 @@ fn run_node(a: &BenchArgs, id: NodeId, listen: SocketAddr, peers: Vec<SocketAddr
         _ => run_hold_node(config, a.backend, Duration::from_millis(a.duration_ms))
             .map(|f| Some(f.to_line())),
     };
-    match line {
-        Ok(line) => {
-            if let Some(line) = line {
-                println!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("memlink dsm bench node {id}: {e}");
-            ExitCode::from(match e {
-                DsmError::NodeLost { .. } => memlink_dsm::apps::EXIT_NODE_LOST as u8,
-                _ => memlink_dsm::apps::EXIT_DSM_ERROR as u8,
-            })
-        }
-    }
+    node_exit(id, line)
 }
 
 /// Starts the 2 bench nodes (with Δt `hold_us`) and returns their outputs.
 fn cluster(a: &BenchArgs, hold_us: u64) -> Result<Vec<NodeOutput>, ExitCode> {
-    let exe = std::env::current_exe().map_err(|e| {
-        eprintln!("memlink dsm bench: cannot find my own executable to start the nodes: {e}");
-        ExitCode::FAILURE
-    })?;
     let suite = if a.suite == Suite::Eviction {
         "eviction"
     } else {
         "hold"
     };
-    launch(2, Duration::from_secs(a.timeout), |slot| {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["dsm", "bench", "--suite", suite])
-            .args(["--node-id", &slot.id.to_string()])
-            .args(["--listen", &slot.listen.to_string()])
-            .args(["--peers", &slot.peers_arg()])
-            .args(["--manager", &a.manager.to_string()])
-            .args(["--backend", &a.backend.to_string()])
-            .args(["--iters", &a.iters.to_string()])
-            .args(["--duration-ms", &a.duration_ms.to_string()])
+    launch_nodes(a, suite, 2, |cmd| {
+        cmd.args(["--duration-ms", &a.duration_ms.to_string()])
             .args(["--hold-us", &hold_us.to_string()]);
-        cmd
-    })
-    .map_err(|e| {
-        eprintln!("memlink dsm bench: {e}");
-        crate::dsm::launch_failure_status(&e)
     })
 }
 
 fn eviction(a: &BenchArgs) -> ExitCode {
-    let outputs = match cluster(a, 0) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
-    let Some(f) = outputs
-        .iter()
-        .find(|o| o.id == replacement_bench::PROBER)
-        .and_then(|o| EvictionFigures::find_in(&o.stdout))
-    else {
-        eprintln!("memlink dsm bench: node 1 ended without its figures");
-        return ExitCode::FAILURE;
-    };
+    let f: EvictionFigures =
+        match cluster(a, 0).and_then(|o| figures_of(&o, replacement_bench::PROBER)) {
+            Ok(f) => f,
+            Err(code) => return code,
+        };
     let ratio = |us: f64| us / f.read_miss_us;
     if a.json {
-        let mut obj = serde_json::json!({
-            "suite": "eviction",
-            "manager": a.manager.to_string(),
-            "backend": a.backend.to_string(),
-            "iters": a.iters,
-        });
-        for (k, v) in f.named() {
-            obj[k] = serde_json::json!(round3(v));
-            if k != "read_miss_us" && k != "as_meant" {
-                obj[format!("{}_vs_read_miss", k.trim_end_matches("_us"))] =
-                    serde_json::json!(round3(ratio(v)));
-            }
-        }
+        let mut obj = json_object(a, "eviction");
+        insert_vs_read_miss(&mut obj, f.named(), f.read_miss_us, &["as_meant"]);
         println!("{obj}");
     } else {
         println!(
             "DSM eviction bench: 2 nodes, manager {}, backend {}, median of {} samples each",
             a.manager, a.backend, a.iters
         );
-        println!("  {:<52} {:>9} {:>14}", "", "µs", "/ read miss");
-        for (label, us) in [
+        let rows = [
             (
                 "read miss (the page is at another node): baseline",
                 f.read_miss_us,
@@ -166,9 +107,9 @@ fn eviction(a: &BenchArgs) -> ExitCode {
                 f.written_back_us,
             ),
             ("read fault served from this node's store", f.page_in_us),
-        ] {
-            println!("  {label:<52} {us:>9.1} {:>14.2}", ratio(us));
-        }
+        ]
+        .map(|(label, us)| (label, us, Some(ratio(us))));
+        print_table(52, ("/ read miss", 14), &rows);
         println!(
             "  samples that ran as the class they were set up for: {:.0}%",
             f.as_meant * 100.0
@@ -286,16 +227,10 @@ fn pager_node(a: &BenchArgs, listen: SocketAddr, file: &std::path::Path) -> Exit
         memory_budget: Some(PAGER_BUDGET),
         hold: Duration::ZERO,
     };
-    match run_pager_node(config, a.backend, file) {
-        Ok(f) => {
-            println!("{}", f.to_line());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("memlink dsm bench node 0: {e}");
-            ExitCode::from(memlink_dsm::apps::EXIT_DSM_ERROR as u8)
-        }
-    }
+    node_exit(
+        0,
+        run_pager_node(config, a.backend, file).map(|f| Some(f.to_line())),
+    )
 }
 
 fn pager(a: &BenchArgs) -> ExitCode {
@@ -318,32 +253,13 @@ fn pager(a: &BenchArgs) -> ExitCode {
         let _ = std::fs::remove_dir_all(&dir);
         return ExitCode::FAILURE;
     }
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("memlink dsm bench: cannot find my own executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let launched = launch(1, Duration::from_secs(a.timeout), |slot| {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["dsm", "bench", "--suite", "pager"])
-            .args(["--node-id", "0"])
-            .args(["--listen", &slot.listen.to_string()])
-            .args(["--peers", &slot.peers_arg()])
-            .args(["--manager", &a.manager.to_string()])
-            .args(["--backend", &a.backend.to_string()])
-            .arg("--file")
-            .arg(&file);
-        cmd
+    let launched = launch_nodes(a, "pager", 1, |cmd| {
+        cmd.arg("--file").arg(&file);
     });
     let _ = std::fs::remove_dir_all(&dir);
     let outputs = match launched {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("memlink dsm bench: {e}");
-            return crate::dsm::launch_failure_status(&e);
-        }
+        Err(code) => return code,
     };
     let Some(f) = outputs
         .iter()
@@ -378,8 +294,4 @@ fn pager(a: &BenchArgs) -> ExitCode {
         println!("  pager / mmap = {:.3}", paged / mmap);
     }
     ExitCode::SUCCESS
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
