@@ -4,12 +4,14 @@
 //! medians over the rounds, and the median of the per-round ratios is printed beside them.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use memlink_dsm::apps::App;
+use memlink_dsm::apps::{App, NodeReport};
 use memlink_dsm::{Backend, ManagerKind};
 
 use crate::dsm::{ClusterArgs, parse_backend, parse_manager, run_cluster};
+use crate::dsm_bench_print::round3;
 
 /// Arguments of `memlink dsm scale`.
 #[derive(Args)]
@@ -49,11 +51,8 @@ const RUNS: [(&str, bool); 3] = [
     ("N nodes, faults only", true),
 ];
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn median(values: &[f64]) -> f64 {
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -62,6 +61,37 @@ fn median(values: &[f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// Runs `rounds` rounds of the clusters `runs` (each a label, its nodes and its arguments),
+/// one after another in each round, and returns every run's measures in the order of the
+/// rounds. `measure` takes a run's index and its nodes' reports and returns the run's measure,
+/// or why the run failed (said with the round and the label, and `command` fails); after each
+/// round `round_line` gets its measures, for a line on stderr.
+pub(crate) fn run_rounds<const N: usize>(
+    command: &str,
+    rounds: u32,
+    runs: &[(&str, u16, ClusterArgs); N],
+    timeout: Duration,
+    mut measure: impl FnMut(usize, &[NodeReport]) -> Result<f64, &'static str>,
+    round_line: impl Fn(u32, [f64; N]) -> String,
+) -> Result<[Vec<f64>; N], ExitCode> {
+    let mut measures: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    for round in 1..=rounds {
+        for (i, (label, nodes, cluster)) in runs.iter().enumerate() {
+            let reports = run_cluster(command, *nodes, cluster, timeout)?;
+            match measure(i, &reports) {
+                Ok(m) => measures[i].push(m),
+                Err(why) => {
+                    eprintln!("{command}: round {round}, {label}: {why}");
+                    return Err(ExitCode::FAILURE);
+                }
+            }
+        }
+        let line = round_line(round, measures.each_ref().map(|m| m[m.len() - 1]));
+        eprintln!("{line}");
+    }
+    Ok(measures)
 }
 
 /// Runs `memlink dsm scale ...`.
@@ -84,47 +114,41 @@ pub fn run(a: ScaleArgs) -> ExitCode {
         Ok(timeout) => timeout,
         Err(code) => return code,
     };
-    // steady[run][round], in milliseconds.
-    let mut steady: [Vec<f64>; 3] = Default::default();
-    for round in 1..=a.rounds {
-        for (i, &(label, many)) in RUNS.iter().enumerate() {
-            let cluster = ClusterArgs {
-                app: App::Jacobi,
-                backend: a.backend,
-                manager: a.manager,
-                size: Some(a.size),
-                iters: Some(a.iters),
-                no_prefetch: i == 2,
-                memory_budget: None,
-                hold_us: None,
-                file: None,
-                workers: None,
-                no_hints: false,
-            };
-            let nodes = if many { a.nodes } else { 1 };
-            let reports = match run_cluster("memlink dsm scale", nodes, &cluster, timeout) {
-                Ok(reports) => reports,
-                Err(code) => return code,
-            };
-            if !reports.iter().all(|r| r.verified) {
-                eprintln!("memlink dsm scale: round {round}, {label}: the grid did not verify");
-                return ExitCode::FAILURE;
-            }
-            let Some(us) = reports.iter().filter_map(|r| r.steady_us).max() else {
-                eprintln!("memlink dsm scale: round {round}, {label}: no steady time reported");
-                return ExitCode::FAILURE;
-            };
-            steady[i].push(us as f64 / 1000.0);
+    let runs: [_; 3] = std::array::from_fn(|i| {
+        let (label, many) = RUNS[i];
+        let cluster = ClusterArgs {
+            no_prefetch: i == 2,
+            ..largest.clone()
+        };
+        (label, if many { a.nodes } else { 1 }, cluster)
+    });
+    let measure = |_: usize, reports: &[NodeReport]| {
+        if !reports.iter().all(|r| r.verified) {
+            return Err("the grid did not verify");
         }
-        eprintln!(
-            "round {round}/{}: 1 node {:.1} ms, {} nodes {:.1} ms with prefetch, {:.1} ms faults only",
-            a.rounds,
-            steady[0][round as usize - 1],
-            a.nodes,
-            steady[1][round as usize - 1],
-            steady[2][round as usize - 1]
-        );
-    }
+        let us = reports.iter().filter_map(|r| r.steady_us).max();
+        us.map(|us| us as f64 / 1000.0)
+            .ok_or("no steady time reported")
+    };
+    let round_line = |round, [one, prefetch, faults_only]: [f64; 3]| {
+        format!(
+            "round {round}/{}: 1 node {one:.1} ms, {} nodes {prefetch:.1} ms with prefetch, \
+             {faults_only:.1} ms faults only",
+            a.rounds, a.nodes
+        )
+    };
+    // steady[run][round], in milliseconds.
+    let steady = match run_rounds(
+        "memlink dsm scale",
+        a.rounds,
+        &runs,
+        timeout,
+        measure,
+        round_line,
+    ) {
+        Ok(steady) => steady,
+        Err(code) => return code,
+    };
     let medians = steady.each_ref().map(|s| median(s));
     let per_round = |i: usize| -> Vec<f64> {
         steady[0]

@@ -10,7 +10,9 @@ use clap::Args;
 use memlink_dsm::apps::{App, NodeReport};
 use memlink_dsm::{Backend, ManagerKind};
 
-use crate::dsm::{ClusterArgs, run_cluster};
+use crate::dsm::ClusterArgs;
+use crate::dsm_bench_print::round3;
+use crate::dsm_scale::{median, run_rounds};
 
 /// Arguments of `memlink dsm scale-tasks`.
 #[derive(Args)]
@@ -39,21 +41,6 @@ const RUNS: [(&str, bool, bool); 3] = [
     ("N nodes, no hints", true, false),
 ];
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 /// Work requests and refusals summed over the nodes of a run.
 fn requests(reports: &[NodeReport]) -> (u64, u64, u64) {
     reports
@@ -71,49 +58,53 @@ fn requests(reports: &[NodeReport]) -> (u64, u64, u64) {
 /// Runs `memlink dsm scale-tasks ...`.
 pub fn run(a: ScaleTasksArgs) -> ExitCode {
     let timeout = std::time::Duration::from_secs(a.timeout);
-    let mut ms: [Vec<f64>; 3] = Default::default();
+    let runs = RUNS.map(|(label, many, hints)| {
+        let cluster = ClusterArgs {
+            app: App::Nqueens,
+            backend: Backend::Sigsegv,
+            manager: ManagerKind::Central,
+            size: Some(a.size),
+            iters: None,
+            no_prefetch: false,
+            memory_budget: None,
+            hold_us: None,
+            file: None,
+            workers: Some(1),
+            no_hints: !hints,
+        };
+        (label, if many { a.nodes } else { 1 }, cluster)
+    });
     // (requests, refused, migrated) summed over the rounds.
     let mut asked = [(0u64, 0u64, 0u64); 3];
-    for round in 1..=a.rounds {
-        for (i, &(label, many, hints)) in RUNS.iter().enumerate() {
-            let cluster = ClusterArgs {
-                app: App::Nqueens,
-                backend: Backend::Sigsegv,
-                manager: ManagerKind::Central,
-                size: Some(a.size),
-                iters: None,
-                no_prefetch: false,
-                memory_budget: None,
-                hold_us: None,
-                file: None,
-                workers: Some(1),
-                no_hints: !hints,
-            };
-            let nodes = if many { a.nodes } else { 1 };
-            let reports = match run_cluster("memlink dsm scale-tasks", nodes, &cluster, timeout) {
-                Ok(reports) => reports,
-                Err(code) => return code,
-            };
-            if !reports.iter().all(|r| r.verified) {
-                eprintln!("memlink dsm scale-tasks: round {round}, {label}: the count is wrong");
-                return ExitCode::FAILURE;
-            }
-            let wall = reports.iter().map(|r| r.wall_us).max().unwrap_or(0);
-            ms[i].push(wall as f64 / 1000.0);
-            let (req, refused, migrated) = requests(&reports);
-            asked[i].0 += req;
-            asked[i].1 += refused;
-            asked[i].2 += migrated;
+    let measure = |i: usize, reports: &[NodeReport]| {
+        if !reports.iter().all(|r| r.verified) {
+            return Err("the count is wrong");
         }
-        eprintln!(
-            "round {round}/{}: 1 node {:.1} ms, {} nodes {:.1} ms with hints, {:.1} ms without",
-            a.rounds,
-            ms[0][round as usize - 1],
-            a.nodes,
-            ms[1][round as usize - 1],
-            ms[2][round as usize - 1]
-        );
-    }
+        let (req, refused, migrated) = requests(reports);
+        asked[i].0 += req;
+        asked[i].1 += refused;
+        asked[i].2 += migrated;
+        let wall = reports.iter().map(|r| r.wall_us).max().unwrap_or(0);
+        Ok(wall as f64 / 1000.0)
+    };
+    let round_line = |round, [one, hints, no_hints]: [f64; 3]| {
+        format!(
+            "round {round}/{}: 1 node {one:.1} ms, {} nodes {hints:.1} ms with hints, \
+             {no_hints:.1} ms without",
+            a.rounds, a.nodes
+        )
+    };
+    let ms = match run_rounds(
+        "memlink dsm scale-tasks",
+        a.rounds,
+        &runs,
+        timeout,
+        measure,
+        round_line,
+    ) {
+        Ok(ms) => ms,
+        Err(code) => return code,
+    };
     let medians = ms.each_ref().map(|m| median(m));
     let speedup = |i: usize| medians[0] / medians[i];
     let refused_share = |i: usize| {
