@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use memlink_dsm::apps::{share, wordcount};
 use memlink_dsm::cluster::Dsm;
-use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, DsmError, ManagerKind, PAGE_SIZE};
 
 const NODES: usize = 3;
@@ -169,28 +168,20 @@ fn first_mismatch(bytes: &[u8], round: impl Fn(usize) -> u64) -> Option<(usize, 
 /// Runs `body` on every node; returns each node's `data_write` calls on its pager.
 fn run(body: &str, path: &Path, pages: u32, budget: u64, manager: ManagerKind) -> Vec<u64> {
     let what = format!("{body} ({manager})");
-    let outputs = launch(NODES, support::DEADLINE, |slot| {
+    let outputs = support::launch_verified(&what, NODES, |slot| {
         let mut cmd = support::node_command_with_manager(slot, body, Backend::Sigsegv, manager);
         cmd.env(support::BUDGET_ENV, budget.to_string())
             .env(support::PAGER_FILE_ENV, path)
             .env(support::PAGES_ENV, pages.to_string());
         cmd
-    })
-    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    });
     outputs
         .iter()
         .map(|out| {
-            assert!(
-                out.stdout.contains("verified: true"),
-                "{what}: node {} printed {:?}",
-                out.id,
-                out.stdout
-            );
-            out.stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("data_writes: "))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{what}: node {} gave no data_writes", out.id))
+            let n = support::line_after(&what, out, "data_writes: ");
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{what}: node {} gave no data_writes", out.id))
         })
         .collect()
 }

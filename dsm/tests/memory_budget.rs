@@ -11,7 +11,6 @@ mod support;
 use memlink_dsm::apps::share;
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::handles::DsmVec;
-use memlink_dsm::init::launch;
 use memlink_dsm::{Backend, DsmError, ManagerKind, PAGE_SIZE};
 
 const NODES: usize = 3;
@@ -109,27 +108,16 @@ fn run(
     hold_us: u64,
 ) -> Vec<Counters> {
     let what = format!("{body} ({manager}, {backend}, budget {budget}, hold {hold_us} us)");
-    let outputs = launch(NODES, support::DEADLINE, |slot| {
+    let outputs = support::launch_verified(&what, NODES, |slot| {
         let mut cmd = support::node_command_with_manager(slot, body, backend, manager);
         cmd.env(support::BUDGET_ENV, budget.to_string())
             .env(support::HOLD_US_ENV, hold_us.to_string());
         cmd
-    })
-    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    });
     let counters: Vec<Counters> = outputs
         .iter()
         .map(|out| {
-            assert!(
-                out.stdout.contains("verified: true"),
-                "{what}: node {} printed {:?}",
-                out.id,
-                out.stdout
-            );
-            let line = out
-                .stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("evictions: "))
-                .unwrap_or_else(|| panic!("{what}: node {} printed no counters", out.id));
+            let line = support::line_after(&what, out, "evictions: ");
             let mut counters = [0u64; 8];
             for (c, field) in counters.iter_mut().zip(line.split_whitespace()) {
                 *c = field.parse().expect("counter");

@@ -225,20 +225,41 @@ pub fn run_cluster(
 
 /// Runs a cluster and asserts that every node verified its result.
 pub fn assert_cluster_verifies(nodes: usize, body: &str, backend: Backend) {
-    match run_cluster(nodes, body, backend) {
-        Ok(outputs) => {
-            assert_eq!(outputs.len(), nodes);
-            for out in outputs {
-                assert!(
-                    out.stdout.contains("verified: true"),
-                    "{body} on {nodes} nodes ({backend}): node {} printed {:?}",
-                    out.id,
-                    out.stdout
-                );
-            }
-        }
-        Err(e) => panic!("{body} on {nodes} nodes ({backend}): {e}"),
+    let outputs = launch_verified(
+        &format!("{body} on {nodes} nodes ({backend})"),
+        nodes,
+        |slot| node_command(slot, body, backend),
+    );
+    assert_eq!(outputs.len(), nodes);
+}
+
+/// Launches a local cluster of `nodes` processes that `command` starts, and asserts that it
+/// completed and that every node printed `verified: true` (a failure names `what`); returns
+/// the nodes' outputs.
+pub fn launch_verified(
+    what: &str,
+    nodes: usize,
+    command: impl FnMut(&NodeSlot) -> Command,
+) -> Vec<NodeOutput> {
+    let outputs = launch(nodes, DEADLINE, command).unwrap_or_else(|e| panic!("{what}: {e}"));
+    for out in &outputs {
+        assert!(
+            out.stdout.contains("verified: true"),
+            "{what}: node {} printed {:?}",
+            out.id,
+            out.stdout
+        );
     }
+    outputs
+}
+
+/// The rest of the first line of `out`'s output that starts with `prefix`; a failure names
+/// `what` when there is none.
+pub fn line_after<'a>(what: &str, out: &'a NodeOutput, prefix: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("{what}: node {} printed no {prefix:?} line", out.id))
 }
 
 /// A node process started by hand (for tests that kill or feed nodes).
