@@ -230,13 +230,14 @@ fn refused(msg: &[u8]) -> Option<Refusal> {
     }
 }
 
+/// The MAC of a proof, over everything it binds: the prover's role, (dialer, acceptor) `ids`,
+/// the node count, both nonces, the cluster and the prover's code identity. A proof is
+/// [`mac_bytes`]; a received one is checked with `verify_slice` (constant time).
 // Everything a MAC binds, spelled out at each call: a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
 fn mac(
     key: &ClusterKey,
     prover_is_dialer: bool,
-    dialer: NodeId,
-    acceptor: NodeId,
+    (dialer, acceptor): (NodeId, NodeId),
     nodes: usize,
     nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
     cluster: &ClusterId,
@@ -262,55 +263,9 @@ fn mac(
     m
 }
 
-fn compute_mac(
-    key: &ClusterKey,
-    prover_is_dialer: bool,
-    ids: (NodeId, NodeId),
-    nodes: usize,
-    nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
-    cluster: &ClusterId,
-    code: &CodeIdentity,
-) -> [u8; MAC_LEN] {
-    mac(
-        key,
-        prover_is_dialer,
-        ids.0,
-        ids.1,
-        nodes,
-        nonces,
-        cluster,
-        code,
-    )
-    .finalize()
-    .into_bytes()
-    .into()
-}
-
-/// Constant-time check of a received MAC.
-// Everything a MAC binds, spelled out at each call: a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn verify_mac(
-    key: &ClusterKey,
-    prover_is_dialer: bool,
-    ids: (NodeId, NodeId),
-    nodes: usize,
-    nonces: (&[u8; NONCE_LEN], &[u8; NONCE_LEN]),
-    cluster: &ClusterId,
-    code: &CodeIdentity,
-    received: &[u8],
-) -> bool {
-    mac(
-        key,
-        prover_is_dialer,
-        ids.0,
-        ids.1,
-        nodes,
-        nonces,
-        cluster,
-        code,
-    )
-    .verify_slice(received)
-    .is_ok()
+/// The bytes of a finished MAC.
+fn mac_bytes(mac: HmacSha256) -> [u8; MAC_LEN] {
+    mac.finalize().into_bytes().into()
 }
 
 fn array<const N: usize>(b: &[u8]) -> [u8; N] {
@@ -461,7 +416,7 @@ impl Dialer {
                     // A node answering with our own nonce is reflecting us.
                     return self.refuse(Refusal::Malformed);
                 }
-                let proof = compute_mac(
+                let proof = mac_bytes(mac(
                     key,
                     true,
                     ids,
@@ -469,7 +424,7 @@ impl Dialer {
                     (&self.nonce_d, &nonce_a),
                     &self.hs.cluster,
                     &self.hs.code,
-                );
+                ));
                 self.state = DialState::AwaitWelcome { nonce_a };
                 let mut m = Vec::with_capacity(PROOF_LEN);
                 m.push(PROOF);
@@ -493,7 +448,7 @@ impl Dialer {
                 let (Some(key), Some(code)) = (&self.hs.key, Self::welcome_code(msg)) else {
                     return self.refuse(Refusal::Malformed);
                 };
-                if !verify_mac(
+                if mac(
                     key,
                     false,
                     ids,
@@ -501,8 +456,10 @@ impl Dialer {
                     (&self.nonce_d, &nonce_a),
                     &self.hs.cluster,
                     &code,
-                    &msg[1..1 + MAC_LEN],
-                ) {
+                )
+                .verify_slice(&msg[1..1 + MAC_LEN])
+                .is_err()
+                {
                     return self.refuse(Refusal::WrongKey);
                 }
                 self.peer_code = Some(code);
@@ -604,7 +561,7 @@ impl Acceptor {
                 if proof.len() != MAC_LEN {
                     return self.refuse(Refusal::Malformed);
                 }
-                if !verify_mac(
+                if mac(
                     key,
                     true,
                     (hello.from, self.hs.me),
@@ -612,8 +569,10 @@ impl Acceptor {
                     (&hello.nonce, &self.nonce_a),
                     &self.hs.cluster,
                     &hello.code,
-                    proof,
-                ) {
+                )
+                .verify_slice(proof)
+                .is_err()
+                {
                     return self.refuse(Refusal::WrongKey);
                 }
                 self.state = AcceptState::Verified { hello };
@@ -632,7 +591,7 @@ impl Acceptor {
             return None;
         };
         let mac = match &self.hs.key {
-            Some(key) => compute_mac(
+            Some(key) => mac_bytes(mac(
                 key,
                 false,
                 (hello.from, self.hs.me),
@@ -640,7 +599,7 @@ impl Acceptor {
                 (&hello.nonce, &self.nonce_a),
                 &self.hs.cluster,
                 &self.hs.code,
-            ),
+            )),
             None => [0u8; MAC_LEN],
         };
         self.state = AcceptState::Welcomed { hello: *hello };
@@ -794,7 +753,7 @@ mod tests {
         // itself: node 0's own Welcome-role proof is no dialer proof.
         let mut acceptor = Acceptor::new(hs(0, Some(7)), [2; 32]);
         assert!(matches!(acceptor.on_message(&hello), AcceptStep::Send(_)));
-        let acceptor_proof = compute_mac(
+        let acceptor_proof = mac_bytes(mac(
             &ClusterKey::from_bytes([7; 32]),
             false,
             (1, 0),
@@ -802,7 +761,7 @@ mod tests {
             (&[1; 32], &[2; 32]),
             &ClusterId::derive(&[b"test"]),
             &hs(0, Some(7)).code,
-        );
+        ));
         let reflected = [&[PROOF][..], &acceptor_proof].concat();
         assert_eq!(
             acceptor.on_message(&reflected),
