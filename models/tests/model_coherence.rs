@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use memlink_dsm::ManagerKind;
 use memlink_dsm::protocol::Coherence;
-use model_support::CoherenceModel;
+use model_support::{CoherenceModel, counterexample};
 use stateright::{Checker, Model};
 
 /// How often a long exploration says how far it got.
@@ -79,25 +79,8 @@ fn check(model: CoherenceModel) -> usize {
         checker.max_depth(),
         started.elapsed()
     );
-    let mut broken = checker.discoveries().into_iter().collect::<Vec<_>>();
-    broken.sort_by_key(|(name, path)| (path.clone().into_actions().len(), *name));
-    if !broken.is_empty() {
-        let mut report = format!(
-            "{:?} manager: {} properties broken\n",
-            model.kind,
-            broken.len()
-        );
-        for (name, path) in broken {
-            let last = path.last_state().clone();
-            let steps = path.into_actions();
-            report.push_str(&format!("\"{name}\" broken after {} steps:\n", steps.len()));
-            for (i, step) in steps.iter().enumerate() {
-                report.push_str(&format!("  {:2}. {step}\n", i + 1));
-            }
-            report.push_str(&format!("  => {}\n", model.explain(name, &last)));
-        }
-        panic!("{report}");
-    }
+    let what = format!("{:?} manager", model.kind);
+    model_support::assert_unbroken(&what, &checker, |name, s| model.explain(name, s));
     assert!(checker.is_done(), "the exploration did not finish");
     states
 }
@@ -159,20 +142,14 @@ fn check_progress(model: CoherenceModel) {
             started.elapsed()
         ),
         Err(trapped) => {
-            let mut report = format!(
-                "{:?} manager, {} faults at once: after these {} steps no run serves every fault:\n",
+            let title = format!(
+                "{:?} manager, {} faults at once: after these {} steps no run serves every fault:",
                 model.kind,
                 model.concurrent,
                 trapped.path.len()
             );
-            for (i, step) in trapped.path.iter().enumerate() {
-                report.push_str(&format!("  {:2}. {step}\n", i + 1));
-            }
-            report.push_str(&format!(
-                "  => {}\n",
-                model.explain("every fault is served", &trapped.state)
-            ));
-            panic!("{report}");
+            let why = model.explain("every fault is served", &trapped.state);
+            panic!("{}", counterexample(&title, &trapped.path, &why));
         }
     }
 }

@@ -19,8 +19,8 @@ mod model_support;
 use std::time::Instant;
 
 use memlink_dsm::ManagerKind;
-use model_support::CoherenceModel;
 use model_support::rights::RightsModel;
+use model_support::{CoherenceModel, counterexample};
 use stateright::{Checker, Model};
 
 fn model(kind: ManagerKind) -> RightsModel {
@@ -81,22 +81,8 @@ fn check(model: RightsModel) -> usize {
         checker.max_depth(),
         started.elapsed()
     );
-    let mut broken = checker.discoveries().into_iter().collect::<Vec<_>>();
-    broken.sort_by_key(|(name, path)| (path.clone().into_actions().len(), *name));
-    if let Some((name, path)) = broken.into_iter().next() {
-        let last = path.last_state().clone();
-        let steps = path.into_actions();
-        let mut report = format!(
-            "{:?} manager: \"{name}\" broken after {} steps:\n",
-            model.base.kind,
-            steps.len()
-        );
-        for (i, step) in steps.iter().enumerate() {
-            report.push_str(&format!("  {:2}. {step}\n", i + 1));
-        }
-        report.push_str(&format!("  => {}\n", model.explain(name, &last)));
-        panic!("{report}");
-    }
+    let what = format!("{:?} manager with capabilities", model.base.kind);
+    model_support::assert_unbroken(&what, &checker, |name, s| model.explain(name, s));
     assert!(checker.is_done(), "the exploration did not finish");
     states
 }
@@ -161,18 +147,12 @@ fn check_manager(model: fn(ManagerKind) -> RightsModel, kind: ManagerKind) {
             started.elapsed()
         ),
         Err(trapped) => {
-            let mut report = format!(
-                "{kind:?} manager with capabilities: after these {} steps no run ends every fault:\n",
+            let title = format!(
+                "{kind:?} manager with capabilities: after these {} steps no run ends every fault:",
                 trapped.path.len()
             );
-            for (i, step) in trapped.path.iter().enumerate() {
-                report.push_str(&format!("  {:2}. {step}\n", i + 1));
-            }
-            report.push_str(&format!(
-                "  => {}\n",
-                m.explain("every fault ends", &trapped.state)
-            ));
-            panic!("{report}");
+            let why = m.explain("every fault ends", &trapped.state);
+            panic!("{}", counterexample(&title, &trapped.path, &why));
         }
     }
 }

@@ -22,7 +22,7 @@ use std::fmt;
 use memlink_dsm::protocol::PageState;
 use memlink_dsm::protocol::sim::{Envelope, SimCluster};
 use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
-use stateright::{Model, Property};
+use stateright::{Checker, Model, Property};
 
 use invariants::ClusterView;
 
@@ -630,4 +630,41 @@ where
             .expect("a replayed step");
     }
     Err(Box::new(Trapped { path, state }))
+}
+
+/// Panics, unless `checker` found every property to hold, with the shortest counterexample
+/// of each property broken (shortest first): its steps, and why its last state breaks the
+/// property (`explain`). `what` names the configuration.
+pub fn assert_unbroken<M: Model>(
+    what: &str,
+    checker: &impl Checker<M>,
+    explain: impl Fn(&'static str, &M::State) -> String,
+) where
+    M::State: Clone,
+    M::Action: Clone + fmt::Display,
+{
+    let mut broken = checker.discoveries().into_iter().collect::<Vec<_>>();
+    if broken.is_empty() {
+        return;
+    }
+    broken.sort_by_key(|(name, path)| (path.clone().into_actions().len(), *name));
+    let mut report = format!("{what}: {} properties broken\n", broken.len());
+    for (name, path) in broken {
+        let last = path.last_state().clone();
+        let steps = path.into_actions();
+        let title = format!("\"{name}\" broken after {} steps:", steps.len());
+        report.push_str(&counterexample(&title, &steps, &explain(name, &last)));
+    }
+    panic!("{report}");
+}
+
+/// A counterexample as the reports give it: `title`, each step numbered on a line of its
+/// own, then `=> ` and `why` its last state breaks the property.
+pub fn counterexample(title: &str, steps: &[impl fmt::Display], why: &str) -> String {
+    let mut report = format!("{title}\n");
+    for (i, step) in steps.iter().enumerate() {
+        report.push_str(&format!("  {:2}. {step}\n", i + 1));
+    }
+    report.push_str(&format!("  => {why}\n"));
+    report
 }
