@@ -262,31 +262,7 @@ fn rights_are_enforced_by_the_owners_under_the_dynamic_manager() {
 
 #[test]
 fn a_node_never_granted_a_range_cannot_read_it() {
-    let outputs = launch(2, support::DEADLINE, |slot| {
-        support::node_command(slot, "never_granted", Backend::Sigsegv)
-    });
-    let node1 = match outputs {
-        Err(LaunchError::NodeFailed { outputs, .. }) => outputs
-            .into_iter()
-            .find(|o| o.id == 1)
-            .expect("node 1's output"),
-        other => panic!("the never-granted node was not stopped by its fault: {other:?}"),
-    };
-    assert_eq!(
-        node1.status.code(),
-        Some(42),
-        "node 1 did not end in its SIGSEGV handler: {node1:?}"
-    );
-    let touched = node1
-        .stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("touching 0x"))
-        .unwrap_or_else(|| panic!("node 1 never touched the range: {node1:?}"));
-    let want = format!("SIGSEGV at 0x{touched:0>16}");
-    assert!(
-        node1.stdout.contains(&want),
-        "node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
-    );
+    assert_node1_faults_where_it_touched("never granted", "never_granted", ManagerKind::Central);
 }
 
 /// A restriction is enforced by the protocol: the node that restricted its capability to read
@@ -294,32 +270,40 @@ fn a_node_never_granted_a_range_cannot_read_it() {
 #[test]
 fn a_write_beyond_restricted_rights_is_refused() {
     for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        let outputs = launch(2, support::DEADLINE, |slot| {
-            support::node_command_with_manager(slot, "restricted_write", Backend::Sigsegv, manager)
-        });
-        let node1 = match outputs {
-            Err(LaunchError::NodeFailed { outputs, .. }) => outputs
-                .into_iter()
-                .find(|o| o.id == 1)
-                .expect("node 1's output"),
-            other => panic!("{manager}: the restricted write was not stopped: {other:?}"),
-        };
-        assert_eq!(
-            node1.status.code(),
-            Some(42),
-            "{manager}: node 1 did not end in its SIGSEGV handler: {node1:?}"
-        );
-        let touched = node1
-            .stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("touching 0x"))
-            .unwrap_or_else(|| panic!("{manager}: node 1 never wrote: {node1:?}"));
-        let want = format!("SIGSEGV at 0x{touched:0>16}");
-        assert!(
-            node1.stdout.contains(&want),
-            "{manager}: node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
-        );
+        let what = format!("{manager}: restricted write");
+        assert_node1_faults_where_it_touched(&what, "restricted_write", manager);
     }
+}
+
+/// Runs `body` on 2 nodes under `manager` (SIGSEGV backend) and asserts that node 1 ended in
+/// its SIGSEGV handler (status 42) with a fault at the address it printed as `touching 0x..`;
+/// `what` names the case in a failure.
+fn assert_node1_faults_where_it_touched(what: &str, body: &str, manager: ManagerKind) {
+    let outputs = launch(2, support::DEADLINE, |slot| {
+        support::node_command_with_manager(slot, body, Backend::Sigsegv, manager)
+    });
+    let node1 = match outputs {
+        Err(LaunchError::NodeFailed { outputs, .. }) => outputs
+            .into_iter()
+            .find(|o| o.id == 1)
+            .expect("node 1's output"),
+        other => panic!("{what}: node 1 was not stopped by its fault: {other:?}"),
+    };
+    assert_eq!(
+        node1.status.code(),
+        Some(42),
+        "{what}: node 1 did not end in its SIGSEGV handler: {node1:?}"
+    );
+    let touched = node1
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("touching 0x"))
+        .unwrap_or_else(|| panic!("{what}: node 1 never touched the range: {node1:?}"));
+    let want = format!("SIGSEGV at 0x{touched:0>16}");
+    assert!(
+        node1.stdout.contains(&want),
+        "{what}: node 1 did not get SIGSEGV at 0x{touched}: {node1:?}"
+    );
 }
 
 /// Pages fenced by a released guard are evicted under a memory budget, and their contents
