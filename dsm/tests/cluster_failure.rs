@@ -15,8 +15,8 @@ use memlink_dsm::handles::DsmBox;
 use memlink_dsm::{Backend, DsmError};
 use support::NodeProcess;
 
-/// Increments a shared counter under a lock forever (until the cluster fails).
-fn forever(dsm: &Dsm) -> Result<bool, DsmError> {
+/// The counter node 0 allocates, once every node has it; then prints `ready`.
+fn shared_counter(dsm: &Dsm) -> Result<DsmBox<u64>, DsmError> {
     if dsm.id() == 0 {
         let counter = DsmBox::new(dsm, 0u64)?;
         dsm.publish(1, counter.offset() as u64);
@@ -25,6 +25,12 @@ fn forever(dsm: &Dsm) -> Result<bool, DsmError> {
     let counter = DsmBox::<u64>::attach(dsm, dsm.lookup(1) as usize)?;
     println!("ready");
     let _ = std::io::stdout().flush();
+    Ok(counter)
+}
+
+/// Increments a shared counter under a lock forever (until the cluster fails).
+fn forever(dsm: &Dsm) -> Result<bool, DsmError> {
+    let counter = shared_counter(dsm)?;
     loop {
         dsm.lock(1)?;
         counter.set(counter.get() + 1);
@@ -35,14 +41,7 @@ fn forever(dsm: &Dsm) -> Result<bool, DsmError> {
 /// Works the cluster until it fails: lock-protected increments of a counter whose page moves
 /// from node to node, and a barrier every few rounds (so nodes also wait for each other).
 fn churn(dsm: &Dsm) -> Result<bool, DsmError> {
-    if dsm.id() == 0 {
-        let counter = DsmBox::new(dsm, 0u64)?;
-        dsm.publish(1, counter.offset() as u64);
-    }
-    dsm.barrier(1)?;
-    let counter = DsmBox::<u64>::attach(dsm, dsm.lookup(1) as usize)?;
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    let counter = shared_counter(dsm)?;
     for round in 0u32.. {
         dsm.lock(1)?;
         counter.set(counter.get() + 1);
