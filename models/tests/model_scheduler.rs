@@ -560,15 +560,9 @@ fn check(model: SchedulerModel, witnesses: &[&str]) -> usize {
             (Expectation::Always, Some(path)) => {
                 let last = path.last_state().clone();
                 let steps = path.into_actions();
-                report.push_str(&format!(
-                    "\"{}\" broken after {} steps:\n",
-                    p.name,
-                    steps.len()
-                ));
-                for (i, step) in steps.iter().enumerate() {
-                    report.push_str(&format!("  {:2}. {step}\n", i + 1));
-                }
-                report.push_str(&format!("  => {:?}\n", last.error));
+                let title = format!("\"{}\" broken after {} steps:", p.name, steps.len());
+                let why = format!("{:?}", last.error);
+                report.push_str(&model_support::counterexample(&title, &steps, &why));
             }
             (Expectation::Sometimes, None) if witnesses.contains(&p.name) => {
                 report.push_str(&format!("\"{}\" never happened\n", p.name));
