@@ -256,7 +256,8 @@ pub fn protocol_codec(data: &[u8]) {
                 | Effect::Evicted { page, .. }
                 | Effect::Hold { page }
                 | Effect::Served { page }
-                | Effect::Denied { page, .. } => assert!(page < PAGES),
+                | Effect::Denied { page, .. }
+                | Effect::DataUnlock { page, .. } => assert!(page < PAGES),
                 Effect::CapDone { .. } | Effect::Received { .. } => {}
             }
         }

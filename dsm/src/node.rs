@@ -44,6 +44,7 @@ use std::time::Duration;
 
 mod budget;
 pub mod capabilities;
+mod pager;
 pub mod prefetch;
 mod read_ahead;
 pub mod tasks;
@@ -143,6 +144,10 @@ struct State {
     read_ahead: read_ahead::ReadAhead,
     /// While a read-ahead runs: the page-ins and releases it carries out together.
     batch: Option<read_ahead::Batch>,
+    /// The pager's `cache`: whether released pages stay resident ([`pager`]).
+    cache: bool,
+    /// The pager that is gone or silent, once a call on it failed ([`pager`]).
+    pager_failure: Option<pager::PagerFailure>,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -323,6 +328,8 @@ impl NodeRuntime {
                 caps: Default::default(),
                 read_ahead: Default::default(),
                 batch: None,
+                cache: true,
+                pager_failure: None,
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -381,6 +388,9 @@ impl NodeRuntime {
     }
 
     fn failure(st: &State) -> Option<DsmError> {
+        if let (Some(pager), Some(_)) = (&st.pager_failure, &st.failed) {
+            return Some(pager.error());
+        }
         if let Some((node, reason)) = &st.failed {
             return Some(DsmError::NodeLost {
                 node: *node,
@@ -658,6 +668,12 @@ impl NodeRuntime {
                     .set_access(page, access)
                     .map_err(|e| self.local_memory_failure(page, access, e))?,
                 Effect::Served { .. } => out.served = true,
+                Effect::DataUnlock { page, access } => {
+                    // The pager answers at once, with the page's lock from now on.
+                    let lock_now = self.store_unlock(st, page, access)?;
+                    let effects = st.coherence.data_lock(page, 1, lock_now);
+                    self.execute(st, effects, None, to_self, out)?;
+                }
                 Effect::Denied { .. } | Effect::CapDone { .. } | Effect::Received { .. } => {
                     st.caps.absorb(&e);
                     out.served = true;
@@ -1112,7 +1128,8 @@ impl FaultResolver for NodeRuntime {
                 st = self.wait_for_page(st, page)?;
                 continue;
             }
-            if now.paged_out() {
+            // (A page its pager locked below `access` asks the pager first, the ordinary way.)
+            if now.paged_out() && access <= st.coherence.pager_lock(page) {
                 // Its own page, from the store: maybe with the pages after it.
                 let mut out = Outgoing::default();
                 let (guard, started) = self.read_ahead(st, page, access, &mut out)?;

@@ -184,13 +184,29 @@ pub enum DsmError {
     Sync(String),
     /// This node has shut down; no more operations are served.
     ShutDown,
-    /// The protocol refused a fault: this node's capabilities do not allow `access` to
-    /// `page` (see [`crate::capability`]).
+    /// The protocol refused a fault: this node's capabilities (see [`crate::capability`])
+    /// or its pager's lock of the page (`data_lock`, see [`crate::pager`]) do not allow
+    /// `access` to `page`.
     Denied {
         /// The page.
         page: PageNo,
         /// The access refused.
         access: Access,
+    },
+    /// The pager that pages of the region come from is gone (its process died, or closed
+    /// the connection): the faults that waited on it, and the node, cannot go on.
+    PagerLost {
+        /// The pager's name.
+        pager: String,
+        /// What was seen.
+        reason: String,
+    },
+    /// The pager that pages of the region come from did not answer a call in time.
+    PagerTimeout {
+        /// The pager's name.
+        pager: String,
+        /// How long the node waited.
+        after: std::time::Duration,
     },
 }
 
@@ -236,7 +252,18 @@ impl fmt::Display for DsmError {
             DsmError::Denied { page, access } => write!(
                 f,
                 "{access:?} access to page {page} refused: this node holds no capability that \
-                 allows it; ask the range's minter (or a holder with the grant right) for one"
+                 allows it (ask the range's minter, or a holder with the grant right, for one), \
+                 or its pager locked the page (data_lock) and refused to unlock it"
+            ),
+            DsmError::PagerLost { pager, reason } => write!(
+                f,
+                "the pager {pager:?} is gone ({reason}); the pages it serves cannot be read \
+                 or written back: restart it and the nodes that use it"
+            ),
+            DsmError::PagerTimeout { pager, after } => write!(
+                f,
+                "the pager {pager:?} did not answer within {after:?}; check that it runs and \
+                 is not stuck, or give it a longer timeout"
             ),
         }
     }

@@ -86,7 +86,8 @@ fn check(model: CoherenceModel) -> usize {
 }
 
 /// The base configuration the tests vary: 3 nodes, 2 pages, 4 faults of which 2 writes, one
-/// fault at a time per node, no frame budget, no eviction or clean request, no hold.
+/// fault at a time per node, no frame budget, no eviction, clean request or pager lock, no
+/// hold.
 fn base(kind: ManagerKind) -> CoherenceModel {
     CoherenceModel {
         kind,
@@ -98,6 +99,7 @@ fn base(kind: ManagerKind) -> CoherenceModel {
         frames: None,
         evictions: 0,
         cleans: 0,
+        locks: 0,
         hold: false,
     }
 }
@@ -235,5 +237,45 @@ fn every_manager_is_coherent_and_live_with_clean_requests() {
             ..base(kind)
         },
         100,
+    );
+}
+
+/// A pager's `data_lock` and `data_unlock`: at any step the pager locks a page at a node to
+/// any access (twice in a run), and answers each `data_unlock` a fault sends it, granting or
+/// refusing, at any later step. No node ever has more access than its lock, no
+/// acknowledged write is lost (a lock below the access a page has fences it, keeping its
+/// contents), copysets stay exact, and every fault is served or refused, for every manager
+/// (2 nodes, 1 page).
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn every_manager_is_coherent_and_live_with_pager_locks() {
+    check_config(
+        |kind| CoherenceModel {
+            nodes: 2,
+            pages: 1,
+            faults: 3,
+            locks: 2,
+            ..base(kind)
+        },
+        1000,
+    );
+}
+
+/// The pager's locks under a budget of one frame per node: pages locked while they are
+/// paged in and out, handed off and written back.
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn every_manager_is_coherent_and_live_with_pager_locks_and_one_frame() {
+    check_config(
+        |kind| CoherenceModel {
+            nodes: 2,
+            pages: 1,
+            faults: 3,
+            frames: Some(1),
+            evictions: 1,
+            locks: 2,
+            ..base(kind)
+        },
+        10_000,
     );
 }

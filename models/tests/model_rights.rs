@@ -35,6 +35,7 @@ fn model(kind: ManagerKind) -> RightsModel {
             frames: None,
             evictions: 0,
             cleans: 0,
+            locks: 0,
             hold: false,
         },
         restrict: false,

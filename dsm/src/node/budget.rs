@@ -183,15 +183,14 @@ impl NodeRuntime {
         out: &mut [u8],
     ) -> Result<(), (NodeId, String)> {
         self.evictions.paged_in();
-        match st.store.as_mut() {
-            Some(store) => store
-                .read_page(page, out)
-                .map_err(|e| (self.id, format!("this node's backing store failed: {e}"))),
+        let read = match st.store.as_mut() {
+            Some(store) => store.read_page(page, out),
             None => {
                 out.fill(0);
                 Ok(())
             }
-        }
+        };
+        read.map_err(|e| self.store_failed(st, e))
     }
 
     /// The stored contents of the run of pages from `first` (`out`: a multiple of
@@ -204,15 +203,14 @@ impl NodeRuntime {
     ) -> Result<(), (NodeId, String)> {
         self.evictions
             .paged_in_run((out.len() / crate::types::PAGE_SIZE) as u32);
-        match st.store.as_mut() {
-            Some(store) => store
-                .read_run(first, out)
-                .map_err(|e| (self.id, format!("this node's backing store failed: {e}"))),
+        let read = match st.store.as_mut() {
+            Some(store) => store.read_run(first, out),
             None => {
                 out.fill(0);
                 Ok(())
             }
-        }
+        };
+        read.map_err(|e| self.store_failed(st, e))
     }
 
     /// Write `data` as the stored contents of `page` (the store is made on first use).
@@ -230,10 +228,11 @@ impl NodeRuntime {
                 Box::new(FileStore::create(self.page_count).map_err(failed)?);
             st.store = Some(store);
         }
-        match st.store.as_mut() {
-            Some(store) => store.write_page(page, data).map_err(failed),
+        let written = match st.store.as_mut() {
+            Some(store) => store.write_page(page, data),
             None => Ok(()),
-        }
+        };
+        written.map_err(|e| self.store_failed(st, e))
     }
 
     /// Evict `page` from this node now, in the seed's order, and wait until the eviction
@@ -319,14 +318,16 @@ impl NodeRuntime {
                 .is_some_and(|p| p.owner && p.access >= crate::types::Access::Read && !p.clean);
             if dirty {
                 self.pages.read_page(page, &mut data);
-                self.store_write(&mut st, page, &data)
-                    .map_err(|(_, reason)| DsmError::Config(reason))?;
+                if let Err((_, reason)) = self.store_write(&mut st, page, &data) {
+                    return Err(st
+                        .pager_failure
+                        .as_ref()
+                        .map_or(DsmError::Config(reason), |p| p.error()));
+                }
             }
         }
         if let Some(store) = st.store.as_mut() {
-            store
-                .sync()
-                .map_err(|e| DsmError::Config(format!("this node's backing store failed: {e}")))?;
+            store.sync().map_err(super::pager::store_error)?;
         }
         Ok(())
     }
@@ -358,9 +359,7 @@ impl NodeRuntime {
             written += 1;
         }
         if let Some(store) = st.store.as_mut() {
-            store
-                .sync()
-                .map_err(|e| DsmError::Config(format!("this node's backing store failed: {e}")))?;
+            store.sync().map_err(super::pager::store_error)?;
         }
         Ok(written)
     }

@@ -6,16 +6,18 @@ use std::path::Path;
 use memmap2::{MmapMut, MmapOptions};
 
 use super::{Pager, PagerError, Supply};
-use crate::types::{PAGE_SIZE, PageNo};
+use crate::types::{Access, PAGE_SIZE, PageNo};
 
 /// A pager whose pages are a file's bytes: region page `first_page + i` is the file's page `i`
 /// of the range mapped. Pages before `first_page` or past the range's end are unavailable
 /// (zero); a write past the end is dropped (the file never grows); a last partial page reads
-/// zero past the end.
+/// zero past the end. Pages named by [`FilePager::refuse_writes`] are the file's
+/// read-only part: a node's `data_unlock` of one for writing is refused.
 pub struct FilePager {
     map: MmapMut,
     len: usize,
     first_page: PageNo,
+    refused: std::ops::Range<PageNo>,
 }
 
 impl std::fmt::Debug for FilePager {
@@ -79,7 +81,16 @@ impl FilePager {
             map,
             len,
             first_page,
+            refused: 0..0,
         })
+    }
+
+    /// Refuse to unlock region pages `pages` for writing (`data_unlock` answers a read
+    /// lock): with the node's `data_lock` of them to read access
+    /// ([`crate::node::NodeRuntime::data_lock`]), they can be read and never written there.
+    pub fn refuse_writes(mut self, pages: std::ops::Range<PageNo>) -> FilePager {
+        self.refused = pages;
+        self
     }
 
     /// The bytes of the file range this pager maps.
@@ -148,6 +159,14 @@ impl Pager for FilePager {
 
     fn sync(&mut self) -> Result<(), PagerError> {
         self.map.flush().map_err(PagerError::Flush)
+    }
+
+    fn data_unlock(&mut self, page: PageNo, access: Access) -> Result<Access, PagerError> {
+        Ok(if self.refused.contains(&page) {
+            access.min(Access::Read)
+        } else {
+            access
+        })
     }
 }
 

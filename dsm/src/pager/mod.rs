@@ -11,24 +11,32 @@
 //!   ([`Supply::DataUnavailable`]: a zero page).
 //! - `data_write` ([`Pager::data_write`]): a page's only copy is evicted to the store
 //!   (written back), or the node leaves and cleans the pages it owns.
+//! - `data_unlock` ([`Pager::data_unlock`]): a fault wants more access than the pager's
+//!   lock of the page allows; the pager answers with the page's lock from now on, which
+//!   serves the fault or refuses it.
 //!
-//! Not implemented yet (see the project's issue 14): `data_unlock`, and the pager's own
-//! commands `data_lock`, `flush_request`, `clean_request` and `cache`, which need new
-//! protocol messages; a pager in another process, and the failure of a pager that stops
-//! answering.
+//! The pager's own commands are calls on the node it pages for (each node's pager commands
+//! its own node): `data_lock` ([`crate::node::NodeRuntime::data_lock`]), `clean_request`,
+//! `flush_request` and `cache` (with the release it decides on).
+//!
+//! A pager may run in its own process ([`PagerServer`], [`RemotePager`]): one that dies or
+//! stops answering fails the faults that wait on it with [`crate::DsmError::PagerLost`] or
+//! [`crate::DsmError::PagerTimeout`], naming it.
 //!
 //! [`FilePager`] maps a file (or a range of it) with memmap2; [`PagerStore`] makes any pager a
 //! node's [`crate::replacement::BackingStore`] (`Dsm::join_with_store`). Every node of a local
 //! cluster opens the same file, so every owner's write-back reaches it.
 
 mod file;
+mod remote;
 
 pub use file::FilePager;
+pub use remote::{PagerServer, RemotePager};
 
 use std::fmt;
 
 use crate::replacement::{BackingStore, StoreError};
-use crate::types::{PAGE_SIZE, PageNo};
+use crate::types::{Access, PAGE_SIZE, PageNo};
 
 /// The pager's answer to a `data_request`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +59,34 @@ pub enum PagerError {
     },
     /// Writing pages out to the file failed.
     Flush(std::io::Error),
+    /// The pager is gone: its process died or closed the connection ([`RemotePager`]).
+    Lost {
+        /// The pager's name.
+        pager: String,
+        /// What was seen.
+        reason: String,
+    },
+    /// The pager did not answer a call in time ([`RemotePager`]).
+    Timeout {
+        /// The pager's name.
+        pager: String,
+        /// How long the node waited.
+        after: std::time::Duration,
+    },
+    /// The pager in another process failed the call itself, and said why ([`RemotePager`]).
+    Remote {
+        /// The pager's name.
+        pager: String,
+        /// What it said.
+        what: String,
+    },
+    /// The pager answered something the pager protocol does not allow ([`RemotePager`]).
+    BadReply {
+        /// The pager's name.
+        pager: String,
+        /// What was wrong.
+        what: String,
+    },
 }
 
 impl fmt::Display for PagerError {
@@ -60,6 +96,19 @@ impl fmt::Display for PagerError {
                 write!(f, "the pager cannot map {}: {error}", path.display())
             }
             PagerError::Flush(e) => write!(f, "the pager could not write pages to its file: {e}"),
+            PagerError::Lost { pager, reason } => {
+                write!(f, "the pager {pager:?} is gone ({reason})")
+            }
+            PagerError::Timeout { pager, after } => {
+                write!(f, "the pager {pager:?} did not answer within {after:?}")
+            }
+            PagerError::Remote { pager, what } => write!(f, "the pager {pager:?} failed: {what}"),
+            PagerError::BadReply { pager, what } => {
+                write!(
+                    f,
+                    "the pager {pager:?} answered against the protocol: {what}"
+                )
+            }
         }
     }
 }
@@ -68,6 +117,10 @@ impl std::error::Error for PagerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PagerError::Open { error, .. } | PagerError::Flush(error) => Some(error),
+            PagerError::Lost { .. }
+            | PagerError::Timeout { .. }
+            | PagerError::Remote { .. }
+            | PagerError::BadReply { .. } => None,
         }
     }
 }
@@ -95,6 +148,15 @@ pub trait Pager: Send {
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError>;
     /// Make every `data_write` so far durable (the node is leaving).
     fn sync(&mut self) -> Result<(), PagerError>;
+    /// `pager_data_unlock`: a thread of this node wants `access` to `page`, which the
+    /// pager locked below that (`data_lock`, [`crate::node::NodeRuntime::data_lock`]).
+    /// Returns the pager's answer, its `data_lock` of the page from now on: at least
+    /// `access` lets the fault go on; less refuses it (the thread gets a protection fault,
+    /// [`crate::DsmError::Denied`]). The default grants every unlock.
+    fn data_unlock(&mut self, page: PageNo, access: Access) -> Result<Access, PagerError> {
+        let _ = (page, access);
+        Ok(Access::Write)
+    }
 }
 
 /// A node's backing store that asks a [`Pager`]: reads are `data_request`s (an unavailable
@@ -111,7 +173,11 @@ impl<P: Pager> PagerStore<P> {
 }
 
 fn store_error(e: PagerError) -> StoreError {
-    StoreError::Pager(e.to_string())
+    match e {
+        PagerError::Lost { pager, reason } => StoreError::PagerLost { pager, reason },
+        PagerError::Timeout { pager, after } => StoreError::PagerTimeout { pager, after },
+        other => StoreError::Pager(other.to_string()),
+    }
 }
 
 impl<P: Pager> BackingStore for PagerStore<P> {
@@ -142,5 +208,9 @@ impl<P: Pager> BackingStore for PagerStore<P> {
 
     fn keeps_pages(&self) -> bool {
         true
+    }
+
+    fn data_unlock(&mut self, page: PageNo, access: Access) -> Result<Access, StoreError> {
+        self.pager.data_unlock(page, access).map_err(store_error)
     }
 }

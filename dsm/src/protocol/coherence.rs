@@ -11,6 +11,8 @@ use super::message::{Effect, EvictClass, EvictOutcome, Message};
 use super::rights::{CapId, CapRecord, CapRound, RightsTable};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
+mod pager_lock;
+
 /// The largest cluster the protocol supports (copysets are 64-bit masks).
 pub const MAX_NODES: usize = 64;
 
@@ -103,6 +105,12 @@ pub struct Coherence {
     rights: RightsTable,
     /// The capability rounds this node started and that are not acknowledged by all yet.
     rounds: Vec<CapRound>,
+    /// Per page: the most access the pager lets local threads have here (its `data_lock`;
+    /// Write: not locked). See [`Coherence::data_lock`].
+    locks: Vec<Access>,
+    /// Per page: the access a `data_unlock` sent to the pager asks for, until the pager
+    /// answers with a `data_lock`.
+    unlocking: Vec<Option<Access>>,
 }
 
 impl Coherence {
@@ -136,6 +144,8 @@ impl Coherence {
             deferred: vec![Vec::new(); pages as usize],
             rights: RightsTable::default(),
             rounds: Vec::new(),
+            locks: vec![Access::Write; pages as usize],
+            unlocking: vec![None; pages as usize],
         };
         if kind == ManagerKind::Dynamic {
             c.dynamic = vec![DynamicEntry::new(); pages as usize];
@@ -388,9 +398,11 @@ impl Coherence {
         &self.rights
     }
 
-    /// The most access this node's rights allow to `page` (Write for a public page).
+    /// The most access local threads may have to `page` without asking anyone first: what
+    /// this node's rights (Write for a public page) and its pager's lock
+    /// ([`Coherence::data_lock`]) allow.
     pub fn allowed(&self, page: PageNo) -> Access {
-        self.rights.allowed(self.id, page)
+        self.local_limit(page)
     }
 
     /// The capability rounds this node started that are still waiting for acknowledgements.
@@ -497,7 +509,7 @@ impl Coherence {
     pub fn unfence(&mut self, first: PageNo, pages: u32) -> Vec<Effect> {
         let mut out = Vec::new();
         for page in first..first.saturating_add(pages) {
-            let allowed = self.rights.allowed(self.id, page);
+            let allowed = self.local_limit(page);
             let Some(st) = self.pages.get_mut(page as usize) else {
                 break;
             };
@@ -541,7 +553,7 @@ impl Coherence {
     /// a page whose contents must stay (owned, or a listed copy) is fenced.
     fn fence(&mut self, first: PageNo, pages: u32, out: &mut Vec<Effect>) {
         for page in first..first.saturating_add(pages) {
-            let allowed = self.rights.allowed(self.id, page);
+            let allowed = self.local_limit(page);
             let Some(st) = self.pages.get_mut(page as usize) else {
                 return;
             };
@@ -670,6 +682,7 @@ impl Coherence {
         out: &'a mut Vec<Effect>,
     ) -> Result<PageCtx<'a>, ProtocolError> {
         let n = self.pages.len();
+        let limit = self.local_limit(page);
         match (
             self.pages.get_mut(page as usize),
             self.dynamic.get_mut(page as usize),
@@ -681,6 +694,7 @@ impl Coherence {
                 e,
                 out,
                 rights: &self.rights,
+                limit,
             }),
             _ => Err(ProtocolError(format!(
                 "page {page} out of range ({n} pages)"
@@ -733,6 +747,9 @@ impl Coherence {
         }
         if st.pending.is_some() || st.evicting {
             return Ok(Vec::new());
+        }
+        if let Some(unlock) = self.unlock_first(page, access) {
+            return Ok(unlock);
         }
         if self.kind == ManagerKind::Dynamic {
             let mut out = Vec::new();
@@ -805,7 +822,7 @@ impl Coherence {
         let mut out = Vec::new();
         if self.kind == ManagerKind::Dynamic {
             let nodes = self.nodes;
-            let allowed = self.rights.allowed(me, page);
+            let allowed = self.local_limit(page);
             let room = self.has_free_frame();
             let mut ctx = self.dynamic_ctx(page, &mut out)?;
             let r = match msg {
@@ -891,7 +908,7 @@ impl Coherence {
                 self.evict_reply(page, outcome, &mut out)?;
             }
             Message::Adopt { .. } => {
-                let allowed = self.rights.allowed(me, page);
+                let allowed = self.local_limit(page);
                 let st = self.state(page)?;
                 if st.owner || (st.access != Access::Read && !st.evicting && !st.fenced) {
                     return Err(ProtocolError(format!(
@@ -926,7 +943,7 @@ impl Coherence {
             }
             Message::HandOff { access, .. } => {
                 // A node takes a page handed off only with the rights to its access.
-                let room = self.has_free_frame() && self.rights.allowed(me, page) >= access;
+                let room = self.has_free_frame() && self.local_limit(page) >= access;
                 let st = self.state(page)?;
                 let accepted = room && *st == PageState::ABSENT && access != Access::None;
                 if accepted {
@@ -990,7 +1007,7 @@ impl Coherence {
                     .map_err(ProtocolError)?;
             }
             Message::ReadForward { to, .. } => {
-                let allowed = self.rights.allowed(me, page);
+                let allowed = self.local_limit(page);
                 let st = self.state(page)?;
                 if !st.owner {
                     return Err(ProtocolError(format!(
@@ -1045,7 +1062,7 @@ impl Coherence {
                 });
             }
             Message::WriteForward { to, send_data, .. } => {
-                let allowed = self.rights.allowed(me, page);
+                let allowed = self.local_limit(page);
                 let st = self.state(page)?;
                 if !st.owner {
                     return Err(ProtocolError(format!(
@@ -1125,7 +1142,7 @@ impl Coherence {
             Message::Grant {
                 access, with_data, ..
             } => {
-                let allowed = self.rights.allowed(me, page);
+                let allowed = self.local_limit(page);
                 let st = self.state(page)?;
                 if st.pending != Some(access) {
                     return Err(ProtocolError(format!(

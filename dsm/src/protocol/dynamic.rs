@@ -93,6 +93,9 @@ pub(crate) struct PageCtx<'a> {
     pub out: &'a mut Vec<Effect>,
     /// The capabilities this node knows of: the owner serves only what they allow.
     pub rights: &'a RightsTable,
+    /// The most access local threads may have to the page: what this node's rights and
+    /// the pager's lock of the page here allow.
+    pub limit: Access,
 }
 
 impl PageCtx<'_> {
@@ -220,11 +223,16 @@ impl PageCtx<'_> {
         let paged_out = self.st.paged_out();
         if access == Access::Read {
             if requester == self.me {
+                // A pager's lock that came down while the request waited leaves the page
+                // fenced here (its contents kept): the thread asks the pager next.
+                let usable = Access::Read.min(self.limit);
                 if self.st.fenced {
                     // Its own page, fenced, and its rights allow reading again.
-                    self.st.fenced = false;
                     self.st.pending = None;
-                    self.set_access(Access::Read);
+                    if usable == Access::Read {
+                        self.st.fenced = false;
+                        self.set_access(Access::Read);
+                    }
                     self.out.push(Effect::Served { page });
                     return Ok(());
                 }
@@ -234,11 +242,12 @@ impl PageCtx<'_> {
                         self.me
                     ));
                 }
-                self.st.access = Access::Read;
+                self.st.access = usable;
+                self.st.fenced = usable == Access::None;
                 self.st.pending = None;
                 self.out.push(Effect::PageIn {
                     page,
-                    access: Access::Read,
+                    access: usable,
                 });
                 self.out.push(Effect::Served { page });
                 return Ok(());
@@ -289,7 +298,7 @@ impl PageCtx<'_> {
             self.st.pending = None;
             self.e.copyset = NodeSet::default();
             // Rights that shrank while the copies were invalidated leave the page fenced.
-            let usable = Access::Write.min(self.rights.allowed(self.me, page));
+            let usable = Access::Write.min(self.limit);
             self.st.fenced = usable == Access::None;
             if paged_out {
                 self.st.access = usable;
@@ -436,7 +445,7 @@ impl PageCtx<'_> {
         }
         self.st.pending = None;
         // A grant decided before this node's rights shrank: the page comes, fenced.
-        let usable = access.min(self.rights.allowed(self.me, page));
+        let usable = access.min(self.limit);
         self.st.fenced = usable < access && usable == Access::None;
         self.st.access = usable;
         self.out.push(if with_data {
@@ -604,7 +613,7 @@ impl PageCtx<'_> {
         self.st.owner = true;
         // Rights that shrank since this node took its copy (a revocation) leave the page
         // fenced: its contents are kept, local threads stay off them.
-        if self.rights.allowed(self.me, page) == Access::None {
+        if self.limit == Access::None {
             self.st.fenced = true;
             self.set_access(Access::None);
         } else if !self.st.fenced {

@@ -293,6 +293,15 @@ pub enum Effect {
         /// The access that was refused.
         access: Access,
     },
+    /// `pager_data_unlock`: a local fault on `page` wants `access`, which the pager's lock
+    /// of the page here forbids ([`super::Coherence::data_lock`]). Ask the pager; its answer,
+    /// a `data_lock` of the page, serves or refuses the fault.
+    DataUnlock {
+        /// The page.
+        page: PageNo,
+        /// The access the fault wants.
+        access: Access,
+    },
     /// Capability `cap` was delivered to this node ([`Message::Deliver`]): hand it to the
     /// application.
     Received {

@@ -135,7 +135,8 @@ impl SimCluster {
                 }
                 Effect::Denied { page, access } => self.denied.push((node, page, access)),
                 Effect::CapDone { cap } => self.cap_done.push((node, cap)),
-                Effect::Received { .. } => {}
+                // The pager's answer comes as SimCluster::data_lock (see Coherence::unlocking).
+                Effect::Received { .. } | Effect::DataUnlock { .. } => {}
                 Effect::SetAccess { .. } | Effect::Served { .. } | Effect::Hold { .. } => {}
             }
         }
@@ -174,6 +175,18 @@ impl SimCluster {
     /// ([`Coherence::clean`], a pager's `clean_request`).
     pub fn clean(&mut self, node: NodeId, page: PageNo) -> Result<(), ProtocolError> {
         let effects = self.nodes[node as usize].clean(page)?;
+        self.apply(node, effects, None)
+    }
+
+    /// The pager locks `page` at node `node` to `lock` access (`pager_data_lock`, also its
+    /// answer to the node's `data_unlock`: [`Coherence::data_lock`]).
+    pub fn data_lock(
+        &mut self,
+        node: NodeId,
+        page: PageNo,
+        lock: Access,
+    ) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].data_lock(page, 1, lock);
         self.apply(node, effects, None)
     }
 

@@ -34,6 +34,20 @@ pub enum StoreError {
     },
     /// The pager behind the store failed.
     Pager(String),
+    /// The pager behind the store is gone: its process died or closed the connection.
+    PagerLost {
+        /// The pager's name.
+        pager: String,
+        /// What was seen.
+        reason: String,
+    },
+    /// The pager behind the store did not answer a call in time.
+    PagerTimeout {
+        /// The pager's name.
+        pager: String,
+        /// How long the node waited.
+        after: std::time::Duration,
+    },
     /// A page outside the store (the region is larger than the store was made for).
     OutOfRange {
         /// The page.
@@ -53,6 +67,12 @@ impl fmt::Display for StoreError {
                 dir.display()
             ),
             StoreError::Pager(e) => write!(f, "{e}"),
+            StoreError::PagerLost { pager, reason } => {
+                write!(f, "the pager {pager:?} is gone ({reason})")
+            }
+            StoreError::PagerTimeout { pager, after } => {
+                write!(f, "the pager {pager:?} did not answer within {after:?}")
+            }
             StoreError::OutOfRange { page, pages } => write!(
                 f,
                 "page {page} is outside the backing store of {pages} pages"
@@ -65,7 +85,10 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Create { error, .. } => Some(error),
-            StoreError::OutOfRange { .. } | StoreError::Pager(_) => None,
+            StoreError::OutOfRange { .. }
+            | StoreError::Pager(_)
+            | StoreError::PagerLost { .. }
+            | StoreError::PagerTimeout { .. } => None,
         }
     }
 }
@@ -103,6 +126,17 @@ pub trait BackingStore: Send {
     /// Make the writes so far durable (the node is leaving).
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// `pager_data_unlock`: a local fault wants `access` to `page`, which the pager's
+    /// `data_lock` forbids here. Returns the pager's answer, the page's lock from now on
+    /// (at least `access` grants it). The default store never locks: it grants.
+    fn data_unlock(
+        &mut self,
+        page: PageNo,
+        access: crate::types::Access,
+    ) -> Result<crate::types::Access, StoreError> {
+        let _ = (page, access);
+        Ok(crate::types::Access::Write)
     }
     /// Whether the store outlives the node (a pager's file): then the node, when it
     /// leaves, writes the pages it owns into it. The default store goes with the node.

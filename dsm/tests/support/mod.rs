@@ -29,6 +29,16 @@ pub const HOLD_US_ENV: &str = "MEMLINK_DSM_TEST_HOLD_US";
 /// A file every node maps into the region from page 1 with a file pager (set: the nodes
 /// join with its store; needs [`BUDGET_ENV`]).
 pub const PAGER_FILE_ENV: &str = "MEMLINK_DSM_TEST_PAGER_FILE";
+/// A unix socket where a pager process serves (set: the nodes join with a
+/// [`memlink_dsm::pager::RemotePager`] store named [`PAGER_NAME`] instead of a file pager).
+pub const PAGER_SOCKET_ENV: &str = "MEMLINK_DSM_TEST_PAGER_SOCKET";
+/// How long a node waits for each answer of the pager process, in milliseconds (unset: 20 s).
+pub const PAGER_TIMEOUT_MS_ENV: &str = "MEMLINK_DSM_TEST_PAGER_TIMEOUT_MS";
+/// Region pages `a..b` whose unlock for writing the file pager refuses
+/// ([`memlink_dsm::pager::FilePager::refuse_writes`]).
+pub const PAGER_REFUSE_WRITES_ENV: &str = "MEMLINK_DSM_TEST_PAGER_REFUSE_WRITES";
+/// The name the nodes give the pager process.
+pub const PAGER_NAME: &str = "test-pager";
 /// The region's pages (unset: [`PAGES`]).
 pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
 
@@ -37,11 +47,11 @@ pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
 /// as `data_writes: N` after a verified run.
 pub static DATA_WRITES: AtomicU64 = AtomicU64::new(0);
 
-/// A file pager that counts the `data_write` calls made on it for the file's pages in
+/// A pager that counts the `data_write` calls made on it for the file's pages in
 /// [`DATA_WRITES`].
-struct CountingPager(memlink_dsm::pager::FilePager);
+struct CountingPager<P>(P);
 
-impl memlink_dsm::pager::Pager for CountingPager {
+impl<P: memlink_dsm::pager::Pager> memlink_dsm::pager::Pager for CountingPager<P> {
     fn data_request(
         &mut self,
         first: memlink_dsm::PageNo,
@@ -65,6 +75,36 @@ impl memlink_dsm::pager::Pager for CountingPager {
     fn sync(&mut self) -> Result<(), memlink_dsm::pager::PagerError> {
         self.0.sync()
     }
+
+    fn data_unlock(
+        &mut self,
+        page: memlink_dsm::PageNo,
+        access: memlink_dsm::Access,
+    ) -> Result<memlink_dsm::Access, memlink_dsm::pager::PagerError> {
+        self.0.data_unlock(page, access)
+    }
+}
+
+/// The store of this node process: a pager process ([`PAGER_SOCKET_ENV`]) or a file pager
+/// ([`PAGER_FILE_ENV`]), if either is set.
+fn pager_store() -> Option<Box<dyn memlink_dsm::replacement::BackingStore>> {
+    use memlink_dsm::pager::{FilePager, PagerStore, RemotePager};
+    if let Some(socket) = std::env::var_os(PAGER_SOCKET_ENV) {
+        let timeout = std::env::var(PAGER_TIMEOUT_MS_ENV)
+            .ok()
+            .map_or(20_000, |v| v.parse().expect("timeout"));
+        let pager =
+            RemotePager::connect(socket.as_ref(), PAGER_NAME, Duration::from_millis(timeout))
+                .expect("the pager process");
+        return Some(Box::new(PagerStore::new(CountingPager(pager))));
+    }
+    let path = std::env::var_os(PAGER_FILE_ENV)?;
+    let mut pager = FilePager::open(path.as_ref(), 0, None, 1).expect("the pager's file");
+    if let Ok(range) = std::env::var(PAGER_REFUSE_WRITES_ENV) {
+        let (a, b) = range.split_once("..").expect("a..b");
+        pager = pager.refuse_writes(a.parse().expect("a")..b.parse().expect("b"));
+    }
+    Some(Box::new(PagerStore::new(CountingPager(pager))))
 }
 
 /// A node body: runs on a joined node, returns whether its checks passed.
@@ -131,13 +171,8 @@ pub fn node_entry(custom: &[(&str, Body)]) {
     };
     let backend: Backend = backend.parse().expect("backend");
     let body = body_of(body, custom).expect("known body");
-    let joined = match std::env::var_os(PAGER_FILE_ENV) {
-        Some(path) => {
-            let pager = memlink_dsm::pager::FilePager::open(path.as_ref(), 0, None, 1)
-                .expect("the pager's file");
-            let store = Box::new(memlink_dsm::pager::PagerStore::new(CountingPager(pager)));
-            Dsm::join_with_store(config, backend, store)
-        }
+    let joined = match pager_store() {
+        Some(store) => Dsm::join_with_store(config, backend, store),
         None => Dsm::join(config, backend),
     };
     let code = match joined {

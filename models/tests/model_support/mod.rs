@@ -55,6 +55,11 @@ pub struct CoherenceModel {
     /// A pager's `clean_request`s: an owner writes a dirty page back and keeps it, at any
     /// step, this many times in a run.
     pub cleans: u8,
+    /// A pager's `data_lock`s: the pager sets the lock of a page at a node (the most
+    /// access its threads may have) to any value, at any step, this many times in a run.
+    /// Its answers to the nodes' `data_unlock`s (a lock of the page, granting or not) come
+    /// at any step besides, and are not counted.
+    pub locks: u8,
 }
 
 /// One state of the cluster.
@@ -73,6 +78,8 @@ pub struct ClusterState {
     pub evictions_left: u8,
     /// `clean_request`s the pager may still make.
     pub cleans_left: u8,
+    /// `data_lock`s the pager may still make (besides its answers to `data_unlock`s).
+    pub locks_left: u8,
     /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
     pub error: Option<String>,
 }
@@ -161,6 +168,16 @@ pub enum Step {
         /// The page.
         page: PageNo,
     },
+    /// The pager locks `page` at `node` to `access` (`data_lock`); when the node waits for
+    /// its answer to a `data_unlock` of the page, this is the answer.
+    Lock {
+        /// The node.
+        node: NodeId,
+        /// The page.
+        page: PageNo,
+        /// The most access the node's threads may have from now on.
+        access: Access,
+    },
     /// The Δt timer of `page` at `node` fires: the messages that waited are handled.
     Expire {
         /// The node.
@@ -208,6 +225,12 @@ impl fmt::Display for Step {
             Step::Clean { node, page } => {
                 write!(f, "the pager asks node {node} to clean page {page}")
             }
+            Step::Lock { node, page, access } => {
+                write!(
+                    f,
+                    "the pager locks page {page} at node {node} to {access:?}"
+                )
+            }
             Step::Evict {
                 node,
                 page,
@@ -241,6 +264,7 @@ impl Model for CoherenceModel {
             writes_left: self.writes,
             evictions_left: self.evictions,
             cleans_left: self.cleans,
+            locks_left: self.locks,
             error: None,
         }]
     }
@@ -269,9 +293,22 @@ impl Model for CoherenceModel {
                 if s.cleans_left > 0 && s.sim.nodes[n].cleanable(page) {
                     actions.push(Step::Clean { node, page });
                 }
+                let unlocking = s.sim.nodes[n].unlocking(page).is_some();
+                if unlocking || s.locks_left > 0 {
+                    let now = s.sim.nodes[n].pager_lock(page);
+                    for access in [Access::None, Access::Read, Access::Write] {
+                        if unlocking || access != now {
+                            actions.push(Step::Lock { node, page, access });
+                        }
+                    }
+                }
                 match s.waiting[n][page as usize] {
                     Some(access) if have >= access => actions.push(Step::Complete { node, page }),
-                    Some(_) if st.pending.is_none() && !st.evicting => {
+                    Some(_)
+                        if st.pending.is_none()
+                            && !st.evicting
+                            && s.sim.nodes[n].unlocking(page).is_none() =>
+                    {
                         if s.room_for(n, page) {
                             actions.push(Step::Refault { node, page })
                         } else {
@@ -347,6 +384,18 @@ impl Model for CoherenceModel {
                 let access = s.waiting[node as usize][page as usize]?;
                 if let Err(e) = s.sim.fault(node, page, access) {
                     s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::Lock { node, page, access } => {
+                if last.sim.nodes[node as usize].unlocking(page).is_none() {
+                    s.locks_left = s.locks_left.checked_sub(1)?;
+                }
+                if let Err(e) = s.sim.data_lock(node, page, access) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+                // A refused unlock ends its fault: the thread got a protection fault.
+                for (n, p, _) in std::mem::take(&mut s.sim.denied) {
+                    s.waiting[n as usize][p as usize] = None;
                 }
             }
             Step::Expire { node, page } => {
@@ -434,6 +483,14 @@ impl Model for CoherenceModel {
                 "copysets stay exact",
                 |m: &CoherenceModel, s: &ClusterState| {
                     invariants::copyset_exact(&s.view(m.kind)).is_ok()
+                },
+            ),
+            Property::always(
+                "no node has more access than its pager's lock",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    (0..m.nodes).all(|n| {
+                        (0..m.pages).all(|p| s.access(n, p) <= s.sim.nodes[n].pager_lock(p))
+                    })
                 },
             ),
             Property::always(

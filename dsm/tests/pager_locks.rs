@@ -1,0 +1,216 @@
+//! The pager's `data_lock`, `data_unlock` and `cache` on 2 node processes sharing a file
+//! through the file pager (Mach's external pager), under every manager kind that routes
+//! differently (central, dynamic):
+//! - the file's first 4 pages are its read-only part: each node's pager locks them to read
+//!   access (`data_lock`) and refuses to unlock them for writing (`data_unlock`), so a
+//!   write fault there is refused (`DsmError::Denied`) while reads go on;
+//! - a page locked entirely (`data_lock` to none) that a thread then reads makes the node
+//!   ask its pager (`data_unlock`), which grants: the plain read through the fault backend
+//!   sees the other node's write;
+//! - with the pager's cache off, a page the application releases leaves the node at once
+//!   (written back to the file); with it on, it stays.
+//!
+//! The parent checks the file afterwards: the read-only pages unchanged, the others holding
+//! what the nodes wrote.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use memlink_dsm::cluster::Dsm;
+use memlink_dsm::init::launch;
+use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE, PageNo};
+
+const NODES: usize = 2;
+/// The file's pages; region page `1 + i` is the file's page `i`.
+const FILE_PAGES: usize = 8;
+const WORDS: usize = PAGE_SIZE / 8;
+/// The region pages of the file's read-only part.
+const READ_ONLY: std::ops::Range<PageNo> = 1..5;
+/// Written by node 1, locked entirely at node 0, which reads it after unlocking.
+const SHARED: PageNo = 6;
+/// Written by node 1 and released with the cache off, then on.
+const UNCACHED: PageNo = 7;
+const CACHED: PageNo = 8;
+
+#[test]
+fn node_main() {
+    support::node_entry(&[("locks", locks)]);
+}
+
+/// The word `w` of region page `page` as a writer `by` leaves it (`by` 0: the file's
+/// original contents).
+fn pattern(page: PageNo, w: usize, by: u64) -> u64 {
+    ((page as u64) << 40) | (by << 32) | w as u64 | 0x5a00_0000_0000_0000
+}
+
+fn at(page: PageNo, w: usize) -> usize {
+    page as usize * PAGE_SIZE + w * 8
+}
+
+fn check(ok: bool, what: &str) -> bool {
+    if !ok {
+        eprintln!("check failed: {what}");
+    }
+    ok
+}
+
+fn write_page(dsm: &Dsm, page: PageNo, by: u64) {
+    for w in 0..WORDS {
+        // SAFETY: the word lies inside the region (1 + FILE_PAGES pages), 8-aligned.
+        unsafe {
+            dsm.at::<u64>(at(page, w))
+                .write_volatile(pattern(page, w, by))
+        };
+    }
+}
+
+fn page_is(dsm: &Dsm, page: PageNo, by: u64) -> bool {
+    // SAFETY: as in write_page, read-only.
+    (0..WORDS)
+        .all(|w| unsafe { dsm.at::<u64>(at(page, w)).read_volatile() } == pattern(page, w, by))
+}
+
+fn locks(dsm: &Dsm) -> Result<bool, DsmError> {
+    let rt = dsm.runtime();
+    // Each node's pager locks the file's read-only part at its node.
+    rt.data_lock(READ_ONLY, Access::Read)?;
+    dsm.barrier(1)?;
+    let mut ok = true;
+    if dsm.id() == 1 {
+        ok &= check(page_is(dsm, 2, 0), "node 1 reads a read-only page");
+        ok &= check(
+            matches!(
+                rt.resolve_fault(2, Access::Write),
+                Err(DsmError::Denied {
+                    page: 2,
+                    access: Access::Write
+                })
+            ),
+            "the pager refuses to unlock a read-only page for writing",
+        );
+        ok &= check(
+            rt.access(2) == Access::Read,
+            "the refused page stays readable",
+        );
+        write_page(dsm, SHARED, 1);
+    }
+    dsm.barrier(2)?;
+    if dsm.id() == 0 {
+        // Locked entirely: the plain read below faults, asks the pager, which unlocks.
+        rt.data_lock(SHARED..SHARED + 1, Access::None)?;
+        ok &= check(rt.access(SHARED) == Access::None, "a page locked to none");
+        ok &= check(
+            page_is(dsm, SHARED, 1),
+            "node 0 reads node 1's write after unlocking",
+        );
+        ok &= check(
+            matches!(
+                rt.resolve_fault(3, Access::Write),
+                Err(DsmError::Denied { .. })
+            ),
+            "node 0's pager refuses too",
+        );
+    }
+    dsm.barrier(3)?;
+    if dsm.id() == 1 {
+        rt.cache(false);
+        write_page(dsm, UNCACHED, 1);
+        let before = rt.eviction_stats();
+        ok &= check(
+            rt.release(UNCACHED..UNCACHED + 1)? == 1,
+            "released without cache",
+        );
+        ok &= check(
+            rt.access(UNCACHED) == Access::None,
+            "a page released without cache leaves the node",
+        );
+        ok &= check(
+            rt.eviction_stats().written_back == before.written_back + 1,
+            "its only copy, written, went back to the file",
+        );
+        rt.cache(true);
+        write_page(dsm, CACHED, 1);
+        ok &= check(rt.release(CACHED..CACHED + 1)? == 0, "released with cache");
+        ok &= check(
+            rt.access(CACHED) == Access::Write,
+            "a page released with cache stays",
+        );
+    }
+    dsm.barrier(4)?;
+    if dsm.id() == 0 {
+        ok &= check(page_is(dsm, UNCACHED, 1), "node 0 reads the flushed page");
+        ok &= check(page_is(dsm, CACHED, 1), "node 0 reads the cached page");
+        ok &= check(page_is(dsm, 1, 0), "node 0 reads a read-only page");
+    }
+    dsm.barrier(5)?;
+    Ok(ok)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memlink-pager-locks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir.join(name)
+}
+
+fn file_page_is(bytes: &[u8], page: PageNo, by: u64) -> bool {
+    let start = (page as usize - 1) * PAGE_SIZE;
+    (0..WORDS).all(|w| {
+        let at = start + w * 8;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) == pattern(page, w, by)
+    })
+}
+
+fn run(path: &Path, manager: ManagerKind) {
+    let outputs = launch(NODES, support::DEADLINE, |slot| {
+        let mut cmd = support::node_command_with_manager(slot, "locks", Backend::Sigsegv, manager);
+        cmd.env(support::BUDGET_ENV, (8 * PAGE_SIZE).to_string())
+            .env(support::PAGER_FILE_ENV, path)
+            .env(
+                support::PAGER_REFUSE_WRITES_ENV,
+                format!("{}..{}", READ_ONLY.start, READ_ONLY.end),
+            )
+            .env(support::PAGES_ENV, (1 + FILE_PAGES).to_string());
+        cmd
+    })
+    .unwrap_or_else(|e| panic!("{manager}: {e}"));
+    assert_eq!(outputs.len(), NODES, "{manager}: the nodes' outputs");
+    for out in &outputs {
+        assert!(
+            out.stdout.contains("verified: true"),
+            "{manager}: node {} printed {:?}",
+            out.id,
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn locked_pages_are_refused_or_unlocked_by_the_pager_and_uncached_pages_leave_at_release() {
+    for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
+        let path = scratch(&format!("file-{manager}"));
+        let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
+        for page in 1..=FILE_PAGES as PageNo {
+            for w in 0..WORDS {
+                bytes.extend_from_slice(&pattern(page, w, 0).to_le_bytes());
+            }
+        }
+        std::fs::write(&path, &bytes).expect("write the file");
+        run(&path, manager);
+        let after = std::fs::read(&path).expect("read the file back");
+        assert_eq!(after.len(), bytes.len());
+        for page in READ_ONLY {
+            assert!(
+                file_page_is(&after, page, 0),
+                "{manager}: read-only page {page} changed"
+            );
+        }
+        for page in [SHARED, UNCACHED, CACHED] {
+            assert!(
+                file_page_is(&after, page, 1),
+                "{manager}: page {page} in the file is not node 1's write"
+            );
+        }
+        std::fs::remove_file(&path).ok();
+    }
+}

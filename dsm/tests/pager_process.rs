@@ -1,0 +1,305 @@
+//! A pager in its own process (`PagerServer` serving a file pager over a unix socket), used
+//! by 2 node processes through `RemotePager` stores. Midway, node 0 kills the pager process
+//! (SIGKILL), or stops it (SIGSTOP: it stays connected and never answers). Then:
+//! - node 0's next fault that needs the pager fails with `PagerLost` (killed) or
+//!   `PagerTimeout` (stopped), naming the pager, within the timeout: no hang;
+//! - the pages node 0 held before are intact (read in place, as they were);
+//! - node 1 learns that node 0 was lost, with the pager named in the reason;
+//! - the file holds the pages node 1 wrote and cleaned (`clean_request`) before the pager
+//!   went, and every other page as it was.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memlink_dsm::cluster::Dsm;
+use memlink_dsm::init::launch;
+use memlink_dsm::pager::{FilePager, PagerServer};
+use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE, PageNo};
+
+const NODES: usize = 2;
+/// The file's pages; region page `1 + i` is the file's page `i`.
+const FILE_PAGES: usize = 24;
+const WORDS: usize = PAGE_SIZE / 8;
+/// Read by node 0 before the pager goes (fewer than its frames: they all stay).
+const HELD: std::ops::Range<PageNo> = 1..5;
+/// Faulted on by node 0 after the pager went (paged out, never read ahead).
+const AFTER: PageNo = 12;
+/// Written and cleaned by node 1 before the pager goes.
+const WRITTEN: std::ops::Range<PageNo> = 18..25;
+/// How long a node waits for each answer of the pager.
+const PAGER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// `socket|file` in the pager process.
+const SERVE_ENV: &str = "MEMLINK_DSM_TEST_PAGER_SERVE";
+/// The pager process's pid, and how node 0 ends it (`kill` or `stop`), in the nodes.
+const PAGER_PID_ENV: &str = "MEMLINK_DSM_TEST_PAGER_PID";
+const PAGER_END_ENV: &str = "MEMLINK_DSM_TEST_PAGER_END";
+
+#[test]
+fn node_main() {
+    support::node_entry(&[("pager_goes", pager_goes)]);
+}
+
+/// The pager process: serves the file until killed.
+#[test]
+fn pager_main() {
+    let Ok(spec) = std::env::var(SERVE_ENV) else {
+        return;
+    };
+    let (socket, file) = spec.split_once('|').expect("socket|file");
+    let pager = FilePager::open(file.as_ref(), 0, None, 1).expect("the pager's file");
+    let listener = UnixListener::bind(socket).expect("the pager's socket");
+    println!("pager ready");
+    let _ = PagerServer::new(pager).serve(listener);
+    std::process::exit(1);
+}
+
+fn pattern(page: PageNo, w: usize, by: u64) -> u64 {
+    ((page as u64) << 40) | (by << 32) | w as u64 | 0x5a00_0000_0000_0000
+}
+
+fn at(page: PageNo, w: usize) -> usize {
+    page as usize * PAGE_SIZE + w * 8
+}
+
+fn page_is(dsm: &Dsm, page: PageNo, by: u64) -> bool {
+    // SAFETY: the word lies inside the region (1 + FILE_PAGES pages), 8-aligned; the page
+    // is readable here (faulted in before, or now).
+    (0..WORDS)
+        .all(|w| unsafe { dsm.at::<u64>(at(page, w)).read_volatile() } == pattern(page, w, by))
+}
+
+fn check(ok: bool, what: &str) -> bool {
+    if !ok {
+        eprintln!("check failed: {what}");
+    }
+    ok
+}
+
+/// Ends the node process here: its checks are printed, and leaving is impossible once the
+/// cluster lost a node.
+fn finish(ok: bool) -> ! {
+    use std::io::Write;
+    println!("verified: {ok}");
+    let _ = std::io::stdout().flush();
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn pager_goes(dsm: &Dsm) -> Result<bool, DsmError> {
+    let rt = dsm.runtime();
+    let mut ok = true;
+    dsm.barrier(1)?;
+    if dsm.id() == 1 {
+        // From the pager through node 0 (the owner of every paged-out page), written here,
+        // then written back to the pager by this node's own connection.
+        for page in WRITTEN {
+            for w in 0..WORDS {
+                // SAFETY: as in page_is; a write fault brings the page here first.
+                unsafe {
+                    dsm.at::<u64>(at(page, w))
+                        .write_volatile(pattern(page, w, 1))
+                };
+            }
+        }
+        ok &= check(
+            rt.clean_request(WRITTEN)? == WRITTEN.len() as u32,
+            "node 1 cleans every page it wrote",
+        );
+    }
+    dsm.barrier(2)?;
+    if dsm.id() == 0 {
+        for page in HELD {
+            ok &= check(page_is(dsm, page, 0), "node 0 reads the file before");
+        }
+    }
+    dsm.barrier(3)?;
+    if dsm.id() == 1 {
+        // Node 0 fails when its pager goes, and so does the cluster.
+        match dsm.barrier(4) {
+            Err(DsmError::NodeLost { node: 0, reason }) => {
+                println!("node 1 saw: {reason}");
+                ok &= check(
+                    reason.contains(support::PAGER_NAME),
+                    "the loss names the pager",
+                );
+            }
+            other => ok &= check(false, &format!("node 1's barrier ended with {other:?}")),
+        }
+        finish(ok);
+    }
+    let pid: i32 = std::env::var(PAGER_PID_ENV)
+        .expect("the pager's pid")
+        .parse()
+        .expect("pid");
+    let signal = match std::env::var(PAGER_END_ENV).as_deref() {
+        Ok("stop") => libc::SIGSTOP,
+        _ => libc::SIGKILL,
+    };
+    // SAFETY: kill(2) on the pager process the test started; no memory is involved.
+    let sent = unsafe { libc::kill(pid, signal) };
+    ok &= check(sent == 0, "the pager process was signalled");
+    // kill(2) returns before the signal takes effect: wait until the pager is stopped (T)
+    // or dead (Z: its parent has not reaped it), so the fault below needs a pager that is
+    // certainly gone or silent.
+    ok &= check(
+        reaches_state(pid, if signal == libc::SIGSTOP { 'T' } else { 'Z' }),
+        "the pager process stopped or died",
+    );
+    let started = Instant::now();
+    let fault = rt.resolve_fault(AFTER, Access::Read);
+    let waited = started.elapsed();
+    eprintln!("node 0 saw: {fault:?} after {waited:?}");
+    ok &= check(
+        match (&fault, signal) {
+            (Err(DsmError::PagerLost { pager, .. }), libc::SIGKILL) => pager == support::PAGER_NAME,
+            (Err(DsmError::PagerTimeout { pager, after }), libc::SIGSTOP) => {
+                pager == support::PAGER_NAME && *after == PAGER_TIMEOUT
+            }
+            _ => false,
+        },
+        "the fault fails with the pager's error",
+    );
+    ok &= check(
+        waited < PAGER_TIMEOUT + Duration::from_secs(10),
+        "the fault failed without hanging",
+    );
+    // Every later operation fails the same way; the pages held before are intact.
+    ok &= check(
+        matches!(
+            rt.resolve_fault(AFTER + 1, Access::Read),
+            Err(DsmError::PagerLost { .. } | DsmError::PagerTimeout { .. })
+        ),
+        "a later fault fails the same way",
+    );
+    for page in HELD {
+        ok &= check(page_is(dsm, page, 0), "node 0's pages are intact");
+    }
+    finish(ok);
+}
+
+/// Whether process `pid` reaches `state` (the state letter of /proc/PID/stat) within 10 s,
+/// looked at every millisecond.
+fn reaches_state(pid: i32, state: char) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The state follows the command name, which is in parentheses and may hold any.
+        let now = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        if now == Some(state) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memlink-pager-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir.join(name)
+}
+
+/// Starts the pager process on `file` at `socket`; returns once it listens.
+fn start_pager(socket: &Path, file: &Path) -> Child {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "--exact",
+            "pager_main",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(
+            SERVE_ENV,
+            format!("{}|{}", socket.display(), file.display()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the pager process");
+    let stdout = child.stdout.take().expect("its stdout");
+    // The test harness prints its own lines first.
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == "pager ready");
+    assert!(ready, "the pager process did not start");
+    child
+}
+
+fn run(end: &str) {
+    let file = scratch(&format!("file-{end}"));
+    let socket = scratch(&format!("pager-{end}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
+    for page in 1..=FILE_PAGES as PageNo {
+        for w in 0..WORDS {
+            bytes.extend_from_slice(&pattern(page, w, 0).to_le_bytes());
+        }
+    }
+    std::fs::write(&file, &bytes).expect("write the file");
+    let mut pager = start_pager(&socket, &file);
+    let pid = pager.id().to_string();
+    let result = launch(NODES, support::DEADLINE, |slot| {
+        let mut cmd = support::node_command_with_manager(
+            slot,
+            "pager_goes",
+            Backend::Sigsegv,
+            ManagerKind::Central,
+        );
+        cmd.env(support::BUDGET_ENV, (8 * PAGE_SIZE).to_string())
+            .env(support::PAGER_SOCKET_ENV, &socket)
+            .env(
+                support::PAGER_TIMEOUT_MS_ENV,
+                PAGER_TIMEOUT.as_millis().to_string(),
+            )
+            .env(support::PAGES_ENV, (1 + FILE_PAGES).to_string())
+            .env(PAGER_PID_ENV, &pid)
+            .env(PAGER_END_ENV, end);
+        cmd
+    });
+    // The pager is stopped or dead by now: end it either way.
+    let _ = pager.kill();
+    let _ = pager.wait();
+    let outputs = result.unwrap_or_else(|e| panic!("{end}: {e}"));
+    assert_eq!(outputs.len(), NODES, "{end}: the nodes' outputs");
+    for out in &outputs {
+        assert!(
+            out.stdout.contains("verified: true"),
+            "{end}: node {} printed {:?}",
+            out.id,
+            out.stdout
+        );
+    }
+    let after = std::fs::read(&file).expect("read the file back");
+    assert_eq!(after.len(), bytes.len(), "{end}: the file's size");
+    for page in 1..=FILE_PAGES as PageNo {
+        let by = if WRITTEN.contains(&page) { 1 } else { 0 };
+        let start = (page as usize - 1) * PAGE_SIZE;
+        let intact = (0..WORDS).all(|w| {
+            let at = start + w * 8;
+            u64::from_le_bytes(after[at..at + 8].try_into().unwrap()) == pattern(page, w, by)
+        });
+        assert!(intact, "{end}: page {page} of the file");
+    }
+    std::fs::remove_file(&file).ok();
+    std::fs::remove_file(&socket).ok();
+}
+
+#[test]
+fn a_killed_pager_fails_the_waiting_fault_with_pager_lost() {
+    run("kill");
+}
+
+#[test]
+fn a_stopped_pager_fails_the_waiting_fault_with_pager_timeout() {
+    run("stop");
+}
