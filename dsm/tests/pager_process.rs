@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use memlink_dsm::cluster::Dsm;
-use memlink_dsm::init::launch;
 use memlink_dsm::pager::{FilePager, PagerServer};
 use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE, PageNo};
 
@@ -246,9 +245,18 @@ fn run(end: &str) {
         }
     }
     std::fs::write(&file, &bytes).expect("write the file");
-    let mut pager = start_pager(&socket, &file);
+    let pager = start_pager(&socket, &file);
     let pid = pager.id().to_string();
-    let result = launch(NODES, support::DEADLINE, |slot| {
+    // Ends the pager however the run ends (it is stopped or dead by then).
+    struct EndPager(Child);
+    impl Drop for EndPager {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pager = EndPager(pager);
+    let outputs = support::launch_verified(end, NODES, |slot| {
         let mut cmd = support::node_command_with_manager(
             slot,
             "pager_goes",
@@ -266,19 +274,8 @@ fn run(end: &str) {
             .env(PAGER_END_ENV, end);
         cmd
     });
-    // The pager is stopped or dead by now: end it either way.
-    let _ = pager.kill();
-    let _ = pager.wait();
-    let outputs = result.unwrap_or_else(|e| panic!("{end}: {e}"));
+    drop(pager);
     assert_eq!(outputs.len(), NODES, "{end}: the nodes' outputs");
-    for out in &outputs {
-        assert!(
-            out.stdout.contains("verified: true"),
-            "{end}: node {} printed {:?}",
-            out.id,
-            out.stdout
-        );
-    }
     let after = std::fs::read(&file).expect("read the file back");
     assert_eq!(after.len(), bytes.len(), "{end}: the file's size");
     for page in 1..=FILE_PAGES as PageNo {
