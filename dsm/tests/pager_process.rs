@@ -4,7 +4,8 @@
 //! - node 0's next fault that needs the pager fails with `PagerLost` (killed) or
 //!   `PagerTimeout` (stopped), naming the pager, within the timeout: no hang;
 //! - the pages node 0 held before are intact (read in place, as they were);
-//! - node 1 learns that node 0 was lost, with the pager named in the reason;
+//! - node 1's fault on a page that node 0 must get from the pager fails too: node 0 was
+//!   lost, with the pager named in the reason;
 //! - the file holds the pages node 1 wrote and cleaned (`clean_request`) before the pager
 //!   went, and every other page as it was.
 
@@ -28,6 +29,8 @@ const WORDS: usize = PAGE_SIZE / 8;
 const HELD: std::ops::Range<PageNo> = 1..5;
 /// Faulted on by node 0 after the pager went (paged out, never read ahead).
 const AFTER: PageNo = 12;
+/// Faulted on by node 1 after the pager went (paged out at node 0, its owner).
+const REMOTE_AFTER: PageNo = 15;
 /// Written and cleaned by node 1 before the pager goes.
 const WRITTEN: std::ops::Range<PageNo> = 18..25;
 /// How long a node waits for each answer of the pager.
@@ -117,20 +120,6 @@ fn pager_goes(dsm: &Dsm) -> Result<bool, DsmError> {
         }
     }
     dsm.barrier(3)?;
-    if dsm.id() == 1 {
-        // Node 0 fails when its pager goes, and so does the cluster.
-        match dsm.barrier(4) {
-            Err(DsmError::NodeLost { node: 0, reason }) => {
-                println!("node 1 saw: {reason}");
-                ok &= check(
-                    reason.contains(support::PAGER_NAME),
-                    "the loss names the pager",
-                );
-            }
-            other => ok &= check(false, &format!("node 1's barrier ended with {other:?}")),
-        }
-        finish(ok);
-    }
     let pid: i32 = std::env::var(PAGER_PID_ENV)
         .expect("the pager's pid")
         .parse()
@@ -139,16 +128,34 @@ fn pager_goes(dsm: &Dsm) -> Result<bool, DsmError> {
         Ok("stop") => libc::SIGSTOP,
         _ => libc::SIGKILL,
     };
-    // SAFETY: kill(2) on the pager process the test started; no memory is involved.
-    let sent = unsafe { libc::kill(pid, signal) };
-    ok &= check(sent == 0, "the pager process was signalled");
-    // kill(2) returns before the signal takes effect: wait until the pager is stopped (T)
-    // or dead (Z: its parent has not reaped it), so the fault below needs a pager that is
-    // certainly gone or silent.
-    ok &= check(
-        reaches_state(pid, if signal == libc::SIGSTOP { 'T' } else { 'Z' }),
-        "the pager process stopped or died",
-    );
+    if dsm.id() == 0 {
+        // SAFETY: kill(2) on the pager process the test started; no memory is involved.
+        let sent = unsafe { libc::kill(pid, signal) };
+        ok &= check(sent == 0, "the pager process was signalled");
+        // kill(2) returns before the signal takes effect: wait until the pager is stopped
+        // (T) or dead (Z: its parent has not reaped it), so the faults below need a pager
+        // that is certainly gone or silent.
+        ok &= check(
+            reaches_state(pid, if signal == libc::SIGSTOP { 'T' } else { 'Z' }),
+            "the pager process stopped or died",
+        );
+    }
+    dsm.barrier(4)?;
+    if dsm.id() == 1 {
+        // A fault whose page node 0 must get from the pager: node 0 fails when its pager
+        // does, and this fault with it, the pager named in the reason.
+        match rt.resolve_fault(REMOTE_AFTER, Access::Read) {
+            Err(DsmError::NodeLost { node: 0, reason }) => {
+                eprintln!("node 1 saw: {reason}");
+                ok &= check(
+                    reason.contains(support::PAGER_NAME),
+                    "the loss names the pager",
+                );
+            }
+            other => ok &= check(false, &format!("node 1's fault ended with {other:?}")),
+        }
+        finish(ok);
+    }
     let started = Instant::now();
     let fault = rt.resolve_fault(AFTER, Access::Read);
     let waited = started.elapsed();

@@ -470,6 +470,45 @@ mod tests {
     }
 
     #[test]
+    fn a_request_against_the_protocol_ends_only_that_nodes_connection() {
+        let (dir, mut good) = served();
+        let path = dir.0.join("pager.sock");
+        let request = |op: u8, page: u32, len: u32, access: u8| {
+            let mut f = vec![op];
+            f.extend_from_slice(&page.to_le_bytes());
+            f.extend_from_slice(&len.to_le_bytes());
+            f.push(access);
+            f
+        };
+        for bad in [
+            request(9, 0, 0, 0),                 // unknown op
+            request(OP_DATA_REQUEST, 0, 100, 0), // not whole pages
+            request(OP_DATA_REQUEST, 0, 0, 0),   // no pages
+            request(
+                OP_DATA_REQUEST,
+                0,
+                (MAX_RUN_PAGES + 1) * PAGE_SIZE as u32,
+                0,
+            ), // too long
+            request(OP_DATA_REQUEST, u32::MAX, PAGE_SIZE as u32 * 2, 0), // wraps
+            request(OP_DATA_WRITE, 0, 8, 0),     // not one page
+            request(OP_SYNC, 0, 0, 7),           // unknown access
+        ] {
+            let mut raw = UnixStream::connect(&path).unwrap();
+            raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            raw.write_all(&bad).unwrap();
+            let mut reply = [0u8; 1];
+            assert_eq!(raw.read(&mut reply).unwrap(), 0, "{bad:?}: not closed");
+        }
+        // The other nodes go on.
+        let mut page = vec![0u8; PAGE_SIZE];
+        assert_eq!(
+            good.data_request(0, &mut page).unwrap(),
+            Supply::DataProvided
+        );
+    }
+
+    #[test]
     fn a_pager_that_is_gone_or_silent_fails_the_call_by_name() {
         let dir = tempfile_dir::Dir::new();
         let path = dir.0.join("silent.sock");
