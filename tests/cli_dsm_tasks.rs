@@ -57,9 +57,7 @@ fn nqueens_counts_with_one_task_per_placement_on_every_node_count() {
 fn quicksort_sorts_with_tasks_that_spawn_tasks() {
     let v = json_of(
         memlink()
-            // One node: across nodes quicksort can deadlock (a known problem of issue 13,
-            // written down in README.md).
-            .args(["dsm", "run", "--nodes", "1", "--app", "quicksort", "--json"])
+            .args(["dsm", "run", "--nodes", "2", "--app", "quicksort", "--json"])
             .args(["--size", "50000", "--workers", "2"]),
     );
     assert_eq!(v["verified"], true, "{v}");

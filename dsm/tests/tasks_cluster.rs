@@ -10,6 +10,10 @@
 //! - tasks that wait for a DSM lock (held across a yield and a migration) or barrier give
 //!   their worker up meanwhile: four tasks contend on nodes of one worker each, which a
 //!   waiting task holding its worker would deadlock;
+//! - a task joining a child that runs on another node waits blocked on its home node,
+//!   where the child's end resolves, while an idle node asks for work all along: it is
+//!   never handed out (a joiner polling on the ready queue was, and then looked for the
+//!   end on the wrong node forever: the quicksort hang of issue 13);
 //! - a node killed while it holds tasks makes their handles on the home node return
 //!   `NodeLost` naming it, never a hang.
 
@@ -23,10 +27,10 @@ use std::time::Duration;
 
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::init::{NodeSlot, launch};
-use memlink_dsm::process::TaskId;
 use memlink_dsm::process::pool::{
     self, JoinError, JoinHandle, TaskPool, current_node, migrate, yield_now,
 };
+use memlink_dsm::process::{SchedulerConfig, TaskId};
 use memlink_dsm::{Backend, DsmError};
 use support::{Body, DEADLINE, NodeProcess};
 
@@ -35,6 +39,7 @@ const BODIES: &[(&str, Body)] = &[
     ("spread", spread_node),
     ("kill", kill_node),
     ("locks", locks_node),
+    ("joins", joins_node),
 ];
 
 #[test]
@@ -291,7 +296,12 @@ fn park(counter: usize) -> u64 {
 }
 
 fn kill_node(dsm: &Dsm) -> Result<bool, DsmError> {
-    let pool = TaskPool::start(dsm, 1).map_err(|e| DsmError::Config(e.to_string()))?;
+    // Node 2 runs both parked tasks at once (a worker each), so it never has a surplus and
+    // no work request takes one back to node 0: a parked task running on node 0 when node
+    // 2 dies would fault on its stack there, which the cluster cannot serve any more (the
+    // process exits, by design, before it reports its joins).
+    let workers = if dsm.id() == 2 { 2 } else { 1 };
+    let pool = TaskPool::start(dsm, workers).map_err(|e| DsmError::Config(e.to_string()))?;
     if dsm.id() != 0 {
         // Waits until the test kills node 2 (then fails with NodeLost).
         let r = dsm.barrier(1);
@@ -416,4 +426,97 @@ fn locks_node(dsm: &Dsm) -> Result<bool, DsmError> {
 #[test]
 fn tasks_waiting_for_a_dsm_lock_or_barrier_give_their_worker_up() {
     assert_verified("locks");
+}
+
+/// Work requests node 1's null task sends before it lets `far_child` end.
+const ASKS: u64 = 25;
+
+/// Moves to node 2 and stays there (yielding) until node 1 sets the flag word.
+fn far_child(flag: usize) -> u64 {
+    // (A work request may have brought it there already.)
+    if current_node() != Some(2) {
+        migrate(2).expect("migrate to node 2");
+    }
+    // SAFETY: an 8-aligned word in the region allocated by node 0, kept until the final
+    // barrier.
+    let set = unsafe { &*(flag as *const AtomicU64) };
+    while set.load(Ordering::SeqCst) == 0 {
+        yield_now();
+    }
+    41
+}
+
+/// Keeps node 0's only worker busy (yielding) until node 1 sets the flag word, so a ready
+/// task waits on node 0's queue whenever this one runs.
+fn busy_until_flag(flag: usize) -> u64 {
+    // SAFETY: as in `far_child`.
+    let set = unsafe { &*(flag as *const AtomicU64) };
+    while set.load(Ordering::SeqCst) == 0 {
+        yield_now();
+    }
+    0
+}
+
+/// Spawns `far_child` here (its home) and joins it; returns its result plus one, and in
+/// the top bit whether it ended on the node where it started.
+fn far_joiner(flag: usize) -> u64 {
+    let start = current_node().expect("a pool");
+    let child = pool::spawn(far_child, flag).expect("spawn from a task");
+    let got = pool::join(child).expect("join the child");
+    (got + 1) | (u64::from(current_node() == Some(start)) << 63)
+}
+
+fn joins_node(dsm: &Dsm) -> Result<bool, DsmError> {
+    // Node 1 asks the others for work in turn every period (no hints: it asks even when
+    // nobody announced a surplus).
+    let config = SchedulerConfig {
+        workers: 1,
+        use_hints: dsm.id() != 1,
+        ..SchedulerConfig::default()
+    };
+    let pool = TaskPool::start_with(dsm, config).map_err(|e| DsmError::Config(e.to_string()))?;
+    let mut ok = true;
+    if dsm.id() == 0 {
+        let off = dsm.alloc(8, 8)?;
+        dsm.publish(FLAG_SLOT, off as u64);
+    }
+    dsm.barrier(1)?;
+    let flag = dsm.at::<u64>(dsm.lookup(FLAG_SLOT) as usize) as usize;
+    if dsm.id() == 0 {
+        let busy = pool
+            .spawn_pinned(busy_until_flag, flag)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let h = pool
+            .spawn(far_joiner, flag)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let got = pool.join(h);
+        ok &= pool.join(busy).is_ok();
+        let stats = pool.stats();
+        eprintln!("node 0: joiner returned {got:?}, {stats:?}");
+        // 42, ended on node 0 (a joiner made ready may be taken by a work request, and
+        // goes home to end its join). While it waited, node 1 asked node 0 every other
+        // request; only a task spawned but not yet run could go (the joiner itself before
+        // it first ran, the child), so at least ASKS / 2 - 2 were refused: the blocked
+        // joiner was never handed out.
+        ok &= got == Ok(42 | 1 << 63) && stats.refusals_sent >= ASKS / 2 - 2;
+    }
+    if dsm.id() == 1 {
+        // The joiner waits meanwhile (the child cannot end before the flag), beside a
+        // pinned task that yields on node 0's only worker: were the joiner on the ready
+        // queue, these requests would take it.
+        while pool.stats().requests_sent < ASKS {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SAFETY: as in `far_child`.
+        unsafe { &*(flag as *const AtomicU64) }.store(1, Ordering::SeqCst);
+    }
+    dsm.barrier(2)?;
+    println!("stats: {:?}", pool.stats());
+    drop(pool);
+    Ok(ok)
+}
+
+#[test]
+fn a_joining_task_waits_blocked_on_its_home_and_is_never_handed_out() {
+    assert_verified("joins");
 }

@@ -27,7 +27,13 @@
 //! Rules for task code (see also the dsm README): the argument and result are
 //! [`Shareable`] (no pointers into the node-local heap, which does not travel); hold no
 //! thread-local borrow and no std lock across [`yield_now`]; data a task shares or keeps
-//! goes in the region (`DsmBox`, `DsmVec`).
+//! goes in the region (`DsmBox`, `DsmVec`). This module keeps the same rule: whatever a
+//! task's call here holds of its node (the pool's shared state, the `Dsm`, whether a task
+//! is homed here) is looked up afresh after every point where the task gives its worker
+//! up, since it may resume on another node (a joiner that kept them across its waits looked
+//! for its child's end on the wrong node forever once a work request had moved it: the
+//! quicksort hang of issue 13). A joining task therefore waits blocked on the joined
+//! task's home (off the ready queue: no work request moves it) until the end resolves.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,6 +80,9 @@ enum Reason {
     Migrating = 3,
     /// It waits for a DSM lock or barrier ([`Wait`] in `request`), off its worker.
     Blocking = 4,
+    /// It joins the task whose id is in `request`, homed on this node: off its worker and
+    /// off the ready queue (so no work request moves it) until that task's end resolves.
+    Joining = 5,
 }
 
 /// What a blocking task waits for, in its descriptor's `request`: the kind in the high
@@ -134,12 +143,16 @@ impl std::error::Error for WaitError {}
 
 /// Suspend the calling task until `wait` is over: its worker runs other tasks meanwhile, a
 /// waiter thread of the node makes the (blocking) call, and the end makes the task ready.
-fn block_on(wait: Wait) -> Result<(), WaitError> {
+/// Returns the node whose waiter made the call (which holds a lock acquired so): once
+/// ready, the task may have been moved by a work request before it resumed.
+fn block_on(wait: Wait) -> Result<NodeId, WaitError> {
     let d = current_descriptor().ok_or(WaitError::NotInTask)?;
     let base = REGION_BASE.load(Ordering::Acquire);
     let task = TaskId((d as usize - base) as u64);
-    // SAFETY: as in `yield_now`. A blocked task is on no ready queue, so it resumes on this
-    // node, where its waiter left any error.
+    let waited_on = current_node().ok_or(WaitError::NotInTask)?;
+    // SAFETY: as in `yield_now`. The waiter leaves any error in its node's map (a task moved
+    // after its wait finds none where it resumes: the failure shows in its next DSM call,
+    // since a failed wait means the cluster failed).
     unsafe {
         (*d).request = wait.encode();
         (*d).reason = Reason::Blocking as u32;
@@ -151,18 +164,20 @@ fn block_on(wait: Wait) -> Result<(), WaitError> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&task);
-    failed.map_or(Ok(()), |e| Err(WaitError::Dsm(e)))
+    failed.map_or(Ok(waited_on), |e| Err(WaitError::Dsm(e)))
 }
 
 /// Acquire cluster-wide lock `lock` from a task: the task waits off its worker (other tasks
 /// run meanwhile) until the lock's manager grants it to this node. The lock is held by the
-/// node the task runs on now; [`LockGuard::unlock`] (or dropping the guard) releases it
-/// there, taking the task back to that node first if it moved meanwhile.
+/// node where the task called this (a work request may move the task once the grant made
+/// it ready); [`LockGuard::unlock`] (or dropping the guard) releases it there, taking the
+/// task back to that node first if it moved meanwhile.
 pub fn lock(lock: u32) -> Result<LockGuard, WaitError> {
-    block_on(Wait::Lock(lock))?;
+    // The node whose waiter acquired it holds it, wherever the task resumed.
+    let node = block_on(Wait::Lock(lock))?;
     Ok(LockGuard {
         lock,
-        node: current_node().ok_or(WaitError::NotInTask)?,
+        node,
         released: false,
     })
 }
@@ -170,7 +185,7 @@ pub fn lock(lock: u32) -> Result<LockGuard, WaitError> {
 /// Arrive at cluster-wide barrier `barrier` from a task, which waits off its worker until
 /// every node arrived. A barrier counts nodes: one task per node arrives per round.
 pub fn barrier(barrier: u32) -> Result<(), WaitError> {
-    block_on(Wait::Barrier(barrier))
+    block_on(Wait::Barrier(barrier)).map(|_| ())
 }
 
 /// A DSM lock a task holds (see [`lock`]); it lives on the task's stack and moves with it.
@@ -314,11 +329,126 @@ pub fn spawn<A: Shareable, R: Shareable>(
     spawn_in(dsm, &shared, f, arg, true)
 }
 
-/// Join a task from inside a task (the caller yields its worker while it waits). Outside
-/// a task: [`JoinError::NotInTask`] (use [`TaskPool::join`]).
+/// Join a task from inside a task. The joiner waits on the joined task's home node (it
+/// migrates there first when it runs elsewhere), blocked: off its worker and off the ready
+/// queue, so no work request moves it while it waits, until the task's end resolves there.
+/// A joiner that cannot go home (spawned pinned, or the home runs other code) polls the
+/// task's descriptor instead, yielding between looks. Outside a task:
+/// [`JoinError::NotInTask`] (use [`TaskPool::join`]).
 pub fn join<R: Shareable>(handle: JoinHandle<R>) -> Result<R, JoinError> {
-    let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
-    join_in(dsm, &shared, handle)
+    let d = current_descriptor().ok_or(JoinError::NotInTask)?;
+    loop {
+        // The node's pool and Dsm are looked up afresh each round and dropped before the
+        // task gives its worker up: after any wait it may run on another node, where these
+        // node-local objects (and whether the task is homed here) are others.
+        let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
+        let step = poll_join::<R>(dsm, &shared, handle.id);
+        drop(shared);
+        match step {
+            JoinPoll::Ended(result) => return result,
+            // SAFETY: `d` is this task's own descriptor (as in `yield_now`); the worker
+            // blocks it until the joined task's end resolves on this node.
+            JoinPoll::Pending => unsafe {
+                (*d).request = handle.id.0;
+                (*d).reason = Reason::Joining as u32;
+                context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+            },
+            // Homed elsewhere (the joiner was moved after its wait, or was handed the
+            // handle): it joins at home, where the handle is reaped with the block.
+            JoinPoll::Away { home, ended } => {
+                if migrate(home).is_err() {
+                    // It cannot go home: the descriptor tells the end, and the home keeps
+                    // the handle's entry.
+                    let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
+                    if let Some(outcome) = ended {
+                        return take_result(dsm, shared.base, handle.id, outcome);
+                    }
+                    drop(shared);
+                    yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// One look at a joined task from the node the caller runs on now.
+enum JoinPoll<R> {
+    /// It ended (or the cluster lost a node): the join's result.
+    Ended(Result<R, JoinError>),
+    /// It is homed here and has not ended.
+    Pending,
+    /// It is homed on `home` (its descriptor says); `ended`: how, if its descriptor says
+    /// it ended.
+    Away {
+        home: NodeId,
+        ended: Option<Outcome>,
+    },
+}
+
+fn poll_join<R: Shareable>(dsm: &Dsm, shared: &Shared, id: TaskId) -> JoinPoll<R> {
+    shared.check_lost();
+    let mut s = shared.lock();
+    if let Some(lost) = s.lost() {
+        // Nothing of the region may be touched any more: its faults cannot be served.
+        s.reap(id);
+        return JoinPoll::Ended(Err(JoinError::NodeLost(lost)));
+    }
+    match s.outcome(id) {
+        Some(Some(_)) => {
+            let outcome = s.reap(id);
+            drop(s);
+            outcome.map_or(JoinPoll::Pending, |o| {
+                JoinPoll::Ended(take_result(dsm, shared.base, id, o))
+            })
+        }
+        Some(None) => JoinPoll::Pending,
+        None => {
+            drop(s);
+            let d = (shared.base + id.0 as usize) as *const Descriptor;
+            // SAFETY: the block stays allocated until this join frees it; the reads fault
+            // the descriptor's page in as any read of the region.
+            let (reason, panicked, home) = unsafe {
+                (
+                    std::ptr::read_volatile(&raw const (*d).reason),
+                    std::ptr::read_volatile(&raw const (*d).panicked),
+                    std::ptr::read_volatile(&raw const (*d).home),
+                )
+            };
+            let ended = (reason == Reason::Ended as u32).then_some(if panicked != 0 {
+                Outcome::Panicked
+            } else {
+                Outcome::Finished
+            });
+            JoinPoll::Away {
+                home: NodeId::try_from(home).unwrap_or(NodeId::MAX),
+                ended,
+            }
+        }
+    }
+}
+
+/// The result of an ended task, from its block, which is then freed.
+fn take_result<R: Shareable>(
+    dsm: &Dsm,
+    base: usize,
+    id: TaskId,
+    outcome: Outcome,
+) -> Result<R, JoinError> {
+    let offset = id.0 as usize;
+    let block = base + offset;
+    let r = match outcome {
+        // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
+        // touches the block any more.
+        Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
+        // SAFETY: it ended panicked: store_panic wrote the slot.
+        Outcome::Panicked => Err(JoinError::Panicked(unsafe { load_panic(block) })),
+        Outcome::NodeLost(n) => return Err(JoinError::NodeLost(n)),
+    };
+    // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
+    // for a descriptor.
+    unsafe { (*(block as *mut Descriptor)).magic = 0 };
+    let _ = dsm.free(offset);
+    r
 }
 
 /// Run `f` with the `Dsm` of the node this task runs on (to attach a `DsmVec` or `DsmBox`
@@ -476,6 +606,10 @@ struct Shared {
     runtime: Arc<NodeRuntime>,
     /// The error a blocked task's wait ended with, for the task to take when it resumes.
     wait_errors: Mutex<HashMap<TaskId, DsmError>>,
+    /// Tasks blocked in [`join`], by the task each joins (homed here, not ended when the
+    /// joiner blocked): the end's resolution makes the joiner ready. Filled with the
+    /// scheduler locked, so no resolution falls between the look and the entry.
+    joiners: Mutex<HashMap<TaskId, TaskId>>,
 }
 
 impl Shared {
@@ -490,7 +624,10 @@ impl Shared {
         for e in effects {
             match e {
                 Effect::Wake => self.ready.notify_one(),
-                Effect::Resolved { .. } => self.resolved.notify_all(),
+                Effect::Resolved { task, .. } => {
+                    self.resolved.notify_all();
+                    self.wake_joiner(*task);
+                }
                 Effect::Send { to, msg } => {
                     let _ = self.runtime.send_task_message(*to, msg);
                 }
@@ -507,6 +644,21 @@ impl Shared {
         }
         if effects.iter().any(|e| !matches!(e, Effect::Run { .. })) {
             self.check_lost();
+        }
+    }
+
+    /// The task blocked joining `ended` (which just ended) goes back on the ready queue.
+    fn wake_joiner(&self, ended: TaskId) {
+        let joiner = self
+            .joiners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ended);
+        if let Some(joiner) = joiner {
+            match self.lock().unblock(joiner) {
+                Ok(effects) => self.carry_out(&effects),
+                Err(e) => eprintln!("memlink-dsm: scheduler: {e}"),
+            }
         }
     }
 
@@ -728,6 +880,7 @@ impl<'d> TaskPool<'d> {
             base,
             runtime: Arc::clone(dsm.runtime()),
             wait_errors: Mutex::new(HashMap::new()),
+            joiners: Mutex::new(HashMap::new()),
         });
         let on_message = Arc::clone(&shared);
         dsm.runtime()
@@ -883,65 +1036,32 @@ fn join_in<R: Shareable>(
     shared: &Shared,
     handle: JoinHandle<R>,
 ) -> Result<R, JoinError> {
-    let offset = handle.id.0 as usize;
-    let block = shared.base + offset;
-    let d = block as *mut Descriptor;
-    let homed_here = shared.lock().outcome(handle.id).is_some();
-    let outcome = loop {
-        shared.check_lost();
-        let mut s = shared.lock();
-        if let Some(lost) = s.lost() {
-            // Nothing of the region may be touched any more: its faults cannot be served.
-            s.reap(handle.id);
-            return Err(JoinError::NodeLost(lost));
-        }
-        if homed_here {
-            if let Some(Some(o)) = s.outcome(handle.id) {
-                s.reap(handle.id);
-                break o;
-            }
-        } else {
-            drop(s);
-            // SAFETY: the block stays allocated until this join frees it; the reads
-            // fault the descriptor's page in as any read of the region.
-            let (reason, panicked) = unsafe {
-                (
-                    std::ptr::read_volatile(&raw const (*d).reason),
-                    std::ptr::read_volatile(&raw const (*d).panicked),
-                )
-            };
-            if reason == Reason::Ended as u32 {
-                break if panicked != 0 {
-                    Outcome::Panicked
-                } else {
-                    Outcome::Finished
-                };
-            }
-            s = shared.lock();
-        }
-        if current_descriptor().is_some() {
-            drop(s);
-            yield_now();
-        } else {
+    if current_descriptor().is_some() {
+        return join(handle);
+    }
+    // A thread: it stays on this node, and waits for a resolution here (a task homed here
+    // ended, or the cluster lost a node) or for the TIMEOUT period (a task homed elsewhere,
+    // whose end only its descriptor shows).
+    loop {
+        let away = match poll_join::<R>(dsm, shared, handle.id) {
+            JoinPoll::Ended(result) => return result,
+            JoinPoll::Pending => false,
+            // A thread cannot go to the home: the descriptor tells the end (the home keeps
+            // the handle's entry).
+            JoinPoll::Away {
+                ended: Some(outcome),
+                ..
+            } => return take_result(dsm, shared.base, handle.id, outcome),
+            JoinPoll::Away { ended: None, .. } => true,
+        };
+        let s = shared.lock();
+        if away || (s.lost().is_none() && s.outcome(handle.id) == Some(None)) {
             let _unused = shared
                 .resolved
                 .wait_timeout(s, TIMEOUT)
                 .unwrap_or_else(|p| p.into_inner());
         }
-    };
-    let r = match outcome {
-        // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
-        // touches the block any more.
-        Outcome::Finished => Ok(unsafe { ((block + RESULT_AT) as *const R).read() }),
-        // SAFETY: it ended panicked: store_panic wrote the slot.
-        Outcome::Panicked => Err(JoinError::Panicked(unsafe { load_panic(block) })),
-        Outcome::NodeLost(n) => return Err(JoinError::NodeLost(n)),
-    };
-    // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
-    // for a descriptor.
-    unsafe { (*d).magic = 0 };
-    let _ = dsm.free(offset);
-    r
+    }
 }
 
 impl Drop for TaskPool<'_> {
@@ -1070,6 +1190,24 @@ fn worker(shared: &Arc<Shared>) {
                 drop(s);
                 start_waiter(shared, task.id, Wait::decode(to));
                 break effects;
+            }
+            if reason == Reason::Joining as u32 {
+                let joined = TaskId(to);
+                let blocked = s.suspend(task.id, Suspend::Block);
+                if s.lost().is_none() && s.outcome(joined) == Some(None) {
+                    // Its end resolves later: the resolution wakes this joiner.
+                    shared
+                        .joiners
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(joined, task.id);
+                    break blocked;
+                }
+                // It ended already (or is not homed here): the joiner looks again at once.
+                break blocked.and_then(|mut effects| {
+                    effects.extend(s.unblock(task.id)?);
+                    Ok(effects)
+                });
             }
             if reason != Reason::Migrating as u32 {
                 break s.finished(task.id, panicked);
