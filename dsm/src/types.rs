@@ -423,6 +423,23 @@ pub trait LocalPages: Send + Sync {
         }
         Ok(())
     }
+    /// Make the run of `count` pages from `first` readable (and only readable) with the
+    /// bytes of `file` from byte `offset` on, without copying them: the pages of the run
+    /// show the file's pages themselves (a read-ahead of clean pages a file pager keeps,
+    /// [`crate::replacement::BackingStore::mapped_file`]). Every later change of such a
+    /// page (write access, an install, a release) first gives it back its own memory, with
+    /// the file's bytes copied in where its contents must stay. `Ok(false)` (the default):
+    /// this implementation cannot, and the caller installs a copy.
+    fn map_file_run(
+        &self,
+        first: PageNo,
+        count: u32,
+        file: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+    ) -> std::io::Result<bool> {
+        let _ = (first, count, file, offset);
+        Ok(false)
+    }
     /// [`LocalPages::release_page`] for the `count` pages from `first`.
     fn release_run(&self, first: PageNo, count: u32) -> std::io::Result<()> {
         for page in first..first.saturating_add(count) {

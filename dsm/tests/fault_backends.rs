@@ -356,3 +356,69 @@ fn sigsegv_invalidated_contents_stay_readable_by_the_runtime() {
 fn uffd_invalidated_contents_stay_readable_by_the_runtime() {
     invalidated_contents_stay_readable_by_the_runtime(13, Backend::Uffd);
 }
+
+/// A run of a file mapped over the region (a file pager's clean pages read ahead) shows the
+/// file's bytes without a copy; the runtime reads them; a write gives the page its own memory
+/// (the file's bytes in it, the file unchanged); an invalidation keeps the contents; a
+/// release gives the pages back to the memfd, where the next fault fills them.
+#[test]
+fn sigsegv_a_file_run_shows_the_file_until_the_page_changes() {
+    use std::os::fd::AsFd;
+    let dir = std::env::temp_dir().join(format!("memlink-map-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let path = dir.join("pages");
+    let bytes: Vec<u8> = (0..8).flat_map(|p| pattern(p, 7)).collect();
+    std::fs::write(&path, &bytes).expect("write the file");
+    let file = std::fs::File::open(&path).expect("open the file");
+    let (mapping, resolver, _service) = setup(14, 8, Backend::Sigsegv);
+    // Region pages 2..6 show the file's pages 1..5.
+    let mapped = mapping
+        .map_file_run(2, 4, file.as_fd(), PAGE_SIZE as u64)
+        .expect("map the run");
+    assert!(mapped);
+    for page in 2..6u32 {
+        assert_eq!(mapping.access(page), Access::Read);
+        let expect = pattern(page - 1, 7);
+        for i in [0, 777, PAGE_SIZE - 1] {
+            assert_eq!(byte(&mapping, page as usize * PAGE_SIZE + i), expect[i]);
+        }
+    }
+    assert_eq!(resolver.read_faults.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        mapping.resident_bytes().expect("resident"),
+        0,
+        "nothing copied"
+    );
+    let mut out = vec![0u8; PAGE_SIZE];
+    mapping.read_page(3, &mut out);
+    assert_eq!(out, pattern(2, 7), "the runtime reads the file's page");
+    // A write: the page gets its own memory with the file's bytes; the file stays as it was.
+    write_byte(&mapping, 3 * PAGE_SIZE + 9, 0xEE);
+    assert_eq!(mapping.access(3), Access::Write);
+    let mut expect = pattern(2, 7);
+    expect[9] = 0xEE;
+    mapping.read_page(3, &mut out);
+    assert_eq!(out, expect);
+    assert_eq!(byte(&mapping, 3 * PAGE_SIZE + 100), expect[100]);
+    assert_eq!(std::fs::read(&path).expect("read the file"), bytes);
+    // An invalidation keeps the contents for the runtime.
+    mapping.set_access(4, Access::None).expect("invalidate");
+    assert_eq!(mapping.access(4), Access::None);
+    mapping.read_page(4, &mut out);
+    assert_eq!(out, pattern(3, 7));
+    // Filled again (the contents that came with a write elsewhere): the application sees
+    // them, not the file's.
+    mapping
+        .install_page(4, &pattern(4, 9), Access::Read)
+        .expect("install");
+    assert_eq!(byte(&mapping, 4 * PAGE_SIZE + 5), pattern(4, 9)[5]);
+    // Released: the next read faults and gets the resolver's contents, not the file's.
+    mapping.release_run(2, 4).expect("release");
+    assert_eq!(byte(&mapping, 5 * PAGE_SIZE + 1), pattern(5, 0)[1]);
+    assert_eq!(byte(&mapping, 2 * PAGE_SIZE + 1), pattern(2, 0)[1]);
+    assert_eq!(resolver.read_faults.load(Ordering::Relaxed), 2);
+    // userfaultfd cannot: the caller copies.
+    let uffd = Mapping::create(base(15), 4, Backend::Uffd).expect("map region");
+    assert!(!uffd.map_file_run(0, 2, file.as_fd(), 0).expect("no error"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -24,6 +24,7 @@ fn node_main() {
         ("wordcount", count),
         ("scribble", scribble),
         ("clean", clean_and_flush),
+        ("overwrite", read_then_overwrite),
     ]);
 }
 
@@ -150,6 +151,55 @@ fn clean_and_flush(dsm: &Dsm) -> Result<bool, DsmError> {
     Ok(ok)
 }
 
+/// Node 0 reads the whole file in order (its own pages, read ahead: the file's pages mapped
+/// in place, the later runs in the background); then node 1 writes a word of every page;
+/// then every node reads node 1's words, not the file's, and the rest of the file's.
+fn read_then_overwrite(dsm: &Dsm) -> Result<bool, DsmError> {
+    let at = |page: usize, w: usize| (wordcount::FIRST_PAGE as usize + page) * PAGE_SIZE + w * 8;
+    let read = |page: usize, w: usize| {
+        // SAFETY: the word lies inside the region (FILE_PAGES + 1 pages of it), 8-aligned.
+        unsafe { dsm.at::<u64>(at(page, w)).read_volatile() }
+    };
+    let me = dsm.id();
+    let mut ok = true;
+    if me == 0 {
+        let bad = (0..FILE_PAGES)
+            .flat_map(|page| (0..WORDS).map(move |w| (page, w)))
+            .find(|&(page, w)| read(page, w) != pattern(page, w));
+        if let Some((page, w)) = bad {
+            eprintln!("node 0: page {page} word {w} is {:#x}", read(page, w));
+            ok = false;
+        }
+    }
+    dsm.barrier(1)?;
+    if me == 1 {
+        for page in 0..FILE_PAGES {
+            // SAFETY: as above.
+            unsafe { dsm.at::<u64>(at(page, 3)).write_volatile(!pattern(page, 3)) };
+        }
+    }
+    dsm.barrier(2)?;
+    let expect = |page: usize, w: usize| {
+        if w == 3 {
+            !pattern(page, w)
+        } else {
+            pattern(page, w)
+        }
+    };
+    let bad = (0..FILE_PAGES)
+        .flat_map(|page| (0..WORDS).map(move |w| (page, w)))
+        .find(|&(page, w)| read(page, w) != expect(page, w));
+    if let Some((page, w)) = bad {
+        eprintln!(
+            "node {me}: after the writes, page {page} word {w} is {:#x}",
+            read(page, w)
+        );
+        ok = false;
+    }
+    dsm.barrier(3)?;
+    Ok(ok)
+}
+
 /// The first word of the file's bytes that is not `pattern(page, w) + round(page)`:
 /// (page, word, found).
 fn first_mismatch(bytes: &[u8], round: impl Fn(usize) -> u64) -> Option<(usize, usize, u64)> {
@@ -239,6 +289,26 @@ fn clean_and_flush_requests_reach_the_file_while_the_nodes_run() {
         // Frames for a whole share (16 pages) and the slots page.
         run(
             "clean",
+            &path,
+            1 + FILE_PAGES as u32,
+            24 * PAGE_SIZE as u64,
+            manager,
+        );
+        std::fs::remove_file(&path).ok();
+    }
+}
+
+#[test]
+fn a_write_elsewhere_replaces_the_pages_read_ahead_from_the_file() {
+    for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
+        let path = scratch(&format!("overwrite-{manager}"));
+        let bytes: Vec<u8> = (0..FILE_PAGES)
+            .flat_map(|page| (0..WORDS).flat_map(move |w| pattern(page, w).to_le_bytes()))
+            .collect();
+        std::fs::write(&path, &bytes).expect("write the file");
+        // 24 frames: runs of up to 6 pages, and evictions, while node 0 reads 48 pages.
+        run(
+            "overwrite",
             &path,
             1 + FILE_PAGES as u32,
             24 * PAGE_SIZE as u64,

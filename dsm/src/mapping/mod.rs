@@ -33,6 +33,8 @@ mod region;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::fault::userfaultfd::Userfaultfd;
@@ -143,6 +145,10 @@ pub struct Mapping {
     /// userfaultfd: the contents of pages invalidated here (their backing page is gone), kept
     /// because the runtime may still read them (to send them on) or re-enable them.
     stash: Mutex<HashMap<PageNo, Box<[u8]>>>,
+    /// SIGSEGV backend: per page, whether its application view shows a file's page
+    /// ([`LocalPages::map_file_run`]) instead of the memfd's; changed under the page's stripe
+    /// lock.
+    direct: Box<[AtomicBool]>,
 }
 
 impl fmt::Debug for Mapping {
@@ -176,6 +182,7 @@ impl Mapping {
             backend,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stash: Mutex::new(HashMap::new()),
+            direct: (0..pages).map(|_| AtomicBool::new(false)).collect(),
         }))
     }
 
@@ -268,6 +275,59 @@ impl Mapping {
         }
     }
 
+    /// Whether `page` shows a file's page ([`LocalPages::map_file_run`]).
+    fn is_direct(&self, page: PageNo) -> bool {
+        self.direct
+            .get(page as usize)
+            .is_some_and(|d| d.load(Ordering::Relaxed))
+    }
+
+    /// Give every page of the run from `first` that shows a file's page its own memory back
+    /// (the caller holds the pages' stripe locks). With `keep`, the file's bytes are copied
+    /// into the memfd first and the page stays readable, unchanged to the application;
+    /// without, it has no access afterwards (it is about to be released or filled).
+    fn undirect_run(&self, first: PageNo, count: u32, keep: bool) -> io::Result<()> {
+        let end = first.saturating_add(count).min(self.pages());
+        let mut p = first;
+        while p < end {
+            if !self.is_direct(p) {
+                p += 1;
+                continue;
+            }
+            let start = p;
+            while p < end && self.is_direct(p) {
+                p += 1;
+            }
+            let n = (p - start) as usize;
+            if keep {
+                // SAFETY: the application view of these pages maps the file read-only and
+                // readable (map_file_run checked the run lies inside it); the fill view is
+                // our own read-write memfd mapping, a distinct range; the stripe locks keep
+                // every other change of these pages out meanwhile.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.region.app_page(start as usize),
+                        self.region.fill_page(start as usize),
+                        n * PAGE_SIZE,
+                    )
+                };
+            }
+            let prot = if keep {
+                libc::PROT_READ
+            } else {
+                libc::PROT_NONE
+            };
+            self.region.remap(start as usize, n, prot)?;
+            for q in start..p {
+                self.direct[q as usize].store(false, Ordering::Relaxed);
+                if !keep {
+                    self.table.set(q, Access::None, true);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn stash(&self) -> std::sync::MutexGuard<'_, HashMap<PageNo, Box<[u8]>>> {
         self.stash.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -336,9 +396,17 @@ impl LocalPages for Mapping {
             }
             return;
         }
-        let src = self.region.fill_page(page as usize);
+        // A page that shows a file's page has its contents there (readable in the
+        // application view), not in the memfd.
+        let src = if self.is_direct(page) {
+            self.region.app_page(page as usize)
+        } else {
+            self.region.fill_page(page as usize)
+        };
         // SAFETY: `src` is the start of page `page` in the fill view, mapped read-write for the
-        // mapping's lifetime; `len <= PAGE_SIZE`; `out` is a distinct, live buffer.
+        // mapping's lifetime, or in the application view while it maps the file's page
+        // readable (the stripe lock keeps it so); `len <= PAGE_SIZE`; `out` is a distinct,
+        // live buffer.
         unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len) };
     }
 
@@ -350,6 +418,7 @@ impl LocalPages for Mapping {
         let _guard = self.lock(page);
         match &self.uffd {
             None => {
+                self.undirect_run(page, 1, false)?;
                 if self.table.access(page) != Access::None {
                     // No application thread may see the page while it is being filled.
                     self.region.protect(page as usize, libc::PROT_NONE)?;
@@ -400,6 +469,7 @@ impl LocalPages for Mapping {
             return Ok(());
         }
         let _guard = self.lock(page);
+        self.undirect_run(page, 1, false)?;
         if self.uffd.is_none() && self.table.access(page) != Access::None {
             self.region.protect(page as usize, libc::PROT_NONE)?;
         }
@@ -424,6 +494,7 @@ impl LocalPages for Mapping {
             return Ok(());
         }
         let _guards = self.lock_all();
+        self.undirect_run(first, count as u32, false)?;
         let pages = first..first + count as PageNo;
         if pages.clone().any(|p| self.table.access(p) != Access::None) {
             // No application thread may see a page while it is being filled.
@@ -449,6 +520,43 @@ impl LocalPages for Mapping {
         protected
     }
 
+    /// SIGSEGV backend only (userfaultfd serves missing pages of its registered range, which
+    /// a file mapping would leave): one `mmap` of the file over the run, whose pages must
+    /// have no access now (they are being paged in).
+    fn map_file_run(
+        &self,
+        first: PageNo,
+        count: u32,
+        file: BorrowedFd<'_>,
+        offset: u64,
+    ) -> io::Result<bool> {
+        if self.uffd.is_some() || count == 0 || !self.run_in_range(first, count as usize) {
+            return Ok(false);
+        }
+        let _guards = self.lock_all();
+        let pages = first..first + count;
+        if pages.clone().any(|p| self.table.access(p) != Access::None) {
+            return Ok(false);
+        }
+        if let Err(e) = self
+            .region
+            .map_file(first as usize, count as usize, file, offset)
+        {
+            // The memfd's mapping of the run may be gone: put it back (no access, as the
+            // table says) before failing.
+            self.region
+                .remap(first as usize, count as usize, libc::PROT_NONE)?;
+            return Err(e);
+        }
+        // Recorded after the mapping exists, so that a thread that sees the access finds
+        // the file's bytes.
+        for p in pages {
+            self.direct[p as usize].store(true, Ordering::Relaxed);
+            self.table.set(p, Access::Read, true);
+        }
+        Ok(true)
+    }
+
     /// No access for the whole run and its memory returned, in one `mprotect` and one hole
     /// punch.
     fn release_run(&self, first: PageNo, count: u32) -> io::Result<()> {
@@ -456,6 +564,7 @@ impl LocalPages for Mapping {
             return Ok(());
         }
         let _guards = self.lock_all();
+        self.undirect_run(first, count, false)?;
         let pages = first..first + count;
         if self.uffd.is_none() && pages.clone().any(|p| self.table.access(p) != Access::None) {
             self.region
@@ -477,6 +586,14 @@ impl LocalPages for Mapping {
         let _guard = self.lock(page);
         match &self.uffd {
             None => {
+                if self.is_direct(page) {
+                    if access == Access::Read {
+                        return Ok(());
+                    }
+                    // Write access, or none with the contents kept (an eviction under way, a
+                    // fence): the page needs its own memory, with the file's bytes in it.
+                    self.undirect_run(page, 1, true)?;
+                }
                 let current = self.table.access(page);
                 if access > current {
                     // Recorded first, so that a thread woken by the change sees it.

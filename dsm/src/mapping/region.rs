@@ -4,7 +4,7 @@
 //! writable, and is never handed out.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::MapError;
 use crate::types::PAGE_SIZE;
@@ -152,6 +152,63 @@ impl Region {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// Maps `count` pages of `file` from byte `offset` (page-aligned) read-only over the
+    /// application view from page `first` on, in one `mmap` (`MAP_FIXED` replaces the
+    /// memfd's mapping of those pages): the application reads the file's page cache itself.
+    /// Fails as mmap does (EACCES for a file not open for reading, ENOMEM at the mapping
+    /// limit); on failure the old mapping may be gone, so the caller gives the pages their
+    /// memfd mapping back ([`Region::remap`]).
+    pub(crate) fn map_file(
+        &self,
+        first: usize,
+        count: usize,
+        file: BorrowedFd<'_>,
+        offset: u64,
+    ) -> io::Result<()> {
+        debug_assert!((first + count) * PAGE_SIZE <= self.len);
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: MAP_FIXED over whole pages of our own application view, which is only ever
+        // reached through raw pointers (no Rust reference into it is invalidated); the new
+        // mapping is read-only and shared, so nothing written through it can exist.
+        let at = unsafe {
+            libc::mmap(
+                self.app_page(first).cast(),
+                count * PAGE_SIZE,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Maps the memfd's own pages back over the application view from page `first` on,
+    /// with `prot`, in one `mmap` (undoing [`Region::map_file`]).
+    pub(crate) fn remap(&self, first: usize, count: usize, prot: libc::c_int) -> io::Result<()> {
+        debug_assert!((first + count) * PAGE_SIZE <= self.len);
+        // SAFETY: as in `map_file`: MAP_FIXED over whole pages of our application view, this
+        // time with the memfd at the same offsets as the view's original mapping.
+        let at = unsafe {
+            libc::mmap(
+                self.app_page(first).cast(),
+                count * PAGE_SIZE,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                self.memfd.as_raw_fd(),
+                (first * PAGE_SIZE) as libc::off_t,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Writes `data` into the memfd from page `first` on (`pwrite`: the kernel allocates

@@ -14,19 +14,38 @@
 //! ([`crate::LocalPages::install_run`]); the frames evicted for it are released in runs
 //! too. All of it under the state lock, before any thread can see a page of the run.
 //!
+//! **No copy for a file.** When the store is a file the node may map
+//! ([`crate::replacement::BackingStore::mapped_file`], the file pager), a run of pages
+//! brought in for reading is not copied at all: one `mmap` puts the file's pages over the
+//! run, read-only ([`crate::LocalPages::map_file_run`]), and the reader's faults map the
+//! page cache as a plain `mmap` of the file would. Coherence is unchanged: the protocol
+//! sees read copies of clean pages it owns, and the first change of such a page (write
+//! access, an invalidation, an install, the end of its eviction) gives it back its own
+//! memory first (the file's bytes copied in when its contents must stay), so a write never
+//! reaches the file but through `data_write`, and a later write elsewhere invalidates it
+//! like any copy.
+//!
+//! **In the background.** Once the window is at its largest, the next run is read by the
+//! node's clock thread while the reader is still in this one ([`NodeRuntime::read_ahead_fired`]);
+//! its first page is left paged out as a marker: the fault on it (one page) says the reader
+//! got there, and starts the background read of the run after. A reader faster than the
+//! background falls back to reading runs itself.
+//!
 //! A hint, like a prefetch: the pages read ahead are ordinary read copies of pages this node
 //! owns (the cheapest to evict after copies), so a guess that was wrong costs their frames
 //! until the next eviction.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::MutexGuard;
 
-use super::{NodeRuntime, Outgoing, State};
+use super::{NodeRuntime, Outgoing, State, lock};
 use crate::protocol::Effect;
 use crate::replacement::Class;
 use crate::types::{Access, DsmError, NodeId, PAGE_SIZE, PageNo};
 
-/// The most pages one read-ahead brings in (1 MiB).
-pub const READ_AHEAD_MAX: u32 = 256;
+/// The most pages one read-ahead brings in (4 MiB).
+pub const READ_AHEAD_MAX: u32 = 1024;
 
 /// Where the last read-ahead ended, and how far the next one reaches.
 #[derive(Debug, Default)]
@@ -35,6 +54,9 @@ pub(super) struct ReadAhead {
     next: Option<PageNo>,
     /// The pages the last run brought in.
     window: u32,
+    /// The page left paged out at the start of the run read in the background: a fault on
+    /// it means the reader got there.
+    marker: Option<PageNo>,
 }
 
 /// Page-ins and releases collected while a read-ahead runs, carried out together
@@ -43,11 +65,34 @@ pub(super) struct ReadAhead {
 pub(super) struct Batch {
     page_ins: Vec<(PageNo, Access)>,
     releases: Vec<PageNo>,
+    /// The pages of both (asked of every effect of the batch: a set, not a scan).
+    pages: HashSet<PageNo, BuildHasherDefault<PageHasher>>,
+}
+
+/// A hasher for page numbers (small integers, not chosen by a peer: no flooding to resist):
+/// one multiplication.
+#[derive(Default)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl Batch {
     fn holds(&self, page: PageNo) -> bool {
-        self.page_ins.iter().any(|&(p, _)| p == page) || self.releases.contains(&page)
+        self.pages.contains(&page)
     }
 }
 
@@ -83,8 +128,10 @@ fn runs<K: Copy + PartialEq>(mut pages: Vec<(PageNo, K)>) -> Vec<(PageNo, u32, K
 impl NodeRuntime {
     /// Before a fault on `page` for `access` starts, when this node owns `page` and has paged
     /// it out: if the fault follows the last run, read ahead (see the module docs) and start
-    /// the faults of the run, `page`'s first, into `out`. Returns whether it did; when not,
-    /// the caller goes the ordinary way (a fault on one page, evicting first if need be).
+    /// the faults of the run, `page`'s first, into `out`; if `page` is the marker of the run
+    /// read in the background, bring it in alone and start the background read of the run
+    /// after it. Returns whether it did; when not, the caller goes the ordinary way (a fault
+    /// on one page, evicting first if need be).
     pub(super) fn read_ahead<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
@@ -95,15 +142,68 @@ impl NodeRuntime {
         let Some(frames) = st.frames else {
             return Ok((st, false));
         };
-        let sequential = st.read_ahead.next == Some(page);
-        let window = if sequential {
-            (st.read_ahead.window * 2).clamp(2, READ_AHEAD_MAX)
+        let cap = READ_AHEAD_MAX.min((frames / 4).max(1));
+        let marker = st.read_ahead.marker == Some(page);
+        let last = if marker {
+            // The run after the marker is here if the background read it already; if it did
+            // not get to it yet, this fault reads it, and the background goes on with the
+            // next one.
+            self.paged_out_until(&st, page, st.read_ahead.window)
         } else {
-            1
+            let sequential = st.read_ahead.next == Some(page);
+            let window = if sequential {
+                (st.read_ahead.window * 2).clamp(2, READ_AHEAD_MAX)
+            } else {
+                1
+            }
+            .min(cap);
+            self.paged_out_until(&st, page, window)
+        };
+        if last == page && !marker {
+            st.read_ahead = ReadAhead {
+                next: page.checked_add(1),
+                window: 1,
+                marker: None,
+            };
+            return Ok((st, false));
         }
-        .min((frames / 4).max(1));
-        let mut last = page;
-        while last - page + 1 < window {
+        match self.read_run(&mut st, page, last, access, out) {
+            Ok(0) => Ok((st, false)),
+            Ok(started) => {
+                // The reader reached the run read in the background: the run after it goes
+                // the same way. Or a run read now reached the largest window: the next one
+                // is read in the background from now on.
+                let window = if marker {
+                    st.read_ahead.window
+                } else {
+                    started
+                };
+                st.read_ahead = ReadAhead {
+                    next: page.checked_add(if marker { 1 } else { started }),
+                    window,
+                    marker: None,
+                };
+                if window >= cap.max(2) {
+                    if let Some(m) = page.checked_add(if marker { window } else { started }) {
+                        st.read_ahead.marker = Some(m);
+                        self.timers.read_ahead(m, window);
+                    }
+                }
+                Ok((st, true))
+            }
+            Err((node, reason)) => {
+                self.fail_locked(st, node, reason.clone());
+                Err(self.failure_or(node, reason))
+            }
+        }
+    }
+
+    /// The last page of the run from `first` (which the caller knows is paged out here) of
+    /// at most `window` pages that this node owns, has paged out, may read and waits for
+    /// nothing.
+    fn paged_out_until(&self, st: &State, first: PageNo, window: u32) -> PageNo {
+        let mut last = first;
+        while last - first + 1 < window {
             let Some(q) = last.checked_add(1).filter(|&q| q < self.page_count) else {
                 break;
             };
@@ -117,48 +217,81 @@ impl NodeRuntime {
             }
             last = q;
         }
-        if last == page {
-            st.read_ahead = ReadAhead {
-                next: page.checked_add(1),
-                window: 1,
-            };
-            return Ok((st, false));
-        }
-        let need = last - page + 1;
-        st.batch = Some(Batch::default());
-        let r = self.evict_for_run(&mut st, page..=last, need);
+        last
+    }
+
+    /// Bring in the pages `first ..= last` (paged out here): free their frames first, then
+    /// start their faults (`first`'s for `access`, the others' for reading) and carry them
+    /// out as one batch. Returns how many were started (fewer when frames ran short).
+    fn read_run(
+        &self,
+        st: &mut State,
+        first: PageNo,
+        last: PageNo,
+        access: Access,
+        out: &mut Outgoing,
+    ) -> Result<u32, (NodeId, String)> {
+        let need = last - first + 1;
+        let mut batch = Batch::default();
+        // A page-in and at most one release per page.
+        batch.pages.reserve(2 * need as usize);
+        st.batch = Some(batch);
+        let r = self.evict_for_run(st, first..=last, need);
         let r = r.and_then(|more| {
             out.messages.extend(more.messages);
-            let k = Self::free_frames(&st).min(need);
+            out.served |= more.served;
+            let k = Self::free_frames(st).min(need);
             let mut started = 0;
-            for q in page..page + k {
-                let acc = if q == page { access } else { Access::Read };
+            for q in first..first + k {
+                let acc = if q == first { access } else { Access::Read };
                 let effects = st
                     .coherence
                     .fault(q, acc)
                     .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
-                let more = self.run_effects(&mut st, q, effects, None)?;
+                let more = self.run_effects(st, q, effects, None)?;
                 out.served |= more.served;
                 out.messages.extend(more.messages);
                 started += 1;
             }
-            self.finish_batch(&mut st)?;
+            self.finish_batch(st)?;
             Ok(started)
         });
         st.batch = None;
-        match r {
-            Ok(0) => Ok((st, false)),
-            Ok(started) => {
-                st.read_ahead = ReadAhead {
-                    next: page.checked_add(started),
-                    window: started,
-                };
-                Ok((st, true))
+        r
+    }
+
+    /// The clock thread's turn to read ahead (scheduled by [`NodeRuntime::read_ahead`]): the
+    /// run after `marker` (the page left out at its start), `window` pages with it, unless
+    /// the reader went elsewhere meanwhile. The pages come in as a fault's read-ahead would
+    /// bring them, under the state lock.
+    pub(super) fn read_ahead_fired(&self, marker: PageNo, window: u32) {
+        let mut st = lock(&self.state);
+        if st.failed.is_some() || st.shut || st.leaving || st.read_ahead.marker != Some(marker) {
+            return;
+        }
+        let Some(first) = marker.checked_add(1).filter(|&p| p < self.page_count) else {
+            return;
+        };
+        let ready = st
+            .coherence
+            .page(first)
+            .is_some_and(|s| s.paged_out() && s.pending.is_none())
+            && st.coherence.allowed(first) >= Access::Read;
+        if !ready || window < 2 {
+            return;
+        }
+        let last = self.paged_out_until(&st, first, window - 1);
+        let mut out = Outgoing::default();
+        match self.read_run(&mut st, first, last, Access::Read, &mut out) {
+            Ok(_) => {
+                drop(st);
+                if let Err((node, reason)) = self.flush(out) {
+                    if !lock(&self.state).leaving {
+                        self.fail(node, reason);
+                    }
+                }
             }
-            Err((node, reason)) => {
-                self.fail_locked(st, node, reason.clone());
-                Err(self.failure_or(node, reason))
-            }
+            Err((node, reason)) => self.fail_locked(st, node, reason),
         }
     }
 
@@ -214,8 +347,14 @@ impl NodeRuntime {
             return false;
         };
         match *e {
-            Effect::PageIn { page, access } => batch.page_ins.push((page, access)),
-            Effect::Evicted { page, .. } => batch.releases.push(page),
+            Effect::PageIn { page, access } => {
+                batch.page_ins.push((page, access));
+                batch.pages.insert(page);
+            }
+            Effect::Evicted { page, .. } => {
+                batch.releases.push(page);
+                batch.pages.insert(page);
+            }
             _ => return false,
         }
         true
@@ -229,6 +368,7 @@ impl NodeRuntime {
         };
         let releases = std::mem::take(&mut batch.releases);
         let page_ins = std::mem::take(&mut batch.page_ins);
+        batch.pages.clear();
         for (first, count, ()) in runs(releases.into_iter().map(|p| (p, ())).collect()) {
             self.pages
                 .release_run(first, count)
@@ -236,6 +376,24 @@ impl NodeRuntime {
         }
         for (first, count, access) in runs(page_ins) {
             let len = count as usize * PAGE_SIZE;
+            // Clean pages to read, from a file the store lets the node map: the file's pages
+            // themselves, no copy (any later change of them gives them their own memory).
+            if access == Access::Read {
+                let mapped = match st.store.as_mut().and_then(|s| s.mapped_file(first, len)) {
+                    Some((file, offset)) => self
+                        .pages
+                        .map_file_run(first, count, file, offset)
+                        .map_err(|e| self.local_memory_failure(first, access, e))?,
+                    None => false,
+                };
+                if mapped {
+                    self.evictions.paged_in_run(count);
+                    for p in first..first + count {
+                        st.lru.touch(p);
+                    }
+                    continue;
+                }
+            }
             // Straight from where the store keeps the pages (a file's page cache) when it
             // can: one copy; else through a buffer.
             let mapped = st.store.as_mut().and_then(|s| s.mapped_run(first, len));

@@ -1,5 +1,6 @@
 //! The node runtime's clock: one thread that fires the Δt holds ([`crate::protocol::Effect::Hold`]:
-//! the page's waiting requests are handled when its Δt is over) and, every
+//! the page's waiting requests are handled when its Δt is over), reads ahead in the
+//! background ([`NodeRuntime::read_ahead_fired`]) and, every
 //! [`BROADCAST_INTERVAL`], sends this node's free-frame count to its peers when it changed
 //! (the seed's occasional broadcast; no reply is awaited).
 //!
@@ -21,6 +22,8 @@ pub const BROADCAST_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Default)]
 struct Due {
     holds: BinaryHeap<Reverse<(Instant, PageNo)>>,
+    /// A read-ahead to run in the background: its marker page and window (the latest only).
+    read_ahead: Option<(PageNo, u32)>,
     stopped: bool,
 }
 
@@ -47,6 +50,13 @@ impl Timers {
         }
     }
 
+    /// Read ahead in the background the run after `marker` ([`NodeRuntime::read_ahead_fired`]),
+    /// as soon as the thread gets to it; replaces one not started yet.
+    pub(super) fn read_ahead(&self, marker: PageNo, window: u32) {
+        self.lock().read_ahead = Some((marker, window));
+        self.changed.notify_one();
+    }
+
     /// End the clock thread (pending holds are dropped: the node is leaving).
     pub(super) fn stop(&self) {
         self.lock().stopped = true;
@@ -65,7 +75,7 @@ impl Timers {
     fn run(&self, runtime: &Weak<NodeRuntime>) {
         let mut next_broadcast = Instant::now();
         loop {
-            let (fired, broadcast) = {
+            let (fired, broadcast, read_ahead) = {
                 let mut due = self.lock();
                 loop {
                     if due.stopped {
@@ -81,8 +91,9 @@ impl Timers {
                         fired.push(page);
                     }
                     let broadcast = now >= next_broadcast;
-                    if !fired.is_empty() || broadcast {
-                        break (fired, broadcast);
+                    let read_ahead = due.read_ahead.take();
+                    if !fired.is_empty() || broadcast || read_ahead.is_some() {
+                        break (fired, broadcast, read_ahead);
                     }
                     let wake = due
                         .holds
@@ -100,6 +111,9 @@ impl Timers {
             };
             for page in fired {
                 rt.hold_fired(page);
+            }
+            if let Some((marker, window)) = read_ahead {
+                rt.read_ahead_fired(marker, window);
             }
             if broadcast {
                 rt.broadcast_free_frames();

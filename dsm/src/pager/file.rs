@@ -1,6 +1,7 @@
 //! [`FilePager`]: a file, or a range of it, as the contents of a run of region pages.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use memmap2::{MmapMut, MmapOptions};
@@ -15,6 +16,10 @@ use crate::types::{Access, PAGE_SIZE, PageNo};
 /// read-only part: a node's `data_unlock` of one for writing is refused.
 pub struct FilePager {
     map: MmapMut,
+    /// The file, kept open for [`Pager::data_mapped_file`].
+    file: File,
+    /// Where the range starts in the file.
+    offset: u64,
     len: usize,
     first_page: PageNo,
     refused: std::ops::Range<PageNo>,
@@ -79,6 +84,8 @@ impl FilePager {
         .map_err(fail)?;
         Ok(FilePager {
             map,
+            file,
+            offset,
             len,
             first_page,
             refused: 0..0,
@@ -147,6 +154,12 @@ impl Pager for FilePager {
         let start = (first.checked_sub(self.first_page)? as usize).checked_mul(PAGE_SIZE)?;
         let end = start.checked_add(len)?;
         (end <= self.len).then(|| &self.map[start..end])
+    }
+
+    fn data_mapped_file(&self, first: PageNo, len: usize) -> Option<(BorrowedFd<'_>, u64)> {
+        let start = (first.checked_sub(self.first_page)? as usize).checked_mul(PAGE_SIZE)?;
+        let end = start.checked_add(len)?;
+        (end <= self.len).then(|| (self.file.as_fd(), self.offset + start as u64))
     }
 
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError> {
@@ -227,6 +240,19 @@ mod tests {
         assert_eq!(pager.data_mapped(1, 2 * PAGE_SIZE), None, "past the end");
         assert_eq!(pager.data_mapped(0, PAGE_SIZE), None, "before the range");
         assert_eq!(pager.data_mapped(u32::MAX, PAGE_SIZE), None);
+        // The file itself, for mapping: where the run starts in it.
+        assert_eq!(
+            pager.data_mapped_file(1, PAGE_SIZE).map(|(_, at)| at),
+            Some(0)
+        );
+        assert!(
+            pager.data_mapped_file(1, 2 * PAGE_SIZE).is_none(),
+            "past the end"
+        );
+        assert!(
+            pager.data_mapped_file(0, PAGE_SIZE).is_none(),
+            "before the range"
+        );
         pager.data_write(2, &[7u8; PAGE_SIZE]).unwrap();
         pager.data_write(9, &[7u8; PAGE_SIZE]).unwrap();
         pager.sync().unwrap();

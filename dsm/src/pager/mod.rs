@@ -34,6 +34,7 @@ pub use file::FilePager;
 pub use remote::{PagerServer, RemotePager};
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 use crate::replacement::{BackingStore, StoreError};
 use crate::types::{Access, PAGE_SIZE, PageNo};
@@ -142,6 +143,16 @@ pub trait Pager: Send {
         let _ = (first, len);
         None
     }
+    /// `data_request` answered with the memory object itself: the file that holds the `len`
+    /// bytes of pages from `first` and where in it they start, when the pager is a file the
+    /// node may map read-only (so that clean pages read ahead are the file's page cache,
+    /// with no copy at all). The file must stay at least that long while the node runs.
+    /// `None` (the default): the node asks [`Pager::data_mapped`] or
+    /// [`Pager::data_request`].
+    fn data_mapped_file(&self, first: PageNo, len: usize) -> Option<(BorrowedFd<'_>, u64)> {
+        let _ = (first, len);
+        None
+    }
     /// `pager_data_write`: `data` (`PAGE_SIZE` bytes) is the current contents of `page`.
     /// Only pages written since they came from the pager are written (a clean page is
     /// dropped).
@@ -196,6 +207,10 @@ impl<P: Pager> BackingStore for PagerStore<P> {
 
     fn mapped_run(&mut self, first: PageNo, len: usize) -> Option<&[u8]> {
         self.pager.data_mapped(first, len)
+    }
+
+    fn mapped_file(&mut self, first: PageNo, len: usize) -> Option<(BorrowedFd<'_>, u64)> {
+        self.pager.data_mapped_file(first, len)
     }
 
     fn write_page(&mut self, page: PageNo, data: &[u8]) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,15 @@ pub trait BackingStore: Send {
     /// keeps them mapped: the node copies them straight into its memory. `None` (the
     /// default): it calls [`BackingStore::read_run`] with a buffer.
     fn mapped_run(&mut self, first: PageNo, len: usize) -> Option<&[u8]> {
+        let _ = (first, len);
+        None
+    }
+    /// The file that holds the `len` bytes of pages from `first` (a multiple of
+    /// `PAGE_SIZE`), and where in it they start, when the store is a file the node may map
+    /// read-only in place of a copy (a file pager's): clean pages read ahead then show the
+    /// file's page cache itself ([`crate::LocalPages::map_file_run`]). `None` (the default):
+    /// the node copies them.
+    fn mapped_file(&mut self, first: PageNo, len: usize) -> Option<(BorrowedFd<'_>, u64)> {
         let _ = (first, len);
         None
     }

@@ -48,7 +48,8 @@ pub const PAGES_ENV: &str = "MEMLINK_DSM_TEST_PAGES";
 pub static DATA_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// A pager that counts the `data_write` calls made on it for the file's pages in
-/// [`DATA_WRITES`].
+/// [`DATA_WRITES`]; it answers in place as the pager it wraps does (a file pager's pages
+/// read ahead map the file itself).
 struct CountingPager<P>(P);
 
 impl<P: memlink_dsm::pager::Pager> memlink_dsm::pager::Pager for CountingPager<P> {
@@ -58,6 +59,18 @@ impl<P: memlink_dsm::pager::Pager> memlink_dsm::pager::Pager for CountingPager<P
         out: &mut [u8],
     ) -> Result<memlink_dsm::pager::Supply, memlink_dsm::pager::PagerError> {
         self.0.data_request(first, out)
+    }
+
+    fn data_mapped(&self, first: memlink_dsm::PageNo, len: usize) -> Option<&[u8]> {
+        self.0.data_mapped(first, len)
+    }
+
+    fn data_mapped_file(
+        &self,
+        first: memlink_dsm::PageNo,
+        len: usize,
+    ) -> Option<(std::os::fd::BorrowedFd<'_>, u64)> {
+        self.0.data_mapped_file(first, len)
     }
 
     fn data_write(
