@@ -25,8 +25,10 @@
 //! reaches the file but through `data_write`, and a later write elsewhere invalidates it
 //! like any copy.
 //!
-//! **In the background.** Once the window is at its largest, the next run is read by the
-//! node's clock thread while the reader is still in this one ([`NodeRuntime::read_ahead_fired`]);
+//! **In the background.** Once the window is at its largest, and when the store can map the
+//! next run in place (so that reading it cannot wait on a pager, nor fail but for local
+//! memory), the next run is read by the node's clock thread while the reader is still in
+//! this one ([`NodeRuntime::read_ahead_fired`]);
 //! its first page is left paged out as a marker: the fault on it (one page) says the reader
 //! got there, and starts the background read of the run after. A reader faster than the
 //! background falls back to reading runs itself.
@@ -184,7 +186,8 @@ impl NodeRuntime {
                     marker: None,
                 };
                 if window >= cap.max(2) {
-                    if let Some(m) = page.checked_add(if marker { window } else { started }) {
+                    let next = page.checked_add(if marker { window } else { started });
+                    if let Some(m) = next.filter(|&m| self.mappable(&mut st, m, window)) {
                         st.read_ahead.marker = Some(m);
                         self.timers.read_ahead(m, window);
                     }
@@ -196,6 +199,20 @@ impl NodeRuntime {
                 Err(self.failure_or(node, reason))
             }
         }
+    }
+
+    /// Whether the store can map the run of `window` pages from `marker` in place (a file
+    /// pager's file): only such a run is read in the background, where bringing it in cannot
+    /// wait on a pager or fail but for local memory.
+    fn mappable(&self, st: &mut State, marker: PageNo, window: u32) -> bool {
+        let len = window as usize * PAGE_SIZE;
+        let fits = marker
+            .checked_add(window)
+            .is_some_and(|end| end <= self.page_count);
+        fits && st
+            .store
+            .as_mut()
+            .is_some_and(|s| s.mapped_file(marker, len).is_some())
     }
 
     /// The last page of the run from `first` (which the caller knows is paged out here) of
@@ -277,7 +294,7 @@ impl NodeRuntime {
             .page(first)
             .is_some_and(|s| s.paged_out() && s.pending.is_none())
             && st.coherence.allowed(first) >= Access::Read;
-        if !ready || window < 2 {
+        if !ready || window < 2 || !self.mappable(&mut st, marker, window) {
             return;
         }
         let last = self.paged_out_until(&st, first, window - 1);
