@@ -16,8 +16,10 @@ use crate::types::{Access, PAGE_SIZE, PageNo};
 /// read-only part: a node's `data_unlock` of one for writing is refused.
 pub struct FilePager {
     map: MmapMut,
-    /// The file, kept open for [`Pager::data_mapped_file`].
-    file: File,
+    /// The file opened again read-only, for [`Pager::data_mapped_file`]: a node maps it
+    /// over its pages, and a mapping of a read-only descriptor can never be made writable,
+    /// so no slip of the node's can write the file but `data_write`.
+    readonly: File,
     /// Where the range starts in the file.
     offset: u64,
     len: usize,
@@ -82,9 +84,10 @@ impl FilePager {
                 .map_mut(&file)
         }
         .map_err(fail)?;
+        let readonly = File::open(path).map_err(fail)?;
         Ok(FilePager {
             map,
-            file,
+            readonly,
             offset,
             len,
             first_page,
@@ -159,7 +162,7 @@ impl Pager for FilePager {
     fn data_mapped_file(&self, first: PageNo, len: usize) -> Option<(BorrowedFd<'_>, u64)> {
         let start = (first.checked_sub(self.first_page)? as usize).checked_mul(PAGE_SIZE)?;
         let end = start.checked_add(len)?;
-        (end <= self.len).then(|| (self.file.as_fd(), self.offset + start as u64))
+        (end <= self.len).then(|| (self.readonly.as_fd(), self.offset + start as u64))
     }
 
     fn data_write(&mut self, page: PageNo, data: &[u8]) -> Result<(), PagerError> {
