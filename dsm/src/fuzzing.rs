@@ -15,7 +15,9 @@
 //!   allocator's blocks checked against a shadow copy;
 //! - [`scheduler_messages`]: scheduler messages decoded and handed to a node's scheduler,
 //!   between its own steps (spawns, dispatches, ends, timeouts): what a node does with a
-//!   peer's task frames.
+//!   peer's task frames;
+//! - [`pager_wire`]: a pager process's replies as a node reads them, and a node's requests
+//!   as a pager server reads them.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -424,5 +426,173 @@ pub fn scheduler_messages(data: &[u8]) {
                 .chain(node.running())
                 .all(|t| t.stack.within(PAGES))
         );
+    }
+}
+
+/// A pager of 8 in-memory pages whose `data_unlock` grants read access only to odd pages:
+/// what [`pager_wire`] serves to a hostile node.
+struct MemoryPager(Vec<u8>);
+
+impl crate::pager::Pager for MemoryPager {
+    fn data_request(
+        &mut self,
+        first: crate::PageNo,
+        out: &mut [u8],
+    ) -> Result<crate::pager::Supply, crate::pager::PagerError> {
+        let start = (first as usize).saturating_mul(PAGE_SIZE);
+        if start >= self.0.len() {
+            return Ok(crate::pager::Supply::DataUnavailable);
+        }
+        let n = out.len().min(self.0.len() - start);
+        out[..n].copy_from_slice(&self.0[start..start + n]);
+        out[n..].fill(0);
+        Ok(crate::pager::Supply::DataProvided)
+    }
+
+    fn data_write(
+        &mut self,
+        page: crate::PageNo,
+        data: &[u8],
+    ) -> Result<(), crate::pager::PagerError> {
+        assert_eq!(data.len(), PAGE_SIZE, "the server passed a partial page");
+        let start = (page as usize).saturating_mul(PAGE_SIZE);
+        if start < self.0.len() {
+            self.0[start..start + PAGE_SIZE].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), crate::pager::PagerError> {
+        Ok(())
+    }
+
+    fn data_unlock(
+        &mut self,
+        page: crate::PageNo,
+        access: crate::Access,
+    ) -> Result<crate::Access, crate::pager::PagerError> {
+        Ok(if page % 2 == 1 {
+            access.min(crate::Access::Read)
+        } else {
+            access
+        })
+    }
+}
+
+/// The pager wire ([`crate::pager::RemotePager`], [`crate::pager::PagerServer`]) fed what a
+/// hostile peer could send, after a first byte that picks the side:
+/// - even: the bytes are a pager's replies to a node's fixed series of calls (requests of
+///   one and of two pages, a write, an unlock, a sync, a request again). Every call ends
+///   (the stream ends, so nothing waits for the timeout), with an answer or one of the
+///   pager's errors; once a call failed with anything but the pager's own error, every later
+///   call fails too (the connection is out of step);
+/// - odd: the bytes are a node's requests to a pager server. The server never hands its
+///   pager a partial page, and every reply it writes is well formed: a known status and a
+///   length that fits it (whole pages of at most the longest run for data, none for the
+///   others, a bounded error text).
+pub fn pager_wire(data: &[u8]) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use crate::pager::Pager;
+    use crate::pager::remote::{self, MAX_ERROR_TEXT, MAX_RUN_PAGES};
+
+    let Some((&side, bytes)) = data.split_first() else {
+        return;
+    };
+    // A write to a closed socket must fail with EPIPE, not kill the process (Rust's own
+    // main ignores SIGPIPE; a fuzzing harness's may not).
+    static IGNORE_SIGPIPE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets SIGPIPE's disposition to "ignore", no handler runs; done once.
+    IGNORE_SIGPIPE.call_once(|| unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    });
+    let Ok((near, far)) = UnixStream::pair() else {
+        return;
+    };
+    if side % 2 == 0 {
+        // Small inputs fit the socket's buffer; the node's requests fit in it beside them.
+        let bytes = &bytes[..bytes.len().min(64 * 1024)];
+        let mut far = far;
+        if far.write_all(bytes).is_err() || far.shutdown(std::net::Shutdown::Write).is_err() {
+            return;
+        }
+        let Ok(mut pager) =
+            crate::pager::RemotePager::from_stream(near, "fuzz", std::time::Duration::from_secs(5))
+        else {
+            return;
+        };
+        let mut one = vec![0u8; PAGE_SIZE];
+        let mut two = vec![0u8; 2 * PAGE_SIZE];
+        let results: [Result<(), crate::pager::PagerError>; 6] = [
+            pager.data_request(0, &mut one).map(|_| ()),
+            pager.data_request(3, &mut two).map(|_| ()),
+            pager.data_write(1, &[7u8; PAGE_SIZE]),
+            pager.data_unlock(2, crate::Access::Write).map(|_| ()),
+            pager.sync(),
+            pager.data_request(5, &mut one).map(|_| ()),
+        ];
+        let mut broken = false;
+        for r in results {
+            match r {
+                Ok(()) => assert!(!broken, "a call succeeded after the connection broke"),
+                Err(crate::pager::PagerError::Remote { .. }) => {}
+                Err(
+                    crate::pager::PagerError::Lost { .. }
+                    | crate::pager::PagerError::Timeout { .. }
+                    | crate::pager::PagerError::BadReply { .. },
+                ) => broken = true,
+                Err(other) => panic!("a remote call failed with {other}"),
+            }
+        }
+        drop(far);
+        return;
+    }
+    // The pager's side: the requests, then the end of the stream.
+    let mut near = near;
+    let bytes = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = near.write_all(&bytes);
+        let _ = near.shutdown(std::net::Shutdown::Write);
+        let mut replies = Vec::new();
+        let _ = near.read_to_end(&mut replies);
+        replies
+    });
+    let pager = std::sync::Mutex::new(MemoryPager(vec![3u8; 8 * PAGE_SIZE]));
+    remote::serve_node(&pager, far);
+    let Ok(replies) = writer.join() else {
+        panic!("the node's side panicked");
+    };
+    let mut at = 0;
+    while at < replies.len() {
+        let header = &replies[at..(at + remote::REPLY_HEADER).min(replies.len())];
+        assert_eq!(header.len(), remote::REPLY_HEADER, "a partial reply header");
+        let status = header[0];
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+        let payload = match status {
+            remote::REPLY_PROVIDED => {
+                assert!(
+                    len > 0 && len as usize % PAGE_SIZE == 0,
+                    "data of {len} bytes"
+                );
+                assert!(len / PAGE_SIZE as u32 <= MAX_RUN_PAGES, "a run too long");
+                len as usize
+            }
+            remote::REPLY_UNAVAILABLE | remote::REPLY_DONE => {
+                assert_eq!(len, 0, "status {status} with a length");
+                0
+            }
+            remote::REPLY_LOCK => {
+                assert!(len <= 2, "a lock of {len}");
+                0
+            }
+            remote::REPLY_ERROR => {
+                assert!(len <= MAX_ERROR_TEXT, "an error text of {len} bytes");
+                len as usize
+            }
+            other => panic!("reply status {other}"),
+        };
+        at += remote::REPLY_HEADER + payload;
+        assert!(at <= replies.len(), "a reply shorter than its length");
     }
 }

@@ -37,3 +37,8 @@ fn scheduler_messages_corpus() {
         memlink_dsm::fuzzing::scheduler_messages,
     );
 }
+
+#[test]
+fn pager_wire_corpus() {
+    replay("pager_wire", memlink_dsm::fuzzing::pager_wire);
+}

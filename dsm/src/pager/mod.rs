@@ -28,7 +28,7 @@
 //! cluster opens the same file, so every owner's write-back reaches it.
 
 mod file;
-mod remote;
+pub(crate) mod remote;
 
 pub use file::FilePager;
 pub use remote::{PagerServer, RemotePager};

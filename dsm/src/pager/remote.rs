@@ -43,14 +43,14 @@ const OP_DATA_WRITE: u8 = 2;
 const OP_SYNC: u8 = 3;
 const OP_DATA_UNLOCK: u8 = 4;
 
-const REPLY_PROVIDED: u8 = 0;
-const REPLY_UNAVAILABLE: u8 = 1;
-const REPLY_DONE: u8 = 2;
-const REPLY_LOCK: u8 = 3;
-const REPLY_ERROR: u8 = 4;
+pub(crate) const REPLY_PROVIDED: u8 = 0;
+pub(crate) const REPLY_UNAVAILABLE: u8 = 1;
+pub(crate) const REPLY_DONE: u8 = 2;
+pub(crate) const REPLY_LOCK: u8 = 3;
+pub(crate) const REPLY_ERROR: u8 = 4;
 
 const REQUEST_HEADER: usize = 10;
-const REPLY_HEADER: usize = 5;
+pub(crate) const REPLY_HEADER: usize = 5;
 
 fn access_code(a: Access) -> u8 {
     match a {
@@ -88,8 +88,18 @@ impl RemotePager {
             reason: format!("cannot connect to {}: {e}", path.display()),
         };
         let stream = UnixStream::connect(path).map_err(lost)?;
-        stream.set_read_timeout(Some(timeout)).map_err(lost)?;
-        stream.set_write_timeout(Some(timeout)).map_err(lost)?;
+        Self::from_stream(stream, name, timeout).map_err(lost)
+    }
+
+    /// The pager `name` at the other end of `stream` (connected); every call waits at most
+    /// `timeout` for its reply.
+    pub(crate) fn from_stream(
+        stream: UnixStream,
+        name: &str,
+        timeout: Duration,
+    ) -> io::Result<RemotePager> {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         Ok(RemotePager {
             name: name.to_string(),
             stream,
@@ -307,7 +317,7 @@ impl<P: Pager + 'static> PagerServer<P> {
 }
 
 /// One node's calls until it goes or breaks the protocol.
-fn serve_node<P: Pager>(pager: &Mutex<P>, mut stream: UnixStream) {
+pub(crate) fn serve_node<P: Pager>(pager: &Mutex<P>, mut stream: UnixStream) {
     let mut buf = Vec::new();
     loop {
         let mut header = [0u8; REQUEST_HEADER];
