@@ -102,7 +102,10 @@ impl fmt::Display for Step {
             Step::DeliverPage(e) => {
                 write!(f, "deliver page msg {} -> {}: {:?}", e.from, e.to, e.msg)
             }
-            Step::Dispatch(n) => write!(f, "node {n}'s worker takes the next ready task"),
+            Step::Dispatch(n) => write!(
+                f,
+                "node {n}'s worker takes the next ready task (none: it may ask for work)"
+            ),
             Step::Fault(n, t) => write!(f, "node {n}: task {} faults on its stack", t.0),
             Step::Quantum(n, t, None) => write!(f, "node {n}: task {} runs a quantum", t.0),
             Step::Quantum(n, t, Some(d)) => write!(
@@ -266,7 +269,12 @@ impl Model for SchedulerModel {
         }
         for n in (0..self.nodes as NodeId).filter(|&n| self.live(s, n)) {
             let sc = &s.scheds[n as usize];
-            if sc.ready().next().is_some() && sc.running().is_empty() && sc.lost().is_none() {
+            // A free worker takes the next ready task; with none, its null task may ask for
+            // work at once (the runtime's worker calls next_task whenever it is free).
+            if sc.running().is_empty()
+                && sc.lost().is_none()
+                && (sc.ready().next().is_some() || sc.asking().is_none())
+            {
                 actions.push(Step::Dispatch(n));
             }
             for t in sc.running() {

@@ -12,7 +12,8 @@
 //!
 //! Work request (idle D, hints say S has a surplus), and migration:
 //! ```text
-//! D: TIMEOUT, ready queue empty, a worker idle   D -> S  WorkRequest{load}
+//! D: ready queue empty, a worker idle (its       D -> S  WorkRequest{load}
+//!    next_task, a TIMEOUT, or a refusal)
 //! S: a migratable ready task T, surplus left?    S      HandOffStack{T, D}  (coherence: each
 //!                                                        stack page S holds is evicted with
 //!                                                        hand_off D: ownership and contents)
@@ -21,6 +22,10 @@
 //! D: Migrate                                     D      T on the ready queue (READY)
 //! T ends anywhere                                X -> home(T)  Done{T}  (the handle resolves)
 //! ```
+//! An idle node asks at once when a worker frees up and when a request was refused (the
+//! refusal's load updates the hints first), not only at its TIMEOUT; after the other nodes
+//! all refused it one after the other it waits for the next TIMEOUT (no storm of requests
+//! and refusals); a task received resets that count.
 //! A running task asks to move with [`Scheduler::migrate`]: the same hand-off and
 //! `Migrate{requested: false}`. Every message carries the sender's [`Load`] (hints
 //! piggybacked); a node also broadcasts its load ([`Message::Hint`], no reply) when its

@@ -205,6 +205,10 @@ pub struct Scheduler {
     hinted_this_period: bool,
     /// The node this node's null task asked for work and has not answered yet.
     asking: Option<NodeId>,
+    /// Work requests refused one after the other since the last task that came in answer
+    /// to one, or the last TIMEOUT: an idle node asks again at once (not at the next
+    /// TIMEOUT) while this is below the number of other nodes.
+    refused_in_row: u16,
     /// Without hints: the node asked next.
     next_victim: NodeId,
     /// The handles of the tasks spawned here: `None` while the task has not ended.
@@ -247,6 +251,7 @@ impl Scheduler {
             hint_due: false,
             hinted_this_period: false,
             asking: None,
+            refused_in_row: 0,
             next_victim: (id + 1) % nodes as u16,
             homed: BTreeMap::new(),
             lost: None,
@@ -377,7 +382,11 @@ impl Scheduler {
             return Vec::new();
         }
         let Some(task) = self.ready.pop_front() else {
-            return Vec::new();
+            // The worker is idle: its null task asks for work now rather than at the next
+            // TIMEOUT (a node that just ran the task it was given asks for the next at once).
+            let mut out = Vec::new();
+            self.ask_again(&mut out);
+            return out;
         };
         self.running.push(task);
         let mut out = vec![Effect::Run { task }];
@@ -542,9 +551,26 @@ impl Scheduler {
         if self.hint_due {
             self.after_change(&mut out);
         }
+        self.refused_in_row = 0;
+        self.ask_for_work(&mut out);
+        out
+    }
+
+    /// Outside a TIMEOUT: an idle node asks for work at once, unless the other nodes all
+    /// refused it one after the other since the last TIMEOUT or task received (then it
+    /// waits for the next TIMEOUT: no storm of requests and refusals).
+    fn ask_again(&mut self, out: &mut Vec<Effect>) {
+        if self.lost.is_none() && self.refused_in_row < self.nodes.saturating_sub(1) {
+            self.ask_for_work(out);
+        }
+    }
+
+    /// If this node is idle and not asking already: ask the node the hints say has the
+    /// largest surplus for work (without hints: the next node in turn).
+    fn ask_for_work(&mut self, out: &mut Vec<Effect>) {
         let idle = self.ready.is_empty() && self.running.len() < self.config.workers as usize;
         if !idle || self.asking.is_some() || self.nodes < 2 {
-            return out;
+            return;
         }
         let victim = if self.config.use_hints {
             // The largest surplus; among equals, the first after this node.
@@ -580,7 +606,6 @@ impl Scheduler {
                 msg: Message::WorkRequest { load: self.load() },
             });
         }
-        out
     }
 
     /// After the load changed: broadcast it if it changed by the threshold, at most once a
@@ -649,6 +674,10 @@ impl Scheduler {
                 }
                 self.asking = None;
                 self.stats.requests_refused += 1;
+                self.refused_in_row = self.refused_in_row.saturating_add(1);
+                // Still idle: ask the next node the hints (just updated by the refusal's
+                // load) point to, at once.
+                self.ask_again(&mut out);
             }
             Message::Migrate {
                 task, requested, ..
@@ -681,6 +710,7 @@ impl Scheduler {
                         )));
                     }
                     self.asking = None;
+                    self.refused_in_row = 0;
                 }
                 self.stats.migrated_in += 1;
                 self.ready.push_back(task);
