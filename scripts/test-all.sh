@@ -4,12 +4,12 @@
 # documentation build, and the loom models (a separate build with --cfg memlink_loom).
 #
 # Each step starts with the time since the start. Nothing is built twice: one debug build
-# of every target (the dsm crate, the models and stateright optimised, see Cargo.toml),
-# which the tests then reuse. The two CPU-bound parts run in the background beside the
-# other tests, which mostly wait on processes, sockets and timers: the stateright models
-# (their test binaries, run directly) and the loom models (their own release build, since
-# --cfg memlink_loom changes the libraries). Their output is kept in a log each and printed,
-# with its result, when they are done. Steps that run over a minute print progress (cargo's
+# of every target (the models and stateright optimised, the dsm crate lightly, see
+# Cargo.toml), which the tests then reuse. The three CPU-bound parts run in the background
+# beside the other tests, which mostly wait on processes, sockets and timers: the stateright
+# models (their test binaries, run directly), the loom models (their own release build, since
+# --cfg memlink_loom changes the libraries) and the API documentation. Their output is kept in
+# a log each and printed, with its result, when they are done. Steps that run over a minute print progress (cargo's
 # per-crate lines, the test harness's per-test lines; the models' state counts every 20 s
 # go to their log).
 set -euo pipefail
@@ -84,20 +84,30 @@ background+=("$models_pid")
 loom_log="$target/loom-models.log"
 step "loom models: started beside the tests (release build in $target/loom), output in $loom_log"
 # Without debug information (the release profile keeps it for profiling the benchmarks): it
-# only slowed this build.
+# only slowed this build. One test at a time in each binary: loom maps and unmaps a stack for
+# every modelled thread of every interleaving, and unmapping in a process whose threads run on
+# both cores costs a TLB shoot-down each time; two test threads took 2.5 times the CPU.
 RUSTFLAGS="--cfg memlink_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
-  CARGO_PROFILE_RELEASE_DEBUG=false cargo test --release --target-dir "$target/loom" -p memlink-loom-tests >"$loom_log" 2>&1 &
+  CARGO_PROFILE_RELEASE_DEBUG=false cargo test --release --target-dir "$target/loom" -p memlink-loom-tests \
+  -- --test-threads 1 >"$loom_log" 2>&1 &
 loom_pid=$!
 background+=("$loom_pid")
+
+# The API documentation (broken or private intra-doc links fail). rustdoc needs a check build
+# of every dependency, CPU work the build above did not do, so it too runs beside the tests, in
+# its own target directory so that it never waits for the tests' build lock.
+docs_log="$target/api-docs.log"
+step "API documentation: started beside the tests (check build in $target/doc-check), output in $docs_log"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --target-dir "$target/doc-check" \
+  >"$docs_log" 2>&1 &
+docs_pid=$!
+background+=("$docs_pid")
 
 step "cargo test --workspace --all-targets (unit, integration, multi-process, README commands; the models run beside)"
 cargo test --workspace --all-targets
 
 step "doc tests (the READMEs' Rust snippets included)"
 cargo test --workspace --doc
-
-step "API documentation (broken or private intra-doc links fail)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 # Waits for a background part, prints its log, and stops the suite if it failed.
 finish() {
@@ -110,6 +120,7 @@ finish() {
     exit "$status"
   fi
 }
+finish "API documentation" "$docs_pid" "$docs_log"
 finish "stateright models" "$models_pid" "$models_log"
 finish "loom models (RUSTFLAGS=--cfg memlink_loom)" "$loom_pid" "$loom_log"
 trap - EXIT
