@@ -52,7 +52,7 @@ use super::scheduler::{
 use crate::cluster::Dsm;
 use crate::handles::Shareable;
 use crate::node::NodeRuntime;
-use crate::types::{DsmError, NodeId, PAGE_SIZE, PageNo};
+use crate::types::{Access, DsmError, NodeId, PAGE_SIZE, PageNo};
 
 /// The bytes of a task block (descriptor, argument, result and stack), and its alignment.
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -670,11 +670,23 @@ impl Shared {
     /// live page off eagerly, one eviction round each, made a migration 6 to 9 read misses
     /// long on the 2-core test machine, against 2 with these two (`memlink dsm bench
     /// --suite migration`).
+    ///
+    /// This runs on a node's message reader thread too (a work request answered), which must
+    /// never take a page fault: the fault would wait for a message only that thread can read.
+    /// So the saved stack pointer is read only when its page is readable here; otherwise the
+    /// first stack page stands in for the current one.
     fn stack_pages_to_hand_off(&self, task: &TaskRef) -> Vec<PageNo> {
         let block = self.base + task.id.0 as usize;
-        // SAFETY: the task is suspended here (the scheduler just took it off this node), so
-        // its descriptor is not written; reading it may fault its page in, like any read.
-        let sp = unsafe { (*(block as *const Descriptor)).saved_sp };
+        let sp_offset = task.id.0 as usize + std::mem::offset_of!(Descriptor, saved_sp);
+        let sp_page = (sp_offset / PAGE_SIZE) as PageNo;
+        let sp = if self.runtime.access(sp_page) >= Access::Read {
+            // SAFETY: the task is suspended here (the scheduler just took it off this node),
+            // so its descriptor is not written, and the page holding `saved_sp` is readable
+            // on this node, checked just above.
+            unsafe { (*(block as *const Descriptor)).saved_sp }
+        } else {
+            0
+        };
         let first = task.stack.first;
         let current = sp
             .checked_sub(self.base)
