@@ -21,7 +21,8 @@ step() {
   printf '== [%d:%02d] %s\n' $((t / 60)) $((t % 60)) "$*"
 }
 
-target="${CARGO_TARGET_DIR:-target}"
+# Absolute, since the models' subshell below runs in models/ and writes its logs here.
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 
 step "build (debug): libraries, binaries, examples, tests"
 # --examples writes target/debug/examples/<name>, which the tests that run the examples
