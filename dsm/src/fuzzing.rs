@@ -360,10 +360,10 @@ pub fn scheduler_messages(data: &[u8]) {
                         id: TaskId(spawned << 16),
                         home: 0,
                         migratable: first & 0x80 == 0,
-                        stack: StackPages {
-                            first: (spawned as u32 * 4) % PAGES,
-                            count: 4.min(PAGES - (spawned as u32 * 4) % PAGES),
-                        },
+                        stack: StackPages::new(
+                            (spawned as u32 * 4) % PAGES,
+                            4.min(PAGES - (spawned as u32 * 4) % PAGES),
+                        ),
                     };
                     node.spawn(task).unwrap_or_default()
                 }

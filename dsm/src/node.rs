@@ -148,6 +148,8 @@ struct State {
     cache: bool,
     /// The pager that is gone or silent, once a call on it failed ([`pager`]).
     pager_failure: Option<pager::PagerFailure>,
+    /// Migrating tasks' `Migrate`s waiting for their stack pages' hand-offs ([`tasks`]).
+    carrier: crate::process::carrier::Carrier,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -330,6 +332,7 @@ impl NodeRuntime {
                 batch: None,
                 cache: true,
                 pager_failure: None,
+                carrier: Default::default(),
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -591,11 +594,14 @@ impl NodeRuntime {
     ) -> Result<(), (NodeId, String)> {
         for e in effects {
             self.before_effect(st, &e)?;
+            // A migrating task's Migrate that waited for this hand-off leaves behind it.
+            let released = st.carrier.after(&e);
             if self.batched(st, &e) {
                 if let Effect::Evicted { class, .. } = e {
                     self.evictions.evicted(class);
                     out.served = true;
                 }
+                Self::push_task_messages(released, out);
                 continue;
             }
             match e {
@@ -687,6 +693,7 @@ impl NodeRuntime {
                     out.served = true;
                 }
             }
+            Self::push_task_messages(released, out);
         }
         Ok(())
     }

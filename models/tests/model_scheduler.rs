@@ -2,9 +2,13 @@
 //! node's [`Scheduler`] (the code the runtime runs) together with every node's coherence
 //! state machine ([`SimCluster`]), which moves the tasks' stack pages.
 //!
-//! Three nodes with one worker each; tasks spawned on node 0, each with one stack page (task
-//! `i`'s stack is page `i`), each running a few quanta (it writes its stack, then yields or
-//! ends). Coherence messages are delivered in any order, scheduler messages in the order
+//! Three nodes with one worker each; tasks spawned on node 0, each with one or two stack
+//! pages (task `i`'s stack is pages `i * count ..`; its first holds the descriptor, which the
+//! worker writes at every switch, its last is the current page, which the task writes), each
+//! running a few quanta (it writes both, then yields or ends). A migration hands off the
+//! pages `StackPages::handed_off` names, as the runtime does, and its `Migrate` waits until
+//! their `HandOff`s are sent and carries them (the runtime sends them right before it in one
+//! write on the pair's connection; the destination handles them first). Coherence messages are delivered in any order, scheduler messages in the order
 //! sent between each pair of nodes (one TCP connection per pair) but in any order across
 //! pairs; any node's TIMEOUT fires at
 //! any step; a running task may ask to migrate to any node; a node other than node 0 (where
@@ -12,7 +16,9 @@
 //! later step. Checks, in every reachable state: no task is lost or held twice, none ends
 //! twice, a task resumes with the stack it left (coherence moved its page with it), a
 //! refused work request moves no task, a handle's outcome is true (Finished only for a task
-//! that ended once, NodeLost only naming a node that was lost), and every task ends: every
+//! that ended once, NodeLost only naming a node that was lost), no stack hand-off is
+//! refused (a `Migrate` that overtook its pages made its task fault there first, and the
+//! page then went to the backing store and back), and every task ends: every
 //! run that stops has resolved every handle, and from every state such a run exists.
 
 // Shared with the other model_* test binaries, each of which uses only part of it.
@@ -25,7 +31,8 @@ use std::time::Instant;
 use memlink_dsm::process::{
     Effect, Message, Outcome, Scheduler, SchedulerConfig, StackPages, Suspend, TaskId, TaskRef,
 };
-use memlink_dsm::protocol::sim::SimCluster;
+use memlink_dsm::protocol::Message as PageMessage;
+use memlink_dsm::protocol::sim::{Envelope as PageEnvelope, SimCluster};
 use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
 use stateright::{Checker, Expectation, Model, Property};
 
@@ -35,6 +42,8 @@ struct SchedulerModel {
     nodes: usize,
     /// Per task spawned on node 0: whether it is migratable.
     migratable: Vec<bool>,
+    /// Pages in each task's stack (1 or 2).
+    stack_pages: u32,
     /// Quanta each task runs (it yields between them).
     quanta: u8,
     /// Migrations running tasks may ask for, in all.
@@ -52,6 +61,19 @@ struct Envelope {
     from: NodeId,
     to: NodeId,
     msg: Message,
+    /// A `Migrate`'s stack pages: their coherence `HandOff`s, handled first.
+    carried: Vec<PageEnvelope>,
+}
+
+/// A `Migrate` waiting at its sender for the hand-offs of its stack pages.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Waiting {
+    from: NodeId,
+    to: NodeId,
+    msg: Message,
+    /// The pages whose hand-off has not sent its `HandOff` or ended yet.
+    pages: Vec<PageNo>,
+    carried: Vec<PageEnvelope>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,9 +84,11 @@ struct State {
     /// Scheduler messages in flight, in the order sent: between two nodes they arrive in
     /// that order (the runtime sends them on the pair's one TCP connection).
     in_flight: Vec<Envelope>,
+    /// Migrations waiting for their stack pages' hand-offs.
+    waiting: Vec<Waiting>,
     /// Quanta each task has left.
     left: Vec<u8>,
-    /// The version each task last wrote to its stack page.
+    /// The version last written to each stack page.
     stack_version: Vec<u64>,
     /// How many times each task ended.
     ends: Vec<u8>,
@@ -81,10 +105,10 @@ struct State {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Step {
     Deliver(Envelope),
-    DeliverPage(memlink_dsm::protocol::sim::Envelope),
+    DeliverPage(PageEnvelope),
     Dispatch(NodeId),
-    /// A running task touches its stack without write access: a fault.
-    Fault(NodeId, TaskId),
+    /// A running task touches a page of its stack without write access: a fault.
+    Fault(NodeId, TaskId, PageNo),
     /// A running task with its stack writable runs a quantum, then yields (or asks to move
     /// to the node given), or ends.
     Quantum(NodeId, TaskId, Option<NodeId>),
@@ -106,7 +130,7 @@ impl fmt::Display for Step {
                 f,
                 "node {n}'s worker takes the next ready task (none: it may ask for work)"
             ),
-            Step::Fault(n, t) => write!(f, "node {n}: task {} faults on its stack", t.0),
+            Step::Fault(n, t, p) => write!(f, "node {n}: task {} faults on stack page {p}", t.0),
             Step::Quantum(n, t, None) => write!(f, "node {n}: task {} runs a quantum", t.0),
             Step::Quantum(n, t, Some(d)) => write!(
                 f,
@@ -121,15 +145,12 @@ impl fmt::Display for Step {
     }
 }
 
-fn task_ref(i: usize, migratable: bool) -> TaskRef {
+fn task_ref(i: usize, migratable: bool, count: u32) -> TaskRef {
     TaskRef {
         id: TaskId(i as u64),
         home: 0,
         migratable,
-        stack: StackPages {
-            first: i as PageNo,
-            count: 1,
-        },
+        stack: StackPages::new(i as PageNo * count, count),
     }
 }
 
@@ -142,10 +163,30 @@ impl SchedulerModel {
         s.lost != Some(n)
     }
 
+    fn stack(&self, t: TaskId) -> StackPages {
+        task_ref(t.0 as usize, true, self.stack_pages).stack
+    }
+
     /// Carry out one scheduler step's effects at `node`.
     fn apply(&self, s: &mut State, node: NodeId, effects: Vec<Effect>) {
+        // The pages of the hand-off just started, for the Migrate that follows it.
+        let mut handing_off: Option<Vec<PageNo>> = None;
         for e in effects {
             match e {
+                Effect::Send {
+                    to,
+                    msg: msg @ Message::Migrate { .. },
+                } if handing_off.is_some() => {
+                    let pages = handing_off.take().unwrap_or_default();
+                    s.waiting.push(Waiting {
+                        from: node,
+                        to,
+                        msg,
+                        pages,
+                        carried: Vec::new(),
+                    });
+                    self.collect(s);
+                }
                 Effect::Send { to, msg } => self.post(s, node, to, msg),
                 Effect::Broadcast { msg } => {
                     for to in (0..self.nodes as NodeId).filter(|&t| t != node) {
@@ -156,13 +197,17 @@ impl SchedulerModel {
                     if s.lost.is_some() {
                         continue;
                     }
-                    for page in task.stack.iter() {
-                        if s.sim.nodes[node as usize].evictable(page) {
-                            if let Err(e) = s.sim.evict(node, page, Some(to)) {
-                                s.error = Some(format!("node {node}: stack hand-off: {e}"));
-                            }
+                    let pages: Vec<PageNo> = task
+                        .stack
+                        .handed_off()
+                        .filter(|&p| s.sim.nodes[node as usize].evictable(p))
+                        .collect();
+                    for &page in &pages {
+                        if let Err(e) = s.sim.evict(node, page, Some(to)) {
+                            s.error = Some(format!("node {node}: stack hand-off: {e}"));
                         }
                     }
+                    handing_off = Some(pages);
                 }
                 Effect::Run { .. } | Effect::Wake | Effect::Resolved { .. } => {}
             }
@@ -173,7 +218,55 @@ impl SchedulerModel {
         if !self.live(s, to) {
             return;
         }
-        s.in_flight.push(Envelope { from, to, msg });
+        s.in_flight.push(Envelope {
+            from,
+            to,
+            msg,
+            carried: Vec::new(),
+        });
+    }
+
+    /// The waiting `Migrate`s take the `HandOff`s of their pages that their senders sent,
+    /// let go of the pages whose eviction ended without one, and leave once none is left
+    /// (as `process::carrier` does in the runtime).
+    fn collect(&self, s: &mut State) {
+        if s.lost.is_some() {
+            return;
+        }
+        let mut i = 0;
+        while i < s.waiting.len() {
+            let (from, to) = (s.waiting[i].from, s.waiting[i].to);
+            let pages = std::mem::take(&mut s.waiting[i].pages);
+            for page in pages {
+                let sent = s.sim.in_flight.iter().position(|e| {
+                    e.from == from
+                        && e.to == to
+                        && matches!(e.msg, PageMessage::HandOff { page: p, .. } if p == page)
+                });
+                if let Some(at) = sent {
+                    let env = s.sim.in_flight.remove(at);
+                    s.waiting[i].carried.push(env);
+                } else if s.sim.nodes[from as usize]
+                    .page(page)
+                    .is_some_and(|st| st.evicting)
+                {
+                    s.waiting[i].pages.push(page);
+                }
+            }
+            if s.waiting[i].pages.is_empty() {
+                let w = s.waiting.remove(i);
+                if self.live(s, w.to) {
+                    s.in_flight.push(Envelope {
+                        from: w.from,
+                        to: w.to,
+                        msg: w.msg,
+                        carried: w.carried,
+                    });
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Where each task is: (live node holding it or a migration in flight) counts.
@@ -184,7 +277,9 @@ impl SchedulerModel {
         let moving = s
             .in_flight
             .iter()
-            .filter(|e| matches!(e.msg, Message::Migrate { task, .. } if task.id == t))
+            .map(|e| &e.msg)
+            .chain(s.waiting.iter().map(|w| &w.msg))
+            .filter(|m| matches!(m, Message::Migrate { task, .. } if task.id == t))
             .count();
         held + moving
     }
@@ -204,6 +299,7 @@ impl SchedulerModel {
         s.error.is_none()
             && s.scheds[0].handles().all(|(_, o)| o.is_some())
             && s.in_flight.is_empty()
+            && s.waiting.is_empty()
             && (s.lost.is_some() || s.sim.in_flight.is_empty())
             && (0..self.nodes as NodeId)
                 .filter(|&n| self.live(s, n))
@@ -224,15 +320,16 @@ impl Model for SchedulerModel {
             hint_threshold: 1,
             use_hints: self.use_hints,
         };
-        let pages = self.tasks() as u32;
+        let pages = self.tasks() as u32 * self.stack_pages;
         let mut s = State {
             scheds: (0..self.nodes)
                 .map(|n| Scheduler::new(n as NodeId, self.nodes, pages, config).unwrap())
                 .collect(),
             sim: SimCluster::new(self.nodes, pages, self.kind).unwrap(),
             in_flight: Vec::new(),
+            waiting: Vec::new(),
             left: vec![self.quanta; self.tasks()],
-            stack_version: vec![0; self.tasks()],
+            stack_version: vec![0; pages as usize],
             ends: vec![0; self.tasks()],
             pushes_left: self.pushes,
             lost: None,
@@ -241,7 +338,7 @@ impl Model for SchedulerModel {
             error: None,
         };
         for (i, &m) in self.migratable.iter().enumerate() {
-            let effects = s.scheds[0].spawn(task_ref(i, m)).unwrap();
+            let effects = s.scheds[0].spawn(task_ref(i, m, self.stack_pages)).unwrap();
             self.apply(&mut s, 0, effects);
         }
         vec![s]
@@ -278,17 +375,23 @@ impl Model for SchedulerModel {
                 actions.push(Step::Dispatch(n));
             }
             for t in sc.running() {
-                let page = t.stack.first;
-                let st = s.sim.nodes[n as usize].page(page).unwrap();
-                if st.access == Access::Write {
+                // The first page (the descriptor) the worker writes, then the current one.
+                let missing = t
+                    .stack
+                    .handed_off()
+                    .find(|&p| s.sim.nodes[n as usize].page(p).unwrap().access != Access::Write);
+                let Some(page) = missing else {
                     actions.push(Step::Quantum(n, t.id, None));
                     if s.pushes_left > 0 && t.migratable && s.left[t.id.0 as usize] > 1 {
                         for d in (0..self.nodes as NodeId).filter(|&d| d != n) {
                             actions.push(Step::Quantum(n, t.id, Some(d)));
                         }
                     }
-                } else if s.lost.is_none() && st.pending.is_none() && !st.evicting {
-                    actions.push(Step::Fault(n, t.id));
+                    continue;
+                };
+                let st = s.sim.nodes[n as usize].page(page).unwrap();
+                if s.lost.is_none() && st.pending.is_none() && !st.evicting {
+                    actions.push(Step::Fault(n, t.id, page));
                 } else if s.noticed[n as usize] {
                     actions.push(Step::Abort(n, t.id));
                 }
@@ -309,6 +412,15 @@ impl Model for SchedulerModel {
             Step::Deliver(env) => {
                 let at = s.in_flight.iter().position(|e| *e == env)?;
                 s.in_flight.remove(at);
+                // The stack pages that travel with a Migrate are handled first.
+                for page_env in env.carried {
+                    let at = s.sim.in_flight.partition_point(|x| *x <= page_env);
+                    s.sim.in_flight.insert(at, page_env);
+                    if let Err(e) = s.sim.deliver(at) {
+                        s.error = Some(format!("node {} (coherence): {e}", env.to));
+                        return Some(s);
+                    }
+                }
                 let before = self.locations(&s);
                 match s.scheds[env.to as usize].handle(env.from, env.msg) {
                     Ok(effects) => {
@@ -343,26 +455,27 @@ impl Model for SchedulerModel {
                 let effects = s.scheds[n as usize].next_task();
                 self.apply(&mut s, n, effects);
             }
-            Step::Fault(n, t) => {
-                if let Err(e) = s.sim.fault(n, t.0 as PageNo, Access::Write) {
+            Step::Fault(n, _, page) => {
+                if let Err(e) = s.sim.fault(n, page, Access::Write) {
                     s.error = Some(format!("node {n} (coherence): {e}"));
                 }
             }
             Step::Quantum(n, t, push) => {
                 let i = t.0 as usize;
-                let page = i as PageNo;
-                let seen = s.sim.contents[n as usize][i];
-                if seen != s.stack_version[i] {
-                    s.error = Some(format!(
-                        "task {i} resumed at node {n} with stack version {seen}, not the \
-                         version {} it left",
-                        s.stack_version[i]
-                    ));
-                    return Some(s);
-                }
-                match s.sim.write(n, page) {
-                    Ok(v) => s.stack_version[i] = v,
-                    Err(e) => s.error = Some(format!("node {n}: {e}")),
+                for page in self.stack(t).iter() {
+                    let seen = s.sim.contents[n as usize][page as usize];
+                    if seen != s.stack_version[page as usize] {
+                        s.error = Some(format!(
+                            "task {i} resumed at node {n} with version {seen} of stack page \
+                             {page}, not the version {} it left",
+                            s.stack_version[page as usize]
+                        ));
+                        return Some(s);
+                    }
+                    match s.sim.write(n, page) {
+                        Ok(v) => s.stack_version[page as usize] = v,
+                        Err(e) => s.error = Some(format!("node {n}: {e}")),
+                    }
                 }
                 let Some(left) = s.left[i].checked_sub(1) else {
                     s.error = Some(format!("task {i} runs at node {n} after it ended"));
@@ -401,6 +514,12 @@ impl Model for SchedulerModel {
                     }
                 }
                 s.in_flight.retain(|e| e.from != n && e.to != n);
+                for w in s.waiting.iter().filter(|w| w.from == n || w.to == n) {
+                    if let Message::Migrate { task, .. } = w.msg {
+                        s.lost_in_transit = Some(task.id);
+                    }
+                }
+                s.waiting.retain(|w| w.from != n && w.to != n);
             }
             Step::Notice(n) => {
                 s.noticed[n as usize] = true;
@@ -415,6 +534,7 @@ impl Model for SchedulerModel {
                 Err(e) => s.error = Some(format!("node {n}: {e}")),
             },
         }
+        self.collect(&mut s);
         Some(s)
     }
 
@@ -462,6 +582,17 @@ impl Model for SchedulerModel {
             }),
             Property::always("the stack pages stay coherent", |_, s: &State| {
                 s.lost.is_some() || s.sim.check().is_ok()
+            }),
+            Property::always("no stack hand-off is refused", |_, s: &State| {
+                !s.sim.in_flight.iter().any(|e| {
+                    matches!(
+                        e.msg,
+                        PageMessage::HandOffReply {
+                            accepted: false,
+                            ..
+                        }
+                    )
+                })
             }),
             Property::always("a refused work request moves no task", |_, s: &State| {
                 s.error.as_ref().is_none_or(|e| !e.contains("refused"))
@@ -549,10 +680,11 @@ fn check(model: SchedulerModel, witnesses: &[&str]) -> usize {
     let checker = model.clone().checker().spawn_bfs().join();
     let states = checker.unique_state_count();
     println!(
-        "{} nodes, tasks migratable {:?}, {} quanta, {} pushes, loss {}, {:?} stacks, hints {}: \
+        "{} nodes, tasks migratable {:?}, {} stack pages, {} quanta, {} pushes, loss {}, {:?} stacks, hints {}: \
          {states} states, depth {}, {:.2?}",
         model.nodes,
         model.migratable,
+        model.stack_pages,
         model.quanta,
         model.pushes,
         model.loss,
@@ -612,6 +744,7 @@ fn model(migratable: &[bool], quanta: u8, kind: ManagerKind) -> SchedulerModel {
     SchedulerModel {
         nodes: 3,
         migratable: migratable.to_vec(),
+        stack_pages: 1,
         quanta,
         pushes: 0,
         loss: false,
@@ -653,12 +786,15 @@ fn a_non_migratable_task_stays_home() {
 }
 
 /// A task that asks to migrate twice (and is asked for by idle nodes meanwhile) moves with
-/// its stack each time: under the central manager, whose hand-offs go through the manager.
+/// its stack each time: under the central manager, whose hand-offs go through the manager
+/// (so its `Migrate` waits for the manager's answer), with a two-page stack (the descriptor
+/// page and the current page, both handed off).
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn a_task_that_asks_to_move_twice_keeps_its_stack() {
     let mut m = model(&[true], 3, ManagerKind::Central);
     m.pushes = 2;
+    m.stack_pages = 2;
     check_all(m, &ALL_WITNESSES[3..]);
 }
 

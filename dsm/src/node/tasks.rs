@@ -1,7 +1,7 @@
 //! The node runtime's side of process management: it carries the scheduler's messages
 //! ([`crate::process::Message`], in the form of [`crate::process::codec`]) between nodes,
 //! hands them to this node's task pool, and hands a migrating task's stack pages to the
-//! destination with the coherence protocol's hand-off.
+//! destination with the coherence protocol's hand-off, its `Migrate` right behind them.
 //!
 //! Trust boundary: a scheduler frame from a peer is decoded with exact lengths and checked
 //! flags; a frame that does not decode fails the node naming that peer, as a bad coherence
@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use super::wire::SERVICE_TASKS;
 use super::{NodeRuntime, Outgoing, lock};
 use crate::process::codec;
-use crate::process::{Load, Message};
-use crate::types::{DsmError, NodeId, PageNo};
+use crate::process::{Load, Message, TaskRef};
+use crate::types::{DsmError, NodeId};
 
 /// What the pool runs for each scheduler message from a peer.
 pub type TaskHandler = Arc<dyn Fn(NodeId, Message) + Send + Sync>;
@@ -95,13 +95,12 @@ impl NodeRuntime {
         if let Some(e) = Self::failure(&lock(&self.state)) {
             return Err(e);
         }
-        let mut payload = Vec::with_capacity(1 + codec::MAX_LEN);
-        payload.push(SERVICE_TASKS);
-        codec::encode(msg, &mut payload);
-        self.endpoint.send(to, payload).map_err(|e| {
-            self.fail(to, e.reason.clone());
-            self.failure_or(to, e.reason)
-        })
+        self.endpoint
+            .send(to, Self::task_payload(msg))
+            .map_err(|e| {
+                self.fail(to, e.reason.clone());
+                self.failure_or(to, e.reason)
+            })
     }
 
     /// Send a scheduler message to every other node, with no reply (hints).
@@ -122,28 +121,35 @@ impl NodeRuntime {
         self.fail(from, format!("scheduler protocol violation: {what}"));
     }
 
-    /// Pass a migrating task's stack pages to `to`, in the order given (the page of its
-    /// saved stack pointer first): each page held here and evictable now starts the
-    /// coherence protocol's eviction with a hand-off to `to` (ownership and contents go
-    /// there when the page's only copy is here; a read copy is dropped). Returns once the
-    /// messages are sent, not when the hand-offs end: a fault at `to` meanwhile is served
-    /// by the protocol like any other. A page busy here (a fault or an eviction under way)
-    /// stays, and `to` fetches it when it touches it.
-    pub fn hand_off_stack(&self, pages: &[PageNo], to: NodeId) -> Result<(), DsmError> {
+    /// Send a migrating task's `Migrate` (`msg`) to `to`, with the ownership and contents
+    /// of its stack pages that [`crate::process::StackPages::handed_off`] names: each page
+    /// held here and evictable now starts the coherence protocol's eviction with a hand-off
+    /// to `to`, and `msg` waits ([`crate::process::carrier`]) until each has sent its
+    /// `HandOff` or ended without one, to leave right behind them. Returns once the messages
+    /// ready now are sent. A page busy here (a fault or an eviction under way) stays, and
+    /// `to` fetches it when it touches it.
+    pub fn migrate_task(&self, task: &TaskRef, to: NodeId, msg: &Message) -> Result<(), DsmError> {
         if to as usize >= self.nodes || to == self.id {
             return Err(DsmError::Protocol(format!(
-                "stack hand-off to node {to} from node {} of {}",
+                "migration to node {to} from node {} of {}",
                 self.id, self.nodes
             )));
         }
         let mut st = lock(&self.state);
         Self::refused(&st)?;
-        let mut out = Outgoing::default();
-        for &page in pages {
+        let mut pages = Vec::new();
+        for page in task.stack.handed_off() {
             self.check_page(page)?;
-            if !st.coherence.evictable(page) {
-                continue;
+            if st.coherence.evictable(page) {
+                pages.push(page);
             }
+        }
+        if let Some(now) = st.carrier.wait(to, *msg, pages.clone()) {
+            drop(st);
+            return self.send_task_message(to, &now);
+        }
+        let mut out = Outgoing::default();
+        for page in pages {
             let effects = st
                 .coherence
                 .evict(page, Some(to))
@@ -161,5 +167,19 @@ impl NodeRuntime {
         }
         drop(st);
         self.flush_fault(out)
+    }
+
+    /// Queue the `Migrate`s the carrier released, behind the messages queued so far.
+    pub(super) fn push_task_messages(released: Vec<(NodeId, Message)>, out: &mut Outgoing) {
+        for (to, msg) in released {
+            out.messages.push((to, Self::task_payload(&msg)));
+        }
+    }
+
+    fn task_payload(msg: &Message) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(1 + codec::MAX_LEN);
+        payload.push(SERVICE_TASKS);
+        codec::encode(msg, &mut payload);
+        payload
     }
 }

@@ -7,7 +7,8 @@
 //! Hint        1  load(8)
 //! WorkRequest 2  load(8)
 //! Refuse      3  load(8)
-//! Migrate     4  load(8) task(8) home(2) migratable(1) first(4) count(4) requested(1)
+//! Migrate     4  load(8) task(8) home(2) migratable(1) first(4) count(4) current(4)
+//!                requested(1)
 //! Done        5  load(8) task(8) panicked(1)
 //! load: ready(2) migratable(2) workers(2) busy(2)
 //! ```
@@ -24,7 +25,7 @@ const DONE: u8 = 5;
 
 const LOAD_LEN: usize = 8;
 /// The longest encoded message (a `Migrate`).
-pub const MAX_LEN: usize = 1 + LOAD_LEN + 8 + 2 + 1 + 4 + 4 + 1;
+pub const MAX_LEN: usize = 1 + LOAD_LEN + 8 + 2 + 1 + 4 + 4 + 4 + 1;
 
 /// Why bytes from a peer are no scheduler message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             out.push(u8::from(task.migratable));
             out.extend_from_slice(&task.stack.first.to_le_bytes());
             out.extend_from_slice(&task.stack.count.to_le_bytes());
+            out.extend_from_slice(&task.stack.current.to_le_bytes());
             out.push(u8::from(requested));
         }
         Message::Done { task, panicked, .. } => {
@@ -125,6 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             let stack = StackPages {
                 first: r.u32()?,
                 count: r.u32()?,
+                current: r.u32()?,
             };
             let requested = r.flag()?;
             Message::Migrate {
@@ -170,6 +173,7 @@ mod tests {
             stack: StackPages {
                 first: 16,
                 count: 16,
+                current: 31,
             },
         };
         for msg in [

@@ -8,29 +8,61 @@ use crate::types::{NodeId, PageNo};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub u64);
 
-/// The pages of a task's stack: `first .. first + count` of the shared region.
+/// The pages of a task's stack: `first .. first + count` of the shared region, and the
+/// page of its saved stack pointer (the seed's "current page of the stack").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackPages {
-    /// The lowest page.
+    /// The lowest page (it holds the task's descriptor).
     pub first: PageNo,
     /// How many pages.
     pub count: u32,
+    /// The page of the saved stack pointer, the one the task's first instruction after a
+    /// resumption uses ([`crate::process::Scheduler::stack_at`] keeps it up to date).
+    pub current: PageNo,
 }
 
 impl StackPages {
+    /// `count` pages from `first`, the current one the highest (where a fresh stack, which
+    /// grows down, starts).
+    pub fn new(first: PageNo, count: u32) -> StackPages {
+        StackPages {
+            first,
+            count,
+            current: first.saturating_add(count.saturating_sub(1)),
+        }
+    }
+
     /// The pages, lowest first; empty when the range overflows.
     pub fn iter(self) -> impl Iterator<Item = PageNo> {
         let end = self.first.checked_add(self.count).unwrap_or(self.first);
         self.first..end
     }
 
-    /// Whether every page lies in a region of `pages` pages (overflow-checked).
+    /// Whether `page` is one of the stack's pages.
+    pub fn contains(self, page: PageNo) -> bool {
+        page >= self.first && page - self.first < self.count
+    }
+
+    /// Whether every page lies in a region of `pages` pages (overflow-checked) and the
+    /// current page is one of them.
     pub fn within(self, pages: u32) -> bool {
         self.count > 0
             && self
                 .first
                 .checked_add(self.count)
                 .is_some_and(|e| e <= pages)
+            && self.contains(self.current)
+    }
+
+    /// The pages whose ownership passes to the destination with the task when it migrates,
+    /// in the order they are handed off: its current page, which travels with the
+    /// `Migrate` (the seed's rule), then its first page (the descriptor, which the
+    /// destination's worker reads before it switches in) when that is another page. The
+    /// rest of the stack follows on demand, served like any fault. The runtime and the
+    /// stateright model both take the pages from here.
+    pub fn handed_off(self) -> impl Iterator<Item = PageNo> {
+        let first = (self.first != self.current).then_some(self.first);
+        std::iter::once(self.current).chain(first)
     }
 }
 
@@ -91,8 +123,10 @@ pub enum Message {
         /// The sender's load.
         load: Load,
     },
-    /// A suspended task moves to the receiver, which puts it on its ready queue. Its stack
-    /// pages' ownership follows ([`Effect::HandOffStack`], sent just before this).
+    /// A suspended task moves to the receiver, which puts it on its ready queue. The
+    /// ownership and contents of the pages [`StackPages::handed_off`] names travel with it
+    /// ([`Effect::HandOffStack`]: the message leaves once their hand-offs are sent, in the
+    /// same write, so the receiver installs them before it queues the task).
     Migrate {
         /// The task.
         task: TaskRef,
@@ -159,10 +193,13 @@ pub enum Effect {
     },
     /// READY: a task was put on the ready queue; wake an idle worker (its null task).
     Wake,
-    /// Pass the ownership of `task`'s stack pages held here to `to`: the coherence
-    /// protocol's hand-off ([`crate::protocol::Coherence::evict`] with `hand_off: Some(to)`)
-    /// of each, the page the saved stack pointer is in first. Done before the
-    /// [`Message::Migrate`] that follows it is sent.
+    /// Pass the ownership of the stack pages of `task` that [`StackPages::handed_off`]
+    /// names, where held here, to `to`: the coherence protocol's hand-off
+    /// ([`crate::protocol::Coherence::evict`] with `hand_off: Some(to)`) of each, the current
+    /// page first. Always followed by the `Send` of the task's [`Message::Migrate`], which
+    /// waits until each hand-off started here has sent its `HandOff` (at once for the
+    /// dynamic manager's owner; after the manager's answer otherwise) or ended without one,
+    /// and leaves right behind them (see [`crate::process::carrier`]).
     HandOffStack {
         /// The task.
         task: TaskRef,

@@ -14,10 +14,13 @@
 //! ```text
 //! D: ready queue empty, a worker idle (its       D -> S  WorkRequest{load}
 //!    next_task, a TIMEOUT, or a refusal)
-//! S: a migratable ready task T, surplus left?    S      HandOffStack{T, D}  (coherence: each
-//!                                                        stack page S holds is evicted with
-//!                                                        hand_off D: ownership and contents)
-//!                                                S -> D  Migrate{T, requested}
+//! S: a migratable ready task T, surplus left?    S      HandOffStack{T, D}  (coherence: the
+//!                                                        pages T.stack.handed_off() names,
+//!                                                        its current page and its first, are
+//!                                                        evicted with hand_off D: ownership
+//!                                                        and contents)
+//!                                                S -> D  Migrate{T, requested}, right behind
+//!                                                        those HandOffs (process::carrier)
 //!    no surplus any more                         S -> D  Refuse{load}       (T stays at S)
 //! D: Migrate                                     D      T on the ready queue (READY)
 //! T ends anywhere                                X -> home(T)  Done{T}  (the handle resolves)
@@ -44,7 +47,7 @@
 //! let config = SchedulerConfig::default(); // one worker, hints on
 //! let mut s = Scheduler::new(0, 2, 64, config).unwrap();
 //! let mut d = Scheduler::new(1, 2, 64, config).unwrap();
-//! let task = |n| TaskRef { id: TaskId(n), home: 0, migratable: true, stack: StackPages { first: n as u32, count: 1 } };
+//! let task = |n| TaskRef { id: TaskId(n), home: 0, migratable: true, stack: StackPages::new(n as u32, 1) };
 //! s.spawn(task(1)).unwrap();
 //! s.spawn(task(2)).unwrap();
 //! s.next_task(); // node 0's worker runs task 1; task 2 waits: a surplus of one
@@ -59,6 +62,7 @@
 //! assert_eq!(d.ready().next().map(|t| t.id), Some(TaskId(2)));
 //! ```
 
+pub mod carrier;
 pub mod codec;
 pub mod context;
 pub mod identity;

@@ -3,9 +3,11 @@
 //! on every node. Every node of the cluster starts a pool; the pools' schedulers talk through
 //! the node runtime ([`crate::node::tasks`]): an idle worker's null task asks the node the
 //! hints say has a surplus for work, that node migrates a ready task (the page of its saved
-//! stack pointer and its descriptor's page are handed to the destination by the coherence
-//! protocol's hand-off, then the descriptor's reference goes in a `Migrate`; the rest of
-//! its stack follows on demand), a running task moves itself
+//! stack pointer, which its worker reports to the scheduler whenever it switches out, and
+//! its descriptor's page are handed to the destination by the coherence protocol's
+//! hand-off, and the descriptor's reference goes in a `Migrate` that leaves right behind
+//! them, see [`super::carrier`]; the rest of its stack follows on demand), a running task
+//! moves itself
 //! with [`migrate`], and a task that ends away from home tells its home, where
 //! [`TaskPool::join`] waits. A task may be joined on any node ([`JoinHandle::into_raw`]).
 //! When the cluster loses a node, every handle of a task not ended yet returns
@@ -52,7 +54,7 @@ use super::scheduler::{
 use crate::cluster::Dsm;
 use crate::handles::Shareable;
 use crate::node::NodeRuntime;
-use crate::types::{Access, DsmError, NodeId, PAGE_SIZE, PageNo};
+use crate::types::{DsmError, NodeId, PAGE_SIZE, PageNo};
 
 /// The bytes of a task block (descriptor, argument, result and stack), and its alignment.
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -621,7 +623,8 @@ impl Shared {
     /// and hand-offs go through the node runtime). A failure to send fails the node in the
     /// runtime; the next [`Shared::check_lost`] ends the handles.
     fn carry_out(&self, effects: &[Effect]) {
-        for e in effects {
+        let mut rest = effects.iter();
+        while let Some(e) = rest.next() {
             match e {
                 Effect::Wake => self.ready.notify_one(),
                 Effect::Resolved { task, .. } => {
@@ -634,10 +637,16 @@ impl Shared {
                 Effect::Broadcast { msg } => {
                     let _ = self.runtime.broadcast_task_message(msg);
                 }
-                Effect::HandOffStack { task, to } => {
-                    let pages = self.stack_pages_to_hand_off(task);
-                    let _ = self.runtime.hand_off_stack(&pages, *to);
-                }
+                // The Migrate that follows leaves with the stack pages' hand-offs.
+                Effect::HandOffStack { task, to } => match rest.next() {
+                    Some(Effect::Send { to: dest, msg }) if dest == to => {
+                        let _ = self.runtime.migrate_task(task, *to, msg);
+                    }
+                    other => eprintln!(
+                        "memlink-dsm: scheduler: a stack hand-off followed by {other:?}, not its \
+                         Migrate"
+                    ),
+                },
                 // The worker that asked runs it.
                 Effect::Run { .. } => {}
             }
@@ -660,44 +669,6 @@ impl Shared {
                 Err(e) => eprintln!("memlink-dsm: scheduler: {e}"),
             }
         }
-    }
-
-    /// The pages of a suspended task handed to its destination with it: the page of its
-    /// saved stack pointer (the seed's "current page of the stack", which its first
-    /// instruction there uses) and its descriptor's page (which the destination's worker
-    /// reads to switch in). The rest of its stack passes to the destination when the task
-    /// touches it there (a fault, served by the coherence protocol like any): handing every
-    /// live page off eagerly, one eviction round each, made a migration 6 to 9 read misses
-    /// long on the 2-core test machine, against 2 with these two (`memlink dsm bench
-    /// --suite migration`).
-    ///
-    /// This runs on a node's message reader thread too (a work request answered), which must
-    /// never take a page fault: the fault would wait for a message only that thread can read.
-    /// So the saved stack pointer is read only when its page is readable here; otherwise the
-    /// first stack page stands in for the current one.
-    fn stack_pages_to_hand_off(&self, task: &TaskRef) -> Vec<PageNo> {
-        let block = self.base + task.id.0 as usize;
-        let sp_offset = task.id.0 as usize + std::mem::offset_of!(Descriptor, saved_sp);
-        let sp_page = (sp_offset / PAGE_SIZE) as PageNo;
-        let sp = if self.runtime.access(sp_page) >= Access::Read {
-            // SAFETY: the task is suspended here (the scheduler just took it off this node),
-            // so its descriptor is not written, and the page holding `saved_sp` is readable
-            // on this node, checked just above.
-            unsafe { (*(block as *const Descriptor)).saved_sp }
-        } else {
-            0
-        };
-        let first = task.stack.first;
-        let current = sp
-            .checked_sub(self.base)
-            .map(|off| (off / PAGE_SIZE) as PageNo)
-            .filter(|p| task.stack.iter().any(|q| q == *p))
-            .unwrap_or(first);
-        let mut pages = vec![current];
-        if current != first {
-            pages.push(first);
-        }
-        pages
     }
 
     /// When the runtime has lost a node, the scheduler ends the handles of the tasks homed
@@ -1022,10 +993,7 @@ fn spawn_in<A: Shareable, R: Shareable>(
         id: TaskId(offset as u64),
         home: dsm.id(),
         migratable,
-        stack: StackPages {
-            first: (offset / PAGE_SIZE) as u32,
-            count: (STACK_SIZE / PAGE_SIZE) as u32,
-        },
+        stack: StackPages::new((offset / PAGE_SIZE) as u32, (STACK_SIZE / PAGE_SIZE) as u32),
     };
     let effects = shared.lock().spawn(task);
     match effects {
@@ -1175,7 +1143,7 @@ fn worker(shared: &Arc<Shared>) {
             // SAFETY: the scheduler gave this worker the task, so no other worker touches
             // its block; saved_sp was made by prepare or saved by the task's last switch out
             // (here or on the node it migrated from: the same address).
-            let (reason, panicked, intact, to) = unsafe {
+            let (reason, panicked, intact, to, sp) = unsafe {
                 (*d).worker_sp = &raw mut worker_sp as usize;
                 context::switch(&raw mut worker_sp, (*d).saved_sp);
                 (
@@ -1184,9 +1152,19 @@ fn worker(shared: &Arc<Shared>) {
                     ((block + STACK_BOTTOM) as *const u64).read() == CANARY
                         && (*d).canary == CANARY,
                     (*d).request,
+                    (*d).saved_sp,
                 )
             };
+            // The page its next resumption starts on: handed off first if it migrates (read
+            // here, on the worker, so no other thread ever reads the descriptor for it).
+            let sp_page = sp
+                .checked_sub(shared.base)
+                .map(|off| (off / PAGE_SIZE) as PageNo)
+                .unwrap_or(task.stack.first);
             let mut s = shared.lock();
+            if intact && let Err(e) = s.stack_at(task.id, sp_page) {
+                eprintln!("memlink-dsm: scheduler: {e}");
+            }
             if !intact {
                 eprintln!(
                     "memlink-dsm: task {:?} overflowed its {STACK_SIZE}-byte stack; it is ended as panicked",

@@ -405,6 +405,34 @@ impl Scheduler {
         Ok(self.running.swap_remove(at))
     }
 
+    /// The running task `task` switched out with its saved stack pointer in `page`: the
+    /// page its next resumption uses, handed off first when it migrates
+    /// ([`StackPages::handed_off`]). The worker calls this before it reports why the task
+    /// switched out.
+    ///
+    /// [`StackPages::handed_off`]: super::StackPages::handed_off
+    pub fn stack_at(
+        &mut self,
+        task: TaskId,
+        page: crate::types::PageNo,
+    ) -> Result<(), ProtocolError> {
+        let me = self.id;
+        let t = self
+            .running
+            .iter_mut()
+            .find(|t| t.id == task)
+            .ok_or_else(|| ProtocolError(format!("task {task:?} is not running on node {me}")))?;
+        if !t.stack.contains(page) {
+            return Err(ProtocolError(format!(
+                "task {task:?} switched out with its stack pointer in page {page}, outside its \
+                 stack {:?}",
+                t.stack
+            )));
+        }
+        t.stack.current = page;
+        Ok(())
+    }
+
     /// A running task gave its worker up: it yielded (back to the ready queue) or blocked.
     pub fn suspend(&mut self, task: TaskId, why: Suspend) -> Result<Vec<Effect>, ProtocolError> {
         let t = self.take_running(task)?;

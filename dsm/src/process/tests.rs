@@ -8,10 +8,7 @@ fn task(n: u64, migratable: bool) -> TaskRef {
         id: TaskId(n),
         home: 0,
         migratable,
-        stack: StackPages {
-            first: n as u32,
-            count: 1,
-        },
+        stack: StackPages::new(n as u32, 1),
     }
 }
 
@@ -79,6 +76,7 @@ fn messages_a_bad_peer_could_send_are_protocol_errors() {
     far.stack = StackPages {
         first: u32::MAX,
         count: 2,
+        current: u32::MAX,
     };
     let migrate = |task, requested| Message::Migrate {
         task,
@@ -86,6 +84,12 @@ fn messages_a_bad_peer_could_send_are_protocol_errors() {
         load,
     };
     assert!(d.handle(0, migrate(far, false)).is_err(), "stack outside");
+    let mut stray = task(1, true);
+    stray.stack.current = stray.stack.first + 1;
+    assert!(
+        d.handle(0, migrate(stray, false)).is_err(),
+        "current page outside its stack"
+    );
     assert!(
         d.handle(0, migrate(task(1, true), true)).is_err(),
         "unasked"
@@ -202,4 +206,35 @@ fn a_barred_node_moves_no_task_either_way() {
         };
         assert!(idle.handle(1, sent).is_err(), "a task from a barred node");
     }
+}
+
+#[test]
+fn the_current_stack_page_is_kept_and_handed_off_first() {
+    let mut s = Scheduler::new(0, 2, 64, SchedulerConfig::default()).unwrap();
+    let t = TaskRef {
+        id: TaskId(1),
+        home: 0,
+        migratable: true,
+        stack: StackPages::new(16, 16),
+    };
+    assert_eq!(t.stack.current, 31, "a fresh stack starts at its top page");
+    s.spawn(t).unwrap();
+    assert!(s.stack_at(t.id, 20).is_err(), "not running");
+    s.next_task();
+    assert!(s.stack_at(t.id, 32).is_err(), "outside its stack");
+    s.stack_at(t.id, 20).unwrap();
+    let out = s.migrate(t.id, 1).unwrap();
+    let Effect::HandOffStack { task, to: 1 } = out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(task.stack.handed_off().collect::<Vec<_>>(), [20, 16]);
+    assert!(matches!(
+        out[1],
+        Effect::Send {
+            to: 1,
+            msg: Message::Migrate { task: m, .. }
+        } if m.stack.current == 20
+    ));
+    // A stack whose current page is its first hands that page off once.
+    assert_eq!(StackPages::new(5, 1).handed_off().collect::<Vec<_>>(), [5]);
 }
