@@ -100,6 +100,7 @@ fn base(kind: ManagerKind) -> CoherenceModel {
         evictions: 0,
         cleans: 0,
         locks: 0,
+        runs: 0,
         hold: false,
     }
 }
@@ -277,5 +278,38 @@ fn every_manager_is_coherent_and_live_with_pager_locks_and_one_frame() {
             ..base(kind)
         },
         10_000,
+    );
+}
+
+/// Runs of a node's own pages paged in, or dropped clean, in one step without a message (the
+/// read-ahead of a file and the eviction of what it read), at any step where the protocol
+/// lets the node take them alone, beside faults, evictions and messages in every order, on 2
+/// nodes and 2 pages: with one frame per node (runs of one page), and with two (runs of
+/// both pages). No acknowledged write is lost (a dirty page or one with copies is
+/// never dropped alone), copysets stay exact, every fault is served, for every manager.
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn every_manager_is_coherent_and_live_with_runs_paged_in_and_dropped_alone() {
+    check_config(
+        |kind| CoherenceModel {
+            nodes: 2,
+            faults: 2,
+            frames: Some(1),
+            evictions: 1,
+            runs: 2,
+            ..base(kind)
+        },
+        1000,
+    );
+    check_config(
+        |kind| CoherenceModel {
+            nodes: 2,
+            faults: 2,
+            frames: Some(2),
+            evictions: 1,
+            runs: 2,
+            ..base(kind)
+        },
+        1000,
     );
 }

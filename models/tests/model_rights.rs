@@ -36,6 +36,7 @@ fn model(kind: ManagerKind) -> RightsModel {
             evictions: 0,
             cleans: 0,
             locks: 0,
+            runs: 0,
             hold: false,
         },
         restrict: false,

@@ -12,6 +12,7 @@ use super::rights::{CapId, CapRecord, CapRound, RightsTable};
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 mod pager_lock;
+mod runs;
 
 /// The largest cluster the protocol supports (copysets are 64-bit masks).
 pub const MAX_NODES: usize = 64;

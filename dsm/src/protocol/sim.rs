@@ -171,6 +171,30 @@ impl SimCluster {
         self.apply(node, effects, None)
     }
 
+    /// Node `node` brings its own pages `first .. first + count` in from the store for
+    /// reading in one step ([`Coherence::page_in_run`]).
+    pub fn page_in_run(
+        &mut self,
+        node: NodeId,
+        first: PageNo,
+        count: u32,
+    ) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].page_in_run(first, count)?;
+        self.apply(node, effects, None)
+    }
+
+    /// Node `node` drops its own clean pages `first .. first + count` in one step
+    /// ([`Coherence::drop_clean_run`]).
+    pub fn drop_clean_run(
+        &mut self,
+        node: NodeId,
+        first: PageNo,
+        count: u32,
+    ) -> Result<(), ProtocolError> {
+        let effects = self.nodes[node as usize].drop_clean_run(first, count)?;
+        self.apply(node, effects, None)
+    }
+
     /// Node `node` writes `page` back if it owns it dirty, keeping it
     /// ([`Coherence::clean`], a pager's `clean_request`).
     pub fn clean(&mut self, node: NodeId, page: PageNo) -> Result<(), ProtocolError> {

@@ -459,3 +459,88 @@ fn only_a_page_written_since_it_came_from_the_store_is_written_back() {
         assert!(!c.page(0).unwrap().clean, "{kind:?}");
     }
 }
+
+/// A run paged in alone, then dropped alone, leaves every node exactly as the ordinary
+/// faults and evictions of its pages would (same protocol state, same contents).
+#[test]
+fn runs_paged_in_and_dropped_alone_end_as_the_ordinary_steps() {
+    for (nodes, kind) in [
+        (1, ManagerKind::Central),
+        (1, ManagerKind::Fixed),
+        (1, ManagerKind::Dynamic),
+        (3, ManagerKind::Central),
+        (3, ManagerKind::Dynamic),
+    ] {
+        let start = SimCluster::with_budget(nodes, 4, kind, 4).unwrap();
+        let mut run = start.clone();
+        run.page_in_run(0, 0, 4).unwrap();
+        assert!(run.in_flight.is_empty(), "{kind:?}: no message");
+        let mut each = start.clone();
+        for p in 0..4 {
+            each.fault(0, p, Access::Read).unwrap();
+            settle(&mut each);
+        }
+        assert_eq!(run.nodes, each.nodes, "{nodes} nodes, {kind:?}: paged in");
+        assert_eq!(run.contents, each.contents, "{kind:?}");
+        for p in 0..4 {
+            assert!(run.nodes[0].page(p).unwrap().clean, "{kind:?}");
+            assert!(run.nodes[0].drops_alone(p), "{kind:?}");
+        }
+        run.drop_clean_run(0, 1, 3).unwrap();
+        for p in 1..4 {
+            each.evict(0, p, None).unwrap();
+            settle(&mut each);
+        }
+        assert_eq!(run.nodes, each.nodes, "{nodes} nodes, {kind:?}: dropped");
+        assert_eq!(run.contents, each.contents, "{kind:?}");
+        assert_eq!(run.store, each.store, "{kind:?}");
+        run.check().unwrap();
+    }
+}
+
+/// A run the node may not take alone is refused whole, and nothing changes: a page managed
+/// elsewhere, one another node holds a copy of, a dirty one, one with a fault under way,
+/// and runs outside the region.
+#[test]
+fn runs_the_node_may_not_take_alone_are_refused_whole() {
+    // Fixed manager on 2 nodes: node 1 manages page 1.
+    let mut c = SimCluster::with_budget(2, 4, ManagerKind::Fixed, 4).unwrap();
+    let before = c.clone();
+    assert!(
+        c.page_in_run(0, 0, 2).is_err(),
+        "page 1 is managed by node 1"
+    );
+    assert!(c.page_in_run(0, 3, 2).is_err(), "past the region");
+    assert!(c.page_in_run(0, 0, 0).is_err(), "an empty run");
+    assert!(c.page_in_run(0, u32::MAX, 2).is_err(), "overflow");
+    assert!(c.page_in_run(1, 0, 1).is_err(), "node 1 owns nothing");
+    assert_eq!(c, before, "nothing changed");
+    c.page_in_run(0, 0, 1).unwrap();
+    c.page_in_run(0, 2, 1).unwrap();
+    assert!(c.page_in_run(0, 2, 1).is_err(), "already in");
+
+    let mut c = SimCluster::with_budget(2, 3, ManagerKind::Central, 3).unwrap();
+    c.page_in_run(0, 0, 3).unwrap();
+    // Node 1 takes a copy of page 1; node 0 writes page 2.
+    c.fault(1, 1, Access::Read).unwrap();
+    settle(&mut c);
+    c.fault(0, 2, Access::Write).unwrap();
+    settle(&mut c);
+    c.write(0, 2).unwrap();
+    assert!(c.nodes[0].drops_alone(0));
+    assert!(!c.nodes[0].drops_alone(1), "node 1 holds a copy");
+    assert!(!c.nodes[0].drops_alone(2), "dirty");
+    let before = c.clone();
+    assert!(c.drop_clean_run(0, 0, 2).is_err());
+    assert!(c.drop_clean_run(0, 2, 1).is_err());
+    assert!(c.drop_clean_run(1, 1, 1).is_err(), "node 1 does not own it");
+    assert_eq!(c, before, "nothing changed");
+    c.drop_clean_run(0, 0, 1).unwrap();
+    // A fault under way on page 0 at node 1: node 0's manager entry is busy.
+    c.fault(1, 0, Access::Read).unwrap();
+    assert!(c.nodes[0].pages_in_alone(0), "the request is not there yet");
+    c.deliver(0).unwrap();
+    assert!(!c.nodes[0].pages_in_alone(0), "its manager serves node 1");
+    settle(&mut c);
+    c.check().unwrap();
+}

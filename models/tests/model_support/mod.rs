@@ -60,6 +60,11 @@ pub struct CoherenceModel {
     /// Its answers to the nodes' `data_unlock`s (a lock of the page, granting or not) come
     /// at any step besides, and are not counted.
     pub locks: u8,
+    /// Runs of a node's own pages paged in, or dropped clean, in one step
+    /// ([`memlink_dsm::protocol::Coherence::page_in_run`], `drop_clean_run`: the read-ahead
+    /// of a file and the eviction of what it read), at any step where the node may take
+    /// them alone, this many times in a run.
+    pub runs: u8,
 }
 
 /// One state of the cluster.
@@ -80,6 +85,8 @@ pub struct ClusterState {
     pub cleans_left: u8,
     /// `data_lock`s the pager may still make (besides its answers to `data_unlock`s).
     pub locks_left: u8,
+    /// Run steps (paged in or dropped alone) the nodes may still take.
+    pub runs_left: u8,
     /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
     pub error: Option<String>,
 }
@@ -185,6 +192,26 @@ pub enum Step {
         /// The page.
         page: PageNo,
     },
+    /// `node` brings its own pages `first .. first + count` in from the store for reading,
+    /// in one step, without a message (read-ahead).
+    PageInRun {
+        /// The node.
+        node: NodeId,
+        /// The first page.
+        first: PageNo,
+        /// How many.
+        count: u32,
+    },
+    /// `node` drops its own clean pages `first .. first + count`, of which no other node
+    /// holds a copy, in one step, without a message.
+    DropRun {
+        /// The node.
+        node: NodeId,
+        /// The first page.
+        first: PageNo,
+        /// How many.
+        count: u32,
+    },
     /// `node` holds its budget and needs a frame: it evicts `page`, handing an only copy to
     /// `hand_off` (or writing it back when None or refused).
     Evict {
@@ -231,6 +258,13 @@ impl fmt::Display for Step {
                     "the pager locks page {page} at node {node} to {access:?}"
                 )
             }
+            Step::PageInRun { node, first, count } => {
+                write!(f, "node {node} pages in its pages {first}..+{count} alone")
+            }
+            Step::DropRun { node, first, count } => write!(
+                f,
+                "node {node} drops its clean pages {first}..+{count} alone"
+            ),
             Step::Evict {
                 node,
                 page,
@@ -265,6 +299,7 @@ impl Model for CoherenceModel {
             evictions_left: self.evictions,
             cleans_left: self.cleans,
             locks_left: self.locks,
+            runs_left: self.runs,
             error: None,
         }]
     }
@@ -343,6 +378,9 @@ impl Model for CoherenceModel {
                     None => {}
                 }
             }
+            if s.runs_left > 0 {
+                run_steps(self, s, n, actions);
+            }
             // A node evicts when a fault needs a frame it does not have (or, a bounded number
             // of times, before it needs one).
             if needs_frame || (self.frames.is_some() && s.evictions_left > 0) {
@@ -418,6 +456,18 @@ impl Model for CoherenceModel {
                     s.evictions_left = s.evictions_left.checked_sub(1)?;
                 }
                 if let Err(e) = s.sim.evict(node, page, hand_off) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::PageInRun { node, first, count } => {
+                s.runs_left -= 1;
+                if let Err(e) = s.sim.page_in_run(node, first, count) {
+                    s.error = Some(format!("node {node}: {e}"));
+                }
+            }
+            Step::DropRun { node, first, count } => {
+                s.runs_left -= 1;
+                if let Err(e) = s.sim.drop_clean_run(node, first, count) {
                     s.error = Some(format!("node {node}: {e}"));
                 }
             }
@@ -532,6 +582,27 @@ impl Model for CoherenceModel {
                 },
             ),
         ]
+    }
+}
+
+/// The run steps node `n` may take in `s`: every run of its own pages it may page in alone
+/// that its free frames hold, and every run of its clean pages it may drop alone.
+fn run_steps(m: &CoherenceModel, s: &ClusterState, n: usize, actions: &mut Vec<Step>) {
+    let c = &s.sim.nodes[n];
+    let node = n as NodeId;
+    let free = m
+        .frames
+        .map_or(m.pages, |f| f.saturating_sub(c.frames_in_use()));
+    for first in 0..m.pages {
+        for count in 1..=m.pages - first {
+            let end = first + count;
+            if count <= free && (first..end).all(|p| c.pages_in_alone(p)) {
+                actions.push(Step::PageInRun { node, first, count });
+            }
+            if (first..end).all(|p| c.drops_alone(p)) {
+                actions.push(Step::DropRun { node, first, count });
+            }
+        }
     }
 }
 
