@@ -359,18 +359,32 @@ mod tests {
 }
 
 /// Sequential read of a file through the file pager against a plain `mmap` of it, both from a
-/// warm page cache, in one node process (see [`run_pager_node`]).
+/// warm page cache, in one node process, alternately, [`PAGER_ROUNDS`] times (see
+/// [`run_pager_node`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PagerFigures {
-    /// Bytes read.
+    /// Bytes read per round.
     pub bytes: u64,
-    /// Seconds to map the file and read it (a fresh mapping; an earlier read warmed the
-    /// page cache).
+    /// Rounds (each a plain read, then a read through the pager).
+    pub rounds: u32,
+    /// Median seconds of the rounds to map the file and read it (a fresh mapping; an
+    /// earlier read warmed the page cache).
     pub mmap_secs: f64,
-    /// Seconds to read the region the file pager supplies (every page a fault served from
-    /// the node's store, i.e. a `data_request`).
+    /// Median seconds of the rounds to read the region the file pager supplies (every page
+    /// paged in from the node's store, i.e. a `data_request`, read ahead).
     pub pager_secs: f64,
+    /// Median over the rounds of each round's throughput through the pager against its
+    /// plain read (`mmap_secs / pager_secs` of the same round).
+    pub ratio_median: f64,
+    /// The lowest of those ratios.
+    pub ratio_min: f64,
+    /// The highest of those ratios.
+    pub ratio_max: f64,
 }
+
+/// Rounds of the pager bench: the plain read and the read through the pager alternate, so
+/// that both see the same load on a shared machine.
+pub const PAGER_ROUNDS: u32 = 5;
 
 const PAGER_PREFIX: &str = "memlink-dsm-pager-bench";
 
@@ -378,8 +392,15 @@ impl PagerFigures {
     /// One line for the launcher.
     pub fn to_line(&self) -> String {
         format!(
-            "{PAGER_PREFIX} bytes={} mmap_secs={:.6} pager_secs={:.6}",
-            self.bytes, self.mmap_secs, self.pager_secs
+            "{PAGER_PREFIX} bytes={} rounds={} mmap_secs={:.6} pager_secs={:.6} \
+             ratio_median={:.4} ratio_min={:.4} ratio_max={:.4}",
+            self.bytes,
+            self.rounds,
+            self.mmap_secs,
+            self.pager_secs,
+            self.ratio_median,
+            self.ratio_min,
+            self.ratio_max
         )
     }
 
@@ -394,13 +415,17 @@ impl PagerFigures {
             let (k, v) = field.split_once('=')?;
             match k {
                 "bytes" => f.bytes = v.parse().ok()?,
+                "rounds" => f.rounds = v.parse().ok()?,
                 "mmap_secs" => f.mmap_secs = v.parse().ok()?,
                 "pager_secs" => f.pager_secs = v.parse().ok()?,
+                "ratio_median" => f.ratio_median = v.parse().ok()?,
+                "ratio_min" => f.ratio_min = v.parse().ok()?,
+                "ratio_max" => f.ratio_max = v.parse().ok()?,
                 _ => return None,
             }
             seen += 1;
         }
-        (seen == 3).then_some(f)
+        (seen == 7).then_some(f)
     }
 }
 
@@ -428,18 +453,16 @@ unsafe fn checksum(src: *const u8, len: usize) -> u64 {
 }
 
 /// One node (`config`: a cluster of 1, with a memory budget) reads the file at `path`
-/// sequentially through a plain mmap (a first mapping warms the page cache, a second one is
-/// measured) and then
-/// through the region, whose pages a [`crate::pager::FilePager`] supplies; both sums must
-/// agree.
+/// sequentially, [`PAGER_ROUNDS`] times each way, alternately: through a plain mmap (a first
+/// mapping warms the page cache, each round maps the file afresh), then through the region,
+/// whose pages a [`crate::pager::FilePager`] supplies (each round reads every page from the
+/// store again: the budget holds a small part of the file). Every sum must agree.
 pub fn run_pager_node(
     config: NodeConfig,
     backend: Backend,
     path: &std::path::Path,
 ) -> Result<PagerFigures, DsmError> {
     let file = std::fs::File::open(path)?;
-    // A first mapping warms the page cache; the measured read maps the file afresh, as a
-    // reader of a file does (its pages come from the page cache, mapped by its faults).
     let map = || {
         // SAFETY: a private read-only view of a file this bench made and nobody writes while
         // it runs; it is read through the slice only within this function.
@@ -447,20 +470,9 @@ pub fn run_pager_node(
     };
     let plain = map()?;
     let len = plain.len();
-    // SAFETY: `plain` maps `len` readable bytes for the calls.
+    // SAFETY: `plain` maps `len` readable bytes for the call.
     let warm = unsafe { checksum(plain.as_ptr(), len) };
     drop(plain);
-    let t = Instant::now();
-    let plain = map()?;
-    // SAFETY: as above.
-    let sum = std::hint::black_box(unsafe { checksum(plain.as_ptr(), len) });
-    drop(plain);
-    let mmap_secs = t.elapsed().as_secs_f64();
-    if sum != warm {
-        return Err(DsmError::Protocol(
-            "the file changed while it was read".into(),
-        ));
-    }
     let pager = crate::pager::FilePager::open(path, 0, None, crate::apps::wordcount::FIRST_PAGE)
         .map_err(|e| DsmError::Config(e.to_string()))?;
     let dsm = Dsm::join_with_store(
@@ -474,21 +486,46 @@ pub fn run_pager_node(
             "the region is smaller than the file".into(),
         ));
     }
-    let t = Instant::now();
-    // SAFETY: `base..base + len` lies inside the region (checked above), mapped for the
-    // node's lifetime, its faults served; nobody writes it; a page only ever appears whole.
-    let through_pager =
-        std::hint::black_box(unsafe { checksum(dsm.at::<u8>(base).cast_const(), len) });
-    let pager_secs = t.elapsed().as_secs_f64();
-    dsm.leave()?;
-    if through_pager != sum {
-        return Err(DsmError::Protocol(
-            "the region read through the pager differs from the file".into(),
-        ));
+    let (mut mmap_secs, mut pager_secs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAGER_ROUNDS {
+        let t = Instant::now();
+        let plain = map()?;
+        // SAFETY: as above.
+        let sum = std::hint::black_box(unsafe { checksum(plain.as_ptr(), len) });
+        drop(plain);
+        let plain_secs = t.elapsed().as_secs_f64();
+        if sum != warm {
+            return Err(DsmError::Protocol(
+                "the file changed while it was read".into(),
+            ));
+        }
+        let t = Instant::now();
+        // SAFETY: `base..base + len` lies inside the region (checked above), mapped for the
+        // node's lifetime, its faults served; nobody writes it; a page only ever appears
+        // whole.
+        let through_pager =
+            std::hint::black_box(unsafe { checksum(dsm.at::<u8>(base).cast_const(), len) });
+        let paged_secs = t.elapsed().as_secs_f64();
+        if through_pager != warm {
+            return Err(DsmError::Protocol(
+                "the region read through the pager differs from the file".into(),
+            ));
+        }
+        mmap_secs.push(plain_secs);
+        pager_secs.push(paged_secs);
+        ratios.push(plain_secs / paged_secs);
     }
+    dsm.leave()?;
+    let ratio_min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let ratio_max = ratios.iter().copied().fold(0.0, f64::max);
+    // (median_us takes the median of samples in any unit.)
     Ok(PagerFigures {
         bytes: len as u64,
-        mmap_secs,
-        pager_secs,
+        rounds: PAGER_ROUNDS,
+        mmap_secs: median_us(&mut mmap_secs),
+        pager_secs: median_us(&mut pager_secs),
+        ratio_median: median_us(&mut ratios),
+        ratio_min,
+        ratio_max,
     })
 }

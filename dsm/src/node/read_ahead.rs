@@ -4,9 +4,13 @@
 //! each such sequential fault (up to [`READ_AHEAD_MAX`] pages, and a quarter of the frames).
 //! A fault that does not follow the last run reads one page, and the window starts again.
 //!
-//! The protocol still sees one ordinary fault per page (the page-ins it asks for are the
-//! same), but the runtime carries them out as a batch: the frames the run needs are freed
-//! first (evictions, in the seed's order), the contents of each stretch of consecutive pages
+//! The protocol brings in a stretch of the run that this node may take alone (its own
+//! pages, which it manages and nobody else asks for:
+//! [`crate::protocol::Coherence::page_in_run`]) in one step, with no message, and each
+//! other page with an ordinary fault; clean pages of its own that nobody else holds leave
+//! the same way, in runs ([`crate::protocol::Coherence::drop_clean_run`]), other victims
+//! with one eviction each. The runtime carries the page-ins out as a batch: the frames the
+//! run needs are freed first (evictions, in the seed's order), the contents of each stretch of consecutive pages
 //! come from the store in one call (in place when it keeps them mapped, as a file pager
 //! does: [`crate::replacement::BackingStore::mapped_run`]; else
 //! [`crate::replacement::BackingStore::read_run`], a pager's `data_request` for the run),
@@ -257,21 +261,33 @@ impl NodeRuntime {
         let r = r.and_then(|more| {
             out.messages.extend(more.messages);
             out.served |= more.served;
-            let k = Self::free_frames(st).min(need);
-            let mut started = 0;
-            for q in first..first + k {
+            let end = first + Self::free_frames(st).min(need);
+            let mut q = first;
+            while q < end {
                 let acc = if q == first { access } else { Access::Read };
-                let effects = st
-                    .coherence
-                    .fault(q, acc)
-                    .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
+                // The stretch from `q` this node may bring in alone, for reading: one
+                // protocol step for all of it; else `q`'s own fault.
+                let alone = if acc == Access::Read {
+                    (q..end)
+                        .take_while(|&p| st.coherence.pages_in_alone(p))
+                        .count() as u32
+                } else {
+                    0
+                };
+                let (effects, count) = if alone > 0 {
+                    (st.coherence.page_in_run(q, alone), alone)
+                } else {
+                    (st.coherence.fault(q, acc), 1)
+                };
+                let effects = effects.map_err(|e| (self.id, format!("protocol violation: {e}")))?;
                 let more = self.run_effects(st, q, effects, None)?;
+                self.settle_run(st, q, count);
                 out.served |= more.served;
                 out.messages.extend(more.messages);
-                started += 1;
+                q += count;
             }
             self.finish_batch(st)?;
-            Ok(started)
+            Ok(end - first)
         });
         st.batch = None;
         r
@@ -335,14 +351,42 @@ impl NodeRuntime {
             let target = (class == Class::OnlyCopy)
                 .then(|| peers.hand_off_target())
                 .flatten();
-            let effects = coherence
-                .evict(victim, target)
-                .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
+            // A clean page of this node's own with no copy elsewhere and nowhere to hand it
+            // off: dropped in one step with the pages after it that go the same way (pages
+            // a read-ahead brought in together leave together).
+            let alone = if target.is_none() && coherence.drops_alone(victim) {
+                let want = need - Self::free_frames(st);
+                let coherence = &st.coherence;
+                (victim..self.page_count)
+                    .take(want.max(1) as usize)
+                    .take_while(|p| !run.contains(p) && coherence.drops_alone(*p))
+                    .count() as u32
+            } else {
+                0
+            };
+            let (effects, count) = if alone > 0 {
+                (st.coherence.drop_clean_run(victim, alone), alone)
+            } else {
+                (st.coherence.evict(victim, target), 1)
+            };
+            let effects = effects.map_err(|e| (self.id, format!("protocol violation: {e}")))?;
             let more = self.run_effects(st, victim, effects, None)?;
+            self.settle_run(st, victim, count);
             out.served |= more.served;
             out.messages.extend(more.messages);
         }
         Ok(out)
+    }
+
+    /// After a step on the run of `count` pages from `first` (whose first page
+    /// [`NodeRuntime::run_effects`] settled): bring the replacement order up to date with
+    /// the others.
+    fn settle_run(&self, st: &mut State, first: PageNo, count: u32) {
+        for p in first.saturating_add(1)..first.saturating_add(count) {
+            if let Some(now) = st.coherence.page(p) {
+                st.lru.update(p, &now);
+            }
+        }
     }
 
     /// In a batch, before an effect that reads or changes `e`'s page here: when the batch
