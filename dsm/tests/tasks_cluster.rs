@@ -7,6 +7,8 @@
 //! - tasks spawned on node 0 only spread to the idle nodes by work requests (event-driven:
 //!   each waits until tasks have run on all three nodes);
 //! - a handle passed to another node is joined there; a panicking task returns its panic;
+//!   a task spawns and joins from deep down its stack on a node it migrated to (the pool
+//!   takes its locks on the worker's stack, never on the task's);
 //! - tasks that wait for a DSM lock (held across a yield and a migration) or barrier give
 //!   their worker up meanwhile: four tasks contend on nodes of one worker each, which a
 //!   waiting task holding its worker would deadlock;
@@ -160,6 +162,22 @@ fn square(n: u64) -> u64 {
     n * n
 }
 
+/// Moves to node 1, then spawns and joins a task from 24 KiB down its stack: pages this
+/// stack has not touched on node 1 yet. The pool takes its locks on the worker's own stack
+/// (a fault there while holding them could wait for the reader thread, blocked on the same
+/// lock); in debug builds taking the scheduler's lock on a task's stack panics.
+fn deep_spawn(n: u64) -> u64 {
+    if current_node() != Some(1) {
+        migrate(1).expect("migrate to node 1");
+    }
+    let mut pad = [0u8; 24 * 1024];
+    std::hint::black_box(&mut pad);
+    let child = pool::spawn(square, n).expect("spawn from deep in the stack");
+    let got = pool::join(child).expect("join from deep in the stack");
+    std::hint::black_box(&mut pad);
+    got + u64::from(pad[n as usize % pad.len()])
+}
+
 fn panics(n: u64) -> u64 {
     if n > 0 {
         panic!("task {n} panics on purpose");
@@ -199,6 +217,14 @@ fn hops_node(dsm: &Dsm) -> Result<bool, DsmError> {
         let _ = std::panic::take_hook();
         if got != Err(JoinError::Panicked("task 3 panics on purpose".into())) {
             eprintln!("the panicking task returned {got:?}");
+            ok = false;
+        }
+        let d = pool
+            .spawn(deep_spawn, 7u64)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        let got = pool.join(d);
+        if got != Ok(49) {
+            eprintln!("the deep spawner returned {got:?}");
             ok = false;
         }
         // A handle joined on another node.

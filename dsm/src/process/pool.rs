@@ -85,6 +85,51 @@ enum Reason {
     /// It joins the task whose id is in `request`, homed on this node: off its worker and
     /// off the ready queue (so no work request moves it) until that task's end resolves.
     Joining = 5,
+    /// It asks its worker to run a call ([`on_worker`], its address in `request`) on the
+    /// worker's own stack, and to resume it at once.
+    Calling = 6,
+}
+
+/// Run `f` on the stack of the worker that runs this task (outside a task: here), and
+/// return what it returns; a panic in `f` goes on in the task. The task stays the worker's
+/// meanwhile (no other task runs, no work request can take it) and resumes as soon as `f`
+/// returns.
+///
+/// The pool's code that takes the scheduler's lock or a lock of the node runtime (spawn,
+/// join, a DSM unlock) runs so: on a task's stack it could take a page fault while it holds
+/// the lock (a stack page not touched yet here is still at another node), and the fault
+/// waits for a message that the node's reader thread may never read, blocked on that very
+/// lock (a work request it is answering, say). The worker's stack is the thread's own,
+/// never in the region: no fault there.
+fn on_worker<T>(f: impl FnOnce() -> T) -> T {
+    let Some(d) = current_descriptor() else {
+        return f();
+    };
+    let mut f = Some(f);
+    let mut out = None;
+    {
+        let mut call = || {
+            if let Some(f) = f.take() {
+                out = Some(catch_unwind(AssertUnwindSafe(f)));
+            }
+        };
+        let mut call_ref: &mut dyn FnMut() = &mut call;
+        // SAFETY: `d` is this task's own descriptor (as in `yield_now`). The worker reads
+        // `request` as the address of `call_ref`, which lives on this stack, resident here
+        // (just written), until the worker switches back, and calls it once.
+        unsafe {
+            (*d).request = &raw mut call_ref as u64;
+            (*d).reason = Reason::Calling as u32;
+            context::switch(&raw mut (*d).saved_sp, *((*d).worker_sp as *const usize));
+        }
+    }
+    match (out, f) {
+        (Some(Ok(v)), _) => v,
+        (Some(Err(panic)), _) => std::panic::resume_unwind(panic),
+        // The worker did not call it (it cannot happen): call it here.
+        (None, Some(f)) => f(),
+        (None, None) => unreachable!("a call on the worker taken but not made"),
+    }
 }
 
 /// What a blocking task waits for, in its descriptor's `request`: the kind in the high
@@ -212,9 +257,8 @@ impl LockGuard {
         if current_node() != Some(self.node) {
             migrate(self.node).map_err(WaitError::Migrate)?;
         }
-        with_dsm(|dsm| dsm.unlock(self.lock))
-            .ok_or(WaitError::NotInTask)?
-            .map_err(WaitError::Dsm)
+        let (dsm, _shared) = registered().ok_or(WaitError::NotInTask)?;
+        on_worker(|| dsm.unlock(self.lock)).map_err(WaitError::Dsm)
     }
 }
 
@@ -328,7 +372,7 @@ pub fn spawn<A: Shareable, R: Shareable>(
     arg: A,
 ) -> Result<JoinHandle<R>, TaskSpawnError> {
     let (dsm, shared) = registered().ok_or(TaskSpawnError::NotInTask)?;
-    spawn_in(dsm, &shared, f, arg, true)
+    on_worker(|| spawn_in(dsm, &shared, f, arg, true))
 }
 
 /// Join a task from inside a task. The joiner waits on the joined task's home node (it
@@ -344,7 +388,7 @@ pub fn join<R: Shareable>(handle: JoinHandle<R>) -> Result<R, JoinError> {
         // task gives its worker up: after any wait it may run on another node, where these
         // node-local objects (and whether the task is homed here) are others.
         let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
-        let step = poll_join::<R>(dsm, &shared, handle.id);
+        let step = on_worker(|| poll_join::<R>(dsm, &shared, handle.id));
         drop(shared);
         match step {
             JoinPoll::Ended(result) => return result,
@@ -363,7 +407,7 @@ pub fn join<R: Shareable>(handle: JoinHandle<R>) -> Result<R, JoinError> {
                     // the handle's entry.
                     let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
                     if let Some(outcome) = ended {
-                        return take_result(dsm, shared.base, handle.id, outcome);
+                        return on_worker(|| take_result(dsm, shared.base, handle.id, outcome));
                     }
                     drop(shared);
                     yield_now();
@@ -616,6 +660,10 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Scheduler> {
+        debug_assert!(
+            current_descriptor().is_none(),
+            "the scheduler's lock taken on a task's stack (see on_worker)"
+        );
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1155,6 +1203,13 @@ fn worker(shared: &Arc<Shared>) {
                     (*d).saved_sp,
                 )
             };
+            if reason == Reason::Calling as u32 && intact {
+                // SAFETY: the task set `request` to the address of its `&mut dyn FnMut()`
+                // in `on_worker`, on its stack, which stays as it is (and resident here:
+                // just written) while it is switched out; it is resumed right after.
+                unsafe { (*(to as usize as *mut &mut dyn FnMut()))() };
+                continue;
+            }
             // The page its next resumption starts on: handed off first if it migrates (read
             // here, on the worker, so no other thread ever reads the descriptor for it).
             let sp_page = sp
