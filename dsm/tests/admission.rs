@@ -3,7 +3,7 @@
 //! of garbage, idle and half-done connections leaves the node's thread count bounded and the
 //! cluster's result verified.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

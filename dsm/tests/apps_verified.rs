@@ -2,7 +2,7 @@
 //! backends: each node checks the result against a sequential computation and prints
 //! `verified: true`.
 
-mod support;
+use crate::support;
 
 use memlink_dsm::Backend;
 

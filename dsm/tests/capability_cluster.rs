@@ -5,7 +5,7 @@
 //! faulting address, which the test sees in the child); pages fenced by a released guard are
 //! evicted under a memory budget, their contents kept.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! on an i64, all on one page, and a u64 alone on another page) and no update is lost; an
 //! offset outside the region or misaligned is refused.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

@@ -1,7 +1,7 @@
 //! The counter app across 4 node processes, with each fault backend: lock-protected
 //! increments must add up exactly.
 
-mod support;
+use crate::support;
 
 use memlink_dsm::Backend;
 

@@ -3,7 +3,7 @@
 //! it, at whatever moment the kill comes); garbage sent to a node's port does not hurt the
 //! node; a node whose peer never comes up says which one and exits non-zero.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::TcpStream;

@@ -5,7 +5,7 @@
 //! range past the region is refused. Started and waited for in one call, or started, then
 //! waited for; and racing another thread's faults on the same pages.
 
-mod support;
+use crate::support;
 
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::{Access, Backend, DsmError, PAGE_SIZE};

@@ -6,7 +6,7 @@
 //! the nodes exited; and the pager's `clean_request` and `flush_request` reach the file
 //! while the nodes run.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

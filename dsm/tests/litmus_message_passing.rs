@@ -3,7 +3,7 @@
 //! sequential consistency a reader that sees flag f must see data >= f: seeing the flag
 //! without its data is the forbidden outcome.
 
-mod support;
+use crate::support;
 
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::handles::DsmVec;

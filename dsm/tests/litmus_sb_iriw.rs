@@ -21,7 +21,7 @@
 //!   Forbidden: node 2 sees x but not y while node 3 sees y but not x (they disagree on the
 //!   order of the two writes).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;

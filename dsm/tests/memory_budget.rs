@@ -6,7 +6,7 @@
 //! checks too. The Δt hold is on in some of them: a hold whose timer did not fire would hang
 //! the cluster (the launcher's deadline fails the test).
 
-mod support;
+use crate::support;
 
 use memlink_dsm::apps::share;
 use memlink_dsm::cluster::Dsm;

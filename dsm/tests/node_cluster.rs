@@ -1,7 +1,7 @@
 //! Several NodeRuntimes in one process over loopback TCP, with in-memory pages: coherence,
 //! locks, barriers, the allocator, statistics, and start-up failures.
 
-mod node_support;
+use crate::node_support;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -99,7 +99,7 @@ fn counter(manager: ManagerKind) -> (u64, u64) {
 }
 
 /// Messages per fault of each manager on the counter (locks and barriers included).
-/// Run by hand: `cargo test -p memlink-dsm --test node_cluster -- --ignored --nocapture`
+/// Run by hand: `cargo test -p memlink-dsm --test integration node_cluster -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement: run by hand with --ignored --nocapture"]
 fn report_messages_per_fault() {
@@ -246,7 +246,7 @@ fn garbage_sent_to_a_node_port_is_rejected_and_the_node_keeps_serving() {
 
 /// Remote read miss latency (owner = manager = node 0, in-memory pages) against a raw TCP
 /// 4 KiB round trip in the same run. Run by hand:
-/// `cargo test -p memlink-dsm --release --test node_cluster measure -- --ignored --nocapture`
+/// `cargo test -p memlink-dsm --release --test integration node_cluster::measure -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement: run by hand with --ignored --nocapture"]
 fn measure_read_miss() {

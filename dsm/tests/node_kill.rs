@@ -1,7 +1,7 @@
 //! A real node process killed with SIGKILL: the nodes left fail with NodeLost, quickly, and
 //! never hang.
 
-mod node_support;
+use crate::node_support;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -39,6 +39,13 @@ fn child_node_process_entry() {
     std::process::exit(3);
 }
 
+/// The `child_node_process_entry` test as libtest names it in this binary (its path below
+/// the crate).
+fn child_node_process_entry_test() -> &'static str {
+    let path = concat!(module_path!(), "::child_node_process_entry");
+    path.split_once("::").map_or(path, |(_, test)| test)
+}
+
 #[test]
 fn a_killed_node_process_makes_the_others_fail_with_node_lost() {
     let (mut ls, addrs) = listeners(3);
@@ -47,7 +54,7 @@ fn a_killed_node_process_makes_the_others_fail_with_node_lost() {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "child_node_process_entry",
+        child_node_process_entry_test(),
         "--nocapture",
         "--test-threads=1",
     ])

@@ -3,7 +3,7 @@
 //! naming it, the final barrier of shutdown included, never a hang. An orderly shutdown of
 //! every node still ends without errors.
 
-mod node_support;
+use crate::node_support;
 
 use std::sync::mpsc::channel;
 use std::thread;

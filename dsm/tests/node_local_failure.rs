@@ -3,7 +3,7 @@
 //! naming it with the reason, and a peer waiting on it gets NodeLost once it is gone, never a
 //! hang or a panic.
 
-mod node_support;
+use crate::node_support;
 
 use std::sync::mpsc::channel;
 use std::thread;

@@ -13,7 +13,7 @@
 //! The parent checks the file afterwards: the read-only pages unchanged, the others holding
 //! what the nodes wrote.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@
 //! - the file holds the pages node 1 wrote and cleaned (`clean_request`) before the pager
 //!   went, and every other page as it was.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
@@ -214,12 +214,18 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The `pager_main` test as libtest names it in this binary (its path below the crate).
+fn pager_main_test() -> &'static str {
+    let path = concat!(module_path!(), "::pager_main");
+    path.split_once("::").map_or(path, |(_, test)| test)
+}
+
 /// Starts the pager process on `file` at `socket`; returns once it listens.
 fn start_pager(socket: &Path, file: &Path) -> Child {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .args([
             "--exact",
-            "pager_main",
+            pager_main_test(),
             "--nocapture",
             "--test-threads=1",
             "-q",

@@ -185,7 +185,7 @@ fn median(mut v: Vec<Duration>) -> f64 {
 
 /// Round trips over loopback, request/reply against raw TCP ping-pong of the same size, in
 /// the same run. Run by hand:
-/// `cargo test -p memlink-dsm --release --test remote_tcp -- --ignored --nocapture`
+/// `cargo test -p memlink-dsm --release --test integration remote_tcp -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement: run by hand with --ignored --nocapture"]
 fn measure_round_trips() {

@@ -19,7 +19,7 @@
 //! - a node killed while it holds tasks makes their handles on the home node return
 //!   `NodeLost` naming it, never a hang.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;

@@ -1,7 +1,8 @@
 //! Shared by the multi-process DSM tests: each test binary re-runs itself as the node
 //! processes of a local cluster. The parent picks the node body by name and passes the node's
-//! place in the cluster in an environment variable; the child's `node_main` test (a no-op in
-//! the parent) joins, runs the body, leaves, prints one line and exits with a status code.
+//! place in the cluster in an environment variable; the child's `node_main` test of the
+//! parent test's module (a no-op in the parent) joins, runs the body, leaves, prints one line
+//! and exits with a status code.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -228,6 +229,21 @@ pub fn node_entry(custom: &[(&str, Body)]) {
     std::process::exit(code);
 }
 
+/// The `node_main` test that a node process of the running test runs: the one of the test's
+/// own module, whose bodies it knows (in a binary of several files, a module each, the test
+/// names are `module::test`; libtest runs each test on a thread named after it, and node
+/// commands are made on that thread).
+fn node_main_test() -> String {
+    let thread = std::thread::current();
+    let test = thread
+        .name()
+        .expect("a node command is made on the test's own thread, named after the test");
+    match test.split_once("::") {
+        Some((module, _)) => format!("{module}::node_main"),
+        None => "node_main".to_owned(),
+    }
+}
+
 /// The command that runs this test binary as node `slot` with `body`, under the central
 /// manager.
 pub fn node_command(slot: &NodeSlot, body: &str, backend: Backend) -> Command {
@@ -244,7 +260,7 @@ pub fn node_command_with_manager(
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
     cmd.args([
         "--exact",
-        "node_main",
+        &node_main_test(),
         "--nocapture",
         "--test-threads=1",
         "-q",

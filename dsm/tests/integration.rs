@@ -1,0 +1,65 @@
+//! The DSM's integration tests that run in one test binary: one module per file of
+//! `dsm/tests/` (declared below, and as the binary's only tests in `dsm/Cargo.toml`, which
+//! turns cargo's one binary per file off). Each test binary costs a link against the
+//! libraries and its own copies of their generic code: one binary instead of 21 saves that
+//! work 20 times over in a cold build of the suite.
+//!
+//! Three files stay binaries of their own, declared beside this one in `dsm/Cargo.toml`:
+//! `mapping_limit` exhausts its process's mapping count, and `fault_backends` and
+//! `tasks_local` map DSM regions (and install the fault handlers) in the test process itself.
+//!
+//! The tests that re-run this binary as node or helper processes name the test the child
+//! runs by its path here (`module::test`): [`support::node_command`] through the module of
+//! the running test, the others through their `module_path!`.
+
+mod node_support;
+mod support;
+
+mod admission;
+mod apps_verified;
+mod capability_cluster;
+mod cluster_atomics;
+mod cluster_counter;
+mod cluster_failure;
+mod cluster_prefetch;
+mod example_launch_nodes;
+mod file_pager;
+mod fuzz_corpus;
+mod litmus_message_passing;
+mod litmus_sb_iriw;
+mod memory_budget;
+mod node_cluster;
+mod node_kill;
+mod node_leave;
+mod node_local_failure;
+mod pager_locks;
+mod pager_process;
+mod remote_tcp;
+mod tasks_cluster;
+
+/// Every file of `dsm/tests/` is a module of this binary or a test binary of its own (cargo
+/// no longer finds them by itself, so a new file left out would silently never run).
+#[test]
+fn every_test_file_runs() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let modules = include_str!("integration.rs");
+    let manifest = include_str!("../Cargo.toml");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dsm/tests") {
+        let name = entry.expect("a directory entry").file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".rs")) else {
+            continue;
+        };
+        let module = format!("\nmod {stem};\n");
+        let binary = format!("path = \"tests/{stem}.rs\"");
+        if !modules.contains(&module) && !manifest.contains(&binary) {
+            missing.push(stem.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "dsm/tests/{{{}}}.rs: neither a module of dsm/tests/integration.rs (add `mod <name>;` \
+         there) nor a [[test]] of dsm/Cargo.toml",
+        missing.join(",")
+    );
+}
