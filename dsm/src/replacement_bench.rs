@@ -355,6 +355,26 @@ mod tests {
         };
         assert_eq!(HoldFigures::find_in(&h.to_line()), Some(h));
         assert_eq!(HoldFigures::find_in("memlink-dsm-hold-bench id=1"), None);
+        let p = PagerFigures {
+            bytes: 1 << 30,
+            rounds: 5,
+            mmap_secs: 0.25,
+            pager_secs: 0.5,
+            ratio_median: 0.5,
+            ratio_min: 0.25,
+            ratio_max: 0.75,
+            cpu_ratio_median: 0.625,
+            cpu_ratio_min: 0.5,
+            cpu_ratio_max: 1.5,
+        };
+        assert_eq!(
+            PagerFigures::find_in(&format!("x\n{}\n", p.to_line())),
+            Some(p)
+        );
+        assert_eq!(
+            PagerFigures::find_in("memlink-dsm-pager-bench bytes=1"),
+            None
+        );
     }
 }
 
@@ -380,6 +400,14 @@ pub struct PagerFigures {
     pub ratio_min: f64,
     /// The highest of those ratios.
     pub ratio_max: f64,
+    /// Median over the rounds of the CPU time (all the process's threads, user and system)
+    /// of the plain read against that of the read through the pager: the cost per byte,
+    /// which a shared machine's load distorts less than the elapsed time.
+    pub cpu_ratio_median: f64,
+    /// The lowest of those CPU-time ratios.
+    pub cpu_ratio_min: f64,
+    /// The highest of those CPU-time ratios.
+    pub cpu_ratio_max: f64,
 }
 
 /// Rounds of the pager bench: the plain read and the read through the pager alternate, so
@@ -393,14 +421,18 @@ impl PagerFigures {
     pub fn to_line(&self) -> String {
         format!(
             "{PAGER_PREFIX} bytes={} rounds={} mmap_secs={:.6} pager_secs={:.6} \
-             ratio_median={:.4} ratio_min={:.4} ratio_max={:.4}",
+             ratio_median={:.4} ratio_min={:.4} ratio_max={:.4} cpu_ratio_median={:.4} \
+             cpu_ratio_min={:.4} cpu_ratio_max={:.4}",
             self.bytes,
             self.rounds,
             self.mmap_secs,
             self.pager_secs,
             self.ratio_median,
             self.ratio_min,
-            self.ratio_max
+            self.ratio_max,
+            self.cpu_ratio_median,
+            self.cpu_ratio_min,
+            self.cpu_ratio_max
         )
     }
 
@@ -421,12 +453,39 @@ impl PagerFigures {
                 "ratio_median" => f.ratio_median = v.parse().ok()?,
                 "ratio_min" => f.ratio_min = v.parse().ok()?,
                 "ratio_max" => f.ratio_max = v.parse().ok()?,
+                "cpu_ratio_median" => f.cpu_ratio_median = v.parse().ok()?,
+                "cpu_ratio_min" => f.cpu_ratio_min = v.parse().ok()?,
+                "cpu_ratio_max" => f.cpu_ratio_max = v.parse().ok()?,
                 _ => return None,
             }
             seen += 1;
         }
-        (seen == 7).then_some(f)
+        (seen == 10).then_some(f)
     }
+}
+
+/// CPU seconds this process has used so far, all its threads, user and system (0 if the
+/// kernel does not say).
+fn process_cpu_secs() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `rusage` into the buffer, which holds one.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: zeroed, then filled by the successful call.
+    let usage = unsafe { usage.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// The median, the lowest and the highest of `v` (zeros when empty).
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    let median = median_us(&mut v);
+    (
+        median,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// A sum of the `len` bytes at `src`, 8 at a time, each page copied out first (what a
@@ -487,18 +546,22 @@ pub fn run_pager_node(
         ));
     }
     let (mut mmap_secs, mut pager_secs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_ratios = Vec::new();
     for _ in 0..PAGER_ROUNDS {
+        let cpu = process_cpu_secs();
         let t = Instant::now();
         let plain = map()?;
         // SAFETY: as above.
         let sum = std::hint::black_box(unsafe { checksum(plain.as_ptr(), len) });
         drop(plain);
         let plain_secs = t.elapsed().as_secs_f64();
+        let plain_cpu = process_cpu_secs() - cpu;
         if sum != warm {
             return Err(DsmError::Protocol(
                 "the file changed while it was read".into(),
             ));
         }
+        let cpu = process_cpu_secs();
         let t = Instant::now();
         // SAFETY: `base..base + len` lies inside the region (checked above), mapped for the
         // node's lifetime, its faults served; nobody writes it; a page only ever appears
@@ -506,6 +569,7 @@ pub fn run_pager_node(
         let through_pager =
             std::hint::black_box(unsafe { checksum(dsm.at::<u8>(base).cast_const(), len) });
         let paged_secs = t.elapsed().as_secs_f64();
+        let paged_cpu = process_cpu_secs() - cpu;
         if through_pager != warm {
             return Err(DsmError::Protocol(
                 "the region read through the pager differs from the file".into(),
@@ -514,18 +578,22 @@ pub fn run_pager_node(
         mmap_secs.push(plain_secs);
         pager_secs.push(paged_secs);
         ratios.push(plain_secs / paged_secs);
+        cpu_ratios.push(plain_cpu / paged_cpu.max(1e-9));
     }
     dsm.leave()?;
-    let ratio_min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let ratio_max = ratios.iter().copied().fold(0.0, f64::max);
     // (median_us takes the median of samples in any unit.)
+    let (ratio_median, ratio_min, ratio_max) = spread(ratios);
+    let (cpu_ratio_median, cpu_ratio_min, cpu_ratio_max) = spread(cpu_ratios);
     Ok(PagerFigures {
         bytes: len as u64,
         rounds: PAGER_ROUNDS,
         mmap_secs: median_us(&mut mmap_secs),
         pager_secs: median_us(&mut pager_secs),
-        ratio_median: median_us(&mut ratios),
+        ratio_median,
         ratio_min,
         ratio_max,
+        cpu_ratio_median,
+        cpu_ratio_min,
+        cpu_ratio_max,
     })
 }

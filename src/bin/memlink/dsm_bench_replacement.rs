@@ -283,6 +283,9 @@ fn pager(a: &BenchArgs) -> ExitCode {
                 "pager_vs_mmap": round3(f.ratio_median),
                 "pager_vs_mmap_min": round3(f.ratio_min),
                 "pager_vs_mmap_max": round3(f.ratio_max),
+                "cpu_pager_vs_mmap": round3(f.cpu_ratio_median),
+                "cpu_pager_vs_mmap_min": round3(f.cpu_ratio_min),
+                "cpu_pager_vs_mmap_max": round3(f.cpu_ratio_max),
             })
         );
     } else {
@@ -298,6 +301,10 @@ fn pager(a: &BenchArgs) -> ExitCode {
         println!(
             "  pager / mmap = {:.3} (median of the rounds' ratios; range {:.3} - {:.3})",
             f.ratio_median, f.ratio_min, f.ratio_max
+        );
+        println!(
+            "  CPU time per byte, mmap / pager = {:.3} (median; range {:.3} - {:.3})",
+            f.cpu_ratio_median, f.cpu_ratio_min, f.cpu_ratio_max
         );
     }
     ExitCode::SUCCESS
