@@ -259,6 +259,7 @@ pub fn protocol_codec(data: &[u8]) {
                 | Effect::Hold { page }
                 | Effect::Served { page }
                 | Effect::Denied { page, .. }
+                | Effect::DataError { page, .. }
                 | Effect::DataUnlock { page, .. } => assert!(page < PAGES),
                 Effect::CapDone { .. } | Effect::Received { .. } => {}
             }

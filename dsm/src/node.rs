@@ -150,6 +150,9 @@ struct State {
     pager_failure: Option<pager::PagerFailure>,
     /// Migrating tasks' `Migrate`s waiting for their stack pages' hand-offs ([`tasks`]).
     carrier: crate::process::carrier::Carrier,
+    /// Pages whose last page-in failed (the store's `data_error`), and why: the faults
+    /// that waited on them fail with it ([`pager`]).
+    unavailable: std::collections::HashMap<PageNo, pager::Unavailable>,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -333,6 +336,7 @@ impl NodeRuntime {
                 cache: true,
                 pager_failure: None,
                 carrier: Default::default(),
+                unavailable: Default::default(),
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -592,6 +596,10 @@ impl NodeRuntime {
         to_self: &mut VecDeque<Message>,
         out: &mut Outgoing,
     ) -> Result<(), (NodeId, String)> {
+        // Pages whose contents could not be read from the store in this step (a failed
+        // page-in, undone by the protocol's `data_error`): the step's later effects that
+        // would read them or change their access here are undone or skipped too.
+        let mut unreadable: Vec<PageNo> = Vec::new();
         for e in effects {
             self.before_effect(st, &e)?;
             // A migrating task's Migrate that waited for this hand-off leaves behind it.
@@ -603,6 +611,22 @@ impl NodeRuntime {
                 }
                 Self::push_task_messages(released, out);
                 continue;
+            }
+            match e {
+                Effect::SetAccess { page, .. } | Effect::Install { page, .. }
+                    if unreadable.contains(&page) =>
+                {
+                    Self::push_task_messages(released, out);
+                    continue;
+                }
+                Effect::Send { to, msg }
+                    if to != self.id && msg.carries_data() && unreadable.contains(&msg.page()) =>
+                {
+                    self.data_error(st, e, to_self, out)?;
+                    Self::push_task_messages(released, out);
+                    continue;
+                }
+                _ => {}
             }
             match e {
                 Effect::Send { to, msg } if to == self.id => to_self.push_back(msg),
@@ -630,7 +654,12 @@ impl NodeRuntime {
                         ));
                     }
                     let mut page = vec![0u8; PAGE_SIZE];
-                    self.store_read(st, msg.page(), &mut page)?;
+                    if !self.read_stored(st, msg.page(), &mut page) {
+                        unreadable.push(msg.page());
+                        self.data_error(st, e, to_self, out)?;
+                        Self::push_task_messages(released, out);
+                        continue;
+                    }
                     out.messages
                         .push((to, Self::encode_for(st, &msg, Some(&page))));
                 }
@@ -647,7 +676,12 @@ impl NodeRuntime {
                 },
                 Effect::PageIn { page, access } => {
                     let mut data = vec![0u8; PAGE_SIZE];
-                    self.store_read(st, page, &mut data)?;
+                    if !self.read_stored(st, page, &mut data) {
+                        unreadable.push(page);
+                        self.data_error(st, e, to_self, out)?;
+                        Self::push_task_messages(released, out);
+                        continue;
+                    }
                     self.pages
                         .install_page(page, &data, access)
                         .map_err(|e| self.local_memory_failure(page, access, e))?;
@@ -679,6 +713,10 @@ impl NodeRuntime {
                     let lock_now = self.store_unlock(st, page, access)?;
                     let effects = st.coherence.data_lock(page, 1, lock_now);
                     self.execute(st, effects, None, to_self, out)?;
+                }
+                Effect::DataError { page, owner } => {
+                    self.fault_failed(st, page, owner);
+                    out.served = true;
                 }
                 Effect::Denied { .. } | Effect::CapDone { .. } | Effect::Received { .. } => {
                     st.caps.absorb(&e);
@@ -1130,6 +1168,9 @@ impl FaultResolver for NodeRuntime {
             if asked && st.caps.refused(page, access) {
                 return Err(DsmError::Denied { page, access });
             }
+            if let Some(why) = st.unavailable.get(&page).filter(|_| asked) {
+                return Err(why.error(page));
+            }
             if now.pending.is_some() || now.evicting {
                 asked = true;
                 st = self.wait_for_page(st, page)?;
@@ -1138,6 +1179,7 @@ impl FaultResolver for NodeRuntime {
             // (A page its pager locked below `access` asks the pager first, the ordinary way.)
             if now.paged_out() && access <= st.coherence.pager_lock(page) {
                 // Its own page, from the store: maybe with the pages after it.
+                st.unavailable.remove(&page);
                 let mut out = Outgoing::default();
                 let (guard, started) = self.read_ahead(st, page, access, &mut out)?;
                 st = guard;
@@ -1159,6 +1201,7 @@ impl FaultResolver for NodeRuntime {
                 continue;
             }
             st.caps.fault_starts(page);
+            st.unavailable.remove(&page);
             asked = true;
             let mut out = Outgoing::default();
             st = self.start_fault(st, page, access, &mut out)?;

@@ -208,6 +208,17 @@ pub enum DsmError {
         /// How long the node waited.
         after: std::time::Duration,
     },
+    /// A fault on `page` failed because the backing store (pager) of the node that owns
+    /// it could not provide its contents (Mach's `data_error`); this node and the cluster go
+    /// on, and a later fault asks again.
+    PageUnavailable {
+        /// The page.
+        page: PageNo,
+        /// The node whose store failed.
+        owner: NodeId,
+        /// What it said, when it was this node.
+        reason: String,
+    },
 }
 
 impl fmt::Display for DsmError {
@@ -264,6 +275,16 @@ impl fmt::Display for DsmError {
                 f,
                 "the pager {pager:?} did not answer within {after:?}; check that it runs and \
                  is not stuck, or give it a longer timeout"
+            ),
+            DsmError::PageUnavailable {
+                page,
+                owner,
+                reason,
+            } => write!(
+                f,
+                "page {page} could not be read from the pager of node {owner}, its owner \
+                 ({reason}); the other pages and the nodes go on: fix or restart that pager \
+                 and fault again"
             ),
         }
     }

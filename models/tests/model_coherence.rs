@@ -102,6 +102,7 @@ fn base(kind: ManagerKind) -> CoherenceModel {
         locks: 0,
         runs: 0,
         hold: false,
+        pager_fails: false,
     }
 }
 
@@ -308,6 +309,28 @@ fn every_manager_is_coherent_and_live_with_runs_paged_in_and_dropped_alone() {
             frames: Some(2),
             evictions: 1,
             runs: 2,
+            ..base(kind)
+        },
+        1000,
+    );
+}
+
+/// A pager that fails (Mach's `data_error`): at any step the pager starts failing every
+/// read, under a budget of one frame per node (every page starts in the store, at node 0).
+/// Each page-in from then on is undone: the owner keeps the page paged out, a requester
+/// elsewhere is told and ends the manager's transaction. No node holds a page whose
+/// page-in failed, no acknowledged write is lost, copysets stay exact, and every fault is
+/// answered, served or failed, for every manager (3 nodes, 1 page).
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn every_manager_is_coherent_and_live_when_the_pager_fails() {
+    check_config(
+        |kind| CoherenceModel {
+            pages: 1,
+            faults: 3,
+            frames: Some(1),
+            evictions: 1,
+            pager_fails: true,
             ..base(kind)
         },
         1000,

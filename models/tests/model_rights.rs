@@ -38,6 +38,7 @@ fn model(kind: ManagerKind) -> RightsModel {
             locks: 0,
             runs: 0,
             hold: false,
+            pager_fails: false,
         },
         restrict: false,
         derive: true,

@@ -175,44 +175,6 @@ impl NodeRuntime {
         );
     }
 
-    /// The stored contents of `page` (zeros when nothing was ever written back here).
-    pub(super) fn store_read(
-        &self,
-        st: &mut State,
-        page: PageNo,
-        out: &mut [u8],
-    ) -> Result<(), (NodeId, String)> {
-        self.evictions.paged_in();
-        let read = match st.store.as_mut() {
-            Some(store) => store.read_page(page, out),
-            None => {
-                out.fill(0);
-                Ok(())
-            }
-        };
-        read.map_err(|e| self.store_failed(st, e))
-    }
-
-    /// The stored contents of the run of pages from `first` (`out`: a multiple of
-    /// `PAGE_SIZE` bytes; zeros when nothing was ever written back here), in one read.
-    pub(super) fn store_read_run(
-        &self,
-        st: &mut State,
-        first: PageNo,
-        out: &mut [u8],
-    ) -> Result<(), (NodeId, String)> {
-        self.evictions
-            .paged_in_run((out.len() / crate::types::PAGE_SIZE) as u32);
-        let read = match st.store.as_mut() {
-            Some(store) => store.read_run(first, out),
-            None => {
-                out.fill(0);
-                Ok(())
-            }
-        };
-        read.map_err(|e| self.store_failed(st, e))
-    }
-
     /// Write `data` as the stored contents of `page` (the store is made on first use).
     pub(super) fn store_write(
         &self,

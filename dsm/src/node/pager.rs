@@ -2,12 +2,51 @@
 //! commands `data_lock` and `cache` (and the release that `cache` decides on), the
 //! `data_unlock` a fault sends it, and what a pager that is gone or does not answer does to
 //! the node.
+//!
+//! **A failed page-in fails only the faults that need it** (Mach's `data_error`). A read
+//! from the store that fails (the pager is gone, silent, or answers with an error) is
+//! undone by the protocol ([`crate::protocol::Coherence::data_error`]): the page stays
+//! paged out at its owner, a requester elsewhere is told ([`Message::DataError`]) and the
+//! manager's transaction ends; the faults that waited on the page fail with the pager's
+//! error ([`DsmError::PagerLost`], [`DsmError::PagerTimeout`], or
+//! [`DsmError::PageUnavailable`] at other nodes), and the node and its peers go on: pages
+//! held anywhere are still served, resident pages stay readable, a later fault asks the
+//! pager again. A write-back that fails still fails the node (the page's only copy would be
+//! lost).
+//!
+//! [`Message::DataError`]: crate::protocol::Message::DataError
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use super::{NodeRuntime, Outgoing, State, lock};
+use crate::protocol::{Effect, Message};
 use crate::replacement::StoreError;
 use crate::types::{Access, DsmError, NodeId, PageNo};
+
+/// Why the last page-in of a page failed: the faults that waited on it fail with this.
+#[derive(Clone, Debug)]
+pub(super) struct Unavailable {
+    /// The node whose store failed.
+    owner: NodeId,
+    /// This node's pager, when it is gone or silent.
+    pager: Option<PagerFailure>,
+    /// What was seen.
+    reason: String,
+}
+
+impl Unavailable {
+    pub(super) fn error(&self, page: PageNo) -> DsmError {
+        match &self.pager {
+            Some(p) => p.error(),
+            None => DsmError::PageUnavailable {
+                page,
+                owner: self.owner,
+                reason: self.reason.clone(),
+            },
+        }
+    }
+}
 
 /// A pager call that failed because the pager is gone or silent, kept so that every fault
 /// and operation of the node reports it by name.
@@ -39,7 +78,124 @@ impl PagerFailure {
 }
 
 impl NodeRuntime {
-    /// A backing-store call failed with `e`: the failure that ends the node, as
+    /// Read the stored contents of `page` for a page-in (zeros when nothing was ever
+    /// written back here). False when the store failed: why is recorded for the page's
+    /// faults, and the caller undoes the page-in ([`NodeRuntime::data_error`]).
+    pub(super) fn read_stored(&self, st: &mut State, page: PageNo, out: &mut [u8]) -> bool {
+        self.evictions.paged_in();
+        let read = match st.store.as_mut() {
+            Some(store) => store.read_page(page, out),
+            None => {
+                out.fill(0);
+                Ok(())
+            }
+        };
+        match read {
+            Ok(()) => true,
+            Err(e) => {
+                self.page_in_failed(st, page..page + 1, e);
+                false
+            }
+        }
+    }
+
+    /// Read the run of `count` pages from `first` from the store in one call, for a
+    /// read-ahead's page-ins of `access`. False when the store failed: each page-in of the
+    /// run is undone (the pages stay paged out) and its faults fail.
+    pub(super) fn read_run_or_undo(
+        &self,
+        st: &mut State,
+        first: PageNo,
+        count: u32,
+        access: Access,
+        out: &mut [u8],
+    ) -> Result<bool, (NodeId, String)> {
+        self.evictions.paged_in_run(count);
+        let read = match st.store.as_mut() {
+            Some(store) => store.read_run(first, out),
+            None => {
+                out.fill(0);
+                Ok(())
+            }
+        };
+        let Err(e) = read else {
+            return Ok(true);
+        };
+        self.page_in_failed(st, first..first + count, e);
+        let mut to_self = VecDeque::new();
+        let mut out = Outgoing::default();
+        for page in first..first + count {
+            self.data_error(st, Effect::PageIn { page, access }, &mut to_self, &mut out)?;
+        }
+        // Undoing a page-in for a local fault sends nothing (see Coherence::data_error).
+        if !to_self.is_empty() || !out.messages.is_empty() {
+            return Err((
+                self.id,
+                "protocol violation: undoing a read-ahead sent messages".into(),
+            ));
+        }
+        self.served.notify_all();
+        Ok(false)
+    }
+
+    /// The store failed to provide `pages` with `e`: remember why, for their faults.
+    fn page_in_failed(&self, st: &mut State, pages: Range<PageNo>, e: StoreError) {
+        let pager = match &e {
+            StoreError::PagerLost { pager, reason } => Some(PagerFailure::Lost {
+                pager: pager.clone(),
+                reason: reason.clone(),
+            }),
+            StoreError::PagerTimeout { pager, after } => Some(PagerFailure::Timeout {
+                pager: pager.clone(),
+                after: *after,
+            }),
+            _ => None,
+        };
+        if st.pager_failure.is_none() {
+            st.pager_failure = pager.clone();
+        }
+        let why = Unavailable {
+            owner: self.id,
+            pager,
+            reason: e.to_string(),
+        };
+        for page in pages {
+            st.unavailable.insert(page, why.clone());
+        }
+    }
+
+    /// Carry out the protocol's undo of `failed`, an effect whose page could not be read
+    /// from the store ([`crate::protocol::Coherence::data_error`]).
+    pub(super) fn data_error(
+        &self,
+        st: &mut State,
+        failed: Effect,
+        to_self: &mut VecDeque<Message>,
+        out: &mut Outgoing,
+    ) -> Result<(), (NodeId, String)> {
+        let undo = st
+            .coherence
+            .data_error(failed)
+            .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
+        self.execute(st, undo, None, to_self, out)
+    }
+
+    /// The protocol's [`Effect::DataError`]: the fault on `page` failed because the store
+    /// of node `owner` could not provide it.
+    pub(super) fn fault_failed(&self, st: &mut State, page: PageNo, owner: NodeId) {
+        if owner != self.id || !st.unavailable.contains_key(&page) {
+            st.unavailable.insert(
+                page,
+                Unavailable {
+                    owner,
+                    pager: None,
+                    reason: "it answered the request with data_error".into(),
+                },
+            );
+        }
+    }
+
+    /// A backing-store write or unlock failed with `e`: the failure that ends the node, as
     /// `(node, reason)`. A pager that is gone or silent is remembered, so the faults waiting
     /// here (and every later operation) fail with [`DsmError::PagerLost`] or
     /// [`DsmError::PagerTimeout`] naming it; the peers see this node lost, with the reason.

@@ -465,7 +465,9 @@ impl NodeRuntime {
                 }
                 None => {
                     let mut data = vec![0u8; len];
-                    self.store_read_run(st, first, &mut data)?;
+                    if !self.read_run_or_undo(st, first, count, access, &mut data)? {
+                        continue;
+                    }
                     self.pages.install_run(first, &data, access)
                 }
             };

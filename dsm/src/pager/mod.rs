@@ -21,7 +21,11 @@
 //!
 //! A pager may run in its own process ([`PagerServer`], [`RemotePager`]): one that dies or
 //! stops answering fails the faults that wait on it with [`crate::DsmError::PagerLost`] or
-//! [`crate::DsmError::PagerTimeout`], naming it.
+//! [`crate::DsmError::PagerTimeout`], naming it (at other nodes whose faults needed a page
+//! from it: [`crate::DsmError::PageUnavailable`]). Only those faults fail, as after Mach's
+//! `memory_object_data_error`: the protocol undoes the half-done page-in
+//! ([`crate::protocol::Coherence::data_error`]), so the nodes go on, pages held anywhere
+//! are still served, and a later fault asks the pager again.
 //!
 //! [`FilePager`] maps a file (or a range of it) with memmap2; [`PagerStore`] makes any pager a
 //! node's [`crate::replacement::BackingStore`] (`Dsm::join_with_store`). Every node of a local

@@ -22,7 +22,8 @@
 //! is [`PagerError::Timeout`]. Either is final for the connection (a late reply would be
 //! out of step), so every later call fails the same way. The node fails the faults that
 //! wait on the pager with [`crate::DsmError::PagerLost`] or
-//! [`crate::DsmError::PagerTimeout`], naming it: never a hang.
+//! [`crate::DsmError::PagerTimeout`], naming it: never a hang; only those faults fail
+//! (see [`crate::pager`]).
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

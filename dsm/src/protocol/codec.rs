@@ -108,6 +108,7 @@ pub fn encode(msg: &Message, data: Option<&[u8]>, out: &mut Vec<u8>) {
         Message::Deliver { first, .. } => (19, first, 0, none, false),
         Message::Restrict { first, rights, .. } => (20, first, 0, rights, false),
         Message::Refused { page, access } => (18, page, 0, access_byte(access), false),
+        Message::DataError { page, access } => (21, page, 0, access_byte(access), false),
     };
     out.push(tag);
     out.extend_from_slice(&page.to_le_bytes());
@@ -247,6 +248,10 @@ pub fn decode(b: &[u8]) -> Result<(Message, Option<&[u8]>), DecodeError> {
             page,
             access: access()?,
         },
+        21 => Message::DataError {
+            page,
+            access: access()?,
+        },
         t => return Err(DecodeError::UnknownTag(t)),
     };
     if msg.carries_data() {
@@ -375,6 +380,10 @@ mod tests {
             Message::Refused {
                 page: 3,
                 access: Access::Write,
+            },
+            Message::DataError {
+                page: 3,
+                access: Access::Read,
             },
             Message::Deliver {
                 cap: CapId::new(2, 7),

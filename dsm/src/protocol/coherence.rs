@@ -82,6 +82,20 @@ impl PageState {
     }
 }
 
+/// A page-in of an owned page failed: it is paged out again (no access, its contents only
+/// in the store), as before the fault.
+pub(super) fn undo_page_in(page: PageNo, st: &mut PageState, out: &mut Vec<Effect>) {
+    st.fenced = false;
+    st.clean = false;
+    if st.access != Access::None {
+        st.access = Access::None;
+        out.push(Effect::SetAccess {
+            page,
+            access: Access::None,
+        });
+    }
+}
+
 /// One node's half of the coherence protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Coherence {
@@ -391,6 +405,90 @@ impl Coherence {
         out.push(Effect::WriteBack { page });
         self.track_clean(&mut out);
         self.state(page)?.clean = true;
+        Ok(out)
+    }
+
+    /// Mach's `memory_object_data_error`, at the node whose backing store (pager) failed:
+    /// the contents that `failed` needed could not be read. `failed` is an effect of the
+    /// step just run: an [`Effect::PageIn`] or [`Effect::SendStored`], or an
+    /// [`Effect::Send`] of a [`Message::Grant`] with data of a page whose page-in failed
+    /// earlier in that step. The runtime carries out the step's other effects (skipping
+    /// those that would change the failed page's access here, which this undo decides),
+    /// then these, which undo the half-done page-in so that the node and its peers go on:
+    /// - a page-in for a local fault: the page is paged out again (owned, no access, its
+    ///   contents still only in the store), and the fault fails ([`Effect::DataError`]);
+    /// - a grant to another node: the requester is told ([`Message::DataError`]) and asks
+    ///   nothing more of this request; a write grant's ownership comes back here (the page
+    ///   paged out, as before), a read grant's copy leaves the copyset.
+    ///
+    /// No node believes it holds the page afterwards, and every fault that waited on the
+    /// store is answered. A `failed` that this node's state does not fit is an error.
+    pub fn data_error(&mut self, failed: Effect) -> Result<Vec<Effect>, ProtocolError> {
+        let page = match failed {
+            Effect::PageIn { page, .. } => page,
+            Effect::SendStored { msg, .. } | Effect::Send { msg, .. } => msg.page(),
+            other => {
+                return Err(ProtocolError(format!(
+                    "a data error reported for {other:?}, which reads no store"
+                )));
+            }
+        };
+        let me = self.id;
+        let mut out = Vec::new();
+        if self.kind == ManagerKind::Dynamic {
+            self.dynamic_ctx(page, &mut out)?
+                .data_error(failed)
+                .map_err(ProtocolError)?;
+            self.track_clean(&mut out);
+            return Ok(out);
+        }
+        let st = self.state(page)?;
+        match failed {
+            Effect::PageIn { .. } if !st.evicting => {
+                if st.owner {
+                    undo_page_in(page, st, &mut out);
+                }
+                out.push(Effect::DataError { page, owner: me });
+            }
+            Effect::SendStored {
+                to,
+                msg: Message::Grant { access, .. },
+            }
+            | Effect::Send {
+                to,
+                msg:
+                    Message::Grant {
+                        access,
+                        with_data: true,
+                        ..
+                    },
+            } if to != me => {
+                match access {
+                    Access::Read if st.owner => {}
+                    Access::Write if !st.owner && st.access == Access::None && !st.evicting => {
+                        // Ownership stays here, paged out.
+                        st.owner = true;
+                        st.fenced = false;
+                    }
+                    _ => {
+                        return Err(ProtocolError(format!(
+                            "a data error for a grant of {access:?} of page {page} to node {to}, \
+                             which node {me} did not make"
+                        )));
+                    }
+                }
+                out.push(Effect::Send {
+                    to,
+                    msg: Message::DataError { page, access },
+                });
+            }
+            other => {
+                return Err(ProtocolError(format!(
+                    "a data error for {other:?} at node {me}, whose page {page} is {st:?}"
+                )));
+            }
+        }
+        self.track_clean(&mut out);
         Ok(out)
     }
 
@@ -842,6 +940,7 @@ impl Coherence {
                     ctx.hand_off(from, access, room && allowed >= access)
                 }
                 Message::Refused { access, .. } => ctx.refused(from, access),
+                Message::DataError { access, .. } => ctx.data_error_reply(from, access),
                 Message::HandOffReply { accepted, .. } => ctx.hand_off_reply(from, accepted),
                 Message::Invalidate { .. } => ctx.invalidate(from),
                 Message::InvalidateAck { .. } => ctx.invalidate_ack(from),
@@ -889,6 +988,25 @@ impl Coherence {
                 }
                 st.pending = None;
                 out.push(Effect::Denied { page, access });
+            }
+            Message::DataError { access, .. } => {
+                let st = self.state(page)?;
+                if from == me || st.pending != Some(access) {
+                    return Err(ProtocolError(format!(
+                        "data error of {access:?} for page {page} from node {from}, which node \
+                         {me} did not ask"
+                    )));
+                }
+                // Nothing came: the page is as it was; the manager's transaction ends.
+                st.pending = None;
+                out.push(Effect::DataError { page, owner: from });
+                out.push(Effect::Send {
+                    to: manager,
+                    msg: Message::Confirm {
+                        page,
+                        access: Access::None,
+                    },
+                });
             }
             Message::Evict { hand_off, .. } => {
                 if hand_off.is_some_and(|t| t >= self.nodes) {

@@ -492,6 +492,113 @@ impl PageCtx<'_> {
         self.drain()
     }
 
+    /// The owner `from` could not read the page from its store for this node's request
+    /// for `access` (`Message::DataError`): nothing came, the fault fails. The owner is the
+    /// probable owner from now on (nodes that passed a write request on point here).
+    pub fn data_error_reply(&mut self, from: NodeId, access: Access) -> Result<(), String> {
+        let page = self.page;
+        if self.st.pending != Some(access) || from == self.me {
+            return Err(format!(
+                "data error of {access:?} for page {page} from node {from}, which node {} did \
+                 not ask",
+                self.me
+            ));
+        }
+        self.st.pending = None;
+        if !self.st.owner {
+            self.e.prob_owner = from;
+        }
+        self.out.push(Effect::DataError { page, owner: from });
+        self.drain()
+    }
+
+    /// `data_error` at this node, the owner whose store failed (see
+    /// [`super::Coherence::data_error`]): undo the half-done page-in `failed`.
+    pub fn data_error(&mut self, failed: Effect) -> Result<(), String> {
+        let (page, me) = (self.page, self.me);
+        match failed {
+            Effect::PageIn { .. } if !self.st.evicting => {
+                if self.st.owner {
+                    super::coherence::undo_page_in(page, self.st, self.out);
+                }
+                self.out.push(Effect::DataError { page, owner: me });
+                Ok(())
+            }
+            Effect::SendStored {
+                to,
+                msg:
+                    Message::Grant {
+                        access: Access::Read,
+                        ..
+                    },
+            }
+            | Effect::Send {
+                to,
+                msg:
+                    Message::Grant {
+                        access: Access::Read,
+                        with_data: true,
+                        ..
+                    },
+            } if to != me
+                && self.st.owner
+                && self.e.busy == Some(DynamicBusy::AwaitingConfirm { reader: to }) =>
+            {
+                self.e.copyset.remove(to);
+                self.e.busy = None;
+                self.send(
+                    to,
+                    Message::DataError {
+                        page,
+                        access: Access::Read,
+                    },
+                );
+                self.drain()
+            }
+            Effect::SendStored {
+                to,
+                msg:
+                    Message::Grant {
+                        access: Access::Write,
+                        ..
+                    },
+            }
+            | Effect::Send {
+                to,
+                msg:
+                    Message::Grant {
+                        access: Access::Write,
+                        with_data: true,
+                        ..
+                    },
+            } if to != me
+                && !self.st.owner
+                && self.st.access == Access::None
+                && !self.st.evicting
+                && self.e.busy.is_none() =>
+            {
+                // Ownership stays here, paged out; requests passed on to `to` meanwhile
+                // come back through it (it points here once told).
+                self.st.owner = true;
+                self.st.fenced = false;
+                self.e.prob_owner = me;
+                self.e.copyset = NodeSet::default();
+                self.send(
+                    to,
+                    Message::DataError {
+                        page,
+                        access: Access::Write,
+                    },
+                );
+                self.drain()
+            }
+            other => Err(format!(
+                "a data error for {other:?} at node {me}, whose page {page} is {:?}",
+                self.st
+            )),
+        }
+    }
+
     /// The reader `from` confirmed its copy.
     pub fn confirm(&mut self, from: NodeId, access: Access) -> Result<(), String> {
         match self.e.busy {

@@ -280,7 +280,9 @@ impl ManagerEntry {
 
     /// The requester confirmed: record the new owner or copy and serve the next request.
     /// Or an ownership move ended: the adopting node confirmed, or the evicting node
-    /// reported its hand-off (the access the receiver took; None: refused).
+    /// reported its hand-off (the access the receiver took; None: refused). A requester's
+    /// confirm of access None: its transfer failed (the owner's store could not provide the
+    /// page), nothing changed.
     pub fn confirm(
         &mut self,
         page: PageNo,
@@ -300,6 +302,10 @@ impl ManagerEntry {
                     self.copyset.insert(from);
                 }
             }
+            // The owner's store could not provide the page (`Message::DataError`): the
+            // transfer did not happen, nothing changes.
+            Some(Busy::Access(t))
+                if t.requester == from && access == Access::None && t.acks_left == 0 => {}
             Some(Busy::Adopting { from: old, to }) if to == from && access == Access::Read => {
                 self.owner = to;
                 self.copyset.remove(to);

@@ -167,6 +167,16 @@ pub enum Message {
         /// The access asked for.
         access: Access,
     },
+    /// Owner → requester (Mach's `memory_object_data_error`): the owner's backing store (its
+    /// pager) could not provide the page's contents, so the request for `access` is not
+    /// served; nothing changed hands. Central and fixed managers: the requester ends the
+    /// manager's transaction with a [`Message::Confirm`] of access None.
+    DataError {
+        /// The page.
+        page: PageNo,
+        /// The access asked for.
+        access: Access,
+    },
 }
 
 /// How an eviction goes on (see [`Message::EvictReply`]).
@@ -201,7 +211,8 @@ impl Message {
             | Message::Adopt { page, .. }
             | Message::HandOff { page, .. }
             | Message::HandOffReply { page, .. }
-            | Message::Refused { page, .. } => page,
+            | Message::Refused { page, .. }
+            | Message::DataError { page, .. } => page,
             Message::Cap { record } => record.first,
             Message::Revoke { first, .. }
             | Message::Restrict { first, .. }
@@ -313,6 +324,16 @@ pub enum Effect {
     CapDone {
         /// The capability.
         cap: CapId,
+    },
+    /// The local fault on `page` failed: the contents could not be read from the backing
+    /// store (the pager) of node `owner` (this node, or the owner that sent
+    /// [`Message::DataError`]). The threads waiting for it get the pager's error; the page
+    /// is as it was before the fault, and a later fault asks again.
+    DataError {
+        /// The page.
+        page: PageNo,
+        /// The node whose store failed.
+        owner: NodeId,
     },
     /// A local fault on `page` may now be satisfied: wake the threads waiting for it.
     /// Also ends an eviction that did not free the frame (the node got the page's ownership

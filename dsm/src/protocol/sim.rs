@@ -45,6 +45,12 @@ pub struct SimCluster {
     /// Capability rounds finished since the caller last emptied it: (node, capability),
     /// from [`Effect::CapDone`].
     pub cap_done: Vec<(NodeId, CapId)>,
+    /// Whether the backing store's pager fails every read from now on (its writes still
+    /// reach it): each page-in is undone ([`Coherence::data_error`]).
+    pub store_fails: bool,
+    /// Faults failed since the caller last emptied it: (node, page), from
+    /// [`Effect::DataError`].
+    pub data_errors: Vec<(NodeId, PageNo)>,
 }
 
 /// The contents of a frame that was given up: any read of it is a bug the checks see.
@@ -64,6 +70,8 @@ impl SimCluster {
             denied: Vec::new(),
             refusals: Vec::new(),
             cap_done: Vec::new(),
+            store_fails: false,
+            data_errors: Vec::new(),
         })
     }
 
@@ -86,14 +94,40 @@ impl SimCluster {
     /// Carry out the effects of one protocol step at `node`, as the runtime does: a message
     /// with data takes the node's current contents when it is sent, an install takes the
     /// contents of the message being handled (`data`). The messages in flight stay sorted,
-    /// so two orders of sending the same messages give the same cluster.
+    /// so two orders of sending the same messages give the same cluster. With
+    /// [`SimCluster::store_fails`], a page-in or a send from the store fails as the runtime
+    /// sees it: the page's contents stay as they were, the step's later effects that would
+    /// read or change them are skipped or undone too, and the node's
+    /// [`Coherence::data_error`] is carried out at once.
     pub fn apply(
         &mut self,
         node: NodeId,
         effects: Vec<Effect>,
         data: Option<u64>,
     ) -> Result<(), ProtocolError> {
+        // Pages whose contents could not be read from the store in this step.
+        let mut failed: Vec<PageNo> = Vec::new();
         for e in effects {
+            let unreadable = match e {
+                Effect::PageIn { page, .. } if self.store_fails => Some(page),
+                Effect::SendStored { msg, .. } if self.store_fails => Some(msg.page()),
+                Effect::Send { msg, .. } if msg.carries_data() && failed.contains(&msg.page()) => {
+                    Some(msg.page())
+                }
+                _ => None,
+            };
+            if let Some(page) = unreadable {
+                failed.push(page);
+                let undo = self.nodes[node as usize].data_error(e)?;
+                self.apply(node, undo, None)?;
+                continue;
+            }
+            if let Effect::SetAccess { page, .. } | Effect::Install { page, .. } = e {
+                // The undo decided this page's access.
+                if failed.contains(&page) {
+                    continue;
+                }
+            }
             match e {
                 Effect::Send { to, msg } | Effect::SendStored { to, msg } => {
                     let stored = matches!(e, Effect::SendStored { .. });
@@ -134,6 +168,7 @@ impl SimCluster {
                     self.contents[node as usize][page as usize] = EVICTED;
                 }
                 Effect::Denied { page, access } => self.denied.push((node, page, access)),
+                Effect::DataError { page, .. } => self.data_errors.push((node, page)),
                 Effect::CapDone { cap } => self.cap_done.push((node, cap)),
                 // The pager's answer comes as SimCluster::data_lock (see Coherence::unlocking).
                 Effect::Received { .. } | Effect::DataUnlock { .. } => {}

@@ -65,6 +65,11 @@ pub struct CoherenceModel {
     /// of a file and the eviction of what it read), at any step where the node may take
     /// them alone, this many times in a run.
     pub runs: u8,
+    /// Whether the pager may start failing every read (a `data_request` that errs: it died,
+    /// or stopped answering) at any step of a run, once: from then on every page-in from
+    /// the store is undone (`Coherence::data_error`) and the faults that waited on it fail.
+    /// Its writes still reach it.
+    pub pager_fails: bool,
 }
 
 /// One state of the cluster.
@@ -89,6 +94,8 @@ pub struct ClusterState {
     pub runs_left: u8,
     /// A step the protocol refused (a ProtocolError) or a read that saw an old version.
     pub error: Option<String>,
+    /// Faults that failed because the pager could not provide their page.
+    pub failed_faults: u8,
 }
 
 impl ClusterState {
@@ -185,6 +192,8 @@ pub enum Step {
         /// The most access the node's threads may have from now on.
         access: Access,
     },
+    /// The pager fails every read from now on.
+    PagerFails,
     /// The Δt timer of `page` at `node` fires: the messages that waited are handled.
     Expire {
         /// The node.
@@ -249,6 +258,7 @@ impl fmt::Display for Step {
             Step::Expire { node, page } => {
                 write!(f, "node {node}'s hold of page {page} expires")
             }
+            Step::PagerFails => write!(f, "the pager fails every read from now on"),
             Step::Clean { node, page } => {
                 write!(f, "the pager asks node {node} to clean page {page}")
             }
@@ -301,12 +311,16 @@ impl Model for CoherenceModel {
             locks_left: self.locks,
             runs_left: self.runs,
             error: None,
+            failed_faults: 0,
         }]
     }
 
     fn actions(&self, s: &ClusterState, actions: &mut Vec<Step>) {
         if s.error.is_some() {
             return;
+        }
+        if self.pager_fails && !s.sim.store_fails {
+            actions.push(Step::PagerFails);
         }
         let in_flight = &s.sim.in_flight;
         for (i, e) in in_flight.iter().enumerate() {
@@ -408,6 +422,7 @@ impl Model for CoherenceModel {
     fn next_state(&self, last: &ClusterState, step: Step) -> Option<ClusterState> {
         let mut s = last.clone();
         match step {
+            Step::PagerFails => s.sim.store_fails = true,
             Step::Fault { node, page, access } => {
                 s.faults_left -= 1;
                 if access == Access::Write {
@@ -498,6 +513,12 @@ impl Model for CoherenceModel {
                 }
             }
         }
+        // A fault whose page-in failed ends: its thread got the pager's error.
+        for (n, p) in std::mem::take(&mut s.sim.data_errors) {
+            if s.waiting[n as usize][p as usize].take().is_some() {
+                s.failed_faults += 1;
+            }
+        }
         Some(s)
     }
 
@@ -540,6 +561,18 @@ impl Model for CoherenceModel {
                 |m: &CoherenceModel, s: &ClusterState| {
                     (0..m.nodes).all(|n| {
                         (0..m.pages).all(|p| s.access(n, p) <= s.sim.nodes[n].pager_lock(p))
+                    })
+                },
+            ),
+            Property::always(
+                "a failed page-in leaves no node holding the page",
+                |m: &CoherenceModel, s: &ClusterState| {
+                    (0..m.nodes).all(|n| {
+                        (0..m.pages).all(|p| {
+                            s.access(n, p) == Access::None
+                                || s.sim.contents[n][p as usize]
+                                    != memlink_dsm::protocol::sim::EVICTED
+                        })
                     })
                 },
             ),
