@@ -7,7 +7,7 @@
 # of every target (the models and stateright optimised, the dsm crate lightly, see
 # Cargo.toml), which the tests then reuse. The three CPU-bound parts run in the background
 # beside the other tests, which mostly wait on processes, sockets and timers: the stateright
-# models (their test binaries, run directly), the loom models (their own release build, since
+# models (their test binaries, run directly), the loom models (their own optimised build, since
 # --cfg memlink_loom changes the libraries) and the API documentation. Their output is kept in
 # a log each and printed, with its result, when they are done. Steps that run over a minute print progress (cargo's
 # per-crate lines, the test harness's per-test lines; the models' state counts every 20 s
@@ -88,17 +88,18 @@ jemalloc="$({ ldconfig -p || /sbin/ldconfig -p || true; } 2>/dev/null |
 models_pid=$!
 background+=("$models_pid")
 
-# The loom models need their own release build (--cfg memlink_loom changes the libraries). It
+# The loom models need their own optimised build (--cfg memlink_loom changes the libraries). It
 # is CPU-bound, while much of the next step waits on processes, sockets and timers, so it runs
 # beside the tests; its output is kept and shown, with its result, at the end.
 loom_log="$target/loom-models.log"
-step "loom models: started beside the tests (release build in $target/loom), output in $loom_log"
-# Without debug information (the release profile keeps it for profiling the benchmarks): it
-# only slowed this build. One test at a time in each binary: loom maps and unmaps a stack for
-# every modelled thread of every interleaving, and unmapping in a process whose threads run on
-# both cores costs a TLB shoot-down each time; two test threads took 2.5 times the CPU.
+step "loom models: started beside the tests (optimised build in $target/loom), output in $loom_log"
+# Profile loom (Cargo.toml): a release build without debug information, and loom's
+# dependencies that the models never run unoptimised. One test at a time: loom maps and unmaps
+# a stack for every modelled thread of every interleaving, and unmapping in a process whose
+# threads run on both cores costs a TLB shoot-down each time; two test threads took 2.5 times
+# the CPU.
 RUSTFLAGS="--cfg memlink_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}" \
-  CARGO_PROFILE_RELEASE_DEBUG=false cargo test --release --target-dir "$target/loom" -p memlink-loom-tests \
+  cargo test --profile loom --target-dir "$target/loom" -p memlink-loom-tests \
   -- --test-threads 1 >"$loom_log" 2>&1 &
 loom_pid=$!
 background+=("$loom_pid")
