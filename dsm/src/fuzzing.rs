@@ -487,11 +487,97 @@ impl crate::pager::Pager for MemoryPager {
 ///   (the stream ends, so nothing waits for the timeout), with an answer or one of the
 ///   pager's errors; once a call failed with anything but the pager's own error, every later
 ///   call fails too (the connection is out of step);
-/// - odd: the bytes are a node's requests to a pager server. The server never hands its
-///   pager a partial page, and every reply it writes is well formed: a known status and a
-///   length that fits it (whole pages of at most the longest run for data, none for the
-///   others, a bounded error text).
+/// - odd, `side % 8` 1 or 5: the bytes are a node's requests to a pager server. The server
+///   never hands its pager a partial page, and every reply it writes is well formed: a
+///   known status and a length that fits it (whole pages of at most the longest run for
+///   data, none for the others, a bounded error text);
+/// - `side % 8 == 3`: the bytes are a pager's commands as a node of 64 pages reads them
+///   ([`crate::pager::commands::decode_command`]): every command taken names pages of the
+///   region only, and encodes back to the frame it came from;
+/// - `side % 8 == 7`: the bytes are a node's answers to a pager's series of commands
+///   ([`crate::pager::PagerCommands`]). Every command ends, with a count of at most its
+///   pages or an error; once a link broke, the node is no longer commanded.
 pub fn pager_wire(data: &[u8]) {
+    if let Some(&side) = data.first() {
+        if side % 8 == 3 {
+            return pager_commands_read(&data[1..]);
+        }
+        if side % 8 == 7 {
+            return pager_command_answers(&data[1..]);
+        }
+    }
+    pager_calls(data)
+}
+
+/// [`pager_wire`] for commands a node reads.
+fn pager_commands_read(bytes: &[u8]) {
+    use crate::pager::commands::{COMMAND_LEN, Command, decode_command};
+    const PAGES: u32 = 64;
+    for chunk in bytes.chunks_exact(COMMAND_LEN) {
+        let frame: [u8; COMMAND_LEN] = chunk.try_into().expect("a whole frame");
+        let Ok(cmd) = decode_command(&frame, PAGES) else {
+            continue;
+        };
+        match &cmd {
+            Command::DataLock { pages, .. }
+            | Command::FlushRequest { pages }
+            | Command::CleanRequest { pages } => {
+                assert!(pages.start < pages.end && pages.end <= PAGES, "{cmd:?}")
+            }
+            Command::Cache { .. } => {}
+        }
+        assert_eq!(cmd.encode(), frame, "{cmd:?} from another frame");
+    }
+}
+
+/// [`pager_wire`] for a node's answers to a pager's commands.
+fn pager_command_answers(bytes: &[u8]) {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use crate::pager::commands::{self, CommandError, Links, PagerCommands};
+
+    let Ok((near, mut far)) = UnixStream::pair() else {
+        return;
+    };
+    let links = std::sync::Arc::new(Links::default());
+    links.join(&commands::hello(1, 64), near);
+    let mut ack = [0u8; crate::pager::remote::REPLY_HEADER];
+    if far.read_exact(&mut ack).is_err() {
+        return;
+    }
+    // Small inputs fit the socket's buffer, beside the commands the pager writes.
+    let bytes = &bytes[..bytes.len().min(64 * 1024)];
+    if far.write_all(bytes).is_err() || far.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let pager = PagerCommands::new(links).with_timeout(std::time::Duration::from_secs(5));
+    let mut linked = true;
+    for (cmd, pages) in [
+        (pager.clean_request(0..4), 4),
+        (pager.data_lock(2..3, crate::Access::Read), 1),
+        (pager.cache(false), 0),
+        (pager.flush_request(60..64), 4),
+        (pager.clean_request(0..64), 64),
+    ] {
+        assert_eq!(
+            cmd.len(),
+            usize::from(linked),
+            "a node commanded after its link broke"
+        );
+        for (node, r) in cmd {
+            assert_eq!(node, 1);
+            match r {
+                Ok(n) => assert!(n <= pages, "{n} pages for a command of {pages}"),
+                Err(CommandError::Failed { .. }) => {}
+                Err(_) => linked = false,
+            }
+        }
+    }
+}
+
+/// [`pager_wire`] for a pager's calls, from either side.
+fn pager_calls(data: &[u8]) {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 

@@ -45,6 +45,7 @@ use std::time::Duration;
 mod budget;
 pub mod capabilities;
 mod pager;
+pub use pager::PagerCommandLink;
 pub mod prefetch;
 mod read_ahead;
 pub mod tasks;

@@ -12,6 +12,13 @@
 //!   after all of it;
 //! - the file holds the pages node 1 wrote and cleaned (`clean_request`) before the pager
 //!   went, and every other page as it was.
+//!
+//! And a pager process that commands the nodes over its socket (`PagerCommands`): its
+//! `clean_request` puts node 1's writes in the file while the nodes run (the parent reads
+//! the file then), its `flush_request` makes node 1 give the pages up, its `data_lock`
+//! takes node 0's access to the pages it read away (a read asks the pager again:
+//! `data_unlock`), and `cache` reaches both nodes; each node then checks what the commands
+//! did, and the file holds the writes at the end.
 
 use crate::support;
 
@@ -48,7 +55,7 @@ const PAGER_END_ENV: &str = "MEMLINK_DSM_TEST_PAGER_END";
 
 #[test]
 fn node_main() {
-    support::node_entry(&[("pager_goes", pager_goes)]);
+    support::node_entry(&[("pager_goes", pager_goes), ("commanded", commanded)]);
 }
 
 /// The pager process: serves the file until killed.
@@ -326,4 +333,260 @@ fn a_killed_pager_fails_the_waiting_fault_with_pager_lost() {
 #[test]
 fn a_stopped_pager_fails_the_waiting_fault_with_pager_timeout() {
     run("stop");
+}
+
+// ---- The pager's commands, over the socket ----
+
+/// Pages node 1 writes, then the pager cleans (`clean_request`) and flushes
+/// (`flush_request`) by command.
+const COMMANDED: std::ops::Range<PageNo> = 18..22;
+/// `<socket>|<file>` in a pager process that takes commands on its stdin.
+const COMMAND_ENV: &str = "MEMLINK_DSM_TEST_PAGER_COMMANDS";
+
+/// The pager process of the commands test: serves the file, and sends the nodes the
+/// commands read from its stdin, one a line (`wait N`, `clean A B`, `flush A B`,
+/// `lock A B none|read|write`, `cache on|off`), printing each one's result: the command's
+/// name and the pages the nodes reported, or `error` and why.
+#[test]
+fn commanding_pager_main() {
+    let Ok(spec) = std::env::var(COMMAND_ENV) else {
+        return;
+    };
+    let (socket, file) = spec.split_once('|').expect("socket|file");
+    let pager = FilePager::open(file.as_ref(), 0, None, 1).expect("the pager's file");
+    let listener = UnixListener::bind(socket).expect("the pager's socket");
+    let server = std::sync::Arc::new(PagerServer::new(pager));
+    let commands = server.commands().with_timeout(support::DEADLINE);
+    std::thread::spawn(move || server.serve(listener));
+    println!("pager ready");
+    for line in std::io::stdin().lines().map_while(Result::ok) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let range = |a: &str, b: &str| a.parse::<PageNo>().unwrap()..b.parse::<PageNo>().unwrap();
+        let results = match words[..] {
+            ["wait", n] => {
+                let linked = commands.wait_for_nodes(n.parse().unwrap(), support::DEADLINE);
+                println!("wait {}", linked.len());
+                continue;
+            }
+            ["clean", a, b] => commands.clean_request(range(a, b)),
+            ["flush", a, b] => commands.flush_request(range(a, b)),
+            ["lock", a, b, access] => {
+                let access = match access {
+                    "none" => Access::None,
+                    "read" => Access::Read,
+                    _ => Access::Write,
+                };
+                commands.data_lock(range(a, b), access)
+            }
+            ["cache", on] => commands.cache(on == "on"),
+            _ => panic!("unknown command line {line:?}"),
+        };
+        let mut total = 0;
+        for (node, r) in results {
+            match r {
+                Ok(n) => total += n,
+                Err(e) => println!("error at node {node}: {e}"),
+            }
+        }
+        println!("{} {total}", words[0]);
+    }
+    std::process::exit(0);
+}
+
+/// A node of the commands test: node 1 writes `COMMANDED`, node 0 reads `HELD`; both say
+/// `ready` and wait while the pager commands them; then each checks what the commands did
+/// (node 0's `HELD` locked away but still readable once unlocked, node 1's `COMMANDED`
+/// flushed but read back from the file as it wrote it) and leaves.
+fn commanded(dsm: &Dsm) -> Result<bool, DsmError> {
+    let rt = dsm.runtime();
+    let socket = std::env::var_os(support::PAGER_SOCKET_ENV).expect("the pager's socket");
+    let link = rt
+        .take_pager_commands(socket.as_ref(), support::DEADLINE)
+        .map_err(|e| DsmError::Config(e.to_string()))?;
+    let mut ok = true;
+    dsm.barrier(1)?;
+    if dsm.id() == 1 {
+        for page in COMMANDED {
+            for w in 0..WORDS {
+                // SAFETY: as in page_is; a write fault brings the page here first.
+                unsafe {
+                    dsm.at::<u64>(at(page, w))
+                        .write_volatile(pattern(page, w, 1))
+                };
+            }
+        }
+    } else {
+        for page in HELD {
+            ok &= check(page_is(dsm, page, 0), "node 0 reads the file");
+        }
+    }
+    dsm.barrier(2)?;
+    {
+        use std::io::Write;
+        println!("ready");
+        let _ = std::io::stdout().flush();
+    }
+    support::wait_for_stdin_line();
+    // (Every access first: a read may bring the next pages in too.)
+    if dsm.id() == 1 {
+        for page in COMMANDED {
+            ok &= check(rt.access(page) == Access::None, "node 1 gave the page up");
+        }
+        for page in COMMANDED {
+            ok &= check(page_is(dsm, page, 1), "node 1 reads its write back");
+        }
+    } else {
+        for page in HELD {
+            ok &= check(rt.access(page) == Access::None, "node 0's page is locked");
+        }
+        for page in HELD {
+            ok &= check(page_is(dsm, page, 0), "node 0 reads it once unlocked");
+        }
+    }
+    drop(link);
+    Ok(ok)
+}
+
+/// The file's pages as `by` writes them (`by` 0 for all but `written`, whose writer is 1).
+fn file_bytes(written: std::ops::Range<PageNo>, by: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
+    for page in 1..=FILE_PAGES as PageNo {
+        let by = if written.contains(&page) { by } else { 0 };
+        for w in 0..WORDS {
+            bytes.extend_from_slice(&pattern(page, w, by).to_le_bytes());
+        }
+    }
+    bytes
+}
+
+#[test]
+fn a_pager_process_commands_the_nodes_over_its_socket() {
+    let file = scratch("file-commands");
+    let socket = scratch("pager-commands.sock");
+    let _ = std::fs::remove_file(&socket);
+    std::fs::write(&file, file_bytes(0..0, 0)).expect("write the file");
+    let mut pager = Command::new(std::env::current_exe().expect("own path"))
+        .args([
+            "--exact",
+            {
+                let path = concat!(module_path!(), "::commanding_pager_main");
+                path.split_once("::").map_or(path, |(_, test)| test)
+            },
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(
+            COMMAND_ENV,
+            format!("{}|{}", socket.display(), file.display()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the pager process");
+    let mut to_pager = pager.stdin.take().expect("its stdin");
+    let from_pager = BufReader::new(pager.stdout.take().expect("its stdout"));
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in from_pager.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    struct EndPager(Child);
+    impl Drop for EndPager {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _pager = EndPager(pager);
+    // The pager's answer to `command`: the line it prints for it (errors fail the test).
+    let mut ask = |command: &str| -> String {
+        use std::io::Write;
+        writeln!(to_pager, "{command}").expect("write to the pager");
+        let name = command.split_whitespace().next().unwrap_or_default();
+        loop {
+            let line = lines
+                .recv_timeout(support::DEADLINE)
+                .unwrap_or_else(|e| panic!("the pager never answered {command:?}: {e:?}"));
+            assert!(!line.starts_with("error"), "{command}: {line}");
+            if let Some(rest) = line.strip_prefix(name) {
+                return rest.trim().to_string();
+            }
+        }
+    };
+    loop {
+        let line = lines
+            .recv_timeout(support::DEADLINE)
+            .expect("the pager starts");
+        if line.trim() == "pager ready" {
+            break;
+        }
+    }
+    let mut nodes: Vec<support::NodeProcess> = support::slots(NODES)
+        .into_iter()
+        .map(|(slot, listener)| {
+            let mut cmd = support::node_command_with_manager(
+                &slot,
+                "commanded",
+                Backend::Sigsegv,
+                ManagerKind::Central,
+            );
+            cmd.env(support::BUDGET_ENV, (8 * PAGE_SIZE).to_string())
+                .env(support::PAGER_SOCKET_ENV, &socket)
+                .env(support::PAGES_ENV, (1 + FILE_PAGES).to_string());
+            support::NodeProcess::spawn_command(cmd, listener)
+        })
+        .collect();
+    assert_eq!(ask("wait 2"), "2", "both nodes take commands");
+    for node in &nodes {
+        node.expect_line("ready");
+    }
+    // Before the commands, node 1's writes are only in its memory.
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        file_bytes(0..0, 0),
+        "the file before"
+    );
+    // clean_request: node 1 writes its dirty pages back (and keeps them, read-only).
+    assert_eq!(
+        ask(&format!("clean {} {}", COMMANDED.start, COMMANDED.end)),
+        COMMANDED.len().to_string()
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        file_bytes(COMMANDED, 1),
+        "the file after clean_request"
+    );
+    // flush_request: node 1 gives them up (clean now: nothing more is written).
+    assert_eq!(
+        ask(&format!("flush {} {}", COMMANDED.start, COMMANDED.end)),
+        COMMANDED.len().to_string()
+    );
+    // data_lock: node 0's pages locked away (read again, they are unlocked by data_unlock).
+    assert_eq!(
+        ask(&format!("lock {} {} none", HELD.start, HELD.end)),
+        (HELD.len() * NODES).to_string()
+    );
+    assert_eq!(ask("cache off"), "0");
+    for node in &mut nodes {
+        node.send_line("go");
+    }
+    for node in nodes {
+        let (status, stderr) = node.wait_for(support::DEADLINE);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "a node failed: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        file_bytes(COMMANDED, 1),
+        "the file at the end"
+    );
+    std::fs::remove_file(&file).ok();
+    std::fs::remove_file(&socket).ok();
 }

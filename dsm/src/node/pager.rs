@@ -17,9 +17,16 @@
 //! [`Message::DataError`]: crate::protocol::Message::DataError
 
 use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::ops::Range;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use super::{NodeRuntime, Outgoing, State, lock};
+use crate::pager::PagerError;
+use crate::pager::commands::{self, Command};
 use crate::protocol::{Effect, Message};
 use crate::replacement::StoreError;
 use crate::types::{Access, DsmError, NodeId, PageNo};
@@ -282,6 +289,108 @@ impl NodeRuntime {
             return Ok(0);
         }
         self.flush_request(pages)
+    }
+}
+
+/// This node's link to its pager's commands ([`NodeRuntime::take_pager_commands`]): while
+/// it lives, a thread of the node carries out the commands the pager sends. Dropping it
+/// closes the link and waits for that thread (and the command it may be carrying out).
+pub struct PagerCommandLink {
+    stream: UnixStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PagerCommandLink {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl NodeRuntime {
+    /// Take the commands of the pager serving at `path` (a [`crate::pager::PagerServer`] in
+    /// another process, Mach's data manager): open a second connection to it, say which node
+    /// this is, and carry out what it sends (`data_lock`, `flush_request`, `clean_request`,
+    /// `cache`, as [`NodeRuntime::data_lock`] and the others do) on a thread of this node,
+    /// answering each. Every command is checked first ([`crate::pager::commands`]): one
+    /// that breaks the protocol, or names pages outside the region, ends the link (this
+    /// node goes on). `timeout` bounds the hello and each answer's send.
+    pub fn take_pager_commands(
+        self: &Arc<Self>,
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<PagerCommandLink, PagerError> {
+        let pager = path.display().to_string();
+        let lost = |e: std::io::Error| PagerError::Lost {
+            pager: pager.clone(),
+            reason: format!("its command link: {e}"),
+        };
+        let mut stream = UnixStream::connect(path).map_err(lost)?;
+        stream.set_read_timeout(Some(timeout)).map_err(lost)?;
+        stream.set_write_timeout(Some(timeout)).map_err(lost)?;
+        stream
+            .write_all(&commands::hello(self.id, self.page_count))
+            .map_err(lost)?;
+        let mut ack = [0u8; crate::pager::remote::REPLY_HEADER];
+        stream.read_exact(&mut ack).map_err(lost)?;
+        if ack != [crate::pager::remote::REPLY_DONE, 0, 0, 0, 0] {
+            return Err(PagerError::BadReply {
+                pager,
+                what: format!("{ack:?} to the command link's hello"),
+            });
+        }
+        // Commands come whenever the pager sends them.
+        stream.set_read_timeout(None).map_err(lost)?;
+        let reader = stream.try_clone().map_err(lost)?;
+        let node = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("memlink-pager-commands".into())
+            .spawn(move || carry_out_commands(&node, reader))
+            .map_err(lost)?;
+        Ok(PagerCommandLink {
+            stream,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The pager's commands on `stream`, carried out on `node` and answered in order, until the
+/// link closes, the node is gone, or a command breaks the protocol.
+fn carry_out_commands(node: &Weak<NodeRuntime>, mut stream: UnixStream) {
+    while let Ok(Some(frame)) = commands::read_command(&mut stream) {
+        let Some(rt) = node.upgrade() else {
+            return;
+        };
+        let cmd = match commands::decode_command(&frame, rt.page_count) {
+            Ok(cmd) => cmd,
+            Err(what) => {
+                eprintln!(
+                    "memlink-dsm node {}: the pager's command broke the protocol ({what}); \
+                     its commands end here",
+                    rt.id
+                );
+                return;
+            }
+        };
+        let result = match cmd {
+            Command::DataLock { pages, lock } => {
+                let n = pages.end - pages.start;
+                rt.data_lock(pages, lock).map(|()| n)
+            }
+            Command::FlushRequest { pages } => rt.flush_request(pages),
+            Command::CleanRequest { pages } => rt.clean_request(pages),
+            Command::Cache { keep } => {
+                rt.cache(keep);
+                Ok(0)
+            }
+        };
+        drop(rt);
+        let answer = commands::reply(result.map_err(|e| e.to_string()));
+        if stream.write_all(&answer).is_err() {
+            return;
+        }
     }
 }
 

@@ -17,7 +17,9 @@
 //!
 //! The pager's own commands are calls on the node it pages for (each node's pager commands
 //! its own node): `data_lock` ([`crate::node::NodeRuntime::data_lock`]), `clean_request`,
-//! `flush_request` and `cache` (with the release it decides on).
+//! `flush_request` and `cache` (with the release it decides on). A pager in its own process
+//! sends them over its socket ([`PagerCommands`], from [`PagerServer::commands`]) to the
+//! nodes that take them ([`crate::node::NodeRuntime::take_pager_commands`]).
 //!
 //! A pager may run in its own process ([`PagerServer`], [`RemotePager`]): one that dies or
 //! stops answering fails the faults that wait on it with [`crate::DsmError::PagerLost`] or
@@ -31,9 +33,11 @@
 //! node's [`crate::replacement::BackingStore`] (`Dsm::join_with_store`). Every node of a local
 //! cluster opens the same file, so every owner's write-back reaches it.
 
+pub mod commands;
 mod file;
 pub(crate) mod remote;
 
+pub use commands::{CommandError, PagerCommands};
 pub use file::FilePager;
 pub use remote::{PagerServer, RemotePager};
 

@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::commands::{Links, OP_HELLO, PagerCommands};
 use super::{Pager, PagerError, Supply};
 use crate::types::{Access, PAGE_SIZE, PageNo};
 
@@ -290,9 +291,12 @@ impl Pager for RemotePager {
 }
 
 /// Serves a [`Pager`] to the nodes that connect (see the module docs): one thread per
-/// node's connection, the calls of all of them made on the one pager in turn.
+/// node's connection, the calls of all of them made on the one pager in turn. The pager's
+/// own commands to the nodes go through [`PagerServer::commands`], on the second
+/// connection each node opens for them ([`super::commands`]).
 pub struct PagerServer<P> {
     pager: Arc<Mutex<P>>,
+    links: Arc<Links>,
 }
 
 impl<P: Pager + 'static> PagerServer<P> {
@@ -300,7 +304,15 @@ impl<P: Pager + 'static> PagerServer<P> {
     pub fn new(pager: P) -> PagerServer<P> {
         PagerServer {
             pager: Arc::new(Mutex::new(pager)),
+            links: Arc::default(),
         }
+    }
+
+    /// The pager's commands to the nodes that take them (`data_lock`, `flush_request`,
+    /// `clean_request`, `cache`; see [`super::commands`]). Call them from outside the
+    /// pager's own calls.
+    pub fn commands(&self) -> PagerCommands {
+        PagerCommands::new(Arc::clone(&self.links))
     }
 
     /// Accept nodes on `listener` and serve each on a thread of its own, until accepting
@@ -310,19 +322,32 @@ impl<P: Pager + 'static> PagerServer<P> {
         loop {
             let (stream, _) = listener.accept()?;
             let pager = Arc::clone(&self.pager);
+            let links = Arc::clone(&self.links);
             std::thread::Builder::new()
                 .name("memlink-pager".into())
-                .spawn(move || serve_node(&pager, stream))?;
+                .spawn(move || serve_connection(&pager, Some(&links), stream))?;
         }
     }
 }
 
 /// One node's calls until it goes or breaks the protocol.
-pub(crate) fn serve_node<P: Pager>(pager: &Mutex<P>, mut stream: UnixStream) {
+pub(crate) fn serve_node<P: Pager>(pager: &Mutex<P>, stream: UnixStream) {
+    serve_connection(pager, None, stream)
+}
+
+/// A node's connection: its calls, or (a hello first) the link its pager's commands take.
+fn serve_connection<P: Pager>(pager: &Mutex<P>, links: Option<&Links>, mut stream: UnixStream) {
     let mut buf = Vec::new();
+    let mut first = true;
     loop {
         let mut header = [0u8; REQUEST_HEADER];
         if stream.read_exact(&mut header).is_err() {
+            return;
+        }
+        if std::mem::take(&mut first) && header[0] == OP_HELLO {
+            if let Some(links) = links {
+                links.join(&header, stream);
+            }
             return;
         }
         let op = header[0];
