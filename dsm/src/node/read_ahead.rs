@@ -448,10 +448,9 @@ impl NodeRuntime {
                     None => false,
                 };
                 if mapped {
+                    // (The pages became the most recently used when they started to take
+                    // their frames: `Lru::update`, after the step.)
                     self.evictions.paged_in_run(count);
-                    for p in first..first + count {
-                        st.lru.touch(p);
-                    }
                     continue;
                 }
             }
@@ -472,9 +471,6 @@ impl NodeRuntime {
                 }
             };
             installed.map_err(|e| self.local_memory_failure(first, access, e))?;
-            for p in first..first + count {
-                st.lru.touch(p);
-            }
         }
         Ok(())
     }

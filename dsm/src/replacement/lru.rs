@@ -111,7 +111,8 @@ impl Lru {
         e.stamp = clock;
     }
 
-    /// Refile `page` after a protocol step left it in state `st`.
+    /// Refile `page` after a protocol step left it in state `st`; a page that starts to take
+    /// a frame becomes the most recently used of its class, as [`Lru::touch`] makes it.
     pub fn update(&mut self, page: PageNo, st: &PageState) {
         let Some(e) = self.entries.get_mut(page as usize) else {
             return;
@@ -120,6 +121,13 @@ impl Lru {
         if resident != e.resident {
             if resident {
                 self.resident += 1;
+                // A page that comes in is used now (a read-ahead's pages need no touch).
+                self.clock += 1;
+                if let Some(class) = e.class {
+                    self.queues[class.index()].remove(&(e.stamp, page));
+                    self.queues[class.index()].insert((self.clock, page));
+                }
+                e.stamp = self.clock;
             } else {
                 self.resident -= 1;
             }
@@ -192,6 +200,22 @@ mod tests {
         );
         assert_eq!(lru.victim(|p| p == 0), Some((0, Class::OnlyCopy)));
         assert_eq!(lru.victim(|_| false), None);
+    }
+
+    #[test]
+    fn a_page_that_comes_in_is_the_most_recently_used_without_a_touch() {
+        let mut lru = Lru::new(4);
+        lru.update(0, &state(Access::Read, true));
+        lru.update(1, &state(Access::Read, true));
+        lru.touch(0);
+        assert_eq!(lru.victim(|_| true), Some((1, Class::OwnedReplicated)));
+        lru.update(2, &state(Access::Read, true));
+        assert_eq!(lru.victim(|p| p != 1), Some((0, Class::OwnedReplicated)));
+        // Paged out and in again: the most recent.
+        lru.update(0, &PageState::ABSENT);
+        lru.update(0, &state(Access::Read, true));
+        assert_eq!(lru.victim(|p| p != 1), Some((2, Class::OwnedReplicated)));
+        assert_eq!(lru.resident(), 3);
     }
 
     #[test]
