@@ -409,7 +409,7 @@ pub fn scheduler_messages(data: &[u8]) {
                 SchedEffect::Resolved { task, .. } => {
                     assert!(task.0 >> 16 >= 1 && task.0 >> 16 <= spawned && task.0 & 0xffff == 0)
                 }
-                SchedEffect::Wake => {}
+                SchedEffect::Wake | SchedEffect::Reaped { .. } => {}
             }
         }
         let held: Vec<TaskId> = node

@@ -44,6 +44,9 @@ struct SchedulerModel {
     migratable: Vec<bool>,
     /// Pages in each task's stack (1 or 2).
     stack_pages: u32,
+    /// Whether a thread on a node other than the home may join an ended task by its
+    /// descriptor (and tell the home with `Reaped`).
+    remote_joins: bool,
     /// Quanta each task runs (it yields between them).
     quanta: u8,
     /// Migrations running tasks may ask for, in all.
@@ -92,6 +95,8 @@ struct State {
     stack_version: Vec<u64>,
     /// How many times each task ended.
     ends: Vec<u8>,
+    /// Which handles a thread on another node joined.
+    joined_away: Vec<bool>,
     pushes_left: u8,
     /// The node lost, if any (the coherence protocol stops then: the DSM fails).
     lost: Option<NodeId>,
@@ -117,6 +122,9 @@ enum Step {
     Notice(NodeId),
     /// After the loss: a running task's stack fault fails (NodeLost): the task ends.
     Abort(NodeId, TaskId),
+    /// A thread on a node other than the home sees in the descriptor that the task ended,
+    /// takes its result and tells the home (`Reaped`).
+    JoinAway(NodeId, TaskId),
 }
 
 impl fmt::Display for Step {
@@ -141,6 +149,7 @@ impl fmt::Display for Step {
             Step::Lose(n) => write!(f, "node {n} is lost"),
             Step::Notice(n) => write!(f, "node {n} hears of the loss"),
             Step::Abort(n, t) => write!(f, "node {n}: task {}'s stack fault fails", t.0),
+            Step::JoinAway(n, t) => write!(f, "a thread on node {n} joins task {}", t.0),
         }
     }
 }
@@ -209,7 +218,10 @@ impl SchedulerModel {
                     }
                     handing_off = Some(pages);
                 }
-                Effect::Run { .. } | Effect::Wake | Effect::Resolved { .. } => {}
+                Effect::Run { .. }
+                | Effect::Wake
+                | Effect::Resolved { .. }
+                | Effect::Reaped { .. } => {}
             }
         }
     }
@@ -331,6 +343,7 @@ impl Model for SchedulerModel {
             left: vec![self.quanta; self.tasks()],
             stack_version: vec![0; pages as usize],
             ends: vec![0; self.tasks()],
+            joined_away: vec![false; self.tasks()],
             pushes_left: self.pushes,
             lost: None,
             noticed: vec![false; self.nodes],
@@ -394,6 +407,13 @@ impl Model for SchedulerModel {
                     actions.push(Step::Fault(n, t.id, page));
                 } else if s.noticed[n as usize] {
                     actions.push(Step::Abort(n, t.id));
+                }
+            }
+            if self.remote_joins && n != 0 && s.lost.is_none() {
+                for t in 0..self.tasks() {
+                    if s.ends[t] == 1 && !s.joined_away[t] {
+                        actions.push(Step::JoinAway(n, TaskId(t as u64)));
+                    }
                 }
             }
             actions.push(Step::Timeout(n));
@@ -533,6 +553,11 @@ impl Model for SchedulerModel {
                 Ok(effects) => self.apply(&mut s, n, effects),
                 Err(e) => s.error = Some(format!("node {n}: {e}")),
             },
+            Step::JoinAway(n, t) => {
+                s.joined_away[t.0 as usize] = true;
+                let load = s.scheds[n as usize].load();
+                self.post(&mut s, n, 0, Message::Reaped { task: t, load });
+            }
         }
         self.collect(&mut s);
         Some(s)
@@ -594,6 +619,19 @@ impl Model for SchedulerModel {
                     )
                 })
             }),
+            Property::always(
+                "a handle joined on another node is dropped at its home",
+                |m: &SchedulerModel, s: &State| {
+                    s.lost.is_some()
+                        || (0..m.tasks()).filter(|&i| s.joined_away[i]).all(|i| {
+                            let t = TaskId(i as u64);
+                            let told = |e: &Envelope| {
+                                matches!(e.msg, Message::Reaped { task, .. } | Message::Done { task, .. } if task == t)
+                            };
+                            s.in_flight.iter().any(told) || s.scheds[0].outcome(t).is_none()
+                        })
+                },
+            ),
             Property::always("a refused work request moves no task", |_, s: &State| {
                 s.error.as_ref().is_none_or(|e| !e.contains("refused"))
             }),
@@ -745,6 +783,7 @@ fn model(migratable: &[bool], quanta: u8, kind: ManagerKind) -> SchedulerModel {
         nodes: 3,
         migratable: migratable.to_vec(),
         stack_pages: 1,
+        remote_joins: false,
         quanta,
         pushes: 0,
         loss: false,
@@ -789,12 +828,15 @@ fn a_non_migratable_task_stays_home() {
 /// its stack each time: under the central manager, whose hand-offs go through the manager
 /// (so its `Migrate` waits for the manager's answer), with a two-page stack (the descriptor
 /// page and the current page, both handed off).
+/// A thread on node 1 or 2 may join the task once it ended, by its descriptor: its
+/// `Reaped` may overtake the task's `Done` at the home, which drops the handle either way.
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn a_task_that_asks_to_move_twice_keeps_its_stack() {
     let mut m = model(&[true], 3, ManagerKind::Central);
     m.pushes = 2;
     m.stack_pages = 2;
+    m.remote_joins = true;
     check_all(m, &ALL_WITNESSES[3..]);
 }
 

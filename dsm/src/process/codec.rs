@@ -10,6 +10,7 @@
 //! Migrate     4  load(8) task(8) home(2) migratable(1) first(4) count(4) current(4)
 //!                requested(1)
 //! Done        5  load(8) task(8) panicked(1)
+//! Reaped      6  load(8) task(8)
 //! load: ready(2) migratable(2) workers(2) busy(2)
 //! ```
 
@@ -22,6 +23,7 @@ const WORK_REQUEST: u8 = 2;
 const REFUSE: u8 = 3;
 const MIGRATE: u8 = 4;
 const DONE: u8 = 5;
+const REAPED: u8 = 6;
 
 const LOAD_LEN: usize = 8;
 /// The longest encoded message (a `Migrate`).
@@ -47,6 +49,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
         Message::Refuse { load } => (REFUSE, load),
         Message::Migrate { load, .. } => (MIGRATE, load),
         Message::Done { load, .. } => (DONE, load),
+        Message::Reaped { load, .. } => (REAPED, load),
     };
     out.push(tag);
     for v in [load.ready, load.migratable, load.workers, load.busy] {
@@ -68,6 +71,7 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&task.0.to_le_bytes());
             out.push(u8::from(panicked));
         }
+        Message::Reaped { task, .. } => out.extend_from_slice(&task.0.to_le_bytes()),
         _ => {}
     }
 }
@@ -146,6 +150,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             panicked: r.flag()?,
             load,
         },
+        REAPED => Message::Reaped {
+            task: TaskId(r.u64()?),
+            load,
+        },
         other => return Err(DecodeError(format!("unknown tag {other}"))),
     };
     if !r.0.is_empty() {
@@ -188,6 +196,10 @@ mod tests {
             Message::Done {
                 task: TaskId(64 * 1024),
                 panicked: true,
+                load,
+            },
+            Message::Reaped {
+                task: TaskId(3 * 64 * 1024),
                 load,
             },
         ] {

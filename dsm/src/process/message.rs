@@ -135,6 +135,15 @@ pub enum Message {
         /// The sender's load.
         load: Load,
     },
+    /// A thread (or a task that cannot go home) on the sender joined this task, homed on
+    /// the receiver, by its descriptor: the home forgets the handle and frees the task's
+    /// block (once it knows the end too: this may overtake the task's `Done`).
+    Reaped {
+        /// The task.
+        task: TaskId,
+        /// The sender's load.
+        load: Load,
+    },
     /// The task ended on the sender; sent to its home, where its handle lives.
     Done {
         /// The task.
@@ -154,6 +163,7 @@ impl Message {
             | Message::WorkRequest { load }
             | Message::Refuse { load }
             | Message::Migrate { load, .. }
+            | Message::Reaped { load, .. }
             | Message::Done { load, .. } => load,
         }
     }
@@ -205,6 +215,13 @@ pub enum Effect {
         task: TaskRef,
         /// The destination.
         to: NodeId,
+    },
+    /// The handle of a task homed here was joined on another node (its end is known
+    /// here): free the task's block (not on the reader thread, which must not wait for the
+    /// region's allocator).
+    Reaped {
+        /// The task.
+        task: TaskId,
     },
     /// The task homed here ended: wake whoever joins it.
     Resolved {

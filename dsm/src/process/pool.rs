@@ -254,7 +254,9 @@ impl LockGuard {
     }
 
     fn release(&self) -> Result<(), WaitError> {
-        if current_node() != Some(self.node) {
+        // A task that migrated there sits on that node's ready queue until it runs, where a
+        // work request may take it on to a third node: it goes back until it runs there.
+        while current_node() != Some(self.node) {
             migrate(self.node).map_err(WaitError::Migrate)?;
         }
         let (dsm, _shared) = registered().ok_or(WaitError::NotInTask)?;
@@ -405,9 +407,9 @@ pub fn join<R: Shareable>(handle: JoinHandle<R>) -> Result<R, JoinError> {
                 if migrate(home).is_err() {
                     // It cannot go home: the descriptor tells the end, and the home keeps
                     // the handle's entry.
-                    let (dsm, shared) = registered().ok_or(JoinError::NotInTask)?;
+                    let (_, shared) = registered().ok_or(JoinError::NotInTask)?;
                     if let Some(outcome) = ended {
-                        return on_worker(|| take_result(dsm, shared.base, handle.id, outcome));
+                        return on_worker(|| take_remote_result(&shared, handle.id, home, outcome));
                     }
                     drop(shared);
                     yield_now();
@@ -480,8 +482,34 @@ fn take_result<R: Shareable>(
     id: TaskId,
     outcome: Outcome,
 ) -> Result<R, JoinError> {
-    let offset = id.0 as usize;
-    let block = base + offset;
+    let r = read_result(base, id, outcome);
+    if !matches!(outcome, Outcome::NodeLost(_)) {
+        let _ = dsm.free(id.0 as usize);
+    }
+    r
+}
+
+/// The result of an ended task homed on `home`, another node, joined here by its
+/// descriptor: the home learns it ([`Message::Reaped`]), forgets the handle and frees the
+/// block (it may still be about to learn the end: freeing here could hand the block to a
+/// new task before that).
+fn take_remote_result<R: Shareable>(
+    shared: &Shared,
+    id: TaskId,
+    home: NodeId,
+    outcome: Outcome,
+) -> Result<R, JoinError> {
+    let r = read_result(shared.base, id, outcome);
+    let load = shared.lock().load();
+    let _ = shared
+        .runtime
+        .send_task_message(home, &Message::Reaped { task: id, load });
+    r
+}
+
+/// The result of an ended task, read from its block, whose descriptor is then cleared.
+fn read_result<R: Shareable>(base: usize, id: TaskId, outcome: Outcome) -> Result<R, JoinError> {
+    let block = base + id.0 as usize;
     let r = match outcome {
         // SAFETY: the task ended Finished, so `run` wrote an R at RESULT_AT; nothing
         // touches the block any more.
@@ -493,7 +521,6 @@ fn take_result<R: Shareable>(
     // SAFETY: as above; clearing the magic keeps `current` from taking a freed block
     // for a descriptor.
     unsafe { (*(block as *mut Descriptor)).magic = 0 };
-    let _ = dsm.free(offset);
     r
 }
 
@@ -546,8 +573,10 @@ pub fn yield_now() {
 
 /// Move the running task to node `to`: it is suspended here, its stack pages are handed to
 /// `to` and it goes on there, returning from this call on `to` (pointers on its stack, to
-/// its stack and to the region, stay valid: the addresses are the same there). On an error
-/// it keeps running here. Outside a task: [`MigrateError::NotRunning`].
+/// its stack and to the region, stay valid: the addresses are the same there) — or on a
+/// node a work request took it on to from `to`'s ready queue before it ran there: check
+/// [`current_node`] where that matters. On an error it keeps running here. Outside a task:
+/// [`MigrateError::NotRunning`].
 ///
 /// Hold no thread-local borrow, no std lock and nothing of the node-local heap across this
 /// call: they stay behind.
@@ -652,6 +681,9 @@ struct Shared {
     runtime: Arc<NodeRuntime>,
     /// The error a blocked task's wait ended with, for the task to take when it resumes.
     wait_errors: Mutex<HashMap<TaskId, DsmError>>,
+    /// The blocks of tasks whose handles were joined on other nodes, for a worker to free
+    /// (on its own stack, off the reader thread).
+    to_free: Mutex<Vec<usize>>,
     /// Tasks blocked in [`join`], by the task each joins (homed here, not ended when the
     /// joiner blocked): the end's resolution makes the joiner ready. Filled with the
     /// scheduler locked, so no resolution falls between the look and the entry.
@@ -679,6 +711,13 @@ impl Shared {
                     self.resolved.notify_all();
                     self.wake_joiner(*task);
                 }
+                Effect::Reaped { task } => {
+                    self.to_free
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(task.0 as usize);
+                    self.ready.notify_one();
+                }
                 Effect::Send { to, msg } => {
                     let _ = self.runtime.send_task_message(*to, msg);
                 }
@@ -701,6 +740,16 @@ impl Shared {
         }
         if effects.iter().any(|e| !matches!(e, Effect::Run { .. })) {
             self.check_lost();
+        }
+    }
+
+    /// Free the blocks of the tasks joined on other nodes (a worker calls this).
+    fn free_reaped(&self) {
+        let blocks = std::mem::take(&mut *self.to_free.lock().unwrap_or_else(|p| p.into_inner()));
+        for offset in blocks {
+            if let Err(e) = self.runtime.free(offset) {
+                eprintln!("memlink-dsm: the block of a task joined elsewhere: {e}");
+            }
         }
     }
 
@@ -912,6 +961,7 @@ impl<'d> TaskPool<'d> {
             runtime: Arc::clone(dsm.runtime()),
             wait_errors: Mutex::new(HashMap::new()),
             joiners: Mutex::new(HashMap::new()),
+            to_free: Mutex::new(Vec::new()),
         });
         let on_message = Arc::clone(&shared);
         dsm.runtime()
@@ -978,6 +1028,12 @@ impl<'d> TaskPool<'d> {
     /// What this node's scheduler did so far (tasks run, migrations, work requests, hints).
     pub fn stats(&self) -> SchedulerStats {
         self.shared.lock().stats()
+    }
+
+    /// How many handles of tasks spawned here this node keeps: those not joined yet (a
+    /// handle joined on another node is dropped here when that node tells).
+    pub fn handles_held(&self) -> usize {
+        self.shared.lock().handles().count()
     }
 
     /// Wait for the task to end and return its result. From inside a task, the waiting task
@@ -1077,9 +1133,9 @@ fn join_in<R: Shareable>(
             // A thread cannot go to the home: the descriptor tells the end (the home keeps
             // the handle's entry).
             JoinPoll::Away {
+                home,
                 ended: Some(outcome),
-                ..
-            } => return take_result(dsm, shared.base, handle.id, outcome),
+            } => return take_remote_result(shared, handle.id, home, outcome),
             JoinPoll::Away { ended: None, .. } => true,
         };
         let s = shared.lock();
@@ -1159,6 +1215,7 @@ fn worker(shared: &Arc<Shared>) {
             if shared.stop.load(Ordering::Acquire) != 0 {
                 return;
             }
+            shared.free_reaped();
             let mut s = shared.lock();
             let effects = s.next_task();
             let run = effects.iter().find_map(|e| match e {

@@ -4,7 +4,7 @@
 //! [`Effect`]s come out; there is no I/O, no clock and no randomness, so a model checker
 //! drives the very code the runtime runs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -213,6 +213,8 @@ pub struct Scheduler {
     next_victim: NodeId,
     /// The handles of the tasks spawned here: `None` while the task has not ended.
     homed: BTreeMap<TaskId, Option<Outcome>>,
+    /// Handles joined on another node before their end arrived here: forgotten at the end.
+    reaped_early: BTreeSet<TaskId>,
     /// The first node the cluster lost (the cluster cannot go on after it).
     lost: Option<NodeId>,
     /// The nodes that run other code: no task moves between them and this node.
@@ -254,6 +256,7 @@ impl Scheduler {
             refused_in_row: 0,
             next_victim: (id + 1) % nodes as u16,
             homed: BTreeMap::new(),
+            reaped_early: BTreeSet::new(),
             lost: None,
             barred: vec![false; nodes],
             stats: SchedulerStats::default(),
@@ -509,6 +512,10 @@ impl Scheduler {
                 };
                 *slot = Some(outcome);
                 out.push(Effect::Resolved { task, outcome });
+                if self.reaped_early.remove(&task) {
+                    self.homed.remove(&task);
+                    out.push(Effect::Reaped { task });
+                }
                 Ok(())
             }
             Some(Some(o)) => Err(ProtocolError(format!(
@@ -745,6 +752,20 @@ impl Scheduler {
                 out.push(Effect::Wake);
             }
             Message::Done { task, panicked, .. } => self.resolve(task, panicked, &mut out)?,
+            Message::Reaped { task, .. } => match self.homed.get(&task) {
+                Some(Some(_)) => {
+                    self.homed.remove(&task);
+                    out.push(Effect::Reaped { task });
+                }
+                // Its Done (from a third node) has not arrived yet.
+                Some(None) if self.reaped_early.insert(task) => {}
+                _ => {
+                    return Err(ProtocolError(format!(
+                        "node {from} joined task {task:?}, whose handle node {me} does not \
+                         hold (not homed here, or joined already)"
+                    )));
+                }
+            },
         }
         self.after_change(&mut out);
         Ok(out)
