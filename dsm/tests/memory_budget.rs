@@ -28,8 +28,21 @@ fn pattern(i: usize, round: u64) -> u64 {
     ((i as u64) << 8) ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Whether every word holds round `round`'s pattern; the first that does not is reported on
+/// stderr (the launcher shows a failed node's stderr).
 fn check_all(v: &DsmVec<u64>, round: u64) -> bool {
-    (0..SPREAD_PAGES * WORDS).all(|i| v.get(i) == pattern(i, round))
+    match (0..SPREAD_PAGES * WORDS).find(|&i| v.get(i) != pattern(i, round)) {
+        None => true,
+        Some(i) => {
+            eprintln!(
+                "round {round}: word {i} (page {}) holds {:#x}, not {:#x}",
+                i / WORDS,
+                v.get(i),
+                pattern(i, round)
+            );
+            false
+        }
+    }
 }
 
 /// Whether the region takes no more memory on this node than its budget, and no more than
@@ -42,12 +55,23 @@ fn within_budget(dsm: &Dsm) -> Result<bool, DsmError> {
     let frames = dsm.runtime().frames_in_use() as u64 * PAGE_SIZE as u64;
     let resident = dsm.resident_bytes()?;
     if resident > budget.min(frames) {
-        println!(
+        eprintln!(
             "node {}: {resident} bytes resident, {frames} bytes of frames, budget {budget}",
             dsm.id()
         );
     }
     Ok(resident <= budget.min(frames))
+}
+
+/// [`within_budget`] while no node touches the region: every node has reached barrier `quiet`
+/// before it measures, and none goes on before all have measured (barrier `quiet + 1`).
+/// Measured while another node faults, a page handed to this node or dropped here could be
+/// counted in the protocol's frames and not yet in the memory, or the other way round.
+fn within_budget_when_quiet(dsm: &Dsm, quiet: u32) -> Result<bool, DsmError> {
+    dsm.barrier(quiet)?;
+    let within = within_budget(dsm)?;
+    dsm.barrier(quiet + 1)?;
+    Ok(within)
 }
 
 /// Every node writes its share of the pages, then reads every page; then each node rewrites
@@ -66,7 +90,8 @@ fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
         }
     }
     dsm.barrier(2)?;
-    let mut ok = check_all(&v, 1) && within_budget(dsm)?;
+    let mut ok = check_all(&v, 1);
+    ok &= within_budget_when_quiet(dsm, 20)?;
     dsm.barrier(3)?;
     let next = (dsm.id() as usize + 1) % n;
     for page in share(SPREAD_PAGES, next as u16, n) {
@@ -74,10 +99,10 @@ fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
             v.set(page * WORDS + w, pattern(page * WORDS + w, 2));
         }
     }
-    dsm.barrier(4)?;
     // Copies invalidated by the other nodes' writes gave their memory back too.
-    ok &= within_budget(dsm)?;
-    ok &= check_all(&v, 2) && within_budget(dsm)?;
+    ok &= within_budget_when_quiet(dsm, 40)?;
+    ok &= check_all(&v, 2);
+    ok &= within_budget_when_quiet(dsm, 42)?;
     dsm.barrier(5)?;
     // Copies of the first 4 pages everywhere but at their owner, which then rewrites them.
     let owner = (0..n).find(|&k| share(SPREAD_PAGES, ((k + 1) % n) as u16, n).contains(&0));
@@ -88,8 +113,7 @@ fn spread(dsm: &Dsm) -> Result<bool, DsmError> {
     if Some(dsm.id() as usize) == owner {
         (0..4 * WORDS).for_each(|i| v.set(i, pattern(i, 3)));
     }
-    dsm.barrier(7)?;
-    ok &= within_budget(dsm)?;
+    ok &= within_budget_when_quiet(dsm, 70)?;
     dsm.barrier(8)?;
     Ok(ok)
 }
@@ -146,17 +170,37 @@ fn data_survives_every_eviction_class_under_every_manager() {
     let budget = 8 * PAGE_SIZE as u64;
     for manager in MANAGERS {
         for backend in [Backend::Sigsegv, Backend::Uffd] {
-            let c = run("spread", manager, backend, budget, 0);
-            let what = format!("spread ({manager}, {backend}): {c:?}");
-            assert!(total(&c, 0) > 0, "no read copy was dropped: {what}");
-            assert!(total(&c, 1) > 0, "no ownership was passed on: {what}");
+            // Which classes a run needs depends on the order of the nodes' faults: runs are
+            // repeated (each verifying its data) until every class has run in one of them.
+            let mut runs: Vec<Vec<Counters>> = Vec::new();
+            let ran =
+                |runs: &[Vec<Counters>], class: usize| runs.iter().any(|c| total(c, class) > 0);
+            while runs.len() < 4
+                && !(ran(&runs, 0)
+                    && ran(&runs, 1)
+                    && ran(&runs, 7)
+                    && (2..5).any(|k| ran(&runs, k)))
+            {
+                let c = run("spread", manager, backend, budget, 0);
+                // Every hand-off that left a node was accepted by another.
+                assert_eq!(
+                    total(&c, 2),
+                    total(&c, 5),
+                    "hand-offs: spread ({manager}, {backend}): {c:?}"
+                );
+                runs.push(c);
+            }
+            let what = format!(
+                "spread ({manager}, {backend}) in {} runs: {runs:?}",
+                runs.len()
+            );
+            assert!(ran(&runs, 0), "no read copy was dropped: {what}");
+            assert!(ran(&runs, 1), "no ownership was passed on: {what}");
             assert!(
-                total(&c, 2) + total(&c, 3) + total(&c, 4) > 0,
+                (2..5).any(|k| ran(&runs, k)),
                 "no only copy was handed off or written back: {what}"
             );
-            assert!(total(&c, 7) > 0, "nothing came back from a store: {what}");
-            // Every hand-off that left a node was accepted by another.
-            assert_eq!(total(&c, 2), total(&c, 5), "hand-offs: {what}");
+            assert!(ran(&runs, 7), "nothing came back from a store: {what}");
         }
     }
 }
