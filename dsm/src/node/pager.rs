@@ -145,9 +145,10 @@ impl NodeRuntime {
         Ok(false)
     }
 
-    /// The store failed to provide `pages` with `e`: remember why, for their faults.
-    fn page_in_failed(&self, st: &mut State, pages: Range<PageNo>, e: StoreError) {
-        let pager = match &e {
+    /// The pager's failure in `e` (gone or silent), if it is one; the node's first such
+    /// failure is remembered, for the operations that come after.
+    fn remember_pager_failure(st: &mut State, e: &StoreError) -> Option<PagerFailure> {
+        let failure = match e {
             StoreError::PagerLost { pager, reason } => Some(PagerFailure::Lost {
                 pager: pager.clone(),
                 reason: reason.clone(),
@@ -159,8 +160,14 @@ impl NodeRuntime {
             _ => None,
         };
         if st.pager_failure.is_none() {
-            st.pager_failure = pager.clone();
+            st.pager_failure = failure.clone();
         }
+        failure
+    }
+
+    /// The store failed to provide `pages` with `e`: remember why, for their faults.
+    fn page_in_failed(&self, st: &mut State, pages: Range<PageNo>, e: StoreError) {
+        let pager = Self::remember_pager_failure(st, &e);
         let why = Unavailable {
             owner: self.id,
             pager,
@@ -207,20 +214,7 @@ impl NodeRuntime {
     /// here (and every later operation) fail with [`DsmError::PagerLost`] or
     /// [`DsmError::PagerTimeout`] naming it; the peers see this node lost, with the reason.
     pub(super) fn store_failed(&self, st: &mut State, e: StoreError) -> (NodeId, String) {
-        let failure = match &e {
-            StoreError::PagerLost { pager, reason } => Some(PagerFailure::Lost {
-                pager: pager.clone(),
-                reason: reason.clone(),
-            }),
-            StoreError::PagerTimeout { pager, after } => Some(PagerFailure::Timeout {
-                pager: pager.clone(),
-                after: *after,
-            }),
-            _ => None,
-        };
-        if st.pager_failure.is_none() {
-            st.pager_failure = failure;
-        }
+        Self::remember_pager_failure(st, &e);
         (self.id, format!("this node's backing store failed: {e}"))
     }
 
