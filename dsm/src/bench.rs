@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::atomic::DsmAtomic;
+use crate::bench_phases::Phases;
 use crate::cluster::Dsm;
 use crate::fault::FaultService;
 use crate::mapping::{Mapping, base_from_env};
@@ -149,19 +150,12 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
     let prober = id == PROBER;
     let mut echo = None;
     if id == 0 {
-        let block = dsm.alloc(PAGES_PER_ITER * iters * PAGE_SIZE, PAGE_SIZE)?;
-        dsm.publish(SLOT_BLOCK, block as u64);
         let listener = TcpListener::bind((node0, 0))?;
         dsm.publish(SLOT_ECHO_PORT, listener.local_addr()?.port() as u64);
         echo = Some(std::thread::spawn(move || echo_4k(listener)));
     }
-    let mut barrier_id = BARRIER_BASE;
-    let mut barrier = || {
-        barrier_id += 1;
-        dsm.barrier(barrier_id)
-    };
-    barrier()?;
-    let block = dsm.lookup(SLOT_BLOCK) as usize;
+    let mut phases = Phases::new(dsm, BARRIER_BASE);
+    let block = phases.shared_block(SLOT_BLOCK, PAGES_PER_ITER * iters)?;
     let page = |i: usize| block + i * PAGE_SIZE;
     let mut f = BenchFigures::default();
 
@@ -183,7 +177,7 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         f.tcp_4k_rtt_us = median_us(&mut rtt);
         f.read_miss_us = median_us(&mut miss);
     }
-    barrier()?;
+    phases.next()?;
     if let Some(echo) = echo.take() {
         let _ = echo.join();
     }
@@ -199,13 +193,13 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         }
         f.write_miss_us = median_us(&mut s);
     }
-    barrier()?;
+    phases.next()?;
 
     // Invalidations: every node reads pages 2*iters..3*iters, then the prober writes them.
     for i in 2 * iters..3 * iters {
         std::hint::black_box(probe_byte(dsm, page(i))?.load(Ordering::SeqCst));
     }
-    barrier()?;
+    phases.next()?;
     if prober {
         let mut s = Vec::with_capacity(iters);
         for i in 2 * iters..3 * iters {
@@ -216,7 +210,7 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         }
         f.invalidation_us = median_us(&mut s);
     }
-    barrier()?;
+    phases.next()?;
 
     // Prefetches: pages 3*iters.., owned by node 0, never touched here, PREFETCH_PAGES at a
     // time in one call.
@@ -230,7 +224,7 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         }
         f.prefetch_8_pages_us = median_us(&mut s);
     }
-    barrier()?;
+    phases.next()?;
 
     // Uncontended locks held last elsewhere: node 0 takes and drops lock i, then the prober
     // does. Node 0 manages each of them.
@@ -241,7 +235,7 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
             dsm.unlock(lock_of(i))?;
         }
     }
-    barrier()?;
+    phases.next()?;
     if prober {
         let mut s = Vec::with_capacity(iters);
         for i in 0..iters {
@@ -252,7 +246,7 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         }
         f.lock_free_us = median_us(&mut s);
     }
-    barrier()?;
+    phases.next()?;
 
     // A contended lock: every node takes and drops the same lock `iters` times.
     let contended = lock_of(iters);
@@ -264,13 +258,13 @@ fn measure(dsm: &Dsm, iters: usize, node0: IpAddr) -> Result<Option<BenchFigures
         s.push(elapsed_us(t));
     }
     f.lock_contended_us = median_us(&mut s);
-    barrier()?;
+    phases.next()?;
 
     // Barriers of every node.
     let mut s = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
-        barrier()?;
+        phases.next()?;
         s.push(elapsed_us(t));
     }
     f.barrier_us = median_us(&mut s);

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::DsmAtomic;
 use crate::bench::median_us;
+use crate::bench_phases::Phases;
 use crate::capability::{DsmCapability, Rights};
 use crate::cluster::Dsm;
 use crate::types::{Backend, DsmError, NodeConfig, NodeId, PAGE_SIZE};
@@ -115,17 +116,8 @@ pub fn run_capability_node(
 fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmError> {
     let me = dsm.id();
     let nodes = dsm.nodes();
-    if me == 0 {
-        let block = dsm.alloc(2 * iters * PAGE_SIZE, PAGE_SIZE)?;
-        dsm.publish(SLOT_BLOCK, block as u64);
-    }
-    let mut barrier_id = BARRIER_BASE;
-    let mut barrier = || {
-        barrier_id += 1;
-        dsm.barrier(barrier_id)
-    };
-    barrier()?;
-    let block = dsm.lookup(SLOT_BLOCK) as usize;
+    let mut phases = Phases::new(dsm, BARRIER_BASE);
+    let block = phases.shared_block(SLOT_BLOCK, 2 * iters)?;
     // Public pages: 0..iters read by the prober, iters..2*iters invalidated by node 0.
     let public = |i: usize| block + i * PAGE_SIZE;
     let mut f = CapabilityFigures {
@@ -179,7 +171,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmErro
             dsm.publish(SLOT_BLOCK + 1 + slot, v.to_bits());
         }
     }
-    barrier()?;
+    phases.next()?;
     if me == 0 {
         f.read_miss_us = f64::from_bits(dsm.lookup(SLOT_BLOCK + 1));
         f.cap_read_miss_us = f64::from_bits(dsm.lookup(SLOT_BLOCK + 2));
@@ -217,7 +209,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmErro
             }
             None => None,
         };
-        barrier()?;
+        phases.next()?;
         if let Some(cap) = &minted {
             let t = Instant::now();
             word.store(i as u64, Ordering::SeqCst);
@@ -226,7 +218,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmErro
             cap.revoke().map_err(error)?;
             revoke.push(elapsed_us(t));
         }
-        barrier()?;
+        phases.next()?;
         if let Some(cap) = &held {
             if !cap.is_revoked() {
                 return Err(error(format!(
@@ -240,7 +232,7 @@ fn measure(dsm: &Dsm, iters: usize) -> Result<Option<CapabilityFigures>, DsmErro
         f.invalidation_us = median_us(&mut inval);
         f.revoke_us = median_us(&mut revoke);
     }
-    barrier()?;
+    phases.next()?;
     Ok((me == 0).then_some(f))
 }
 

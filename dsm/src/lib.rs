@@ -29,6 +29,8 @@ pub mod apps;
 #[cfg(not(memlink_loom))]
 pub mod bench;
 #[cfg(not(memlink_loom))]
+mod bench_phases;
+#[cfg(not(memlink_loom))]
 pub mod capability;
 #[cfg(not(memlink_loom))]
 pub mod capability_bench;

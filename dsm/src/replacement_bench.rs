@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::atomic::DsmAtomic;
 use crate::bench::median_us;
+use crate::bench_phases::Phases;
 use crate::cluster::Dsm;
 use crate::types::{Backend, DsmError, EvictionStats, NodeConfig, NodeId, PAGE_SIZE};
 
@@ -120,17 +121,8 @@ pub fn run_eviction_node(
 
 fn measure_evictions(dsm: &Dsm, iters: usize) -> Result<Option<EvictionFigures>, DsmError> {
     let prober = dsm.id() == PROBER;
-    if dsm.id() == 0 {
-        let block = dsm.alloc(PAGES_PER_SAMPLE * iters * PAGE_SIZE, PAGE_SIZE)?;
-        dsm.publish(SLOT_BLOCK, block as u64);
-    }
-    let mut barrier_id = BARRIER_BASE;
-    let mut barrier = || {
-        barrier_id += 1;
-        dsm.barrier(barrier_id)
-    };
-    barrier()?;
-    let block = dsm.lookup(SLOT_BLOCK) as usize;
+    let mut phases = Phases::new(dsm, BARRIER_BASE);
+    let block = phases.shared_block(SLOT_BLOCK, PAGES_PER_SAMPLE * iters)?;
     // Sample i's pages: read-and-drop, passed, handed off, written back.
     let offset = |kind: usize, i: usize| block + (kind * iters + i) * PAGE_SIZE;
     let page_no = |off: usize| (off / PAGE_SIZE) as u32;
@@ -162,13 +154,13 @@ fn measure_evictions(dsm: &Dsm, iters: usize) -> Result<Option<EvictionFigures>,
             }
         }
     }
-    barrier()?;
+    phases.next()?;
     if dsm.id() == 0 {
         for i in 0..iters {
             std::hint::black_box(word(offset(1, i))?.load(std::sync::atomic::Ordering::SeqCst));
         }
     }
-    barrier()?;
+    phases.next()?;
     if prober {
         let timed = |kind: usize, hand_off: bool| -> Result<Vec<f64>, DsmError> {
             let mut samples = Vec::with_capacity(iters);
@@ -203,7 +195,7 @@ fn measure_evictions(dsm: &Dsm, iters: usize) -> Result<Option<EvictionFigures>,
         f.page_in_us = median_us(&mut page_in);
         f.as_meant = meant as f64 / (4 * iters) as f64;
     }
-    barrier()?;
+    phases.next()?;
     Ok(prober.then_some(f))
 }
 
