@@ -23,14 +23,37 @@ struct Shared {
     value: AtomicU64,
 }
 
+/// A new segment named `name` holding a `Shared`, whose parent descriptor is this process's.
+fn create_shared(name: &str) -> Segment {
+    let seg = Segment::create(name, std::mem::size_of::<Shared>()).unwrap();
+    shared(&seg).parent.reset(std::process::id());
+    seg
+}
+
+/// The `Shared` in `seg`'s payload.
+fn shared(seg: &Segment) -> &Shared {
+    // SAFETY: the payload is page-aligned, zero-filled and large enough for Shared (made by
+    // `create_shared`), whose all-zero bytes are valid (atomics); `seg` keeps it mapped.
+    unsafe { &*(seg.payload_ptr() as *const Shared) }
+}
+
+/// Blocks the parent until the child wakes it (at most 20 s); fails the test otherwise.
+fn wait_for_child_wake(shared: &Shared) {
+    assert_eq!(
+        shared.parent.block(
+            Some(Duration::from_secs(20)),
+            None,
+            Duration::from_millis(50)
+        ),
+        BlockOutcome::Woken
+    );
+}
+
 #[test]
 fn futex_wake_crosses_processes() {
     isolated(|| {
-        let seg = Segment::create("futex-x", std::mem::size_of::<Shared>()).unwrap();
-        // SAFETY: the payload is page-aligned, zero-filled and large enough for Shared,
-        // whose all-zero bytes are valid (atomics).
-        let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
-        shared.parent.reset(std::process::id());
+        let seg = create_shared("futex-x");
+        let shared = shared(&seg);
         let child = fork_child(|| {
             shared.child.claim();
             // Tell the parent we are ready, then block until it publishes the value.
@@ -49,14 +72,7 @@ fn futex_wake_crosses_processes() {
                 }
             }
         });
-        assert_eq!(
-            shared.parent.block(
-                Some(Duration::from_secs(20)),
-                None,
-                Duration::from_millis(50)
-            ),
-            BlockOutcome::Woken
-        );
+        wait_for_child_wake(shared);
         assert_eq!(shared.child.pid(), child as u32);
         shared.value.store(0xfeed, Ordering::Release);
         shared.child.wake();
@@ -67,10 +83,8 @@ fn futex_wake_crosses_processes() {
 #[test]
 fn blocked_waiter_learns_peer_died() {
     isolated(|| {
-        let seg = Segment::create("futex-dead", std::mem::size_of::<Shared>()).unwrap();
-        // SAFETY: as above: page-aligned zeroed payload, all-atomic struct.
-        let shared = unsafe { &*(seg.payload_ptr() as *const Shared) };
-        shared.parent.reset(std::process::id());
+        let seg = create_shared("futex-dead");
+        let shared = shared(&seg);
         let child = fork_child(|| {
             shared.parent.wake();
             // Block forever: the parent kills us.
@@ -79,14 +93,7 @@ fn blocked_waiter_learns_peer_died() {
             }
         });
         let peer = PeerLiveness::watch(child).unwrap();
-        assert_eq!(
-            shared.parent.block(
-                Some(Duration::from_secs(20)),
-                None,
-                Duration::from_millis(50)
-            ),
-            BlockOutcome::Woken
-        );
+        wait_for_child_wake(shared);
         kill9(child);
         // Nobody will ever wake the parent: the block must end with PeerDied.
         assert_eq!(
