@@ -7,43 +7,28 @@ use memlink_capability::fd_passing::send_with_fds;
 use memlink_capability::rendezvous::RendezvousListener;
 use memlink_channels::named::{self, MalformedOffer, NamedConnectError, Offer};
 use memlink_channels::{LoanChannel, Region, RegionError, WaitMode};
-use memlink_test_support::{DEADLINE, socket_path, wait_process};
-use std::io::Read;
+use memlink_test_support::{DEADLINE, output_of, socket_path};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 const PEER: &str = env!("CARGO_BIN_EXE_memlink-loan-peer");
 
-fn output_of(child: &mut std::process::Child, who: &str) -> String {
-    let status = wait_process(child, DEADLINE)
-        .unwrap_or_else(|| panic!("{who} ran past {DEADLINE:?} and was killed"));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(status.success(), "{who} failed ({status}): {out}");
-    out
-}
-
 #[test]
 fn two_executables_pass_one_gib_through_a_loan_channel() {
     let path = socket_path("loan-peer");
-    let mut sender = Command::new(PEER)
+    let sender = Command::new(PEER)
         .args(["serve", path.to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the sender");
-    let mut receiver = Command::new(PEER)
+    let receiver = Command::new(PEER)
         .args(["connect", path.to_str().unwrap()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the receiver");
-    let received = output_of(&mut receiver, "the receiver");
-    let sent = output_of(&mut sender, "the sender");
+    let (received, _) = output_of(receiver, "the receiver");
+    let (sent, _) = output_of(sender, "the sender");
     assert_eq!(sent.trim(), "sent 1073741824 bytes in 64 messages");
     assert_eq!(
         received.trim(),

@@ -19,7 +19,8 @@ use memlink_dsm::apps::EXIT_DSM_ERROR;
 use memlink_dsm::init::{NodeSlot, bind_slots, pass_listener};
 use memlink_dsm::remote::{Frame, FrameKind};
 use memlink_dsm::{Backend, ManagerKind};
-use support::{DEADLINE, node_command, output_within, wait_within};
+use memlink_test_support::output_of;
+use support::{DEADLINE, node_command, output_within};
 
 /// Not a test of its own: the entry point of the node processes the tests start.
 #[test]
@@ -46,26 +47,6 @@ fn configure(cmd: &mut Command, listener: Option<&TcpListener>, key: Option<&Tem
     if let Some(l) = listener {
         pass_listener(cmd, l);
     }
-}
-
-fn finish(mut child: Child, who: &str) -> (String, String) {
-    let status = wait_within(&mut child, DEADLINE).unwrap_or_else(|| panic!("{who} hung"));
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "{who} {status}: {out}{err}");
-    (out, err)
 }
 
 /// An impostor that joins through the public `Dsm::join` as node 1, before the real node 1
@@ -98,8 +79,8 @@ fn impostor_is_rejected(impostor_key: Option<&TempKeyFile>, want: &str) {
 
     let node1 = spawn_node(&slot1, Some(&l1), Some(&key));
     drop(l1);
-    let (out1, _) = finish(node1, "the real node 1");
-    let (out0, err0) = finish(node0, "node 0");
+    let (out1, _) = output_of(node1, "the real node 1");
+    let (out0, err0) = output_of(node0, "node 0");
     assert!(out0.contains("verified: true") && out1.contains("verified: true"));
     // Node 0 logged the refusal.
     assert!(err0.contains("refused a connection"), "node 0: {err0}");
@@ -295,9 +276,9 @@ fn a_flood_of_garbage_and_idle_connections_costs_no_threads_and_the_cluster_veri
     let node1 = spawn_node(&slot1, Some(&l1), Some(&key));
     let node2 = spawn_node(&slot2, Some(&l2), Some(&key));
     drop((l1, l2));
-    let (out2, _) = finish(node2, "node 2");
-    let (out1, _) = finish(node1, "node 1");
-    let (out0, err0) = finish(node0, "node 0");
+    let (out2, _) = output_of(node2, "node 2");
+    let (out1, _) = output_of(node1, "node 1");
+    let (out0, err0) = output_of(node0, "node 0");
     drop(idle);
     for out in [&out0, &out1, &out2] {
         assert!(out.contains("verified: true"), "{out}");

@@ -92,6 +92,29 @@ pub fn wait_process(child: &mut Child, deadline: Duration) -> Option<ExitStatus>
     Some(child.wait().expect("wait for the child"))
 }
 
+/// Waits at most [`DEADLINE`] for `child` and returns what it wrote to its stdout and stderr
+/// (empty for a stream that is not piped), read while it runs so that a full pipe never
+/// blocks it. Fails the test, naming the child `who`, if it ran past the deadline or failed.
+pub fn output_of(mut child: Child, who: &str) -> (String, String) {
+    fn read_all(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let (out, err) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
+    let status = wait_process(&mut child, DEADLINE)
+        .unwrap_or_else(|| panic!("{who} ran past {DEADLINE:?} and was killed"));
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{who} failed ({status}): {out}{err}");
+    (out, err)
+}
+
 /// Forks; the child runs `f` and exits with its return code via `_exit` (a panic is
 /// exit code 101). Only from inside [`isolated`] (see the module documentation).
 pub fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
