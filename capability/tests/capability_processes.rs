@@ -2,15 +2,11 @@
 //! and revoke, a read-only capability whose write faults in a child, a child killed
 //! while holding a capability, and nothing left behind in /dev/shm.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use child_process::{dev_shm_entries, fork_child, isolated, kill9, wait_child};
+use crate::child_process::{dev_shm_entries, fork_child, isolated, kill9, wait_child};
 use memlink_capability::capability::{AcquireError, Capability, RestrictError, Rights};
 use memlink_capability::capability_transfer::{SendCapError, recv_capability, send_capability};
 use memlink_capability::segment::Segment;
@@ -21,7 +17,7 @@ fn signal_byte(mut s: &UnixStream, b: u8) {
 
 fn await_byte(mut s: &UnixStream) -> u8 {
     // A peer that never answers fails the test instead of hanging it.
-    s.set_read_timeout(Some(child_process::DEADLINE))
+    s.set_read_timeout(Some(crate::child_process::DEADLINE))
         .expect("set a read timeout");
     let mut b = [0u8];
     s.read_exact(&mut b).unwrap();

@@ -2,8 +2,6 @@
 //! the store through a READ capability that used to kill the process with SIGSEGV no
 //! longer compiles. The expected compiler output lives next to each case in tests/ui/.
 
-#![cfg(not(memlink_loom))]
-
 #[test]
 fn read_only_guard_gives_no_interior_mutability() {
     let cases = trybuild::TestCases::new();

@@ -1,8 +1,6 @@
 //! Runs the `three_schemes` example (built by `cargo test` with the other targets) and
 //! checks that every scheme worked across its two processes.
 
-#![cfg(not(memlink_loom))]
-
 use std::path::PathBuf;
 use std::process::Command;
 

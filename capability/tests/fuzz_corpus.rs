@@ -1,8 +1,6 @@
 //! Replays the committed fuzz corpora (capability/fuzz/corpus/<target>/) through the
 //! same bodies the cargo-fuzz targets run, so CI checks them on stable, without nightly.
 
-#![cfg(not(memlink_loom))]
-
 use memlink_capability::fuzz_bodies;
 
 fn replay(target: &str, body: fn(&[u8])) {

@@ -2,14 +2,12 @@
 //! rendezvous socket between separately started processes, futex wake-up across
 //! processes, and a waiter that learns its peer died.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use child_process::{fork_child, isolated, kill9, role, socket_path, spawn_role, wait_child};
+use crate::child_process::{
+    fork_child, isolated, kill9, role, socket_path, spawn_role, wait_child,
+};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::liveness::PeerLiveness;
 use memlink_capability::process::{BlockOutcome, ProcessDescriptor};
@@ -133,7 +131,7 @@ fn unrelated_processes_exchange_segment() {
     let path = socket_path("rv-test");
     let listener = RendezvousListener::bind(&path).unwrap();
     let mut child = spawn_role("rendezvous_peer_role", path.to_str().unwrap());
-    let stream = child_process::accept_within(&listener);
+    let stream = crate::child_process::accept_within(&listener);
     let seg = Segment::create("rv", 64 * 8).unwrap();
     let p = seg.payload_ptr() as *const AtomicU64;
     for i in 0..64 {
@@ -148,7 +146,7 @@ fn unrelated_processes_exchange_segment() {
         // SAFETY: as above.
         assert_eq!(unsafe { &*p.add(i) }.load(Ordering::Acquire), i as u64 + 1);
     }
-    let status = child_process::wait_process(&mut child, child_process::DEADLINE)
+    let status = crate::child_process::wait_process(&mut child, crate::child_process::DEADLINE)
         .expect("the peer process ran past the deadline and was killed");
     assert!(status.success(), "{status}");
 }

@@ -1,8 +1,6 @@
 //! Property tests of scheme 2: reference packing round-trips, and the translation table
 //! behaves like a map from segment id to (base, length) under inserts and removals.
 
-#![cfg(not(memlink_loom))]
-
 use std::collections::HashMap;
 
 use memlink_capability::segment::{Segment, SegmentId};

@@ -8,16 +8,12 @@
 //! root reopens the memfd read-write and changes the value; a frozen segment refuses
 //! writable mappings even to root.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use child_process::{fork_child, isolated, wait_child};
+use crate::child_process::{fork_child, isolated, wait_child};
 use memlink_capability::capability::{Capability, Rights};
 use memlink_capability::capability_transfer::{recv_capability, send_capability};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
@@ -249,7 +245,7 @@ fn attacker(from_owner: &UnixStream, unprivileged: bool) -> i32 {
     let grandchild = fork_child(|| {
         close_inherited(&to_grandchild);
         grandchild_end
-            .set_read_timeout(Some(child_process::DEADLINE))
+            .set_read_timeout(Some(crate::child_process::DEADLINE))
             .unwrap();
         let (facts, _) = recv_message(&grandchild_end).unwrap();
         let owner = OwnerFacts::decode(&facts);
@@ -302,7 +298,7 @@ fn run_owner(name: &str, unprivileged: bool) -> (i32, u64) {
     let child = fork_child(|| {
         close_inherited(&owner_end);
         attacker_end
-            .set_read_timeout(Some(child_process::DEADLINE))
+            .set_read_timeout(Some(crate::child_process::DEADLINE))
             .unwrap();
         attacker(&attacker_end, unprivileged)
     });

@@ -3,13 +3,9 @@
 //! same base, maps the segment at the same offset and walks the list through the very
 //! same pointers.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::time::Duration;
 
-use child_process::{role, socket_path, spawn_role};
+use crate::child_process::{role, socket_path, spawn_role};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::mapping::Protection;
 use memlink_capability::rendezvous::{RendezvousListener, connect_within};
@@ -88,7 +84,7 @@ fn list_built_in_one_process_walked_in_another() {
     let path = socket_path("scheme1");
     let listener = RendezvousListener::bind(&path).unwrap();
     let mut child = spawn_role("window_walker_role", path.to_str().unwrap());
-    let stream = child_process::accept_within(&listener);
+    let stream = crate::child_process::accept_within(&listener);
     let mut msg = window.base().to_le_bytes().to_vec();
     msg.extend_from_slice(&mapping.offset().to_le_bytes());
     send_with_fds(&stream, &msg, &[seg.as_fd()]).unwrap();
@@ -97,7 +93,7 @@ fn list_built_in_one_process_walked_in_another() {
     let sum = u64::from_le_bytes(reply[8..16].try_into().unwrap());
     assert_eq!(count, NODES as u64);
     assert_eq!(sum, (0..NODES as u64).map(|i| i * 3).sum::<u64>());
-    let status = child_process::wait_process(&mut child, child_process::DEADLINE)
+    let status = crate::child_process::wait_process(&mut child, crate::child_process::DEADLINE)
         .expect("the peer process ran past the deadline and was killed");
     assert!(status.success(), "{status}");
 }

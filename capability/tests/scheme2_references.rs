@@ -3,14 +3,10 @@
 //! its own table. The walker, a separately started process, also appends a node that the
 //! builder then finds.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use child_process::{role, socket_path, spawn_role};
+use crate::child_process::{role, socket_path, spawn_role};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::rendezvous::{RendezvousListener, connect_within};
 use memlink_capability::segment::Segment;
@@ -114,7 +110,7 @@ fn list_of_shared_refs_across_processes_at_different_addresses() {
     let path = socket_path("scheme2");
     let listener = RendezvousListener::bind(&path).unwrap();
     let mut child = spawn_role("refs_walker_role", path.to_str().unwrap());
-    let stream = child_process::accept_within(&listener);
+    let stream = crate::child_process::accept_within(&listener);
     let msg: Vec<u8> = bases.iter().flat_map(|b| b.to_le_bytes()).collect();
     let fds: Vec<_> = ids
         .iter()
@@ -130,7 +126,7 @@ fn list_of_shared_refs_across_processes_at_different_addresses() {
         u64::from_le_bytes(reply[8..16].try_into().unwrap()),
         (1..=total as u64).sum::<u64>()
     );
-    let status = child_process::wait_process(&mut child, child_process::DEADLINE)
+    let status = crate::child_process::wait_process(&mut child, crate::child_process::DEADLINE)
         .expect("the peer process ran past the deadline and was killed");
     assert!(status.success(), "{status}");
     // The node the walker appended is reachable through our own translation.

@@ -1,13 +1,9 @@
 //! Corrupted segment headers are rejected with their own error, never mapped blindly,
 //! including when the corrupt segment arrives from another process.
 
-#![cfg(not(memlink_loom))]
-
-mod child_process;
-
 use std::os::unix::net::UnixStream;
 
-use child_process::{fork_child, isolated, wait_child};
+use crate::child_process::{fork_child, isolated, wait_child};
 use memlink_capability::capability::{AcquireError, Capability, Rights};
 use memlink_capability::fd_passing::{recv_message, send_with_fds};
 use memlink_capability::segment::{

@@ -41,25 +41,9 @@ mod tasks_cluster;
 /// no longer finds them by itself, so a new file left out would silently never run).
 #[test]
 fn every_test_file_runs() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
-    let modules = include_str!("integration.rs");
-    let manifest = include_str!("../Cargo.toml");
-    let mut missing = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dsm/tests") {
-        let name = entry.expect("a directory entry").file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".rs")) else {
-            continue;
-        };
-        let module = format!("\nmod {stem};\n");
-        let binary = format!("path = \"tests/{stem}.rs\"");
-        if !modules.contains(&module) && !manifest.contains(&binary) {
-            missing.push(stem.to_owned());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "dsm/tests/{{{}}}.rs: neither a module of dsm/tests/integration.rs (add `mod <name>;` \
-         there) nor a [[test]] of dsm/Cargo.toml",
-        missing.join(",")
+    memlink_test_support::assert_every_test_file_runs(
+        env!("CARGO_MANIFEST_DIR"),
+        include_str!("integration.rs"),
+        include_str!("../Cargo.toml"),
     );
 }

@@ -162,14 +162,64 @@ pub fn kill9(pid: libc::pid_t) {
 /// The environment variable that tells a re-executed test binary which role to play.
 pub const ROLE_ENV: &str = "MEMLINK_TEST_ROLE";
 
-/// Starts this test binary again, running only test `test_name`, with role data in the
-/// environment: a separately started process, not a fork.
+/// Starts this test binary again, running only test `test_name` of the calling test's module,
+/// with role data in the environment: a separately started process, not a fork. Call it on
+/// the test's own thread (see [`sibling_test`]).
 pub fn spawn_role(test_name: &str, role: &str) -> Child {
     Command::new(std::env::current_exe().expect("test binary path"))
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &sibling_test(test_name),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE_ENV, role)
         .spawn()
         .expect("spawn test binary")
+}
+
+/// Test `test_name` of the module of the test running on this thread, as libtest names it in
+/// this binary (`module::test_name`, or `test_name` in a binary made of one file): a test
+/// binary may hold many test files as modules, and the harness names each test's thread
+/// after the test's path.
+pub fn sibling_test(test_name: &str) -> String {
+    let thread = std::thread::current();
+    let running = thread
+        .name()
+        .expect("called on the test's own thread, which the harness names after the test");
+    match running.rsplit_once("::") {
+        Some((module, _)) => format!("{module}::{test_name}"),
+        None => test_name.to_owned(),
+    }
+}
+
+/// Fails unless every file of `<crate_dir>/tests/` is a module of the crate's integration test
+/// binary (`mod <name>;` in `modules`, the text of its `tests/integration.rs`) or a test
+/// binary of its own (`path = "tests/<name>.rs"` in `manifest`, the text of its Cargo.toml).
+/// With `autotests = false` cargo no longer finds test files by itself, so a file left out
+/// would silently never run. Call it with `env!("CARGO_MANIFEST_DIR")`.
+pub fn assert_every_test_file_runs(crate_dir: &str, modules: &str, manifest: &str) {
+    let dir = std::path::Path::new(crate_dir).join("tests");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let name = entry.expect("a directory entry").file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".rs")) else {
+            continue;
+        };
+        let module = format!("\nmod {stem};\n");
+        let binary = format!("path = \"tests/{stem}.rs\"");
+        if !modules.contains(&module) && !manifest.contains(&binary) {
+            missing.push(stem.to_owned());
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "{}/{{{}}}.rs: neither a module of tests/integration.rs (add `mod <name>;` there) nor \
+         a [[test]] of Cargo.toml",
+        dir.display(),
+        missing.join(",")
+    );
 }
 
 /// The role this process was started with, if any.
