@@ -542,7 +542,7 @@ fn pager_command_answers(bytes: &[u8]) {
     };
     let links = std::sync::Arc::new(Links::default());
     links.join(&commands::hello(1, 64), near);
-    let mut ack = [0u8; crate::pager::remote::REPLY_HEADER];
+    let mut ack = [0u8; crate::pager::wire::REPLY_HEADER];
     if far.read_exact(&mut ack).is_err() {
         return;
     }
@@ -582,7 +582,8 @@ fn pager_calls(data: &[u8]) {
     use std::os::unix::net::UnixStream;
 
     use crate::pager::Pager;
-    use crate::pager::remote::{self, MAX_ERROR_TEXT, MAX_RUN_PAGES};
+    use crate::pager::server;
+    use crate::pager::wire::{self, MAX_ERROR_TEXT, MAX_RUN_PAGES};
 
     let Some((&side, bytes)) = data.split_first() else {
         return;
@@ -646,18 +647,18 @@ fn pager_calls(data: &[u8]) {
         replies
     });
     let pager = std::sync::Mutex::new(MemoryPager(vec![3u8; 8 * PAGE_SIZE]));
-    remote::serve_node(&pager, far);
+    server::serve_node(&pager, far);
     let Ok(replies) = writer.join() else {
         panic!("the node's side panicked");
     };
     let mut at = 0;
     while at < replies.len() {
-        let header = &replies[at..(at + remote::REPLY_HEADER).min(replies.len())];
-        assert_eq!(header.len(), remote::REPLY_HEADER, "a partial reply header");
+        let header = &replies[at..(at + wire::REPLY_HEADER).min(replies.len())];
+        assert_eq!(header.len(), wire::REPLY_HEADER, "a partial reply header");
         let status = header[0];
         let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
         let payload = match status {
-            remote::REPLY_PROVIDED => {
+            wire::REPLY_PROVIDED => {
                 assert!(
                     len > 0 && len as usize % PAGE_SIZE == 0,
                     "data of {len} bytes"
@@ -665,21 +666,21 @@ fn pager_calls(data: &[u8]) {
                 assert!(len / PAGE_SIZE as u32 <= MAX_RUN_PAGES, "a run too long");
                 len as usize
             }
-            remote::REPLY_UNAVAILABLE | remote::REPLY_DONE => {
+            wire::REPLY_UNAVAILABLE | wire::REPLY_DONE => {
                 assert_eq!(len, 0, "status {status} with a length");
                 0
             }
-            remote::REPLY_LOCK => {
+            wire::REPLY_LOCK => {
                 assert!(len <= 2, "a lock of {len}");
                 0
             }
-            remote::REPLY_ERROR => {
+            wire::REPLY_ERROR => {
                 assert!(len <= MAX_ERROR_TEXT, "an error text of {len} bytes");
                 len as usize
             }
             other => panic!("reply status {other}"),
         };
-        at += remote::REPLY_HEADER + payload;
+        at += wire::REPLY_HEADER + payload;
         assert!(at <= replies.len(), "a reply shorter than its length");
     }
 }

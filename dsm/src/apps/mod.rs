@@ -104,7 +104,7 @@ impl App {
         match param {
             AppParam::Size => matches!(self, App::Jacobi | App::Nqueens | App::Quicksort),
             AppParam::Iters | AppParam::NoPrefetch => self == App::Jacobi,
-            AppParam::File => self == App::Wordcount,
+            AppParam::File | AppParam::PagerSocket => self == App::Wordcount,
             AppParam::Workers | AppParam::NoHints => self.runs_tasks(),
         }
     }
@@ -220,6 +220,9 @@ pub struct AppParams {
     pub prefetch: bool,
     /// The file the app reads (wordcount: mapped into the region by the file pager).
     pub file: Option<std::path::PathBuf>,
+    /// The unix socket of a pager process that serves the app's file (`memlink dsm pager`),
+    /// asked instead of a file pager in the node's own process.
+    pub pager_socket: Option<std::path::PathBuf>,
     /// The node's memory budget in bytes, for the app's memory estimate (wordcount needs
     /// one: a pager supplies the pages of a node with a budget).
     pub memory_budget: Option<u64>,
@@ -241,6 +244,8 @@ pub enum AppParam {
     NoPrefetch,
     /// `--file`: [`AppParams::file`].
     File,
+    /// `--pager-socket`: [`AppParams::pager_socket`].
+    PagerSocket,
     /// `--workers`: [`AppParams::workers`].
     Workers,
     /// `--no-hints`: [`AppParams::hints`] false.
@@ -249,11 +254,12 @@ pub enum AppParam {
 
 impl AppParam {
     /// Every setting.
-    pub const ALL: [AppParam; 6] = [
+    pub const ALL: [AppParam; 7] = [
         AppParam::Size,
         AppParam::Iters,
         AppParam::NoPrefetch,
         AppParam::File,
+        AppParam::PagerSocket,
         AppParam::Workers,
         AppParam::NoHints,
     ];
@@ -265,6 +271,7 @@ impl AppParam {
             AppParam::Iters => "--iters",
             AppParam::NoPrefetch => "--no-prefetch",
             AppParam::File => "--file",
+            AppParam::PagerSocket => "--pager-socket",
             AppParam::Workers => "--workers",
             AppParam::NoHints => "--no-hints",
         }
@@ -314,6 +321,9 @@ impl AppParams {
         }
         if self.file.is_some() {
             given.push(AppParam::File);
+        }
+        if self.pager_socket.is_some() {
+            given.push(AppParam::PagerSocket);
         }
         if self.workers.is_some() {
             given.push(AppParam::Workers);
@@ -376,6 +386,7 @@ impl Default for AppParams {
             iters: None,
             prefetch: true,
             file: None,
+            pager_socket: None,
             memory_budget: None,
             workers: None,
             hints: true,
@@ -549,17 +560,18 @@ pub fn run_node_sized(
         return Err(DsmError::Config(missing));
     }
     let id = config.id;
-    let dsm = match (&params.file, app) {
-        (Some(file), App::Wordcount) => {
-            let pager = crate::pager::FilePager::open(file, 0, None, wordcount::FIRST_PAGE)
-                .map_err(|e| DsmError::Config(e.to_string()))?;
-            Dsm::join_with_store(
-                config,
-                backend,
-                Box::new(crate::pager::PagerStore::new(pager)),
-            )?
-        }
-        _ => Dsm::join(config, backend)?,
+    let dsm = match pager_store(app, &params, config.connect_timeout)? {
+        Some(store) => Dsm::join_with_store(config, backend, store)?,
+        None => Dsm::join(config, backend)?,
+    };
+    // A pager process commands the node too (clean, flush, lock, cache) while the app runs.
+    let commands = match &params.pager_socket {
+        Some(socket) => Some(
+            dsm.runtime()
+                .take_pager_commands(socket, crate::pager::DEFAULT_TIMEOUT)
+                .map_err(|e| DsmError::Config(format!("the pager's command link: {e}")))?,
+        ),
+        None => None,
     };
     let params = &params;
     let start = Instant::now();
@@ -578,6 +590,7 @@ pub fn run_node_sized(
             None,
         )
     };
+    drop(commands);
     let stats = dsm.leave()?;
     Ok(NodeReport {
         id,
@@ -588,6 +601,34 @@ pub fn run_node_sized(
         steady_us,
         tasks,
     })
+}
+
+/// The backing store of a node that runs `app` with `params`, if it has one: wordcount's
+/// file through a file pager in this process, or through the pager process serving at
+/// `params.pager_socket` (waited for at most `within` if it does not listen yet).
+fn pager_store(
+    app: App,
+    params: &AppParams,
+    within: std::time::Duration,
+) -> Result<Option<Box<dyn crate::replacement::BackingStore>>, DsmError> {
+    use crate::pager::{FilePager, PagerStore, RemotePager};
+    let (App::Wordcount, Some(file)) = (app, &params.file) else {
+        return Ok(None);
+    };
+    let Some(socket) = &params.pager_socket else {
+        let pager = FilePager::open(file, 0, None, wordcount::FIRST_PAGE)
+            .map_err(|e| DsmError::Config(e.to_string()))?;
+        return Ok(Some(Box::new(PagerStore::new(pager))));
+    };
+    let name = socket.display().to_string();
+    let pager = RemotePager::connect_within(socket, &name, crate::pager::DEFAULT_TIMEOUT, within)
+        .map_err(|e| {
+        DsmError::Config(format!(
+            "{e}; start the pager first: memlink dsm pager --file {} --socket {name}",
+            file.display()
+        ))
+    })?;
+    Ok(Some(Box::new(PagerStore::new(pager))))
 }
 
 /// Runs [`run_node`], prints the report line (or the error) and returns the process exit

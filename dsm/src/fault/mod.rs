@@ -93,9 +93,9 @@ impl FaultService {
 /// Reports a fault that cannot be served and ends the process (async-signal-safe: only
 /// `write` and `_exit`).
 pub(crate) fn report_unservable(page: PageNo) -> ! {
-    let mut buf = [0u8; 96];
+    let mut buf = [0u8; 128];
     let prefix = b"memlink-dsm: page fault on page ";
-    let suffix = b" cannot be served (node lost); exiting\n";
+    let suffix = b" cannot be served (a node or a pager is lost); exiting\n";
     let mut n = 0;
     buf[..prefix.len()].copy_from_slice(prefix);
     n += prefix.len();

@@ -327,9 +327,9 @@ impl NodeRuntime {
         stream
             .write_all(&commands::hello(self.id, self.page_count))
             .map_err(lost)?;
-        let mut ack = [0u8; crate::pager::remote::REPLY_HEADER];
+        let mut ack = [0u8; crate::pager::wire::REPLY_HEADER];
         stream.read_exact(&mut ack).map_err(lost)?;
-        if ack != [crate::pager::remote::REPLY_DONE, 0, 0, 0, 0] {
+        if ack != [crate::pager::wire::REPLY_DONE, 0, 0, 0, 0] {
             return Err(PagerError::BadReply {
                 pager,
                 what: format!("{ack:?} to the command link's hello"),

@@ -39,18 +39,18 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::remote::{MAX_ERROR_TEXT, REPLY_DONE, REPLY_ERROR, REPLY_HEADER};
+use super::wire::{
+    self, CALL_LEN, Call, MAX_ERROR_TEXT, OP_HELLO, REPLY_DONE, REPLY_ERROR, access_code,
+};
 use crate::types::{Access, NodeId, PageNo};
 
-/// The first frame of a command connection (node → pager).
-pub(crate) const OP_HELLO: u8 = 0x10;
 const CMD_DATA_LOCK: u8 = 0x11;
 const CMD_FLUSH_REQUEST: u8 = 0x12;
 const CMD_CLEAN_REQUEST: u8 = 0x13;
 const CMD_CACHE: u8 = 0x14;
 
 /// The length of a command (and of a hello) frame.
-pub const COMMAND_LEN: usize = 10;
+pub const COMMAND_LEN: usize = CALL_LEN;
 
 /// A pager's command to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,14 +79,6 @@ pub enum Command {
     },
 }
 
-fn access_code(a: Access) -> u8 {
-    match a {
-        Access::None => 0,
-        Access::Read => 1,
-        Access::Write => 2,
-    }
-}
-
 impl Command {
     /// The command's frame.
     pub fn encode(&self) -> [u8; COMMAND_LEN] {
@@ -96,13 +88,13 @@ impl Command {
             Command::CleanRequest { pages } => (CMD_CLEAN_REQUEST, pages.clone(), 0),
             Command::Cache { keep } => (CMD_CACHE, 0..0, *keep as u8),
         };
-        let count = pages.end.saturating_sub(pages.start);
-        let mut f = [0u8; COMMAND_LEN];
-        f[0] = op;
-        f[1..5].copy_from_slice(&pages.start.to_le_bytes());
-        f[5..9].copy_from_slice(&count.to_le_bytes());
-        f[9] = arg;
-        f
+        Call {
+            op,
+            first: pages.start,
+            second: pages.end.saturating_sub(pages.start),
+            arg,
+        }
+        .encode()
     }
 
     /// The most pages the command may report it changed.
@@ -119,10 +111,12 @@ impl Command {
 /// The command in `frame`, for a node whose region has `page_count` pages; why not when
 /// the frame breaks the protocol (see the module docs).
 pub fn decode_command(frame: &[u8; COMMAND_LEN], page_count: u32) -> Result<Command, String> {
-    let op = frame[0];
-    let first = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]);
-    let count = u32::from_le_bytes([frame[5], frame[6], frame[7], frame[8]]);
-    let arg = frame[9];
+    let Call {
+        op,
+        first,
+        second: count,
+        arg,
+    } = Call::decode(frame);
     let pages = || -> Result<Range<PageNo>, String> {
         match first.checked_add(count) {
             Some(end) if count > 0 && end <= page_count => Ok(first..end),
@@ -147,28 +141,21 @@ pub fn decode_command(frame: &[u8; COMMAND_LEN], page_count: u32) -> Result<Comm
 
 /// A hello frame: node `node` with `pages` pages.
 pub(crate) fn hello(node: NodeId, pages: u32) -> [u8; COMMAND_LEN] {
-    let mut f = [0u8; COMMAND_LEN];
-    f[0] = OP_HELLO;
-    f[1..5].copy_from_slice(&u32::from(node).to_le_bytes());
-    f[5..9].copy_from_slice(&pages.to_le_bytes());
-    f
+    Call {
+        op: OP_HELLO,
+        first: u32::from(node),
+        second: pages,
+        arg: 0,
+    }
+    .encode()
 }
 
 /// A reply frame: `Ok(n)` (n pages changed) or the error's text.
 pub(crate) fn reply(result: Result<u32, String>) -> Vec<u8> {
-    let (status, len, text) = match result {
-        Ok(n) => (REPLY_DONE, n, Vec::new()),
-        Err(text) => {
-            let mut text = text.into_bytes();
-            text.truncate(MAX_ERROR_TEXT as usize);
-            (REPLY_ERROR, text.len() as u32, text)
-        }
-    };
-    let mut f = Vec::with_capacity(REPLY_HEADER + text.len());
-    f.push(status);
-    f.extend_from_slice(&len.to_le_bytes());
-    f.extend_from_slice(&text);
-    f
+    match result {
+        Ok(n) => wire::reply_frame(REPLY_DONE, n, &[]),
+        Err(text) => wire::error_reply(&text),
+    }
 }
 
 /// Why a command did not reach a node, or failed there.
@@ -248,12 +235,11 @@ impl Links {
     /// A node said hello on `stream` (the hello's `node` and `pages` fields, from the
     /// wire): acknowledge it and keep the link, in place of an older one of the same node.
     pub(crate) fn join(&self, frame: &[u8; COMMAND_LEN], mut stream: UnixStream) {
-        let node = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]);
-        let pages = u32::from_le_bytes([frame[5], frame[6], frame[7], frame[8]]);
-        let Ok(node) = NodeId::try_from(node) else {
+        let hello = Call::decode(frame);
+        let (pages, Ok(node)) = (hello.second, NodeId::try_from(hello.first)) else {
             return;
         };
-        if frame[9] != 0 || stream.write_all(&reply(Ok(0))).is_err() {
+        if hello.arg != 0 || stream.write_all(&reply(Ok(0))).is_err() {
             return;
         }
         let mut nodes = self.lock();
@@ -398,19 +384,13 @@ impl PagerCommands {
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
             .map_err(failure)?;
         stream.write_all(&cmd.encode()).map_err(failure)?;
-        let mut header = [0u8; REPLY_HEADER];
-        stream.read_exact(&mut header).map_err(failure)?;
-        let n = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
-        match header[0] {
+        let (status, n) = wire::read_reply_header(stream).map_err(failure)?;
+        match status {
             REPLY_DONE if n <= cmd.pages() => Ok(n),
-            REPLY_ERROR if n <= MAX_ERROR_TEXT => {
-                let mut text = vec![0u8; n as usize];
-                stream.read_exact(&mut text).map_err(failure)?;
-                Err(CommandError::Failed {
-                    node,
-                    what: String::from_utf8_lossy(&text).into_owned(),
-                })
-            }
+            REPLY_ERROR if n <= MAX_ERROR_TEXT => Err(CommandError::Failed {
+                node,
+                what: wire::read_error_text(stream, n).map_err(failure)?,
+            }),
             status => Err(bad(format!(
                 "reply status {status} with length {n} to {cmd:?}"
             ))),
@@ -446,13 +426,14 @@ mod tests {
         ] {
             assert_eq!(decode_command(&cmd.encode(), 16), Ok(cmd));
         }
-        let frame = |op: u8, first: u32, count: u32, arg: u8| {
-            let mut f = [0u8; COMMAND_LEN];
-            f[0] = op;
-            f[1..5].copy_from_slice(&first.to_le_bytes());
-            f[5..9].copy_from_slice(&count.to_le_bytes());
-            f[9] = arg;
-            f
+        let frame = |op: u8, first: u32, second: u32, arg: u8| {
+            Call {
+                op,
+                first,
+                second,
+                arg,
+            }
+            .encode()
         };
         for bad in [
             frame(0x99, 0, 1, 0),                     // unknown op

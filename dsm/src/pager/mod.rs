@@ -36,10 +36,13 @@
 pub mod commands;
 mod file;
 pub(crate) mod remote;
+pub(crate) mod server;
+pub(crate) mod wire;
 
 pub use commands::{CommandError, PagerCommands};
 pub use file::FilePager;
-pub use remote::{PagerServer, RemotePager};
+pub use remote::{DEFAULT_TIMEOUT, RemotePager};
+pub use server::{PagerServer, ServerStats};
 
 use std::fmt;
 use std::os::fd::BorrowedFd;

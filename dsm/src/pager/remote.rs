@@ -1,8 +1,9 @@
-//! A pager in its own process: [`PagerServer`] serves any [`Pager`] over a unix-domain
-//! socket, and [`RemotePager`] is the node's side, a [`Pager`] whose calls are messages on
+//! A pager in its own process: [`super::PagerServer`] serves any [`Pager`] over a
+//! unix-domain socket ([`super::server`]), and [`RemotePager`] is the node's side, a [`Pager`] whose calls are messages on
 //! that socket (Mach's pagers are reached only through ports, and may run anywhere).
 //!
-//! One connection per node; each call is one request frame and one reply frame, in order:
+//! One connection per node; each call is one request frame and one reply frame, in order
+//! (the frames of [`super::wire`]):
 //!
 //! ```text
 //! request: op u8 | page u32 | len u32 | access u8 | payload (data_write: len bytes)
@@ -26,48 +27,28 @@
 //! (see [`crate::pager`]).
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::commands::{Links, OP_HELLO, PagerCommands};
+use super::wire::{
+    self, CALL_LEN, Call, MAX_ERROR_TEXT, MAX_RUN_PAGES, OP_DATA_REQUEST, OP_DATA_UNLOCK,
+    OP_DATA_WRITE, OP_SYNC, REPLY_DONE, REPLY_ERROR, REPLY_LOCK, REPLY_PROVIDED, REPLY_UNAVAILABLE,
+    access_code, access_of,
+};
 use super::{Pager, PagerError, Supply};
 use crate::types::{Access, PAGE_SIZE, PageNo};
 
-/// The most pages one `data_request` may ask for (4 MiB; read-ahead asks for at most 1 MiB).
-pub const MAX_RUN_PAGES: u32 = 1024;
-/// The longest error text a pager may send.
-pub const MAX_ERROR_TEXT: u32 = 4096;
+/// How long a node waits for each answer of a pager in another process unless told.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
-const OP_DATA_REQUEST: u8 = 1;
-const OP_DATA_WRITE: u8 = 2;
-const OP_SYNC: u8 = 3;
-const OP_DATA_UNLOCK: u8 = 4;
-
-pub(crate) const REPLY_PROVIDED: u8 = 0;
-pub(crate) const REPLY_UNAVAILABLE: u8 = 1;
-pub(crate) const REPLY_DONE: u8 = 2;
-pub(crate) const REPLY_LOCK: u8 = 3;
-pub(crate) const REPLY_ERROR: u8 = 4;
-
-const REQUEST_HEADER: usize = 10;
-pub(crate) const REPLY_HEADER: usize = 5;
-
-fn access_code(a: Access) -> u8 {
-    match a {
-        Access::None => 0,
-        Access::Read => 1,
-        Access::Write => 2,
-    }
-}
-
-fn access_of(code: u32) -> Option<Access> {
-    match code {
-        0 => Some(Access::None),
-        1 => Some(Access::Read),
-        2 => Some(Access::Write),
-        _ => None,
+/// A request's frame: `op` on `len` bytes of pages from `page`, for `access`.
+fn request(op: u8, page: PageNo, len: u32, access: Access) -> Call {
+    Call {
+        op,
+        first: page,
+        second: len,
+        arg: access_code(access),
     }
 }
 
@@ -85,11 +66,37 @@ impl RemotePager {
     /// Connect to the pager `name` serving at `path`; every call waits at most `timeout`
     /// for its reply.
     pub fn connect(path: &Path, name: &str, timeout: Duration) -> Result<RemotePager, PagerError> {
+        Self::connect_within(path, name, timeout, Duration::ZERO)
+    }
+
+    /// As [`RemotePager::connect`], trying again for at most `within` while nothing serves
+    /// at `path` yet (no socket there, or a stale one that refuses): a pager process started
+    /// beside the nodes may not listen yet when they start.
+    pub fn connect_within(
+        path: &Path,
+        name: &str,
+        timeout: Duration,
+        within: Duration,
+    ) -> Result<RemotePager, PagerError> {
         let lost = |e: io::Error| PagerError::Lost {
             pager: name.to_string(),
             reason: format!("cannot connect to {}: {e}", path.display()),
         };
-        let stream = UnixStream::connect(path).map_err(lost)?;
+        let deadline = Instant::now() + within;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(lost(e)),
+            }
+        };
         Self::from_stream(stream, name, timeout).map_err(lost)
     }
 
@@ -139,22 +146,20 @@ impl RemotePager {
         }
     }
 
-    /// One call: the request, then the reply's status and length (the payload of a
-    /// `data_provided` read into `payload`, whose length it must have). A failure other than
-    /// the pager's own error ([`PagerError::Remote`]) ends the connection.
+    /// One call: the request (`data`, a `data_write`'s page, follows its frame), then the
+    /// reply's status and length (the payload of a `data_provided` read into `payload`,
+    /// whose length it must have). A failure other than the pager's own error
+    /// ([`PagerError::Remote`]) ends the connection.
     fn call(
         &mut self,
-        op: u8,
-        page: PageNo,
-        len: u32,
-        access: Access,
+        request: Call,
         data: &[u8],
         payload: &mut [u8],
     ) -> Result<(u8, u32), PagerError> {
         if let Some(e) = &self.broken {
             return Err(e.clone_failure());
         }
-        let result = self.exchange(op, page, len, access, data, payload);
+        let result = self.exchange(request, data, payload);
         if let Some(e) = result
             .as_ref()
             .err()
@@ -167,28 +172,19 @@ impl RemotePager {
 
     fn exchange(
         &mut self,
-        op: u8,
-        page: PageNo,
-        len: u32,
-        access: Access,
+        request: Call,
         data: &[u8],
         payload: &mut [u8],
     ) -> Result<(u8, u32), PagerError> {
-        let mut frame = Vec::with_capacity(REQUEST_HEADER + data.len());
-        frame.push(op);
-        frame.extend_from_slice(&page.to_le_bytes());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.push(access_code(access));
+        let mut frame = Vec::with_capacity(CALL_LEN + data.len());
+        frame.extend_from_slice(&request.encode());
         frame.extend_from_slice(data);
         self.stream
             .write_all(&frame)
             .map_err(|e| self.io_failure(e))?;
-        let mut header = [0u8; REPLY_HEADER];
-        self.stream
-            .read_exact(&mut header)
-            .map_err(|e| self.io_failure(e))?;
-        let status = header[0];
-        let n = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+        let (status, n) =
+            wire::read_reply_header(&mut self.stream).map_err(|e| self.io_failure(e))?;
+        let op = request.op;
         match status {
             REPLY_PROVIDED if op == OP_DATA_REQUEST => {
                 if n as usize != payload.len() {
@@ -205,14 +201,12 @@ impl RemotePager {
             REPLY_DONE if (op == OP_DATA_WRITE || op == OP_SYNC) && n == 0 => {}
             REPLY_LOCK if op == OP_DATA_UNLOCK && access_of(n).is_some() => {}
             REPLY_ERROR if n <= MAX_ERROR_TEXT => {
-                let mut text = vec![0u8; n as usize];
-                self.stream
-                    .read_exact(&mut text)
-                    .map_err(|e| self.io_failure(e))?;
+                let what =
+                    wire::read_error_text(&mut self.stream, n).map_err(|e| self.io_failure(e))?;
                 // The pager answered: the connection is in step, only this call failed.
                 return Err(PagerError::Remote {
                     pager: self.name.clone(),
-                    what: String::from_utf8_lossy(&text).into_owned(),
+                    what,
                 });
             }
             other => {
@@ -256,7 +250,8 @@ impl Pager for RemotePager {
             .filter(|&l| l as usize % PAGE_SIZE == 0 && l > 0)
             .filter(|&l| l / PAGE_SIZE as u32 <= MAX_RUN_PAGES)
             .ok_or_else(|| self.bad(format!("a data_request of {} bytes", out.len())))?;
-        let (status, _) = self.call(OP_DATA_REQUEST, first, len, Access::None, &[], out)?;
+        let (status, _) =
+            self.call(request(OP_DATA_REQUEST, first, len, Access::None), &[], out)?;
         Ok(if status == REPLY_PROVIDED {
             Supply::DataProvided
         } else {
@@ -268,155 +263,26 @@ impl Pager for RemotePager {
         let mut full = [0u8; PAGE_SIZE];
         let n = data.len().min(PAGE_SIZE);
         full[..n].copy_from_slice(&data[..n]);
-        self.call(
-            OP_DATA_WRITE,
-            page,
-            PAGE_SIZE as u32,
-            Access::None,
-            &full,
-            &mut [],
-        )
-        .map(|_| ())
+        let write = request(OP_DATA_WRITE, page, PAGE_SIZE as u32, Access::None);
+        self.call(write, &full, &mut []).map(|_| ())
     }
 
     fn sync(&mut self) -> Result<(), PagerError> {
-        self.call(OP_SYNC, 0, 0, Access::None, &[], &mut [])
+        self.call(request(OP_SYNC, 0, 0, Access::None), &[], &mut [])
             .map(|_| ())
     }
 
     fn data_unlock(&mut self, page: PageNo, access: Access) -> Result<Access, PagerError> {
-        let (_, code) = self.call(OP_DATA_UNLOCK, page, 0, access, &[], &mut [])?;
+        let (_, code) = self.call(request(OP_DATA_UNLOCK, page, 0, access), &[], &mut [])?;
         Ok(access_of(code).unwrap_or(Access::None))
     }
-}
-
-/// Serves a [`Pager`] to the nodes that connect (see the module docs): one thread per
-/// node's connection, the calls of all of them made on the one pager in turn. The pager's
-/// own commands to the nodes go through [`PagerServer::commands`], on the second
-/// connection each node opens for them ([`super::commands`]).
-pub struct PagerServer<P> {
-    pager: Arc<Mutex<P>>,
-    links: Arc<Links>,
-}
-
-impl<P: Pager + 'static> PagerServer<P> {
-    /// A server of `pager`.
-    pub fn new(pager: P) -> PagerServer<P> {
-        PagerServer {
-            pager: Arc::new(Mutex::new(pager)),
-            links: Arc::default(),
-        }
-    }
-
-    /// The pager's commands to the nodes that take them (`data_lock`, `flush_request`,
-    /// `clean_request`, `cache`; see [`super::commands`]). Call them from outside the
-    /// pager's own calls.
-    pub fn commands(&self) -> PagerCommands {
-        PagerCommands::new(Arc::clone(&self.links))
-    }
-
-    /// Accept nodes on `listener` and serve each on a thread of its own, until accepting
-    /// fails (the listener is closed). A node whose request breaks the protocol loses its
-    /// connection; the others go on.
-    pub fn serve(&self, listener: UnixListener) -> io::Result<()> {
-        loop {
-            let (stream, _) = listener.accept()?;
-            let pager = Arc::clone(&self.pager);
-            let links = Arc::clone(&self.links);
-            std::thread::Builder::new()
-                .name("memlink-pager".into())
-                .spawn(move || serve_connection(&pager, Some(&links), stream))?;
-        }
-    }
-}
-
-/// One node's calls until it goes or breaks the protocol.
-pub(crate) fn serve_node<P: Pager>(pager: &Mutex<P>, stream: UnixStream) {
-    serve_connection(pager, None, stream)
-}
-
-/// A node's connection: its calls, or (a hello first) the link its pager's commands take.
-fn serve_connection<P: Pager>(pager: &Mutex<P>, links: Option<&Links>, mut stream: UnixStream) {
-    let mut buf = Vec::new();
-    let mut first = true;
-    loop {
-        let mut header = [0u8; REQUEST_HEADER];
-        if stream.read_exact(&mut header).is_err() {
-            return;
-        }
-        if std::mem::take(&mut first) && header[0] == OP_HELLO {
-            if let Some(links) = links {
-                links.join(&header, stream);
-            }
-            return;
-        }
-        let op = header[0];
-        let page = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
-        let len = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
-        let access = access_of(header[9] as u32);
-        let pages = len / PAGE_SIZE as u32;
-        let whole = len % PAGE_SIZE as u32 == 0 && page.checked_add(pages).is_some();
-        let reply = match (op, access) {
-            (OP_DATA_REQUEST, Some(_)) if whole && (1..=MAX_RUN_PAGES).contains(&pages) => {
-                buf.resize(len as usize, 0);
-                let r = lock_pager(pager).data_request(page, &mut buf);
-                match r {
-                    Ok(Supply::DataProvided) => frame(REPLY_PROVIDED, len, &buf),
-                    Ok(Supply::DataUnavailable) => frame(REPLY_UNAVAILABLE, 0, &[]),
-                    Err(e) => error_frame(&e),
-                }
-            }
-            (OP_DATA_WRITE, Some(_)) if len as usize == PAGE_SIZE => {
-                buf.resize(PAGE_SIZE, 0);
-                if stream.read_exact(&mut buf).is_err() {
-                    return;
-                }
-                match lock_pager(pager).data_write(page, &buf) {
-                    Ok(()) => frame(REPLY_DONE, 0, &[]),
-                    Err(e) => error_frame(&e),
-                }
-            }
-            (OP_SYNC, Some(_)) if len == 0 => match lock_pager(pager).sync() {
-                Ok(()) => frame(REPLY_DONE, 0, &[]),
-                Err(e) => error_frame(&e),
-            },
-            (OP_DATA_UNLOCK, Some(wanted)) if len == 0 => {
-                match lock_pager(pager).data_unlock(page, wanted) {
-                    Ok(lock) => frame(REPLY_LOCK, access_code(lock) as u32, &[]),
-                    Err(e) => error_frame(&e),
-                }
-            }
-            // A request against the protocol: this node's connection ends.
-            _ => return,
-        };
-        if stream.write_all(&reply).is_err() {
-            return;
-        }
-    }
-}
-
-fn lock_pager<P>(pager: &Mutex<P>) -> std::sync::MutexGuard<'_, P> {
-    // A call that panicked left the pager as it was between calls: go on with it.
-    pager.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn frame(status: u8, len: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(REPLY_HEADER + payload.len());
-    f.push(status);
-    f.extend_from_slice(&len.to_le_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn error_frame(e: &PagerError) -> Vec<u8> {
-    let mut text = e.to_string().into_bytes();
-    text.truncate(MAX_ERROR_TEXT as usize);
-    frame(REPLY_ERROR, text.len() as u32, &text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pager::PagerServer;
+    use std::os::unix::net::UnixListener;
 
     /// A pager of 4 pages in memory that locks page 2 read-only and refuses to unlock it.
     struct Memory(Vec<u8>);
@@ -577,10 +443,14 @@ mod tests {
         let mut pager = RemotePager::connect(&path, "liar", Duration::from_secs(10)).unwrap();
         let (mut conn, _) = listener.accept().unwrap();
         std::thread::spawn(move || {
-            let mut header = [0u8; REQUEST_HEADER];
+            let mut header = [0u8; CALL_LEN];
             conn.read_exact(&mut header).unwrap();
             // Claims a page and a half for a one-page request.
-            let _ = conn.write_all(&frame(REPLY_PROVIDED, (PAGE_SIZE * 3 / 2) as u32, &[]));
+            let _ = conn.write_all(&wire::reply_frame(
+                REPLY_PROVIDED,
+                (PAGE_SIZE * 3 / 2) as u32,
+                &[],
+            ));
         });
         let mut page = vec![0u8; PAGE_SIZE];
         assert!(matches!(

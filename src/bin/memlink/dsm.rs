@@ -72,6 +72,22 @@ enum DsmCommand {
     ///
     /// Example: memlink dsm scale-tasks --nodes 2 --size 13 --rounds 3
     ScaleTasks(crate::dsm_scale_tasks::ScaleTasksArgs),
+    /// Serve a file to the nodes as their external pager (Mach's data manager), in its own
+    /// process, over a unix socket: the nodes of `dsm run` or `dsm node` started with
+    /// --pager-socket SOCKET get the file's pages from it (data_request), write their dirty
+    /// pages back to it (data_write) and ask it for access (data_unlock); it can command
+    /// them over the same socket. It serves until every node that came has left (or until
+    /// killed, with --keep-serving), printing what it served on stderr.
+    ///
+    /// The file's first page is region page --first-page (1: where `dsm run --app
+    /// wordcount` maps its file). A node that breaks the protocol loses its connection (said
+    /// on stderr); the others go on. A stale socket left by a pager that died is replaced.
+    ///
+    /// Example (two shells, or the first one in the background):
+    ///   memlink dsm pager --file words.txt --socket /tmp/words.sock
+    ///   memlink dsm run --nodes 3 --app wordcount --file words.txt --memory-budget 16M --pager-socket /tmp/words.sock
+    #[command(verbatim_doc_comment)]
+    Pager(crate::dsm_pager::PagerArgs),
 }
 
 /// What every node of a cluster must agree on.
@@ -120,6 +136,12 @@ pub(crate) struct ClusterArgs {
     /// pager; the same path on every node).
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
+    /// wordcount: get the file's pages from the pager process serving at this unix socket
+    /// (`memlink dsm pager --file FILE --socket SOCKET`) instead of a file pager in each
+    /// node; a node waits for it as long as for its peers, and fails the faults that need it
+    /// with a clear error if it dies.
+    #[arg(long, value_name = "SOCKET")]
+    pub(crate) pager_socket: Option<PathBuf>,
     /// nqueens, quicksort: task worker threads per node (default 1).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) workers: Option<u16>,
@@ -144,6 +166,7 @@ impl ClusterArgs {
             iters: self.iters.map(|v| v as usize),
             prefetch: !self.no_prefetch,
             file: self.file.clone(),
+            pager_socket: self.pager_socket.clone(),
             memory_budget: self.memory_budget,
             workers: self.workers,
             hints: !self.no_hints,
@@ -247,6 +270,7 @@ pub fn run(args: DsmArgs) -> ExitCode {
         DsmCommand::Bench(a) => crate::dsm_bench::run(a),
         DsmCommand::Scale(a) => crate::dsm_scale::run(a),
         DsmCommand::ScaleTasks(a) => crate::dsm_scale_tasks::run(a),
+        DsmCommand::Pager(a) => crate::dsm_pager::run(a),
         DsmCommand::Keygen(a) => keygen(a),
     }
 }
@@ -449,6 +473,9 @@ pub(crate) fn run_cluster(
         }
         if let Some(file) = &c.file {
             cmd.arg("--file").arg(file);
+        }
+        if let Some(socket) = &c.pager_socket {
+            cmd.arg("--pager-socket").arg(socket);
         }
         if let Some(workers) = c.workers {
             cmd.args(["--workers", &workers.to_string()]);

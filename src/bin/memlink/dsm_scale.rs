@@ -107,6 +107,7 @@ pub fn run(a: ScaleArgs) -> ExitCode {
         memory_budget: None,
         hold_us: None,
         file: None,
+        pager_socket: None,
         workers: None,
         no_hints: false,
     };

@@ -69,6 +69,7 @@ pub fn run(a: ScaleTasksArgs) -> ExitCode {
             memory_budget: None,
             hold_us: None,
             file: None,
+            pager_socket: None,
             workers: Some(1),
             no_hints: !hints,
         };

@@ -10,6 +10,7 @@ mod dsm_bench_cluster;
 mod dsm_bench_migration;
 mod dsm_bench_print;
 mod dsm_bench_replacement;
+mod dsm_pager;
 mod dsm_plan;
 mod dsm_scale;
 mod dsm_scale_tasks;
