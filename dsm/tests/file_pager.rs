@@ -163,19 +163,24 @@ fn read_then_overwrite(dsm: &Dsm) -> Result<bool, DsmError> {
         unsafe { dsm.at::<u64>(at(page, w)).read_volatile() }
     };
     let me = dsm.id();
+    // Whether every word of the file's pages reads here as `expect` says; the first that
+    // does not is said on stderr, with `when`.
+    let all_read_as = |when: &str, expect: &dyn Fn(usize, usize) -> u64| {
+        let bad = (0..FILE_PAGES)
+            .flat_map(|page| (0..WORDS).map(move |w| (page, w)))
+            .find(|&(page, w)| read(page, w) != expect(page, w));
+        if let Some((page, w)) = bad {
+            eprintln!(
+                "node {me}, {when}: page {page} word {w} is {:#x}",
+                read(page, w)
+            );
+        }
+        bad.is_none()
+    };
     let mut ok = true;
     if me == 0 {
         for pass in 1..=2 {
-            let bad = (0..FILE_PAGES)
-                .flat_map(|page| (0..WORDS).map(move |w| (page, w)))
-                .find(|&(page, w)| read(page, w) != pattern(page, w));
-            if let Some((page, w)) = bad {
-                eprintln!(
-                    "node 0, pass {pass}: page {page} word {w} is {:#x}",
-                    read(page, w)
-                );
-                ok = false;
-            }
+            ok &= all_read_as(&format!("pass {pass}"), &pattern);
         }
     }
     dsm.barrier(1)?;
@@ -186,23 +191,13 @@ fn read_then_overwrite(dsm: &Dsm) -> Result<bool, DsmError> {
         }
     }
     dsm.barrier(2)?;
-    let expect = |page: usize, w: usize| {
+    ok &= all_read_as("after the writes", &|page, w| {
         if w == 3 {
             !pattern(page, w)
         } else {
             pattern(page, w)
         }
-    };
-    let bad = (0..FILE_PAGES)
-        .flat_map(|page| (0..WORDS).map(move |w| (page, w)))
-        .find(|&(page, w)| read(page, w) != expect(page, w));
-    if let Some((page, w)) = bad {
-        eprintln!(
-            "node {me}: after the writes, page {page} word {w} is {:#x}",
-            read(page, w)
-        );
-        ok = false;
-    }
+    });
     dsm.barrier(3)?;
     Ok(ok)
 }
@@ -241,6 +236,22 @@ fn run(body: &str, path: &Path, pages: u32, budget: u64, manager: ManagerKind) -
                 .unwrap_or_else(|_| panic!("{what}: node {} gave no data_writes", out.id))
         })
         .collect()
+}
+
+/// Runs `body` on every node over a new file of `contents` (the region: page 0 and the
+/// file's pages), each node with `frames` frames; the file's path and each node's
+/// `data_write` calls.
+fn run_on_new_file(
+    body: &str,
+    contents: &[u8],
+    frames: usize,
+    manager: ManagerKind,
+) -> (PathBuf, Vec<u64>) {
+    let path = scratch(&format!("{body}-{manager}"));
+    std::fs::write(&path, contents).expect("write the file");
+    let pages = 1 + FILE_PAGES as u32;
+    let writes = run(body, &path, pages, (frames * PAGE_SIZE) as u64, manager);
+    (path, writes)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -291,36 +302,21 @@ fn words_of_a_file_larger_than_the_budgets_are_counted_through_the_region() {
 #[test]
 fn clean_and_flush_requests_reach_the_file_while_the_nodes_run() {
     for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        let path = scratch(&format!("clean-{manager}"));
-        std::fs::write(&path, vec![0u8; FILE_PAGES * PAGE_SIZE]).expect("write the file");
         // Frames for a whole share (16 pages) and the slots page.
-        run(
-            "clean",
-            &path,
-            1 + FILE_PAGES as u32,
-            24 * PAGE_SIZE as u64,
-            manager,
-        );
+        let zeros = vec![0u8; FILE_PAGES * PAGE_SIZE];
+        let (path, _) = run_on_new_file("clean", &zeros, 24, manager);
         std::fs::remove_file(&path).ok();
     }
 }
 
 #[test]
 fn a_write_elsewhere_replaces_the_pages_read_ahead_from_the_file() {
+    let bytes: Vec<u8> = (0..FILE_PAGES)
+        .flat_map(|page| (0..WORDS).flat_map(move |w| pattern(page, w).to_le_bytes()))
+        .collect();
     for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        let path = scratch(&format!("overwrite-{manager}"));
-        let bytes: Vec<u8> = (0..FILE_PAGES)
-            .flat_map(|page| (0..WORDS).flat_map(move |w| pattern(page, w).to_le_bytes()))
-            .collect();
-        std::fs::write(&path, &bytes).expect("write the file");
         // 24 frames: runs of up to 6 pages, and evictions, while node 0 reads 48 pages.
-        run(
-            "overwrite",
-            &path,
-            1 + FILE_PAGES as u32,
-            24 * PAGE_SIZE as u64,
-            manager,
-        );
+        let (path, _) = run_on_new_file("overwrite", &bytes, 24, manager);
         std::fs::remove_file(&path).ok();
     }
 }
@@ -332,15 +328,8 @@ fn pages_written_by_the_nodes_reach_the_file() {
         ManagerKind::Fixed,
         ManagerKind::Dynamic,
     ] {
-        let path = scratch(&format!("scribble-{manager}"));
-        std::fs::write(&path, vec![0u8; FILE_PAGES * PAGE_SIZE]).expect("write the file");
-        let writes = run(
-            "scribble",
-            &path,
-            1 + FILE_PAGES as u32,
-            8 * PAGE_SIZE as u64,
-            manager,
-        );
+        let zeros = vec![0u8; FILE_PAGES * PAGE_SIZE];
+        let (path, writes) = run_on_new_file("scribble", &zeros, 8, manager);
         // Every page was written: each reaches the file at least once.
         assert!(
             writes.iter().sum::<u64>() >= FILE_PAGES as u64,

@@ -14,8 +14,9 @@
 //! what the nodes wrote.
 
 use crate::support;
+use crate::support::paged_file::{check, file_bytes, file_page_is, page_is, scratch, write_page};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use memlink_dsm::cluster::Dsm;
 use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE, PageNo};
@@ -23,7 +24,6 @@ use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SI
 const NODES: usize = 2;
 /// The file's pages; region page `1 + i` is the file's page `i`.
 const FILE_PAGES: usize = 8;
-const WORDS: usize = PAGE_SIZE / 8;
 /// The region pages of the file's read-only part.
 const READ_ONLY: std::ops::Range<PageNo> = 1..5;
 /// Written by node 1, locked entirely at node 0, which reads it after unlocking.
@@ -35,39 +35,6 @@ const CACHED: PageNo = 8;
 #[test]
 fn node_main() {
     support::node_entry(&[("locks", locks)]);
-}
-
-/// The word `w` of region page `page` as a writer `by` leaves it (`by` 0: the file's
-/// original contents).
-fn pattern(page: PageNo, w: usize, by: u64) -> u64 {
-    ((page as u64) << 40) | (by << 32) | w as u64 | 0x5a00_0000_0000_0000
-}
-
-fn at(page: PageNo, w: usize) -> usize {
-    page as usize * PAGE_SIZE + w * 8
-}
-
-fn check(ok: bool, what: &str) -> bool {
-    if !ok {
-        eprintln!("check failed: {what}");
-    }
-    ok
-}
-
-fn write_page(dsm: &Dsm, page: PageNo, by: u64) {
-    for w in 0..WORDS {
-        // SAFETY: the word lies inside the region (1 + FILE_PAGES pages), 8-aligned.
-        unsafe {
-            dsm.at::<u64>(at(page, w))
-                .write_volatile(pattern(page, w, by))
-        };
-    }
-}
-
-fn page_is(dsm: &Dsm, page: PageNo, by: u64) -> bool {
-    // SAFETY: as in write_page, read-only.
-    (0..WORDS)
-        .all(|w| unsafe { dsm.at::<u64>(at(page, w)).read_volatile() } == pattern(page, w, by))
 }
 
 fn locks(dsm: &Dsm) -> Result<bool, DsmError> {
@@ -146,20 +113,6 @@ fn locks(dsm: &Dsm) -> Result<bool, DsmError> {
     Ok(ok)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memlink-pager-locks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir.join(name)
-}
-
-fn file_page_is(bytes: &[u8], page: PageNo, by: u64) -> bool {
-    let start = (page as usize - 1) * PAGE_SIZE;
-    (0..WORDS).all(|w| {
-        let at = start + w * 8;
-        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) == pattern(page, w, by)
-    })
-}
-
 fn run(path: &Path, manager: ManagerKind) {
     let outputs = support::launch_verified(&manager.to_string(), NODES, |slot| {
         let mut cmd = support::node_command_with_manager(slot, "locks", Backend::Sigsegv, manager);
@@ -178,13 +131,8 @@ fn run(path: &Path, manager: ManagerKind) {
 #[test]
 fn locked_pages_are_refused_or_unlocked_by_the_pager_and_uncached_pages_leave_at_release() {
     for manager in [ManagerKind::Central, ManagerKind::Dynamic] {
-        let path = scratch(&format!("file-{manager}"));
-        let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
-        for page in 1..=FILE_PAGES as PageNo {
-            for w in 0..WORDS {
-                bytes.extend_from_slice(&pattern(page, w, 0).to_le_bytes());
-            }
-        }
+        let path = scratch("pager-locks", &format!("file-{manager}"));
+        let bytes = file_bytes(FILE_PAGES, |_| 0);
         std::fs::write(&path, &bytes).expect("write the file");
         run(&path, manager);
         let after = std::fs::read(&path).expect("read the file back");

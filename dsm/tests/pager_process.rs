@@ -21,11 +21,13 @@
 //! did, and the file holds the writes at the end.
 
 use crate::support;
+use crate::support::paged_file::{check, file_bytes, file_page_is, page_is, scratch, write_page};
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memlink_dsm::cluster::Dsm;
@@ -35,7 +37,6 @@ use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SI
 const NODES: usize = 2;
 /// The file's pages; region page `1 + i` is the file's page `i`.
 const FILE_PAGES: usize = 24;
-const WORDS: usize = PAGE_SIZE / 8;
 /// Read by node 0 before the pager goes (fewer than its frames: they all stay).
 const HELD: std::ops::Range<PageNo> = 1..5;
 /// Faulted on by node 0 after the pager went (paged out, never read ahead).
@@ -61,37 +62,88 @@ fn node_main() {
 /// The pager process: serves the file until killed.
 #[test]
 fn pager_main() {
-    let Ok(spec) = std::env::var(SERVE_ENV) else {
+    let Some(server) = pager_of(SERVE_ENV) else {
         return;
     };
+    let _ = server.serve.serve(server.listener);
+    std::process::exit(1);
+}
+
+/// A pager process's server of the file, and its socket, from `env` (`<socket>|<file>`; the
+/// file from region page 1 on); "pager ready" is printed. `None`: not a pager process.
+struct Served {
+    serve: PagerServer<FilePager>,
+    listener: UnixListener,
+}
+
+fn pager_of(env: &str) -> Option<Served> {
+    let spec = std::env::var(env).ok()?;
     let (socket, file) = spec.split_once('|').expect("socket|file");
     let pager = FilePager::open(file.as_ref(), 0, None, 1).expect("the pager's file");
     let listener = UnixListener::bind(socket).expect("the pager's socket");
     println!("pager ready");
-    let _ = PagerServer::new(pager).serve(listener);
-    std::process::exit(1);
+    Some(Served {
+        serve: PagerServer::new(pager),
+        listener,
+    })
 }
 
-fn pattern(page: PageNo, w: usize, by: u64) -> u64 {
-    ((page as u64) << 40) | (by << 32) | w as u64 | 0x5a00_0000_0000_0000
+/// A pager process (this binary's test `main`, with `env` set to `<socket>|<file>`), killed
+/// and reaped at drop, once it listens; its stdin, and its stdout's lines after "pager ready".
+struct PagerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
 }
 
-fn at(page: PageNo, w: usize) -> usize {
-    page as usize * PAGE_SIZE + w * 8
-}
-
-fn page_is(dsm: &Dsm, page: PageNo, by: u64) -> bool {
-    // SAFETY: the word lies inside the region (1 + FILE_PAGES pages), 8-aligned; the page
-    // is readable here (faulted in before, or now).
-    (0..WORDS)
-        .all(|w| unsafe { dsm.at::<u64>(at(page, w)).read_volatile() } == pattern(page, w, by))
-}
-
-fn check(ok: bool, what: &str) -> bool {
-    if !ok {
-        eprintln!("check failed: {what}");
+impl PagerProcess {
+    fn start(main: &str, env: &str, socket: &Path, file: &Path) -> PagerProcess {
+        let _ = std::fs::remove_file(socket);
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .args(["--exact", main, "--nocapture", "--test-threads=1", "-q"])
+            .env(env, format!("{}|{}", socket.display(), file.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the pager process");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("its stdout"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // The test harness prints its own lines first.
+        loop {
+            let line = lines
+                .recv_timeout(support::DEADLINE)
+                .expect("the pager process did not start");
+            if line.trim() == "pager ready" {
+                break;
+            }
+        }
+        PagerProcess {
+            child,
+            stdin,
+            lines,
+        }
     }
-    ok
+}
+
+impl Drop for PagerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test `name` of this module as libtest names it in this binary (its path below the
+/// crate).
+fn test_name(path: &'static str) -> &'static str {
+    path.split_once("::").map_or(path, |(_, test)| test)
 }
 
 /// Ends the node process here: its checks are printed, and leaving is impossible once the
@@ -111,13 +163,7 @@ fn pager_goes(dsm: &Dsm) -> Result<bool, DsmError> {
         // From the pager through node 0 (the owner of every paged-out page), written here,
         // then written back to the pager by this node's own connection.
         for page in WRITTEN {
-            for w in 0..WORDS {
-                // SAFETY: as in page_is; a write fault brings the page here first.
-                unsafe {
-                    dsm.at::<u64>(at(page, w))
-                        .write_volatile(pattern(page, w, 1))
-                };
-            }
+            write_page(dsm, page, 1);
         }
         ok &= check(
             rt.clean_request(WRITTEN)? == WRITTEN.len() as u32,
@@ -229,67 +275,18 @@ fn reaches_state(pid: i32, state: char) -> bool {
     false
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memlink-pager-process-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch directory");
-    dir.join(name)
-}
-
-/// The `pager_main` test as libtest names it in this binary (its path below the crate).
-fn pager_main_test() -> &'static str {
-    let path = concat!(module_path!(), "::pager_main");
-    path.split_once("::").map_or(path, |(_, test)| test)
-}
-
-/// Starts the pager process on `file` at `socket`; returns once it listens.
-fn start_pager(socket: &Path, file: &Path) -> Child {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .args([
-            "--exact",
-            pager_main_test(),
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(
-            SERVE_ENV,
-            format!("{}|{}", socket.display(), file.display()),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the pager process");
-    let stdout = child.stdout.take().expect("its stdout");
-    // The test harness prints its own lines first.
-    let ready = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.trim() == "pager ready");
-    assert!(ready, "the pager process did not start");
-    child
-}
-
 fn run(end: &str) {
-    let file = scratch(&format!("file-{end}"));
-    let socket = scratch(&format!("pager-{end}.sock"));
-    let _ = std::fs::remove_file(&socket);
-    let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
-    for page in 1..=FILE_PAGES as PageNo {
-        for w in 0..WORDS {
-            bytes.extend_from_slice(&pattern(page, w, 0).to_le_bytes());
-        }
-    }
+    let file = scratch("pager-process", &format!("file-{end}"));
+    let socket = scratch("pager-process", &format!("pager-{end}.sock"));
+    let bytes = file_bytes(FILE_PAGES, |_| 0);
     std::fs::write(&file, &bytes).expect("write the file");
-    let pager = start_pager(&socket, &file);
-    let pid = pager.id().to_string();
-    // Ends the pager however the run ends (it is stopped or dead by then).
-    struct EndPager(Child);
-    impl Drop for EndPager {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pager = EndPager(pager);
+    let pager = PagerProcess::start(
+        test_name(concat!(module_path!(), "::pager_main")),
+        SERVE_ENV,
+        &socket,
+        &file,
+    );
+    let pid = pager.child.id().to_string();
     let outputs = support::launch_verified(end, NODES, |slot| {
         let mut cmd = support::node_command_with_manager(
             slot,
@@ -308,18 +305,17 @@ fn run(end: &str) {
             .env(PAGER_END_ENV, end);
         cmd
     });
+    // Ends the pager (it is stopped or dead by now).
     drop(pager);
     assert_eq!(outputs.len(), NODES, "{end}: the nodes' outputs");
     let after = std::fs::read(&file).expect("read the file back");
     assert_eq!(after.len(), bytes.len(), "{end}: the file's size");
     for page in 1..=FILE_PAGES as PageNo {
-        let by = if WRITTEN.contains(&page) { 1 } else { 0 };
-        let start = (page as usize - 1) * PAGE_SIZE;
-        let intact = (0..WORDS).all(|w| {
-            let at = start + w * 8;
-            u64::from_le_bytes(after[at..at + 8].try_into().unwrap()) == pattern(page, w, by)
-        });
-        assert!(intact, "{end}: page {page} of the file");
+        let by = u64::from(WRITTEN.contains(&page));
+        assert!(
+            file_page_is(&after, page, by),
+            "{end}: page {page} of the file"
+        );
     }
     std::fs::remove_file(&file).ok();
     std::fs::remove_file(&socket).ok();
@@ -349,16 +345,11 @@ const COMMAND_ENV: &str = "MEMLINK_DSM_TEST_PAGER_COMMANDS";
 /// name and the pages the nodes reported, or `error` and why.
 #[test]
 fn commanding_pager_main() {
-    let Ok(spec) = std::env::var(COMMAND_ENV) else {
+    let Some(Served { serve, listener }) = pager_of(COMMAND_ENV) else {
         return;
     };
-    let (socket, file) = spec.split_once('|').expect("socket|file");
-    let pager = FilePager::open(file.as_ref(), 0, None, 1).expect("the pager's file");
-    let listener = UnixListener::bind(socket).expect("the pager's socket");
-    let server = std::sync::Arc::new(PagerServer::new(pager));
-    let commands = server.commands().with_timeout(support::DEADLINE);
-    std::thread::spawn(move || server.serve(listener));
-    println!("pager ready");
+    let commands = serve.commands().with_timeout(support::DEADLINE);
+    std::thread::spawn(move || serve.serve(listener));
     for line in std::io::stdin().lines().map_while(Result::ok) {
         let words: Vec<&str> = line.split_whitespace().collect();
         let range = |a: &str, b: &str| a.parse::<PageNo>().unwrap()..b.parse::<PageNo>().unwrap();
@@ -407,13 +398,7 @@ fn commanded(dsm: &Dsm) -> Result<bool, DsmError> {
     dsm.barrier(1)?;
     if dsm.id() == 1 {
         for page in COMMANDED {
-            for w in 0..WORDS {
-                // SAFETY: as in page_is; a write fault brings the page here first.
-                unsafe {
-                    dsm.at::<u64>(at(page, w))
-                        .write_volatile(pattern(page, w, 1))
-                };
-            }
+            write_page(dsm, page, 1);
         }
     } else {
         for page in HELD {
@@ -447,61 +432,25 @@ fn commanded(dsm: &Dsm) -> Result<bool, DsmError> {
     Ok(ok)
 }
 
-/// The file's pages as `by` writes them (`by` 0 for all but `written`, whose writer is 1).
-fn file_bytes(written: std::ops::Range<PageNo>, by: u64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(FILE_PAGES * PAGE_SIZE);
-    for page in 1..=FILE_PAGES as PageNo {
-        let by = if written.contains(&page) { by } else { 0 };
-        for w in 0..WORDS {
-            bytes.extend_from_slice(&pattern(page, w, by).to_le_bytes());
-        }
-    }
-    bytes
-}
-
 #[test]
 fn a_pager_process_commands_the_nodes_over_its_socket() {
-    let file = scratch("file-commands");
-    let socket = scratch("pager-commands.sock");
-    let _ = std::fs::remove_file(&socket);
-    std::fs::write(&file, file_bytes(0..0, 0)).expect("write the file");
-    let mut pager = Command::new(std::env::current_exe().expect("own path"))
-        .args([
-            "--exact",
-            {
-                let path = concat!(module_path!(), "::commanding_pager_main");
-                path.split_once("::").map_or(path, |(_, test)| test)
-            },
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(
-            COMMAND_ENV,
-            format!("{}|{}", socket.display(), file.display()),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the pager process");
+    let file = scratch("pager-process", "file-commands");
+    let socket = scratch("pager-process", "pager-commands.sock");
+    // The file's pages, `COMMANDED` as node 1 writes them or not yet.
+    let file_with = |written: bool| {
+        file_bytes(FILE_PAGES, |page| {
+            u64::from(written && COMMANDED.contains(&page))
+        })
+    };
+    std::fs::write(&file, file_with(false)).expect("write the file");
+    let mut pager = PagerProcess::start(
+        test_name(concat!(module_path!(), "::commanding_pager_main")),
+        COMMAND_ENV,
+        &socket,
+        &file,
+    );
     let mut to_pager = pager.stdin.take().expect("its stdin");
-    let from_pager = BufReader::new(pager.stdout.take().expect("its stdout"));
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in from_pager.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    struct EndPager(Child);
-    impl Drop for EndPager {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _pager = EndPager(pager);
+    let lines = &pager.lines;
     // The pager's answer to `command`: the line it prints for it (errors fail the test).
     let mut ask = |command: &str| -> String {
         use std::io::Write;
@@ -517,14 +466,6 @@ fn a_pager_process_commands_the_nodes_over_its_socket() {
             }
         }
     };
-    loop {
-        let line = lines
-            .recv_timeout(support::DEADLINE)
-            .expect("the pager starts");
-        if line.trim() == "pager ready" {
-            break;
-        }
-    }
     let mut nodes: Vec<support::NodeProcess> = support::slots(NODES)
         .into_iter()
         .map(|(slot, listener)| {
@@ -547,7 +488,7 @@ fn a_pager_process_commands_the_nodes_over_its_socket() {
     // Before the commands, node 1's writes are only in its memory.
     assert_eq!(
         std::fs::read(&file).unwrap(),
-        file_bytes(0..0, 0),
+        file_with(false),
         "the file before"
     );
     // clean_request: node 1 writes its dirty pages back (and keeps them, read-only).
@@ -557,7 +498,7 @@ fn a_pager_process_commands_the_nodes_over_its_socket() {
     );
     assert_eq!(
         std::fs::read(&file).unwrap(),
-        file_bytes(COMMANDED, 1),
+        file_with(true),
         "the file after clean_request"
     );
     // flush_request: node 1 gives them up (clean now: nothing more is written).
@@ -584,7 +525,7 @@ fn a_pager_process_commands_the_nodes_over_its_socket() {
     }
     assert_eq!(
         std::fs::read(&file).unwrap(),
-        file_bytes(COMMANDED, 1),
+        file_with(true),
         "the file at the end"
     );
     std::fs::remove_file(&file).ok();

@@ -5,6 +5,8 @@
 //! and exits with a status code.
 #![allow(dead_code)]
 
+pub mod paged_file;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
