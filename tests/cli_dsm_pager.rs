@@ -8,6 +8,9 @@
 //!   between the nodes and the pager holds the pager's replies once it has served a few
 //!   pages, the pager is killed, and the run fails at once with the pager's error by name
 //!   (no hang); a node that sent garbage before was dropped and logged, the others served;
+//! - the pager's commands from its stdin (`--commands`) while the nodes run (held mid-run by
+//!   the same proxy): `wait 3` sees the three nodes, a bad line is answered with an error, a
+//!   `clean_request` reaches every node and comes back with the pages each wrote;
 //! - errors a user can act on: a missing file, a socket path in use or not a socket; a stale
 //!   socket is replaced; `--help` shows an example.
 
@@ -66,37 +69,66 @@ fn words(bytes: usize) -> (Vec<u8>, u64) {
     (text, count)
 }
 
-/// A pager process, killed at drop if still running, with its stderr lines as they come.
+/// The lines of `from` as they come.
+fn lines_of(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// A pager process, killed at drop if still running, with its stderr lines as they come
+/// (and its stdin and stdout's lines, for `--commands`).
 struct PagerProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: mpsc::Receiver<String>,
 }
 
 impl PagerProcess {
     fn start(file: &Path, socket: &Path) -> PagerProcess {
+        Self::start_with(file, socket, &[])
+    }
+
+    fn start_with(file: &Path, socket: &Path, args: &[&str]) -> PagerProcess {
         let mut child = memlink()
             .args(["dsm", "pager", "--file"])
             .arg(file)
             .arg("--socket")
             .arg(socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start memlink dsm pager");
-        let stderr = BufReader::new(child.stderr.take().expect("its stderr"));
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         PagerProcess {
+            lines: lines_of(child.stderr.take().expect("its stderr")),
+            stdout: lines_of(child.stdout.take().expect("its stdout")),
+            stdin: child.stdin.take(),
             child,
-            lines,
             seen: Vec::new(),
         }
+    }
+
+    /// Sends `command` to the pager's stdin (`--commands`).
+    fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("its stdin");
+        writeln!(stdin, "{command}").expect("write to the pager");
+    }
+
+    /// The pager's next stdout line: its answer to a command.
+    fn answer(&self) -> String {
+        self.stdout
+            .recv_timeout(DEADLINE)
+            .expect("the pager answers the command")
     }
 
     /// Waits for a stderr line that contains `what`; the line.
@@ -206,14 +238,14 @@ fn a_pager_process_serves_a_cluster_and_ends_when_every_node_has_left() {
 /// Stands between the nodes (at `front`) and the pager (at `upstream`), forwarding every
 /// connection both ways, until the pager has sent the nodes `gate` bytes: then it holds the
 /// reply it is forwarding (a node waits for it), says so on `reached`, and waits on
-/// `release`; then it drops that connection as a dead pager's would end. The other
-/// connections end as the pager's do.
+/// `release`: `true`, it forwards the reply and goes on; `false`, it drops that connection
+/// as a dead pager's would end. The other connections end as the pager's do.
 fn proxy(
     front: UnixListener,
     upstream: PathBuf,
     gate: usize,
     reached: mpsc::Sender<()>,
-    release: mpsc::Receiver<()>,
+    release: mpsc::Receiver<bool>,
 ) {
     let passed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let gate_state = std::sync::Arc::new(std::sync::Mutex::new(Some((reached, release))));
@@ -239,8 +271,9 @@ fn proxy(
                 if passed.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n >= gate {
                     if let Some((reached, release)) = gate_state.lock().unwrap().take() {
                         let _ = reached.send(());
-                        let _ = release.recv();
-                        break;
+                        if release.recv() != Ok(true) {
+                            break;
+                        }
                     }
                 }
                 if node_out.write_all(&buf[..n]).is_err() {
@@ -288,7 +321,7 @@ fn a_pager_killed_mid_run_fails_the_waiting_faults_by_name_without_a_hang() {
     // A node waits for the reply held: the pager dies now.
     pager.child.kill().expect("kill the pager");
     pager.child.wait().expect("reap the pager");
-    release.send(()).unwrap();
+    release.send(false).unwrap();
     let mut err = String::new();
     run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let status = wait_process(&mut run, DEADLINE).expect("the run ends: no hang");
@@ -303,6 +336,56 @@ fn a_pager_killed_mid_run_fails_the_waiting_faults_by_name_without_a_hang() {
         "the run's error does not name the lost pager:\n{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn the_pager_commands_the_nodes_of_a_run_from_its_stdin() {
+    let dir = Scratch::new("commands");
+    let (file, socket, front) = (
+        dir.path("words.txt"),
+        dir.path("pager.sock"),
+        dir.path("front.sock"),
+    );
+    let (text, _) = words(2 << 20);
+    std::fs::write(&file, &text).unwrap();
+    let mut pager = PagerProcess::start_with(&file, &socket, &["--commands"]);
+    pager.line_with("serving");
+    let (reached_tx, reached) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let listener = UnixListener::bind(&front).unwrap();
+    let upstream = socket.clone();
+    std::thread::spawn(move || proxy(listener, upstream, 64 * 1024, reached_tx, release_rx));
+    let mut run = wordcount_run(&file, &front)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start memlink dsm run");
+    // Held mid-run: every node has taken the pager's commands by now (before its app).
+    reached
+        .recv_timeout(DEADLINE)
+        .expect("the nodes never got 64 KiB of pages from the pager");
+    pager.send("wait 3");
+    assert_eq!(pager.answer(), "wait 3: 3 nodes take commands");
+    pager.send("clean 1 2 3");
+    assert!(pager.answer().starts_with("error: "), "a bad line");
+    // Node 0 may answer only once its fault has its reply: released right after.
+    pager.send("clean 1 100");
+    release.send(true).unwrap();
+    assert_eq!(
+        pager.answer(),
+        "clean 1 100: node 0: 0; node 1: 0; node 2: 0; pages 0",
+        "a read-only run has no page to write back"
+    );
+    let mut out = String::new();
+    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = wait_process(&mut run, DEADLINE).expect("the run ends");
+    assert!(status.success(), "the run failed: {out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["verified"], true, "{v}");
+    let (code, said) = pager.wait();
+    assert_eq!(code, Some(0), "the pager's exit; it said:\n{said}");
 }
 
 #[test]

@@ -31,6 +31,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memlink_dsm::cluster::Dsm;
+use memlink_dsm::pager::commands::Command as PagerCommand;
 use memlink_dsm::pager::{FilePager, PagerServer};
 use memlink_dsm::{Access, Backend, DsmError, FaultResolver, ManagerKind, PAGE_SIZE, PageNo};
 
@@ -351,27 +352,16 @@ fn commanding_pager_main() {
     let commands = serve.commands().with_timeout(support::DEADLINE);
     std::thread::spawn(move || serve.serve(listener));
     for line in std::io::stdin().lines().map_while(Result::ok) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let range = |a: &str, b: &str| a.parse::<PageNo>().unwrap()..b.parse::<PageNo>().unwrap();
-        let results = match words[..] {
-            ["wait", n] => {
-                let linked = commands.wait_for_nodes(n.parse().unwrap(), support::DEADLINE);
-                println!("wait {}", linked.len());
-                continue;
-            }
-            ["clean", a, b] => commands.clean_request(range(a, b)),
-            ["flush", a, b] => commands.flush_request(range(a, b)),
-            ["lock", a, b, access] => {
-                let access = match access {
-                    "none" => Access::None,
-                    "read" => Access::Read,
-                    _ => Access::Write,
-                };
-                commands.data_lock(range(a, b), access)
-            }
-            ["cache", on] => commands.cache(on == "on"),
-            _ => panic!("unknown command line {line:?}"),
-        };
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(n) = line.strip_prefix("wait ") {
+            let linked = commands.wait_for_nodes(n.trim().parse().unwrap(), support::DEADLINE);
+            println!("wait {}", linked.len());
+            continue;
+        }
+        let cmd: PagerCommand = line
+            .parse()
+            .unwrap_or_else(|e| panic!("a command line: {e}"));
+        let results = commands.send(&cmd);
         let mut total = 0;
         for (node, r) in results {
             match r {
@@ -379,7 +369,7 @@ fn commanding_pager_main() {
                 Err(e) => println!("error at node {node}: {e}"),
             }
         }
-        println!("{} {total}", words[0]);
+        println!("{name} {total}");
     }
     std::process::exit(0);
 }

@@ -108,6 +108,50 @@ impl Command {
     }
 }
 
+/// A command as a person types it (`memlink dsm pager --commands`): `clean FIRST END`,
+/// `flush FIRST END`, `lock FIRST END none|read|write` (region pages `FIRST..END`) or
+/// `cache on|off`. The error says what was wrong and what is expected.
+impl std::str::FromStr for Command {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Command, String> {
+        const EXPECTED: &str = "expected clean FIRST END, flush FIRST END, \
+                                lock FIRST END none|read|write or cache on|off";
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let pages = |first: &str, end: &str| -> Result<Range<PageNo>, String> {
+            match (first.parse::<PageNo>(), end.parse::<PageNo>()) {
+                (Ok(first), Ok(end)) if first < end => Ok(first..end),
+                _ => Err(format!(
+                    "{first} {end} are not region pages FIRST END with FIRST < END"
+                )),
+            }
+        };
+        match words[..] {
+            ["clean", first, end] => Ok(Command::CleanRequest {
+                pages: pages(first, end)?,
+            }),
+            ["flush", first, end] => Ok(Command::FlushRequest {
+                pages: pages(first, end)?,
+            }),
+            ["lock", first, end, lock] => {
+                let lock = match lock {
+                    "none" => Access::None,
+                    "read" => Access::Read,
+                    "write" => Access::Write,
+                    other => return Err(format!("lock {other}: expected none, read or write")),
+                };
+                Ok(Command::DataLock {
+                    pages: pages(first, end)?,
+                    lock,
+                })
+            }
+            ["cache", "on"] => Ok(Command::Cache { keep: true }),
+            ["cache", "off"] => Ok(Command::Cache { keep: false }),
+            _ => Err(format!("{line:?}: {EXPECTED}")),
+        }
+    }
+}
+
 /// The command in `frame`, for a node whose region has `page_count` pages; why not when
 /// the frame breaks the protocol (see the module docs).
 pub fn decode_command(frame: &[u8; COMMAND_LEN], page_count: u32) -> Result<Command, String> {
@@ -435,6 +479,30 @@ mod tests {
             }
             .encode()
         };
+        for (line, cmd) in [
+            (
+                "lock 3 9 read",
+                Command::DataLock {
+                    pages: 3..9,
+                    lock: Access::Read,
+                },
+            ),
+            (" clean 15  16", Command::CleanRequest { pages: 15..16 }),
+            ("flush 0 16", Command::FlushRequest { pages: 0..16 }),
+            ("cache off", Command::Cache { keep: false }),
+        ] {
+            assert_eq!(line.parse::<Command>(), Ok(cmd), "{line}");
+        }
+        for bad in [
+            "clean 5 5",
+            "flush 1",
+            "lock 1 2 all",
+            "cache maybe",
+            "clean -1 4",
+            "",
+        ] {
+            assert!(bad.parse::<Command>().is_err(), "{bad:?}");
+        }
         for bad in [
             frame(0x99, 0, 1, 0),                     // unknown op
             frame(CMD_DATA_LOCK, 0, 1, 3),            // unknown access

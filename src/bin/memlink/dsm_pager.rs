@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use memlink_dsm::pager::{FilePager, PagerServer, ServerStats};
+use memlink_dsm::pager::commands::Command;
+use memlink_dsm::pager::{FilePager, PagerCommands, PagerServer, ServerStats};
 use memlink_dsm::{PAGE_SIZE, PageNo};
 
 const WHO: &str = "memlink dsm pager";
@@ -42,6 +43,13 @@ pub struct PagerArgs {
     /// Keep serving after every node has left, until killed.
     #[arg(long)]
     keep_serving: bool,
+    /// Read the pager's commands to the nodes from stdin, one a line, and answer each with
+    /// one line on stdout (each node's pages changed, or its error): `clean FIRST END` and
+    /// `flush FIRST END` (region pages FIRST..END written back, or given up), `lock FIRST
+    /// END none|read|write` (data_lock), `cache on|off`, and `wait N` (until N nodes take
+    /// commands, at most a minute).
+    #[arg(long)]
+    commands: bool,
 }
 
 /// A byte count as `bench ipc --sizes` takes them (64K, 1M), or 0.
@@ -89,6 +97,52 @@ fn claim_socket(path: &Path) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen at {}: {e}", path.display()))
 }
 
+/// Carries out the commands read from stdin (see `--commands`), one result line each.
+fn command_lines(commands: &PagerCommands) {
+    use std::io::Write;
+    for line in std::io::stdin().lines().map_while(Result::ok) {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let answer = if let Some(n) = line.strip_prefix("wait ") {
+            match n.trim().parse::<usize>() {
+                Ok(n) => {
+                    let linked = commands.wait_for_nodes(n, Duration::from_secs(60));
+                    format!("{line}: {} nodes take commands", linked.len())
+                }
+                Err(_) => format!("error: {line:?}: expected wait N, a number of nodes"),
+            }
+        } else {
+            match line.parse::<Command>() {
+                Ok(cmd) => {
+                    let results = commands.send(&cmd);
+                    let mut total = 0;
+                    let mut each = Vec::with_capacity(results.len());
+                    for (node, r) in results {
+                        match r {
+                            Ok(n) => {
+                                total += n;
+                                each.push(format!("node {node}: {n}"));
+                            }
+                            Err(e) => each.push(format!("node {node}: error: {e}")),
+                        }
+                    }
+                    format!("{line}: {}; pages {total}", each.join("; "))
+                }
+                Err(e) => format!("error: {e}"),
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{answer}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Runs `memlink dsm pager ...`.
 pub fn run(a: PagerArgs) -> ExitCode {
     let pager = match FilePager::open(&a.file, a.offset, a.length, a.first_page) {
@@ -117,6 +171,10 @@ pub fn run(a: PagerArgs) -> ExitCode {
     let server = Arc::new(PagerServer::new(pager));
     let serving = Arc::clone(&server);
     let accepting = std::thread::spawn(move || serving.serve(listener));
+    if a.commands {
+        let commands = server.commands();
+        std::thread::spawn(move || command_lines(&commands));
+    }
     eprintln!(
         "{WHO}: serving {} ({bytes} bytes from byte {}: region pages {}..{last}, {} KiB \
          pages) at {}",
