@@ -45,6 +45,22 @@ fn messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// As [`messages`], with room for long messages: a length byte of 255 is followed by the
+/// length as a little-endian `u16` (a `Migrate` carrying stack pages is over 4 KiB).
+fn long_messages(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = data.split_first()?;
+        let (len, rest) = match (len, rest) {
+            (255, [lo, hi, rest @ ..]) => (u16::from_le_bytes([*lo, *hi]) as usize, rest),
+            _ => (len as usize, rest),
+        };
+        let n = len.min(rest.len());
+        let (msg, rest) = rest.split_at(n);
+        data = rest;
+        Some(msg)
+    })
+}
+
 /// A stream of frames as a connection's reader takes them: every accepted frame fits the
 /// limit and encodes back to the bytes it came from (the hint aside, which frames drop); a
 /// lost-node notice accepted from a 4-node cluster names one of its nodes and encodes back to
@@ -326,11 +342,15 @@ pub fn sync_alloc_requests(data: &[u8]) {
     assert!(alloc.free_bytes() + used <= SIZE);
 }
 
-/// Scheduler frames from peers, decoded and handled by node 0 of 3 as its task pool does
+/// Scheduler frames from peers (framed as `long_messages` does: a `Migrate` carries its stack
+/// pages),
+/// decoded and handled by node 0 of 3 as its task pool does
 /// (stopping at the first it refuses, as the node fails then), between the node's own steps
 /// (a message whose first byte is 3 modulo 4 is a local step instead: spawn, dispatch, end,
 /// yield or TIMEOUT): decoding round-trips; every message it sends goes to another node of
-/// the cluster; every task it runs, holds or sends has its stack inside the region; no task
+/// the cluster; every task it runs, holds or sends has its stack inside the region; a
+/// decoded `Migrate` carries only pages its stack hands off, each with a whole page of
+/// contents, and one it sends carries none yet (the node's carrier fills it in); no task
 /// is held twice; every handle it resolves is of a task spawned here.
 pub fn scheduler_messages(data: &[u8]) {
     use crate::process::codec as sched_codec;
@@ -349,7 +369,7 @@ pub fn scheduler_messages(data: &[u8]) {
     };
     let mut node = Scheduler::new(0, 3, PAGES, config).expect("a valid configuration");
     let mut spawned = 0u64;
-    for m in messages(rest) {
+    for m in long_messages(rest) {
         let Some((&first, body)) = m.split_first() else {
             continue;
         };
@@ -380,12 +400,26 @@ pub fn scheduler_messages(data: &[u8]) {
                 _ => node.timeout(),
             }
         } else {
-            let Ok(msg) = sched_codec::decode(body) else {
+            let Ok(frame) = sched_codec::decode(body) else {
                 continue;
             };
             let mut again = Vec::new();
-            sched_codec::encode(&msg, &mut again);
+            sched_codec::encode(&frame.msg, &frame.contents, &mut again)
+                .expect("a decoded frame encodes");
             assert_eq!(again, body, "a decoded message encodes back to its bytes");
+            let msg = frame.msg;
+            let carried = match msg {
+                SchedMessage::Migrate { task, carried, .. } => {
+                    assert!(
+                        carried.fits(task.stack),
+                        "carried pages it does not hand off"
+                    );
+                    carried.len()
+                }
+                _ => 0,
+            };
+            assert_eq!(frame.contents.len(), carried);
+            assert!(frame.contents.iter().all(|c| c.len() == crate::PAGE_SIZE));
             let from = u16::from(first % 4).min(2);
             match node.handle(from, msg) {
                 Ok(effects) => effects,
@@ -403,9 +437,14 @@ pub fn scheduler_messages(data: &[u8]) {
                 SchedEffect::Broadcast { msg } => {
                     assert!(matches!(msg, SchedMessage::Hint { .. }))
                 }
-                SchedEffect::Run { task } | SchedEffect::HandOffStack { task, .. } => {
-                    assert!(task.stack.within(PAGES))
+                SchedEffect::Migrate { to, msg } => {
+                    assert!(to != 0 && to < 3, "a migration to node {to}");
+                    let SchedMessage::Migrate { task, carried, .. } = msg else {
+                        panic!("a migration effect with {msg:?}")
+                    };
+                    assert!(task.stack.within(PAGES) && carried.is_empty());
                 }
+                SchedEffect::Run { task } => assert!(task.stack.within(PAGES)),
                 SchedEffect::Resolved { task, .. } => {
                     assert!(task.0 >> 16 >= 1 && task.0 >> 16 <= spawned && task.0 & 0xffff == 0)
                 }

@@ -111,6 +111,10 @@ fn release_all(waiters: Vec<Waiter>) {
         .for_each(|w| w.release(Ok(())));
 }
 
+/// A protocol step of [`NodeRuntime::run_page_steps`]: the page it is on, its effects and
+/// the page contents that came with the message it handled; or the failure `(node, reason)`.
+type PageStep<'d> = Result<(PageNo, Vec<Effect>, Option<&'d [u8]>), (NodeId, String)>;
+
 /// What a protocol step leaves to do once the state lock is released.
 #[derive(Default)]
 struct Outgoing {
@@ -150,7 +154,7 @@ struct State {
     /// The pager that is gone or silent, once a call on it failed ([`pager`]).
     pager_failure: Option<pager::PagerFailure>,
     /// Migrating tasks' `Migrate`s waiting for their stack pages' hand-offs ([`tasks`]).
-    carrier: crate::process::carrier::Carrier,
+    carrier: tasks::StackCarrier,
     /// Pages whose last page-in failed (the store's `data_error`), and why: the faults
     /// that waited on them fail with it ([`pager`]).
     unavailable: std::collections::HashMap<PageNo, pager::Unavailable>,
@@ -603,7 +607,7 @@ impl NodeRuntime {
         let mut unreadable: Vec<PageNo> = Vec::new();
         for e in effects {
             self.before_effect(st, &e)?;
-            // A migrating task's Migrate that waited for this hand-off leaves behind it.
+            // A migrating task's Migrate that waited for this eviction leaves behind it.
             let released = st.carrier.after(&e);
             if self.batched(st, &e) {
                 if let Effect::Evicted { class, .. } = e {
@@ -631,6 +635,15 @@ impl NodeRuntime {
             }
             match e {
                 Effect::Send { to, msg } if to == self.id => to_self.push_back(msg),
+                // A stack page's hand-off goes inside its task's Migrate, not on its own.
+                Effect::Send { to, msg }
+                    if Self::carry_hand_off(
+                        &mut st.carrier,
+                        to,
+                        msg,
+                        |buf| self.pages.read_page(msg.page(), buf),
+                        out,
+                    ) => {}
                 Effect::Send { to, msg } => {
                     if let Message::HandOffReply { accepted, .. } = msg {
                         self.evictions.hand_off_answered(accepted);
@@ -1104,6 +1117,35 @@ impl NodeRuntime {
         }
         self.fail(node, reason.clone());
         Err(self.failure_or(node, reason))
+    }
+
+    /// Carry out, in order under the state lock `st`, the protocol step `step` makes for
+    /// each of `items` (the page it is on, its effects, and the page contents a message it
+    /// handles brought), then wake the served faults and send what the steps produced. The
+    /// first step that fails fails the node, and its error is returned.
+    fn run_page_steps<'d, I>(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        items: impl IntoIterator<Item = I>,
+        mut step: impl FnMut(&mut State, I) -> PageStep<'d>,
+    ) -> Result<(), DsmError> {
+        let mut out = Outgoing::default();
+        for item in items {
+            let result = step(&mut st, item)
+                .and_then(|(page, effects, data)| self.run_effects(&mut st, page, effects, data));
+            match result {
+                Ok(more) => {
+                    out.served |= more.served;
+                    out.messages.extend(more.messages);
+                }
+                Err((node, reason)) => {
+                    self.fail_locked(st, node, reason.clone());
+                    return Err(self.failure_or(node, reason));
+                }
+            }
+        }
+        drop(st);
+        self.flush_fault(out)
     }
 
     /// The node's failure (the first loss, which may have come just before this one: it is

@@ -6,9 +6,12 @@
 //! pages (task `i`'s stack is pages `i * count ..`; its first holds the descriptor, which the
 //! worker writes at every switch, its last is the current page, which the task writes), each
 //! running a few quanta (it writes both, then yields or ends). A migration hands off the
-//! pages `StackPages::handed_off` names, as the runtime does, and its `Migrate` waits until
-//! their `HandOff`s are sent and carries them (the runtime sends them right before it in one
-//! write on the pair's connection; the destination handles them first). Coherence messages are delivered in any order, scheduler messages in the order
+//! pages `StackPages::handed_off` names, as the runtime does, and its `Migrate` waits in the
+//! source's `process::carrier::Carrier` (the runtime's code) until each hand-off produced its
+//! `HandOff`, which goes inside the `Migrate` (`Message::Migrate::carried`, with the page's
+//! version as its contents) instead of on its own, or ended without one; the destination
+//! hands the carried `HandOff`s to its coherence protocol and queues the task in one step.
+//! Coherence messages are delivered in any order, scheduler messages in the order
 //! sent between each pair of nodes (one TCP connection per pair) but in any order across
 //! pairs; any node's TIMEOUT fires at
 //! any step; a running task may ask to migrate to any node; a node other than node 0 (where
@@ -28,6 +31,7 @@ mod model_support;
 use std::fmt;
 use std::time::Instant;
 
+use memlink_dsm::process::carrier::{Carrier, Leaving};
 use memlink_dsm::process::{
     Effect, Message, Outcome, Scheduler, SchedulerConfig, StackPages, Suspend, TaskId, TaskRef,
 };
@@ -64,19 +68,8 @@ struct Envelope {
     from: NodeId,
     to: NodeId,
     msg: Message,
-    /// A `Migrate`'s stack pages: their coherence `HandOff`s, handled first.
-    carried: Vec<PageEnvelope>,
-}
-
-/// A `Migrate` waiting at its sender for the hand-offs of its stack pages.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Waiting {
-    from: NodeId,
-    to: NodeId,
-    msg: Message,
-    /// The pages whose hand-off has not sent its `HandOff` or ended yet.
-    pages: Vec<PageNo>,
-    carried: Vec<PageEnvelope>,
+    /// The contents (versions) of the stack pages a `Migrate` carries, in its order.
+    contents: Vec<Option<u64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -87,8 +80,8 @@ struct State {
     /// Scheduler messages in flight, in the order sent: between two nodes they arrive in
     /// that order (the runtime sends them on the pair's one TCP connection).
     in_flight: Vec<Envelope>,
-    /// Migrations waiting for their stack pages' hand-offs.
-    waiting: Vec<Waiting>,
+    /// Each node's migrations waiting for their stack pages' hand-offs.
+    carriers: Vec<Carrier<Option<u64>>>,
     /// Quanta each task has left.
     left: Vec<u8>,
     /// The version last written to each stack page.
@@ -178,32 +171,21 @@ impl SchedulerModel {
 
     /// Carry out one scheduler step's effects at `node`.
     fn apply(&self, s: &mut State, node: NodeId, effects: Vec<Effect>) {
-        // The pages of the hand-off just started, for the Migrate that follows it.
-        let mut handing_off: Option<Vec<PageNo>> = None;
         for e in effects {
             match e {
-                Effect::Send {
-                    to,
-                    msg: msg @ Message::Migrate { .. },
-                } if handing_off.is_some() => {
-                    let pages = handing_off.take().unwrap_or_default();
-                    s.waiting.push(Waiting {
-                        from: node,
-                        to,
-                        msg,
-                        pages,
-                        carried: Vec::new(),
-                    });
-                    self.collect(s);
-                }
-                Effect::Send { to, msg } => self.post(s, node, to, msg),
+                Effect::Send { to, msg } => self.post(s, node, to, msg, Vec::new()),
                 Effect::Broadcast { msg } => {
                     for to in (0..self.nodes as NodeId).filter(|&t| t != node) {
-                        self.post(s, node, to, msg);
+                        self.post(s, node, to, msg, Vec::new());
                     }
                 }
-                Effect::HandOffStack { task, to } => {
+                Effect::Migrate { to, msg } => {
+                    let Message::Migrate { task, .. } = msg else {
+                        s.error = Some(format!("node {node}: a migration effect with {msg:?}"));
+                        continue;
+                    };
                     if s.lost.is_some() {
+                        self.post(s, node, to, msg, Vec::new());
                         continue;
                     }
                     let pages: Vec<PageNo> = task
@@ -211,12 +193,15 @@ impl SchedulerModel {
                         .handed_off()
                         .filter(|&p| s.sim.nodes[node as usize].evictable(p))
                         .collect();
+                    // The Migrate waits before the hand-offs start, as in the runtime.
+                    if let Some(now) = s.carriers[node as usize].wait(to, msg, pages.clone()) {
+                        self.post(s, node, to, now, Vec::new());
+                    }
                     for &page in &pages {
                         if let Err(e) = s.sim.evict(node, page, Some(to)) {
                             s.error = Some(format!("node {node}: stack hand-off: {e}"));
                         }
                     }
-                    handing_off = Some(pages);
                 }
                 Effect::Run { .. }
                 | Effect::Wake
@@ -226,7 +211,14 @@ impl SchedulerModel {
         }
     }
 
-    fn post(&self, s: &mut State, from: NodeId, to: NodeId, msg: Message) {
+    fn post(
+        &self,
+        s: &mut State,
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+        contents: Vec<Option<u64>>,
+    ) {
         if !self.live(s, to) {
             return;
         }
@@ -234,49 +226,46 @@ impl SchedulerModel {
             from,
             to,
             msg,
-            carried: Vec::new(),
+            contents,
         });
     }
 
-    /// The waiting `Migrate`s take the `HandOff`s of their pages that their senders sent,
-    /// let go of the pages whose eviction ended without one, and leave once none is left
-    /// (as `process::carrier` does in the runtime).
+    /// Each node's carrier takes the `HandOff`s its waiting `Migrate`s carry off the
+    /// network (the runtime never sends them alone), lets go of the pages whose eviction
+    /// ended without one, and the `Migrate`s that waited for nothing more leave.
     fn collect(&self, s: &mut State) {
         if s.lost.is_some() {
             return;
         }
-        let mut i = 0;
-        while i < s.waiting.len() {
-            let (from, to) = (s.waiting[i].from, s.waiting[i].to);
-            let pages = std::mem::take(&mut s.waiting[i].pages);
-            for page in pages {
-                let sent = s.sim.in_flight.iter().position(|e| {
-                    e.from == from
-                        && e.to == to
-                        && matches!(e.msg, PageMessage::HandOff { page: p, .. } if p == page)
-                });
-                if let Some(at) = sent {
-                    let env = s.sim.in_flight.remove(at);
-                    s.waiting[i].carried.push(env);
-                } else if s.sim.nodes[from as usize]
-                    .page(page)
-                    .is_some_and(|st| st.evicting)
-                {
-                    s.waiting[i].pages.push(page);
+        for n in 0..self.nodes as NodeId {
+            if s.carriers[n as usize].is_empty() {
+                continue;
+            }
+            let mut leaving: Vec<Leaving<Option<u64>>> = Vec::new();
+            let mut i = 0;
+            while i < s.sim.in_flight.len() {
+                let e = &s.sim.in_flight[i];
+                if e.from == n && s.carriers[n as usize].carries(e.to, &e.msg) {
+                    let e = s.sim.in_flight.remove(i);
+                    leaving.extend(s.carriers[n as usize].carry(e.to, e.msg, e.data));
+                } else {
+                    i += 1;
                 }
             }
-            if s.waiting[i].pages.is_empty() {
-                let w = s.waiting.remove(i);
-                if self.live(s, w.to) {
-                    s.in_flight.push(Envelope {
-                        from: w.from,
-                        to: w.to,
-                        msg: w.msg,
-                        carried: w.carried,
-                    });
-                }
-            } else {
-                i += 1;
+            let ended: Vec<PageNo> = s.carriers[n as usize]
+                .pages()
+                .map(|(_, p)| p)
+                .filter(|&p| {
+                    !s.sim.nodes[n as usize]
+                        .page(p)
+                        .is_some_and(|st| st.evicting)
+                })
+                .collect();
+            for page in ended {
+                leaving.extend(s.carriers[n as usize].ended(page));
+            }
+            for l in leaving {
+                self.post(s, n, l.to, l.msg, l.contents);
             }
         }
     }
@@ -290,7 +279,11 @@ impl SchedulerModel {
             .in_flight
             .iter()
             .map(|e| &e.msg)
-            .chain(s.waiting.iter().map(|w| &w.msg))
+            .chain(
+                s.carriers
+                    .iter()
+                    .flat_map(|c| c.migrations().map(|(_, m)| m)),
+            )
             .filter(|m| matches!(m, Message::Migrate { task, .. } if task.id == t))
             .count();
         held + moving
@@ -311,7 +304,7 @@ impl SchedulerModel {
         s.error.is_none()
             && s.scheds[0].handles().all(|(_, o)| o.is_some())
             && s.in_flight.is_empty()
-            && s.waiting.is_empty()
+            && s.carriers.iter().all(|c| c.is_empty())
             && (s.lost.is_some() || s.sim.in_flight.is_empty())
             && (0..self.nodes as NodeId)
                 .filter(|&n| self.live(s, n))
@@ -339,7 +332,7 @@ impl Model for SchedulerModel {
                 .collect(),
             sim: SimCluster::new(self.nodes, pages, self.kind).unwrap(),
             in_flight: Vec::new(),
-            waiting: Vec::new(),
+            carriers: vec![Carrier::default(); self.nodes],
             left: vec![self.quanta; self.tasks()],
             stack_version: vec![0; pages as usize],
             ends: vec![0; self.tasks()],
@@ -432,8 +425,26 @@ impl Model for SchedulerModel {
             Step::Deliver(env) => {
                 let at = s.in_flight.iter().position(|e| *e == env)?;
                 s.in_flight.remove(at);
-                // The stack pages that travel with a Migrate are handled first.
-                for page_env in env.carried {
+                // The stack pages that travel inside a Migrate are handled first, in the
+                // same step.
+                let carried = match env.msg {
+                    Message::Migrate { carried, .. } => carried,
+                    _ => Default::default(),
+                };
+                if carried.len() != env.contents.len() {
+                    s.error = Some(format!(
+                        "a migration carrying {carried:?} and {:?}",
+                        env.contents
+                    ));
+                    return Some(s);
+                }
+                for (msg, &data) in carried.hand_offs().zip(&env.contents) {
+                    let page_env = PageEnvelope {
+                        from: env.from,
+                        to: env.to,
+                        msg,
+                        data,
+                    };
                     let at = s.sim.in_flight.partition_point(|x| *x <= page_env);
                     s.sim.in_flight.insert(at, page_env);
                     if let Err(e) = s.sim.deliver(at) {
@@ -534,12 +545,19 @@ impl Model for SchedulerModel {
                     }
                 }
                 s.in_flight.retain(|e| e.from != n && e.to != n);
-                for w in s.waiting.iter().filter(|w| w.from == n || w.to == n) {
-                    if let Message::Migrate { task, .. } = w.msg {
+                let mut dropped: Vec<Message> = s.carriers[n as usize]
+                    .migrations()
+                    .map(|(_, m)| *m)
+                    .collect();
+                s.carriers[n as usize] = Carrier::default();
+                for c in s.carriers.iter_mut() {
+                    dropped.extend(c.lose(n));
+                }
+                for m in dropped {
+                    if let Message::Migrate { task, .. } = m {
                         s.lost_in_transit = Some(task.id);
                     }
                 }
-                s.waiting.retain(|w| w.from != n && w.to != n);
             }
             Step::Notice(n) => {
                 s.noticed[n as usize] = true;
@@ -556,7 +574,7 @@ impl Model for SchedulerModel {
             Step::JoinAway(n, t) => {
                 s.joined_away[t.0 as usize] = true;
                 let load = s.scheds[n as usize].load();
-                self.post(&mut s, n, 0, Message::Reaped { task: t, load });
+                self.post(&mut s, n, 0, Message::Reaped { task: t, load }, Vec::new());
             }
         }
         self.collect(&mut s);
@@ -700,6 +718,14 @@ impl Model for SchedulerModel {
                 },
             ),
             Property::sometimes(
+                "a migration carries a stack page inside it",
+                |_, s: &State| {
+                    s.in_flight.iter().any(|e| {
+                        matches!(e.msg, Message::Migrate { carried, .. } if !carried.is_empty())
+                    })
+                },
+            ),
+            Property::sometimes(
                 "a task ends on a node other than its home",
                 |_, s: &State| {
                     s.in_flight
@@ -771,10 +797,11 @@ fn check_progress(model: &SchedulerModel) -> usize {
     }
 }
 
-const ALL_WITNESSES: [&str; 4] = [
+const ALL_WITNESSES: [&str; 5] = [
     "two nodes ask the same node for work at once",
     "a work request is refused",
     "a task migrates in answer to a work request",
+    "a migration carries a stack page inside it",
     "a task ends on a node other than its home",
 ];
 

@@ -246,24 +246,11 @@ impl NodeRuntime {
         if !pages.is_empty() {
             self.check_page(pages.end - 1)?;
         }
-        let mut st = lock(&self.state);
+        let st = lock(&self.state);
         Self::refused(&st)?;
-        let mut out = Outgoing::default();
-        for page in pages {
-            let effects = st.coherence.data_lock(page, 1, lock_to);
-            match self.run_effects(&mut st, page, effects, None) {
-                Ok(more) => {
-                    out.served |= more.served;
-                    out.messages.extend(more.messages);
-                }
-                Err((node, reason)) => {
-                    self.fail_locked(st, node, reason.clone());
-                    return Err(self.failure_or(node, reason));
-                }
-            }
-        }
-        drop(st);
-        self.flush_fault(out)
+        self.run_page_steps(st, pages, |st, page| {
+            Ok((page, st.coherence.data_lock(page, 1, lock_to), None))
+        })
     }
 
     /// The pager's `pager_cache`: whether this node may keep the pages after the application

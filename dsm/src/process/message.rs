@@ -1,7 +1,8 @@
 //! The scheduling protocol's vocabulary: tasks as they travel, a node's load (the hint),
 //! the messages between schedulers and the effects a step asks the runtime to carry out.
 
-use crate::types::{NodeId, PageNo};
+use crate::protocol::Message as PageMessage;
+use crate::types::{Access, NodeId, PageNo};
 
 /// Names a task on every node: the region offset of its descriptor (the seed's PCB), which is
 /// at the same address everywhere.
@@ -55,14 +56,72 @@ impl StackPages {
     }
 
     /// The pages whose ownership passes to the destination with the task when it migrates,
-    /// in the order they are handed off: its current page, which travels with the
+    /// in the order they are handed off: its current page, which travels inside the
     /// `Migrate` (the seed's rule), then its first page (the descriptor, which the
-    /// destination's worker reads before it switches in) when that is another page. The
-    /// rest of the stack follows on demand, served like any fault. The runtime and the
-    /// stateright model both take the pages from here.
+    /// destination's worker reads before it switches in) when that is another page, inside
+    /// the same `Migrate`. The rest of the stack follows on demand, served like any fault.
+    /// The runtime and the stateright model both take the pages from here.
     pub fn handed_off(self) -> impl Iterator<Item = PageNo> {
         let first = (self.first != self.current).then_some(self.first);
         std::iter::once(self.current).chain(first)
+    }
+}
+
+/// The most pages a [`Message::Migrate`] carries ([`StackPages::handed_off`] names at most two).
+pub const MAX_CARRIED: usize = 2;
+
+/// The stack pages a [`Message::Migrate`] carries: for each, the coherence protocol's
+/// hand-off that the source's eviction of it produced (the page's ownership, and the access
+/// that goes with it). The contents travel in the same frame ([`super::codec`]); the
+/// destination hands each to its coherence protocol as the `HandOff` it is
+/// ([`Carried::hand_offs`]), installing the page, before it queues the task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Carried {
+    pages: [Option<(PageNo, Access)>; MAX_CARRIED],
+}
+
+impl Carried {
+    /// Add `page`, handed off with `access`; false (and nothing added) when
+    /// [`MAX_CARRIED`] pages are carried already or `page` is one of them.
+    pub fn push(&mut self, page: PageNo, access: Access) -> bool {
+        if self.iter().any(|(p, _)| p == page) {
+            return false;
+        }
+        match self.pages.iter_mut().find(|p| p.is_none()) {
+            Some(slot) => {
+                *slot = Some((page, access));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The pages and their access, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (PageNo, Access)> + '_ {
+        self.pages.iter().flatten().copied()
+    }
+
+    /// How many pages.
+    pub fn len(&self) -> usize {
+        self.pages.iter().flatten().count()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.pages[0].is_none()
+    }
+
+    /// Whether each page is one `stack` hands off ([`StackPages::handed_off`]) with a
+    /// readable access: what a destination accepts from a peer.
+    pub fn fits(&self, stack: StackPages) -> bool {
+        self.iter()
+            .all(|(p, a)| a != Access::None && stack.handed_off().any(|h| h == p))
+    }
+
+    /// The coherence messages the destination handles, in order, before it queues the task.
+    pub fn hand_offs(&self) -> impl Iterator<Item = PageMessage> + '_ {
+        self.iter()
+            .map(|(page, access)| PageMessage::HandOff { page, access })
     }
 }
 
@@ -124,14 +183,17 @@ pub enum Message {
         load: Load,
     },
     /// A suspended task moves to the receiver, which puts it on its ready queue. The
-    /// ownership and contents of the pages [`StackPages::handed_off`] names travel with it
-    /// ([`Effect::HandOffStack`]: the message leaves once their hand-offs are sent, in the
-    /// same write, so the receiver installs them before it queues the task).
+    /// ownership and contents of the pages [`StackPages::handed_off`] names travel inside
+    /// it ([`Effect::Migrate`]), and the receiver installs them and queues the task in one
+    /// step.
     Migrate {
         /// The task.
         task: TaskRef,
         /// Whether it answers the receiver's work request (false: the task asked to go).
         requested: bool,
+        /// The stack pages it carries (filled in by [`super::carrier::Carrier`] at the
+        /// sender; empty as the scheduler makes it).
+        carried: Carried,
         /// The sender's load.
         load: Load,
     },
@@ -203,18 +265,18 @@ pub enum Effect {
     },
     /// READY: a task was put on the ready queue; wake an idle worker (its null task).
     Wake,
-    /// Pass the ownership of the stack pages of `task` that [`StackPages::handed_off`]
-    /// names, where held here, to `to`: the coherence protocol's hand-off
-    /// ([`crate::protocol::Coherence::evict`] with `hand_off: Some(to)`) of each, the current
-    /// page first. Always followed by the `Send` of the task's [`Message::Migrate`], which
-    /// waits until each hand-off started here has sent its `HandOff` (at once for the
-    /// dynamic manager's owner; after the manager's answer otherwise) or ended without one,
-    /// and leaves right behind them (see [`crate::process::carrier`]).
-    HandOffStack {
-        /// The task.
-        task: TaskRef,
+    /// Send `msg` (a [`Message::Migrate`]) to `to` with the stack pages of its task that
+    /// [`StackPages::handed_off`] names inside it: the coherence protocol's hand-off
+    /// ([`crate::protocol::Coherence::evict`] with `hand_off: Some(to)`) of each page held
+    /// here starts, the current page first, and `msg` waits in the node's
+    /// [`crate::process::carrier::Carrier`] until each hand-off has produced its `HandOff`
+    /// (at once for the dynamic manager's owner; after the manager's answer otherwise),
+    /// which goes inside `msg` instead of on its own, or ended without one.
+    Migrate {
         /// The destination.
         to: NodeId,
+        /// The `Migrate`, carrying no page yet.
+        msg: Message,
     },
     /// The handle of a task homed here was joined on another node (its end is known
     /// here): free the task's block (not on the reader thread, which must not wait for the

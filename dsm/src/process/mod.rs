@@ -14,15 +14,21 @@
 //! ```text
 //! D: ready queue empty, a worker idle (its       D -> S  WorkRequest{load}
 //!    next_task, a TIMEOUT, or a refusal)
-//! S: a migratable ready task T, surplus left?    S      HandOffStack{T, D}  (coherence: the
-//!                                                        pages T.stack.handed_off() names,
-//!                                                        its current page and its first, are
-//!                                                        evicted with hand_off D: ownership
-//!                                                        and contents)
-//!                                                S -> D  Migrate{T, requested}, right behind
-//!                                                        those HandOffs (process::carrier)
+//! S: a migratable ready task T, surplus left?    S      Migrate{T} effect: the coherence
+//!                                                        hand-off of the pages
+//!                                                        T.stack.handed_off() names (its
+//!                                                        current page and its first) starts,
+//!                                                        an eviction with hand_off D each
+//!                                                S -> D  Migrate{T, requested, carried}, once
+//!                                                        each hand-off produced its HandOff
+//!                                                        (carried inside: ownership, access
+//!                                                        and contents) or ended without one
+//!                                                        (process::carrier)
 //!    no surplus any more                         S -> D  Refuse{load}       (T stays at S)
-//! D: Migrate                                     D      T on the ready queue (READY)
+//! D: Migrate                                     D      one step: each carried HandOff to
+//!                                                        the coherence protocol (the page
+//!                                                        installed, HandOffReply to S), then
+//!                                                        T on the ready queue (READY)
 //! T ends anywhere                                X -> home(T)  Done{T}  (the handle resolves)
 //! ```
 //! An idle node asks at once when a worker frees up and when a request was refused (the
@@ -30,7 +36,7 @@
 //! all refused it one after the other it waits for the next TIMEOUT (no storm of requests
 //! and refusals); a task received resets that count.
 //! A running task asks to move with [`Scheduler::migrate`]: the same hand-off and
-//! `Migrate{requested: false}`. Every message carries the sender's [`Load`] (hints
+//! `Migrate{requested: false}`. The model checks that no carried hand-off is refused. Every message carries the sender's [`Load`] (hints
 //! piggybacked); a node also broadcasts its load ([`Message::Hint`], no reply) when its
 //! surplus changes by the threshold, at most once per TIMEOUT period.
 //!
@@ -56,8 +62,8 @@
 //! let ask = d.timeout();
 //! let [Effect::Send { to: 0, msg }] = ask[..] else { panic!("{ask:?}") };
 //! let grant = s.handle(1, msg).unwrap();
-//! assert!(matches!(grant[0], Effect::HandOffStack { to: 1, .. }));
-//! let Effect::Send { to: 1, msg } = grant[1] else { panic!() };
+//! // The node's carrier puts the stack pages' hand-offs inside the Migrate (here: none).
+//! let Effect::Migrate { to: 1, msg } = grant[0] else { panic!("{grant:?}") };
 //! d.handle(0, msg).unwrap();
 //! assert_eq!(d.ready().next().map(|t| t.id), Some(TaskId(2)));
 //! ```
@@ -71,7 +77,9 @@ pub mod message;
 pub mod pool;
 pub mod scheduler;
 
-pub use message::{Effect, Load, Message, Outcome, StackPages, TaskId, TaskRef};
+pub use message::{
+    Carried, Effect, Load, MAX_CARRIED, Message, Outcome, StackPages, TaskId, TaskRef,
+};
 pub use scheduler::{
     MigrateError, Scheduler, SchedulerConfig, SchedulerStats, SpawnError, Suspend,
 };

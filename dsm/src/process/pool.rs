@@ -5,9 +5,8 @@
 //! hints say has a surplus for work, that node migrates a ready task (the page of its saved
 //! stack pointer, which its worker reports to the scheduler whenever it switches out, and
 //! its descriptor's page are handed to the destination by the coherence protocol's
-//! hand-off, and the descriptor's reference goes in a `Migrate` that leaves right behind
-//! them, see [`super::carrier`]; the rest of its stack follows on demand), a running task
-//! moves itself
+//! hand-off, inside the `Migrate` with the descriptor's reference, see [`super::carrier`];
+//! the rest of its stack follows on demand), a running task moves itself
 //! with [`migrate`], and a task that ends away from home tells its home, where
 //! [`TaskPool::join`] waits. A task may be joined on any node ([`JoinHandle::into_raw`]).
 //! When the cluster loses a node, every handle of a task not ended yet returns
@@ -703,8 +702,7 @@ impl Shared {
     /// and hand-offs go through the node runtime). A failure to send fails the node in the
     /// runtime; the next [`Shared::check_lost`] ends the handles.
     fn carry_out(&self, effects: &[Effect]) {
-        let mut rest = effects.iter();
-        while let Some(e) = rest.next() {
+        for e in effects {
             match e {
                 Effect::Wake => self.ready.notify_one(),
                 Effect::Resolved { task, .. } => {
@@ -724,16 +722,10 @@ impl Shared {
                 Effect::Broadcast { msg } => {
                     let _ = self.runtime.broadcast_task_message(msg);
                 }
-                // The Migrate that follows leaves with the stack pages' hand-offs.
-                Effect::HandOffStack { task, to } => match rest.next() {
-                    Some(Effect::Send { to: dest, msg }) if dest == to => {
-                        let _ = self.runtime.migrate_task(task, *to, msg);
-                    }
-                    other => eprintln!(
-                        "memlink-dsm: scheduler: a stack hand-off followed by {other:?}, not its \
-                         Migrate"
-                    ),
-                },
+                // The Migrate leaves carrying its stack pages' hand-offs.
+                Effect::Migrate { to, msg } => {
+                    let _ = self.runtime.migrate_task(*to, msg);
+                }
                 // The worker that asked runs it.
                 Effect::Run { .. } => {}
             }

@@ -563,12 +563,12 @@ impl Scheduler {
 
     fn send_task(&mut self, task: TaskRef, to: NodeId, requested: bool, out: &mut Vec<Effect>) {
         self.stats.migrated_out += 1;
-        out.push(Effect::HandOffStack { task, to });
-        out.push(Effect::Send {
+        out.push(Effect::Migrate {
             to,
             msg: Message::Migrate {
                 task,
                 requested,
+                carried: Default::default(),
                 load: self.load(),
             },
         });
@@ -715,7 +715,10 @@ impl Scheduler {
                 self.ask_again(&mut out);
             }
             Message::Migrate {
-                task, requested, ..
+                task,
+                requested,
+                carried,
+                ..
             } => {
                 if self.barred[from as usize] {
                     return Err(ProtocolError(format!(
@@ -728,6 +731,12 @@ impl Scheduler {
                         "migration of {task:?} from node {from}: its home or stack is outside \
                          the cluster's {} nodes and {} pages",
                         self.nodes, self.pages
+                    )));
+                }
+                if !carried.fits(task.stack) {
+                    return Err(ProtocolError(format!(
+                        "migration of {task:?} from node {from} carries pages {carried:?}, not \
+                         the pages its stack hands off"
                     )));
                 }
                 if self.holds(task.id) {

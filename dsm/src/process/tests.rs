@@ -81,9 +81,23 @@ fn messages_a_bad_peer_could_send_are_protocol_errors() {
     let migrate = |task, requested| Message::Migrate {
         task,
         requested,
+        carried: Carried::default(),
         load,
     };
     assert!(d.handle(0, migrate(far, false)).is_err(), "stack outside");
+    // Carried pages its stack does not hand off (a page of the stack that is neither its
+    // current page nor its first).
+    let mut wide = task(1, true);
+    wide.stack = StackPages::new(8, 4);
+    let mut carried = Carried::default();
+    carried.push(9, crate::types::Access::Write);
+    let odd = Message::Migrate {
+        task: wide,
+        requested: false,
+        carried,
+        load,
+    };
+    assert!(d.handle(0, odd).is_err(), "a page it does not hand off");
     let mut stray = task(1, true);
     stray.stack.current = stray.stack.first + 1;
     assert!(
@@ -164,7 +178,7 @@ fn a_barred_node_moves_no_task_either_way() {
         assert_eq!(s.ready().count(), 2, "nothing left for the barred node");
         let out = s.handle(2, ask).unwrap();
         assert!(
-            matches!(out[0], Effect::HandOffStack { to: 2, .. }),
+            matches!(out[0], Effect::Migrate { to: 2, .. }),
             "node 2 gets work: {out:?}"
         );
         assert_eq!(s.migrate(TaskId(1), 1), Err(MigrateError::Barred(1)));
@@ -202,6 +216,7 @@ fn a_barred_node_moves_no_task_either_way() {
         let sent = Message::Migrate {
             task: task(9, true),
             requested: false,
+            carried: Carried::default(),
             load: Load::default(),
         };
         assert!(idle.handle(1, sent).is_err(), "a task from a barred node");
@@ -224,17 +239,16 @@ fn the_current_stack_page_is_kept_and_handed_off_first() {
     assert!(s.stack_at(t.id, 32).is_err(), "outside its stack");
     s.stack_at(t.id, 20).unwrap();
     let out = s.migrate(t.id, 1).unwrap();
-    let Effect::HandOffStack { task, to: 1 } = out[0] else {
+    let Effect::Migrate {
+        to: 1,
+        msg: Message::Migrate { task, carried, .. },
+    } = out[0]
+    else {
         panic!("{out:?}")
     };
+    assert_eq!(task.stack.current, 20);
     assert_eq!(task.stack.handed_off().collect::<Vec<_>>(), [20, 16]);
-    assert!(matches!(
-        out[1],
-        Effect::Send {
-            to: 1,
-            msg: Message::Migrate { task: m, .. }
-        } if m.stack.current == 20
-    ));
+    assert!(carried.is_empty(), "the node's carrier fills it in");
     // A stack whose current page is its first hands that page off once.
     assert_eq!(StackPages::new(5, 1).handed_off().collect::<Vec<_>>(), [5]);
 }
