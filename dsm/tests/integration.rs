@@ -35,6 +35,7 @@ mod node_local_failure;
 mod pager_locks;
 mod pager_process;
 mod remote_tcp;
+mod tasks_carried_pages;
 mod tasks_cluster;
 
 /// Every file of `dsm/tests/` is a module of this binary or a test binary of its own (cargo
