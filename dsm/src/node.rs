@@ -497,46 +497,52 @@ impl NodeRuntime {
     ) -> Result<Outgoing, (NodeId, String)> {
         let mut to_self: VecDeque<Message> = VecDeque::new();
         let mut out = Outgoing::default();
-        let dropped = Self::drops_access(&effects);
+        let evicted = Self::evicts(&effects, page);
         let executed = self.execute(st, effects, data, &mut to_self, &mut out);
-        self.settle(st, page, dropped)?;
+        self.settle(st, page, evicted)?;
         executed?;
         while let Some(msg) = to_self.pop_front() {
             let effects = st
                 .coherence
                 .handle(self.id, msg)
                 .map_err(|e| (self.id, format!("protocol violation: {e}")))?;
-            let dropped = Self::drops_access(&effects);
+            let evicted = Self::evicts(&effects, msg.page());
             let executed = self.execute(st, effects, None, &mut to_self, &mut out);
-            self.settle(st, msg.page(), dropped)?;
+            self.settle(st, msg.page(), evicted)?;
             executed?;
         }
         Ok(out)
     }
 
-    fn drops_access(effects: &[Effect]) -> bool {
-        effects.iter().any(|e| {
-            matches!(
-                e,
-                Effect::SetAccess {
-                    access: Access::None,
-                    ..
-                }
-            )
-        })
+    /// Whether `effects` end an eviction of `page` here ([`Effect::Evicted`], which
+    /// returns the frame's memory itself).
+    fn evicts(effects: &[Effect], page: PageNo) -> bool {
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Evicted { page: p, .. } if *p == page))
     }
 
     /// After a step on `page`: bring the replacement order up to date with the protocol's
-    /// state of it; and under a memory budget, when the step took the access of a copy that
-    /// is then no longer needed here (invalidated, or given away with its ownership: not
-    /// owned, nothing under way), return its memory, so that the node holds no more than
-    /// its frames. Its contents were read by the step's sends before this.
-    fn settle(&self, st: &mut State, page: PageNo, dropped: bool) -> Result<(), (NodeId, String)> {
+    /// state of it; and under a memory budget, when the page stopped taking a frame here
+    /// ([`crate::protocol::PageState::uses_frame`]) with this step and not by an eviction
+    /// of it (`evicted`: [`Effect::Evicted`] returned its memory already), return its
+    /// memory, so that the node holds no more than its frames. Its contents were read by
+    /// the step's sends before this.
+    ///
+    /// The frame is left by the step that ends its use, which need not be the step that
+    /// took the page's access: an owner evicting its page that gives the ownership away
+    /// meanwhile (a forward the manager sent after its eviction reply, and that overtook
+    /// it) loses its access then but keeps the frame (`evicting`) until the manager's reply
+    /// ends the eviction, with no access change and nothing to write back. Its memory goes
+    /// at that reply. (Before, only a step that took the access returned the memory, so
+    /// that frame stayed in memory uncounted: one page over the budget, SIGSEGV backend;
+    /// userfaultfd had moved the contents aside at the access change, and kept them.)
+    fn settle(&self, st: &mut State, page: PageNo, evicted: bool) -> Result<(), (NodeId, String)> {
         let Some(now) = st.coherence.page(page) else {
             return Ok(());
         };
-        st.lru.update(page, &now);
-        if dropped && st.frames.is_some() && !now.uses_frame() && !now.owner {
+        let left = st.lru.update(page, &now);
+        if left && !evicted && st.frames.is_some() {
             self.pages
                 .release_page(page)
                 .map_err(|e| self.local_memory_failure(page, Access::None, e))?;

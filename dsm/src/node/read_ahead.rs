@@ -287,6 +287,13 @@ impl NodeRuntime {
                 q += count;
             }
             self.finish_batch(st)?;
+            // A stretch whose read from the store failed was undone there (its pages paged
+            // out again, nothing installed): their frames are free.
+            for p in first..end {
+                if let Some(now) = st.coherence.page(p) {
+                    st.lru.update(p, &now);
+                }
+            }
             Ok(end - first)
         });
         st.batch = None;

@@ -113,10 +113,13 @@ impl Lru {
 
     /// Refile `page` after a protocol step left it in state `st`; a page that starts to take
     /// a frame becomes the most recently used of its class, as [`Lru::touch`] makes it.
-    pub fn update(&mut self, page: PageNo, st: &PageState) {
+    /// Returns whether the page stopped taking a frame here with this step (its memory is
+    /// no longer counted, so it must go).
+    pub fn update(&mut self, page: PageNo, st: &PageState) -> bool {
         let Some(e) = self.entries.get_mut(page as usize) else {
-            return;
+            return false;
         };
+        let mut left = false;
         let resident = st.uses_frame();
         if resident != e.resident {
             if resident {
@@ -130,6 +133,7 @@ impl Lru {
                 e.stamp = self.clock;
             } else {
                 self.resident -= 1;
+                left = true;
             }
             e.resident = resident;
         }
@@ -151,6 +155,7 @@ impl Lru {
             }
             e.class = class;
         }
+        left
     }
 
     /// The page to evict: the least recently used page of the cheapest class for which
@@ -237,10 +242,13 @@ mod tests {
             evicting: true,
             ..PageState::ABSENT
         };
-        lru.update(1, &evicting);
+        assert!(!lru.update(1, &evicting), "still takes its frame");
         assert_eq!((lru.resident(), lru.evicting()), (1, 1));
-        lru.update(1, &PageState::ABSENT);
+        // The eviction ends with no access change (its ownership went to a requester
+        // meanwhile): the frame is left now, and the caller returns its memory.
+        assert!(lru.update(1, &PageState::ABSENT), "the frame is left");
         assert_eq!((lru.resident(), lru.evicting()), (0, 0));
+        assert!(!lru.update(1, &PageState::ABSENT), "left once");
         assert_eq!(lru.victim(|_| true), None);
         // Out of range pages are ignored, not a panic.
         lru.update(9, &state(Access::Write, true));
