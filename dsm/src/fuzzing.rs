@@ -526,10 +526,11 @@ impl crate::pager::Pager for MemoryPager {
 ///   (the stream ends, so nothing waits for the timeout), with an answer or one of the
 ///   pager's errors; once a call failed with anything but the pager's own error, every later
 ///   call fails too (the connection is out of step);
-/// - odd, `side % 8` 1 or 5: the bytes are a node's requests to a pager server. The server
-///   never hands its pager a partial page, and every reply it writes is well formed: a
-///   known status and a length that fits it (whole pages of at most the longest run for
-///   data, none for the others, a bounded error text);
+/// - odd, `side % 8` 1 or 5: the bytes are a node's requests to a pager server (a first
+///   frame may be a command link's hello). The server never hands its pager a partial
+///   page, and every reply it writes is well formed: a known status and a length that fits
+///   it (whole pages of at most the longest run for data, none for the others, a bounded
+///   error text);
 /// - `side % 8 == 3`: the bytes are a pager's commands as a node of 64 pages reads them
 ///   ([`crate::pager::commands::decode_command`]): every command taken names pages of the
 ///   region only, and encodes back to the frame it came from;

@@ -142,7 +142,7 @@ impl<P: Pager + 'static> PagerServer<P> {
             std::thread::Builder::new()
                 .name("memlink-pager".into())
                 .spawn(move || {
-                    if let Err(why) = serve_connection(&pager, Some(&links), &activity, stream) {
+                    if let Err(why) = serve_connection(&pager, &links, &activity, stream) {
                         eprintln!("memlink-dsm pager: dropped a node's connection: {why}");
                     }
                 })?;
@@ -150,16 +150,18 @@ impl<P: Pager + 'static> PagerServer<P> {
     }
 }
 
-/// One node's calls until it goes or breaks the protocol.
+/// One node's calls until it goes or breaks the protocol, or its command link's hello (kept
+/// until this returns), as [`PagerServer::serve`] takes a connection.
 pub(crate) fn serve_node<P: Pager>(pager: &Mutex<P>, stream: UnixStream) {
-    let _ = serve_connection(pager, None, &Activity::default(), stream);
+    let links = Links::default();
+    let _ = serve_connection(pager, &links, &Activity::default(), stream);
 }
 
 /// A node's connection: its calls, or (a hello first) the link its pager's commands take.
 /// `Err`: why the node's connection was dropped (it broke the protocol).
 fn serve_connection<P: Pager>(
     pager: &Mutex<P>,
-    links: Option<&Links>,
+    links: &Links,
     activity: &Activity,
     mut stream: UnixStream,
 ) -> Result<(), String> {
@@ -171,9 +173,7 @@ fn serve_connection<P: Pager>(
         // Gone before its first call (or a probe whether anyone serves here).
         Ok(())
     } else if frame[0] == OP_HELLO {
-        if let Some(links) = links {
-            links.join(&frame, stream);
-        }
+        links.join(&frame, stream);
         Ok(())
     } else {
         let mut node = NodeSeen {
