@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use memlink::dsm::fault::FaultService;
 use memlink::dsm::mapping::{DEFAULT_BASE, Mapping};
 use memlink::dsm::{Access, Backend, DsmError, FaultResolver, LocalPages, PAGE_SIZE, PageNo};
@@ -64,6 +65,24 @@ fn write(mapping: &Mapping, page: u32) {
     unsafe { std::ptr::write_volatile(mapping.base().add(page as usize * PAGE_SIZE + 64), 9) }
 }
 
+/// A read whose value the optimiser must keep.
+fn read_kept(mapping: &Mapping, page: u32) {
+    std::hint::black_box(read(mapping, page));
+}
+
+/// Adds benchmark `name` to `group`: `access` on every page after `prepare` (see `timed`).
+fn bench_access(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: String,
+    mapping: &Mapping,
+    prepare: impl Fn(&Mapping, u32),
+    access: impl Fn(&Mapping, u32),
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| timed(mapping, iters, &prepare, &access))
+    });
+}
+
 /// Times `access` on every page after `prepare` set every page up (untimed), batch by batch.
 fn timed(
     mapping: &Mapping,
@@ -93,51 +112,38 @@ fn faults(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3));
     for (slot, backend) in [(0, Backend::Sigsegv), (1, Backend::Uffd)] {
         let (mapping, _service) = setup(slot, backend);
-        g.bench_function(format!("read/{backend}"), |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    &mapping,
-                    iters,
-                    |m, p| m.set_access(p, Access::None).expect("invalidate"),
-                    |m, p| {
-                        std::hint::black_box(read(m, p));
-                    },
-                )
-            })
-        });
-        g.bench_function(format!("write/{backend}"), |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    &mapping,
-                    iters,
-                    |m, p| {
-                        if m.access(p) == Access::None {
-                            read(m, p);
-                        } else {
-                            m.set_access(p, Access::Read).expect("downgrade");
-                        }
-                    },
-                    write,
-                )
-            })
-        });
+        bench_access(
+            &mut g,
+            format!("read/{backend}"),
+            &mapping,
+            |m, p| m.set_access(p, Access::None).expect("invalidate"),
+            read_kept,
+        );
+        bench_access(
+            &mut g,
+            format!("write/{backend}"),
+            &mapping,
+            |m, p| {
+                if m.access(p) == Access::None {
+                    read(m, p);
+                } else {
+                    m.set_access(p, Access::Read).expect("downgrade");
+                }
+            },
+            write,
+        );
         if backend == Backend::Sigsegv {
-            g.bench_function("touch_mapped", |b| {
-                b.iter_custom(|iters| {
-                    timed(
-                        &mapping,
-                        iters,
-                        |m, p| {
-                            if m.access(p) == Access::None {
-                                read(m, p);
-                            }
-                        },
-                        |m, p| {
-                            std::hint::black_box(read(m, p));
-                        },
-                    )
-                })
-            });
+            bench_access(
+                &mut g,
+                "touch_mapped".to_owned(),
+                &mapping,
+                |m, p| {
+                    if m.access(p) == Access::None {
+                        read(m, p);
+                    }
+                },
+                read_kept,
+            );
         }
     }
     g.finish();
