@@ -67,12 +67,14 @@ fn on_big_stack<R: Send>(
             .name("memlink-bench-buffered".into())
             .stack_size(stack_for(n))
             .spawn_scoped(s, f)
-            .map_err(|e| RunError::Setup {
-                transport: NAME,
-                detail: format!(
-                    "starting a thread with a {} byte stack failed: {e}",
-                    stack_for(n)
-                ),
+            .map_err(|e| {
+                RunError::setup(
+                    NAME,
+                    format!(
+                        "starting a thread with a {} byte stack failed: {e}",
+                        stack_for(n)
+                    ),
+                )
             })?
             .join()
             .unwrap_or_else(|_| Err(fail("the benchmark thread panicked")))
@@ -96,10 +98,7 @@ fn ping_pong<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunErr
         "memlink-bench-buffered",
         2 * CAPACITY * (N + 64) + (1 << 20),
     )
-    .map_err(|e| RunError::Setup {
-        transport: NAME,
-        detail: e.to_string(),
-    })?;
+    .map_err(|e| RunError::setup(NAME, e))?;
     let region = Arc::new(region);
     let mode = wait_mode(one.wait);
     let ping = BufferedChannel::<[u8; N]>::create(&region, CAPACITY, mode).map_err(fail)?;

@@ -54,10 +54,7 @@ pub(crate) fn run(
     size_done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<SizeTiming>, RunError> {
     let slot = plan.max_size().next_multiple_of(4096);
-    let setup = |e: &dyn std::fmt::Display| RunError::Setup {
-        transport: NAME,
-        detail: e.to_string(),
-    };
+    let setup = |e: &dyn std::fmt::Display| RunError::setup(NAME, e);
     let region = Region::create("memlink-bench-loan", 2 * SLOTS as usize * slot + (1 << 20))
         .map_err(|e| setup(&e))?;
     let region = Arc::new(region);

@@ -92,11 +92,8 @@ impl SizedPingPong for SyncPingPong {
 }
 
 fn ping_pong<const N: usize>(one: OneSize<'_>) -> Result<Vec<SizeTiming>, RunError> {
-    let region =
-        Region::create("memlink-bench-sync", 4 * N + (1 << 20)).map_err(|e| RunError::Setup {
-            transport: NAME,
-            detail: e.to_string(),
-        })?;
+    let region = Region::create("memlink-bench-sync", 4 * N + (1 << 20))
+        .map_err(|e| RunError::setup(NAME, e))?;
     let region = Arc::new(region);
     let mode = wait_mode(one.wait);
     let ping = SyncChannel::<[u8; N]>::create(&region, mode).map_err(fail)?;

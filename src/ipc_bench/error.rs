@@ -51,6 +51,16 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// Setting up `transport` failed, for the reason `detail`.
+    pub(crate) fn setup(transport: &'static str, detail: impl fmt::Display) -> Self {
+        RunError::Setup {
+            transport,
+            detail: detail.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -215,9 +215,11 @@ pub fn round_trips(
     wait: Wait,
     size_done: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<SizeTiming>, RunError> {
-    affinity::apply(transport.wait_label(wait) == Wait::Spin).map_err(|e| RunError::Setup {
-        transport: transport.name(),
-        detail: format!("setting the CPU affinity failed: {e}"),
+    affinity::apply(transport.wait_label(wait) == Wait::Spin).map_err(|e| {
+        RunError::setup(
+            transport.name(),
+            format!("setting the CPU affinity failed: {e}"),
+        )
     })?;
     match transport {
         Transport::Loan => channel_loan::run(plan, wait, size_done),

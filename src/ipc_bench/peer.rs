@@ -95,9 +95,8 @@ pub(crate) fn spawn_peer(
     }
     drop(serve);
     drop(err_write);
-    let liveness = PeerLiveness::watch(pid).map_err(|e| RunError::Setup {
-        transport,
-        detail: format!("watching the peer process failed: {e}"),
+    let liveness = PeerLiveness::watch(pid).map_err(|e| {
+        RunError::setup(transport, format!("watching the peer process failed: {e}"))
     })?;
     Ok(Peer {
         pid,
@@ -196,10 +195,8 @@ impl Drop for Peer {
 /// Returns (the peer's half, the measuring half); list
 /// [`ReadyWait::fd`] in the peer's `close_in_child`.
 pub(crate) fn ready_pair(transport: &'static str) -> Result<(ReadySignal, ReadyWait), RunError> {
-    let (read, write) = pipe().map_err(|e| RunError::Setup {
-        transport,
-        detail: format!("pipe2 failed: {e}"),
-    })?;
+    let (read, write) =
+        pipe().map_err(|e| RunError::setup(transport, format!("pipe2 failed: {e}")))?;
     Ok((ReadySignal(write), ReadyWait(read)))
 }
 

@@ -44,10 +44,10 @@ pub(crate) fn run<T: SizedPingPong>(
             wait,
             size_done: &mut *size_done,
         };
-        let unsupported = Err(RunError::Setup {
-            transport: T::NAME,
-            detail: format!("size {size} is not a power of two from 8 B to 16 MiB"),
-        });
+        let unsupported = Err(RunError::setup(
+            T::NAME,
+            format!("size {size} is not a power of two from 8 B to 16 MiB"),
+        ));
         out.extend(with_pow2_size!(size, unsupported, T::run_sized(one))?);
     }
     Ok(out)

@@ -11,10 +11,7 @@ pub(crate) fn run(
     plan: &Plan,
     size_done: &mut dyn FnMut(usize),
 ) -> Result<Vec<SizeTiming>, RunError> {
-    let setup = |e: std::io::Error| RunError::Setup {
-        transport: NAME,
-        detail: format!("pipe2 failed: {e}"),
-    };
+    let setup = |e| RunError::setup(NAME, format!("pipe2 failed: {e}"));
     let (to_server_r, to_server_w) = pipe_pair().map_err(setup)?;
     let (to_client_r, to_client_w) = pipe_pair().map_err(setup)?;
     ping_pong(

@@ -12,10 +12,7 @@ pub(crate) struct SharedWords {
 impl SharedWords {
     /// A zero-filled shared area of at least `len` bytes, for `transport`.
     pub(crate) fn create(transport: &'static str, len: usize) -> Result<SharedWords, RunError> {
-        let segment = Segment::create(transport, len).map_err(|e| RunError::Setup {
-            transport,
-            detail: e.to_string(),
-        })?;
+        let segment = Segment::create(transport, len).map_err(|e| RunError::setup(transport, e))?;
         Ok(SharedWords { segment })
     }
 

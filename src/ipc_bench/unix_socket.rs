@@ -13,10 +13,7 @@ pub(crate) fn run(
     plan: &Plan,
     size_done: &mut dyn FnMut(usize),
 ) -> Result<Vec<SizeTiming>, RunError> {
-    let setup = |e: std::io::Error| RunError::Setup {
-        transport: NAME,
-        detail: format!("socketpair failed: {e}"),
-    };
+    let setup = |e| RunError::setup(NAME, format!("socketpair failed: {e}"));
     let (client, server) = UnixStream::pair().map_err(setup)?;
     let client_write = client.try_clone().map_err(setup)?;
     let server_write = server.try_clone().map_err(setup)?;
