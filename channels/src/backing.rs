@@ -1,6 +1,6 @@
 //! Where a channel's shared structures live, and how to place them there.
 
-use crate::layout::LayoutSpec;
+use crate::layout::{LayoutCheck, LayoutSpec, Snapshot};
 use crate::region::{AllocError, Region};
 use std::sync::Arc;
 
@@ -88,8 +88,27 @@ pub(crate) fn find<T>(region: &Region, kind: u64, r: ChannelRef) -> Option<*mut 
     (tag == kind).then(|| unsafe { &raw mut (*p).value })
 }
 
+/// Reads the layout of `spec` that holds `value` once, into a private snapshot that the checks
+/// and the channel then use (a peer may change the original), and starts checking it.
+///
+/// # Safety
+/// `value` is what [`place`] or [`find`] returned for `region` and a layout of `spec`: it lies
+/// in a tagged layout of `spec.len` bytes (bounds, alignment and tag checked) inside the
+/// region that `region` keeps mapped.
+pub(crate) unsafe fn read_layout<'r, T>(
+    region: &'r Region,
+    spec: &LayoutSpec,
+    value: *mut T,
+) -> (Snapshot, LayoutCheck<'r>) {
+    let span = layout_span(region, value);
+    // SAFETY: the tagged layout of `spec.len` bytes starts at `span.start`, inside the mapped
+    // region (this function's contract).
+    let snapshot = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
+    (snapshot, LayoutCheck::new(region, spec, span))
+}
+
 /// The bytes (as region offsets) that the tagged layout holding `value` occupies.
-pub(crate) fn layout_span<T>(region: &Region, value: *mut T) -> std::ops::Range<u64> {
+fn layout_span<T>(region: &Region, value: *mut T) -> std::ops::Range<u64> {
     let start = region.offset_of(value.cast()) - std::mem::offset_of!(Tagged<T>, value);
     start as u64..(start + size_of::<Tagged<T>>()) as u64
 }

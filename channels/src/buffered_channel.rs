@@ -1,12 +1,12 @@
 //! The buffered channel: k slots, two copies (sender to slot, slot to receiver). It is the
 //! classic asynchronous channel and the baseline the zero-copy channels are compared with.
 
-use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, place, place_array, read_layout};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{Field, LayoutCheck, LayoutSpec};
+use crate::layout::{Field, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
 use crate::protocol::ring::{Ring, RingCell, RingHeader, SHAPE_OFFSETS};
 use crate::region::Region;
@@ -120,11 +120,8 @@ impl<T: Shareable + Copy> BufferedChannel<T> {
         reference: ChannelRef,
     ) -> Result<Self, ConnectError> {
         let spec = &BUFFERED_LAYOUT;
-        let span = layout_span(region, layout);
-        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
-        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
-        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
-        let mut check = LayoutCheck::new(region, spec, span);
+        // SAFETY: `layout` is what `place` or `find` returned for `region` and this layout.
+        let (v, mut check) = unsafe { read_layout(region, spec, layout) };
         let capacity = check.count("capacity", v.get(0), 1, u64::MAX, "must be at least 1")?;
         if v.get(1) != capacity {
             return Err(check

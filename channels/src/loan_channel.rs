@@ -12,9 +12,9 @@
 //! SIGKILLed at any instruction of loan, send, receive, drop or reclaim loses no slot and makes
 //! no message arrive twice (see [`crate::protocol::loan`] for the slot states).
 
-use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, place, place_array, read_layout};
 use crate::error::{ConnectError, LoanError, RecvError, RecvTimeoutError, SendError, TryRecvError};
-use crate::layout::{Field, LayoutCheck, LayoutSpec};
+use crate::layout::{Field, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
 use crate::protocol::loan::{LoanHeader, LoanPool, SHAPE_OFFSETS, SlotMeta};
 use crate::region::Region;
@@ -135,11 +135,8 @@ impl LoanChannel {
         reference: ChannelRef,
     ) -> Result<Self, ConnectError> {
         let spec = &LOAN_LAYOUT;
-        let span = layout_span(region, layout);
-        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
-        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
-        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
-        let mut check = LayoutCheck::new(region, spec, span);
+        // SAFETY: `layout` is what `place` or `find` returned for `region` and this layout.
+        let (v, mut check) = unsafe { read_layout(region, spec, layout) };
         let slots = check.count("slots", v.get(0), 1, u32::MAX as u64, "must be at least 1")?;
         let slot_size = check.count(
             "slot_size",

@@ -4,12 +4,12 @@
 //! or another port) to the process that [`ReceiveRight::claim`]s it. Send rights travel the same
 //! way as [`SendRight`]s. Any [`Shareable`] message type can carry such rights as fields.
 
-use crate::backing::{ChannelRef, Tagged, find, kind, layout_span, place, place_array};
+use crate::backing::{ChannelRef, Tagged, find, kind, place, place_array, read_layout};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{Field, LayoutCheck, LayoutSpec};
+use crate::layout::{Field, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
 use crate::protocol::mpsc::{Mpsc, PortCell, PortHeader, SHAPE_OFFSETS};
 use crate::region::Region;
@@ -141,11 +141,8 @@ impl<T: Shareable + Copy> Port<T> {
         reference: ChannelRef,
     ) -> Result<Self, ConnectError> {
         let spec = &PORT_LAYOUT;
-        let span = layout_span(region, layout);
-        // SAFETY: `layout` was placed (or found: bounds, alignment and tag checked) in the
-        // mapped region, inside a tagged layout of `spec.len` bytes starting at `span.start`.
-        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
-        let mut check = LayoutCheck::new(region, spec, span);
+        // SAFETY: `layout` is what `place` or `find` returned for `region` and this layout.
+        let (v, mut check) = unsafe { read_layout(region, spec, layout) };
         let capacity = check.count("capacity", v.get(0), 2, u64::MAX, "must be at least 2")?;
         let mode = v.get(1) as u32;
         check.mode("mode", mode)?;

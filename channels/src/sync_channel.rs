@@ -13,12 +13,12 @@
 //! outside the region is refused with `NotShared` instead of being read through a dangling
 //! address. Between threads, [`SyncChannel::local`] accepts any variable, stack included.
 
-use crate::backing::{Backing, ChannelRef, Tagged, find, kind, layout_span, place};
+use crate::backing::{Backing, ChannelRef, Tagged, find, kind, place, read_layout};
 use crate::error::{
     ConnectError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
 };
-use crate::layout::{Field, LayoutCheck, LayoutSpec};
+use crate::layout::{Field, LayoutSpec};
 use crate::liveness::{PeerCache, current_pid, pid_is_alive};
 use crate::protocol::rendezvous::{Offer, Role, SyncDescriptor, SyncShared};
 use crate::region::Region;
@@ -80,13 +80,23 @@ impl<T: Shareable + Copy> SyncChannel<T> {
     /// inherit it; others attach the region and [`SyncChannel::open`] it).
     pub fn create(region: &Arc<Region>, mode: WaitMode) -> Result<Self, ConnectError> {
         let (shared, reference) = place(region, &SYNC_LAYOUT, SyncShared::new(mode))?;
-        Ok(Self {
+        Ok(Self::in_region(region, shared, reference, mode))
+    }
+
+    /// The channel whose shared part `shared` lies in `region`, placed there at `reference`.
+    fn in_region(
+        region: &Arc<Region>,
+        shared: *const SyncShared,
+        reference: ChannelRef,
+        mode: WaitMode,
+    ) -> Self {
+        Self {
             backing: Backing::Region(Arc::clone(region)),
             shared,
             reference: Some(reference),
             mode,
             _t: PhantomData,
-        })
+        }
     }
 
     /// Creates a channel on the heap for the threads of this process; variables anywhere
@@ -113,20 +123,11 @@ impl<T: Shareable + Copy> SyncChannel<T> {
         let shared =
             find::<SyncShared>(region, kind::SYNC, reference).ok_or(ConnectError::BadReference)?;
         let spec = &SYNC_LAYOUT;
-        let span = layout_span(region, shared);
-        // SAFETY: `find` checked bounds, alignment and tag of the tagged layout of `spec.len`
-        // bytes starting at `span.start`, inside the region that `region` keeps mapped.
-        let v = unsafe { spec.snapshot(region.base().add(span.start as usize)) };
-        let check = LayoutCheck::new(region, spec, span);
+        // SAFETY: `shared` is what `place` or `find` returned for `region` and this layout.
+        let (v, check) = unsafe { read_layout(region, spec, shared) };
         let mode = check.mode("mode", v.get(0) as u32)?;
         check.sealed(spec, &v)?;
-        Ok(Self {
-            backing: Backing::Region(Arc::clone(region)),
-            shared,
-            reference: Some(reference),
-            mode,
-            _t: PhantomData,
-        })
+        Ok(Self::in_region(region, shared, reference, mode))
     }
 
     /// The waiting mode this process uses: chosen by `create`, read once by `open`.
