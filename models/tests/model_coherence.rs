@@ -85,24 +85,14 @@ fn check(model: CoherenceModel) -> usize {
     states
 }
 
-/// The base configuration the tests vary: 3 nodes, 2 pages, 4 faults of which 2 writes, one
-/// fault at a time per node, no frame budget, no eviction, clean request or pager lock, no
-/// hold.
-fn base(kind: ManagerKind) -> CoherenceModel {
+/// 2 nodes, 1 page, 3 faults: the small cluster of the pager's configurations (its clean
+/// requests and locks).
+fn pager_cluster(kind: ManagerKind) -> CoherenceModel {
     CoherenceModel {
-        kind,
-        nodes: 3,
-        pages: 2,
-        faults: 4,
-        writes: 2,
-        concurrent: 1,
-        frames: None,
-        evictions: 0,
-        cleans: 0,
-        locks: 0,
-        runs: 0,
-        hold: false,
-        pager_fails: false,
+        nodes: 2,
+        pages: 1,
+        faults: 3,
+        ..CoherenceModel::base(kind)
     }
 }
 
@@ -128,7 +118,7 @@ fn every_manager_is_coherent_on_3_nodes_and_2_pages() {
     for kind in managers {
         let states = check(CoherenceModel {
             writes: 3,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         });
         assert!(states > 1000, "{kind:?}: only {states} states explored");
     }
@@ -162,7 +152,7 @@ fn check_progress(model: CoherenceModel) {
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
 fn from_every_state_every_fault_can_still_be_served() {
     for kind in implemented_managers() {
-        check_progress(base(kind));
+        check_progress(CoherenceModel::base(kind));
     }
 }
 
@@ -175,7 +165,7 @@ fn every_manager_is_coherent_with_several_faults_under_way_per_node() {
     check_config(
         |kind| CoherenceModel {
             concurrent: 2,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );
@@ -197,7 +187,7 @@ fn every_manager_is_coherent_and_live_with_one_frame_per_node() {
             faults: 2,
             frames: Some(1),
             evictions: 1,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );
@@ -214,7 +204,7 @@ fn every_manager_is_coherent_and_live_with_the_hold() {
         |kind| CoherenceModel {
             faults: 3,
             hold: true,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );
@@ -230,13 +220,10 @@ fn every_manager_is_coherent_and_live_with_the_hold() {
 fn every_manager_is_coherent_and_live_with_clean_requests() {
     check_config(
         |kind| CoherenceModel {
-            nodes: 2,
-            pages: 1,
-            faults: 3,
             frames: Some(1),
             evictions: 1,
             cleans: 1,
-            ..base(kind)
+            ..pager_cluster(kind)
         },
         100,
     );
@@ -253,11 +240,8 @@ fn every_manager_is_coherent_and_live_with_clean_requests() {
 fn every_manager_is_coherent_and_live_with_pager_locks() {
     check_config(
         |kind| CoherenceModel {
-            nodes: 2,
-            pages: 1,
-            faults: 3,
             locks: 2,
-            ..base(kind)
+            ..pager_cluster(kind)
         },
         1000,
     );
@@ -270,13 +254,10 @@ fn every_manager_is_coherent_and_live_with_pager_locks() {
 fn every_manager_is_coherent_and_live_with_pager_locks_and_one_frame() {
     check_config(
         |kind| CoherenceModel {
-            nodes: 2,
-            pages: 1,
-            faults: 3,
             frames: Some(1),
             evictions: 1,
             locks: 2,
-            ..base(kind)
+            ..pager_cluster(kind)
         },
         10_000,
     );
@@ -298,7 +279,7 @@ fn every_manager_is_coherent_and_live_with_runs_paged_in_and_dropped_alone() {
             frames: Some(1),
             evictions: 1,
             runs: 2,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );
@@ -309,7 +290,7 @@ fn every_manager_is_coherent_and_live_with_runs_paged_in_and_dropped_alone() {
             frames: Some(2),
             evictions: 1,
             runs: 2,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );
@@ -331,7 +312,7 @@ fn every_manager_is_coherent_and_live_when_the_pager_fails() {
             frames: Some(1),
             evictions: 1,
             pager_fails: true,
-            ..base(kind)
+            ..CoherenceModel::base(kind)
         },
         1000,
     );

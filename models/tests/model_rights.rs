@@ -26,19 +26,9 @@ use stateright::{Checker, Model};
 fn model(kind: ManagerKind) -> RightsModel {
     RightsModel {
         base: CoherenceModel {
-            kind,
-            nodes: 3,
             pages: 1,
             faults: 3,
-            writes: 2,
-            concurrent: 1,
-            frames: None,
-            evictions: 0,
-            cleans: 0,
-            locks: 0,
-            runs: 0,
-            hold: false,
-            pager_fails: false,
+            ..CoherenceModel::base(kind)
         },
         restrict: false,
         derive: true,

@@ -651,6 +651,27 @@ pub struct Trapped<A = Step, S = ClusterState> {
 }
 
 impl CoherenceModel {
+    /// The configuration the tests vary: 3 nodes, 2 pages, 4 faults of which 2 writes, one
+    /// fault at a time per node, no frame budget, no eviction, clean request, pager lock or
+    /// run, no hold, a pager that never fails.
+    pub fn base(kind: ManagerKind) -> Self {
+        CoherenceModel {
+            kind,
+            nodes: 3,
+            pages: 2,
+            faults: 4,
+            writes: 2,
+            concurrent: 1,
+            frames: None,
+            evictions: 0,
+            cleans: 0,
+            locks: 0,
+            runs: 0,
+            hold: false,
+            pager_fails: false,
+        }
+    }
+
     /// Whether every fault is served and nothing is left to do in `s`.
     pub fn finished(&self, s: &ClusterState) -> bool {
         let mut more = Vec::new();

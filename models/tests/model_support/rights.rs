@@ -133,13 +133,10 @@ fn live(c: &Coherence, id: CapId) -> bool {
 }
 
 impl RightsState {
-    /// The most access `node` may have to `page` by the capabilities it holds: those some
-    /// node recorded, a revoked one counting until its revocation returned.
-    pub fn upper(&self, node: NodeId, page: PageNo) -> Access {
-        if page != PROTECTED {
-            return Access::Write;
-        }
-        let made = |id| {
+    /// The capabilities `node` holds, as minted, among those some node recorded (whether
+    /// revoked or not).
+    fn held(&self, node: NodeId) -> impl Iterator<Item = CapRecord> + '_ {
+        let recorded = |id| {
             self.c
                 .sim
                 .nodes
@@ -148,7 +145,16 @@ impl RightsState {
         };
         [root(), node2(), node1()]
             .into_iter()
-            .filter(|r| r.holder == node && made(r.id))
+            .filter(move |r| r.holder == node && recorded(r.id))
+    }
+
+    /// The most access `node` may have to `page` by the capabilities it holds: those some
+    /// node recorded, a revoked one counting until its revocation returned.
+    pub fn upper(&self, node: NodeId, page: PageNo) -> Access {
+        if page != PROTECTED {
+            return Access::Write;
+        }
+        self.held(node)
             .filter(|r| r.parent.is_none() || !self.revoke_returned)
             .map(|mut r| {
                 if self.restricted && r.id == node2().id {
@@ -165,16 +171,7 @@ impl RightsState {
         if page != PROTECTED {
             return Access::Write;
         }
-        let made = |id| {
-            self.c
-                .sim
-                .nodes
-                .iter()
-                .any(|n| n.rights().get(id).is_some())
-        };
-        [root(), node2(), node1()]
-            .into_iter()
-            .filter(|r| r.holder == node && made(r.id))
+        self.held(node)
             .map(|r| r.access())
             .max()
             .unwrap_or(Access::None)
