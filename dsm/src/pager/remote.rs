@@ -436,6 +436,50 @@ mod tests {
     }
 
     #[test]
+    fn a_node_waits_for_a_pager_that_does_not_listen_yet() {
+        let dir = tempfile_dir::Dir::new();
+        let path = dir.0.join("late.sock");
+        // Nothing there: a node that does not wait fails at once, naming the pager.
+        match RemotePager::connect(&path, "late", Duration::from_secs(10)) {
+            Err(PagerError::Lost { pager, reason }) => {
+                assert_eq!(pager, "late");
+                assert!(reason.contains("cannot connect"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stale socket (nothing listens), then the pager comes: the node waits for it.
+        // The pause only makes the node try while nothing listens; it succeeds whenever the
+        // pager comes within its 60 s.
+        drop(UnixListener::bind(&path).unwrap());
+        let waiting = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                RemotePager::connect_within(
+                    &path,
+                    "late",
+                    Duration::from_secs(10),
+                    Duration::from_secs(60),
+                )
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::remove_file(&path).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = PagerServer::new(Memory(vec![5u8; PAGE_SIZE]));
+        std::thread::spawn(move || server.serve(listener));
+        let mut pager = waiting
+            .join()
+            .unwrap()
+            .expect("the node waited for its pager");
+        let mut page = vec![0u8; PAGE_SIZE];
+        assert_eq!(
+            pager.data_request(0, &mut page).unwrap(),
+            Supply::DataProvided
+        );
+        assert!(page.iter().all(|&b| b == 5));
+    }
+
+    #[test]
     fn a_reply_against_the_protocol_is_refused() {
         let dir = tempfile_dir::Dir::new();
         let path = dir.0.join("liar.sock");
