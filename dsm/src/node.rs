@@ -158,6 +158,8 @@ struct State {
     /// Pages whose last page-in failed (the store's `data_error`), and why: the faults
     /// that waited on them fail with it ([`pager`]).
     unavailable: std::collections::HashMap<PageNo, pager::Unavailable>,
+    /// Pages whose write-back failed, with their contents, kept until written ([`pager`]).
+    unwritten: crate::protocol::Unwritten<pager::KeptPage>,
 }
 
 /// One node of the DSM cluster; see the module documentation.
@@ -342,6 +344,7 @@ impl NodeRuntime {
                 pager_failure: None,
                 carrier: Default::default(),
                 unavailable: Default::default(),
+                unwritten: Default::default(),
             }),
             served: Condvar::new(),
             sync: Mutex::new(SyncManager::new()),
@@ -547,6 +550,11 @@ impl NodeRuntime {
                 .release_page(page)
                 .map_err(|e| self.local_memory_failure(page, Access::None, e))?;
         }
+        // Contents kept after a failed write-back are its new owner's now ([`pager`]).
+        if st.unwritten.settle(page, &now) {
+            let kept = st.unwritten.len();
+            st.coherence.set_reserved(kept);
+        }
         Ok(())
     }
 
@@ -717,7 +725,7 @@ impl NodeRuntime {
                         .map_err(|e| self.local_memory_failure(page, keep, e))?;
                     let mut data = vec![0u8; PAGE_SIZE];
                     self.pages.read_page(page, &mut data);
-                    self.store_write(st, page, &data)?;
+                    self.write_back(st, page, data);
                 }
                 Effect::Hold { page } => {
                     self.timers

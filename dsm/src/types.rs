@@ -219,6 +219,16 @@ pub enum DsmError {
         /// What it said, when it was this node.
         reason: String,
     },
+    /// A fault needed a frame, and every frame this node could free holds a page whose
+    /// write-back to the backing store (its pager's `data_write`) failed: those pages stay
+    /// in this node's memory, nothing is lost, and a later fault, eviction or clean writes
+    /// them again; only this fault failed.
+    WriteBackFailed {
+        /// A page whose write-back failed (the lowest, when there are several).
+        page: PageNo,
+        /// What the store (pager) said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for DsmError {
@@ -285,6 +295,13 @@ impl fmt::Display for DsmError {
                 "page {page} could not be read from the pager of node {owner}, its owner \
                  ({reason}); the other pages and the nodes go on: fix or restart that pager \
                  and fault again"
+            ),
+            DsmError::WriteBackFailed { page, reason } => write!(
+                f,
+                "no frame for the fault: page {page} could not be written back to this \
+                 node's backing store ({reason}), so it and the other pages whose write-back \
+                 failed stay in memory (nothing is lost); fix the store or pager and fault \
+                 again: the next fault, eviction or clean writes them"
             ),
         }
     }
@@ -366,11 +383,14 @@ pub struct EvictionStats {
     pub hand_offs_refused: u64,
     /// Pages read back from the backing store (to use here or to send).
     pub paged_in: u64,
+    /// Write-backs to the backing store that failed (the page was kept in memory, and
+    /// written again later).
+    pub write_backs_failed: u64,
 }
 
 impl EvictionStats {
     /// Every counter with its name, in a fixed order (the names report lines and JSON use).
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("dropped_copies", self.dropped_copies),
             ("passed_ownership", self.passed_ownership),
@@ -380,6 +400,7 @@ impl EvictionStats {
             ("hand_offs_accepted", self.hand_offs_accepted),
             ("hand_offs_refused", self.hand_offs_refused),
             ("paged_in", self.paged_in),
+            ("write_backs_failed", self.write_backs_failed),
         ]
     }
 
@@ -394,6 +415,7 @@ impl EvictionStats {
             "hand_offs_accepted" => &mut self.hand_offs_accepted,
             "hand_offs_refused" => &mut self.hand_offs_refused,
             "paged_in" => &mut self.paged_in,
+            "write_backs_failed" => &mut self.write_backs_failed,
             _ => return false,
         };
         *counter = value;

@@ -34,6 +34,7 @@ mod node_leave;
 mod node_local_failure;
 mod pager_locks;
 mod pager_process;
+mod pager_write_fails;
 mod remote_tcp;
 mod tasks_carried_pages;
 mod tasks_cluster;

@@ -317,3 +317,24 @@ fn every_manager_is_coherent_and_live_when_the_pager_fails() {
         1000,
     );
 }
+
+/// A pager whose writes fail (a `data_write` that errs: a full disk), from any step, then work
+/// again from any later step, under a budget of one frame per node: a write-back that fails
+/// keeps the page's version at its node (taking its frame; reads of the page from the store
+/// there get it) until the node writes it again after the recovery, or gives the page's
+/// ownership away with it. No acknowledged write is lost, no node holds more than its
+/// budget with the pages it kept, copysets stay exact, and every fault is served, for every
+/// manager (2 nodes, 1 page).
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn every_manager_is_coherent_and_live_when_the_pagers_writes_fail() {
+    check_config(
+        |kind| CoherenceModel {
+            frames: Some(1),
+            evictions: 2,
+            write_fails: true,
+            ..pager_cluster(kind)
+        },
+        1000,
+    );
+}

@@ -698,6 +698,7 @@ mod tests {
                     hand_offs_accepted: 9,
                     hand_offs_refused: 10,
                     paged_in: 11,
+                    write_backs_failed: 13,
                 },
             },
             steady_us: None,

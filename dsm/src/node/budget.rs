@@ -22,6 +22,7 @@ pub(super) struct EvictionCounters {
     hand_offs_accepted: AtomicU64,
     hand_offs_refused: AtomicU64,
     paged_in: AtomicU64,
+    write_backs_failed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -54,6 +55,11 @@ impl EvictionCounters {
         bump(&self.paged_in);
     }
 
+    /// A write of a page to the backing store failed.
+    pub(super) fn write_back_failed(&self) {
+        bump(&self.write_backs_failed);
+    }
+
     /// A run of `count` pages was read back from the backing store.
     pub(super) fn paged_in_run(&self, count: u32) {
         self.paged_in.fetch_add(count as u64, Ordering::Relaxed);
@@ -70,6 +76,7 @@ impl EvictionCounters {
             hand_offs_accepted: get(&self.hand_offs_accepted),
             hand_offs_refused: get(&self.hand_offs_refused),
             paged_in: get(&self.paged_in),
+            write_backs_failed: get(&self.write_backs_failed),
         }
     }
 }
@@ -79,7 +86,7 @@ impl NodeRuntime {
     pub(super) fn free_frames(st: &State) -> u32 {
         match st.frames {
             None => UNLIMITED,
-            Some(f) => f.saturating_sub(st.lru.resident()),
+            Some(f) => f.saturating_sub(st.lru.resident() + st.unwritten.len()),
         }
     }
 
@@ -88,6 +95,11 @@ impl NodeRuntime {
     /// the cheapest class, an only copy offered to the peer believed to have the most room.
     /// Then wait for something to change (a frame freed, a hold over, a page arrived); the
     /// caller looks again. Fails the node on a local failure, like a fault.
+    ///
+    /// With nothing to evict, pages whose write-back failed may hold the frames: they are
+    /// written again first. When that fails too and no page here could ever be evicted
+    /// instead (every frame is such a page), only this fault fails,
+    /// with [`DsmError::WriteBackFailed`]; the pages stay, and the next fault tries again.
     pub(super) fn make_room<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
@@ -117,6 +129,19 @@ impl NodeRuntime {
                 drop(st);
                 self.flush_fault(out)?;
                 return Ok(lock(&self.state));
+            }
+            if !st.unwritten.is_empty() {
+                let kept = st.unwritten.len();
+                let retried = self.retry_unwritten(&mut st);
+                if st.unwritten.len() < kept {
+                    // Frames are free now.
+                    return Ok(st);
+                }
+                if let Err(e) = retried {
+                    if st.lru.resident() == 0 {
+                        return Err(e);
+                    }
+                }
             }
         }
         self.wait_for_page(st, page)
@@ -181,20 +206,15 @@ impl NodeRuntime {
         st: &mut State,
         page: PageNo,
         data: &[u8],
-    ) -> Result<(), (NodeId, String)> {
-        let failed = |e: crate::replacement::StoreError| {
-            (self.id, format!("this node's backing store failed: {e}"))
-        };
+    ) -> Result<(), crate::replacement::StoreError> {
         if st.store.is_none() {
-            let store: Box<dyn BackingStore> =
-                Box::new(FileStore::create(self.page_count).map_err(failed)?);
+            let store: Box<dyn BackingStore> = Box::new(FileStore::create(self.page_count)?);
             st.store = Some(store);
         }
-        let written = match st.store.as_mut() {
+        match st.store.as_mut() {
             Some(store) => store.write_page(page, data),
             None => Ok(()),
-        };
-        written.map_err(|e| self.store_failed(st, e))
+        }
     }
 
     /// Evict `page` from this node now, in the seed's order, and wait until the eviction
@@ -233,7 +253,11 @@ impl NodeRuntime {
             Self::refused(&st)?;
             st = self.wait_for_page(st, page)?;
         }
-        Ok(true)
+        // Gone from the protocol, but not yet in the store: say so.
+        match st.unwritten.get(page) {
+            Some(kept) => Err(kept.error(page)),
+            None => Ok(true),
+        }
     }
 
     /// The pages of the region that take a frame here now (held, on their way, or being
@@ -271,6 +295,8 @@ impl NodeRuntime {
         if !st.store.as_ref().is_some_and(|s| s.keeps_pages()) {
             return Ok(());
         }
+        // The pages whose write-back failed first: the store holds older contents of them.
+        self.retry_unwritten(&mut st)?;
         let mut data = vec![0u8; crate::types::PAGE_SIZE];
         for page in 0..self.page_count {
             // A clean page is the store's copy already: nothing to write.
@@ -280,11 +306,12 @@ impl NodeRuntime {
                 .is_some_and(|p| p.owner && p.access >= crate::types::Access::Read && !p.clean);
             if dirty {
                 self.pages.read_page(page, &mut data);
-                if let Err((_, reason)) = self.store_write(&mut st, page, &data) {
-                    return Err(st
-                        .pager_failure
-                        .as_ref()
-                        .map_or(DsmError::Config(reason), |p| p.error()));
+                if let Err(e) = self.store_write(&mut st, page, &data) {
+                    self.evictions.write_back_failed();
+                    return Err(DsmError::WriteBackFailed {
+                        page,
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
@@ -298,15 +325,19 @@ impl NodeRuntime {
     /// changed since it came from the store is written back (`data_write`) and kept,
     /// read-only until the next local write; then the store is made durable. Pages owned by
     /// other nodes are theirs to clean (each node's pager commands its own node). Returns
-    /// how many pages were written.
+    /// how many pages were written. Pages whose write-back failed before are written again
+    /// first; a page of the range whose write fails stays in memory, and the clean fails
+    /// with [`DsmError::WriteBackFailed`] (a later clean writes it).
     pub fn clean_request(&self, pages: std::ops::Range<PageNo>) -> Result<u32, DsmError> {
         if !pages.is_empty() {
             self.check_page(pages.end - 1)?;
         }
         let mut st = lock(&self.state);
         Self::refused(&st)?;
+        // (A failure shows below, for the pages of the range.)
+        let _ = self.retry_unwritten(&mut st);
         let mut written = 0;
-        for page in pages {
+        for page in pages.clone() {
             if !st.coherence.cleanable(page) {
                 continue;
             }
@@ -319,6 +350,12 @@ impl NodeRuntime {
                 return Err(DsmError::NodeLost { node, reason });
             }
             written += 1;
+        }
+        if let Some(page) = st.unwritten.pages().find(|p| pages.contains(p)) {
+            return Err(st
+                .unwritten
+                .get(page)
+                .map_or(DsmError::ShutDown, |kept| kept.error(page)));
         }
         if let Some(store) = st.store.as_mut() {
             store.sync().map_err(super::pager::store_error)?;

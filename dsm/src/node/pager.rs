@@ -11,8 +11,20 @@
 //! error ([`DsmError::PagerLost`], [`DsmError::PagerTimeout`], or
 //! [`DsmError::PageUnavailable`] at other nodes), and the node and its peers go on: pages
 //! held anywhere are still served, resident pages stay readable, a later fault asks the
-//! pager again. A write-back that fails still fails the node (the page's only copy would be
-//! lost).
+//! pager again.
+//!
+//! **A failed write-back loses nothing and fails no node** (a `data_write` that errs: a pager
+//! that cannot write now, a full disk). The page's contents stay in this node's memory
+//! ([`crate::protocol::Unwritten`]: to the protocol the page is paged out here, its frame
+//! free; every read of it from the store here gets the kept contents), taking a frame of
+//! the budget until a write of them reaches the store. The failure is counted
+//! ([`crate::EvictionStats::write_backs_failed`]) and reported on stderr; the eviction goes
+//! on to another victim. They are written again after the next write-back that succeeds,
+//! by a fault that finds no other page to evict (which fails, alone, with
+//! [`DsmError::WriteBackFailed`] naming the page and the store's error when the store
+//! still fails and every frame holds such a page), by a `clean_request`, and when the node
+//! leaves. A node that stops owning such a page drops its contents: they went with the
+//! ownership, and the new owner writes them back.
 //!
 //! [`Message::DataError`]: crate::protocol::Message::DataError
 
@@ -30,6 +42,24 @@ use crate::pager::commands::{self, Command};
 use crate::protocol::{Effect, Message};
 use crate::replacement::StoreError;
 use crate::types::{Access, DsmError, NodeId, PageNo};
+
+/// The contents of a page whose write-back failed, kept until a write of them reaches the
+/// store ([`crate::protocol::Unwritten`]), and what the store said.
+#[derive(Debug)]
+pub(super) struct KeptPage {
+    data: Box<[u8]>,
+    reason: String,
+}
+
+impl KeptPage {
+    /// The error of a fault or command that needed `page` written.
+    pub(super) fn error(&self, page: PageNo) -> DsmError {
+        DsmError::WriteBackFailed {
+            page,
+            reason: self.reason.clone(),
+        }
+    }
+}
 
 /// Why the last page-in of a page failed: the faults that waited on it fail with this.
 #[derive(Clone, Debug)]
@@ -90,6 +120,12 @@ impl NodeRuntime {
     /// faults, and the caller undoes the page-in ([`NodeRuntime::data_error`]).
     pub(super) fn read_stored(&self, st: &mut State, page: PageNo, out: &mut [u8]) -> bool {
         self.evictions.paged_in();
+        if let Some(kept) = st.unwritten.get(page) {
+            // Newer than the store's copy, which its write-back did not reach.
+            let len = out.len().min(kept.data.len());
+            out[..len].copy_from_slice(&kept.data[..len]);
+            return true;
+        }
         let read = match st.store.as_mut() {
             Some(store) => store.read_page(page, out),
             None => {
@@ -143,6 +179,65 @@ impl NodeRuntime {
         }
         self.served.notify_all();
         Ok(false)
+    }
+
+    /// Carry out a protocol's [`Effect::WriteBack`] of `page` (`data_write`), with its
+    /// contents `data`. A store that fails does not fail the node: the contents are kept
+    /// (see the module documentation), the failure counted and reported. After a write
+    /// that reached the store, the pages kept before are written again too.
+    pub(super) fn write_back(&self, st: &mut State, page: PageNo, data: Vec<u8>) {
+        match self.store_write(st, page, &data) {
+            Ok(()) => {
+                st.unwritten.written(page);
+                if !st.unwritten.is_empty() {
+                    // (A failure keeps them for the next time.)
+                    let _ = self.retry_unwritten(st);
+                }
+            }
+            Err(e) => {
+                self.evictions.write_back_failed();
+                if !st.unwritten.contains(page) {
+                    eprintln!(
+                        "memlink-dsm node {}: page {page} could not be written back ({e}); \
+                         it stays in memory and is written again later",
+                        self.id
+                    );
+                }
+                let kept = KeptPage {
+                    data: data.into_boxed_slice(),
+                    reason: e.to_string(),
+                };
+                st.unwritten.failed(page, kept);
+            }
+        }
+        let kept = st.unwritten.len();
+        st.coherence.set_reserved(kept);
+    }
+
+    /// Write the pages kept after failed write-backs again, lowest first, until one fails
+    /// (the store still fails: it and the rest wait for the next time, each failure
+    /// counted). Its error when one failed.
+    pub(super) fn retry_unwritten(&self, st: &mut State) -> Result<(), DsmError> {
+        let pages: Vec<PageNo> = st.unwritten.pages().collect();
+        let mut result = Ok(());
+        for page in pages {
+            let Some(kept) = st.unwritten.written(page) else {
+                continue;
+            };
+            if let Err(e) = self.store_write(st, page, &kept.data) {
+                self.evictions.write_back_failed();
+                let kept = KeptPage {
+                    data: kept.data,
+                    reason: e.to_string(),
+                };
+                result = Err(kept.error(page));
+                st.unwritten.failed(page, kept);
+                break;
+            }
+        }
+        let kept = st.unwritten.len();
+        st.coherence.set_reserved(kept);
+        result
     }
 
     /// The pager's failure in `e` (gone or silent), if it is one; the node's first such
@@ -209,7 +304,7 @@ impl NodeRuntime {
         }
     }
 
-    /// A backing-store write or unlock failed with `e`: the failure that ends the node, as
+    /// A backing-store unlock failed with `e`: the failure that ends the node, as
     /// `(node, reason)`. A pager that is gone or silent is remembered, so the faults waiting
     /// here (and every later operation) fail with [`DsmError::PagerLost`] or
     /// [`DsmError::PagerTimeout`] naming it; the peers see this node lost, with the reason.

@@ -145,7 +145,8 @@ impl NodeRuntime {
         access: Access,
         out: &mut Outgoing,
     ) -> Result<(MutexGuard<'a, State>, bool), DsmError> {
-        let Some(frames) = st.frames else {
+        // A page whose write-back failed comes from its kept contents, alone.
+        let Some(frames) = st.frames.filter(|_| !st.unwritten.contains(page)) else {
             return Ok((st, false));
         };
         let cap = READ_AHEAD_MAX.min((frames / 4).max(1));
@@ -220,8 +221,8 @@ impl NodeRuntime {
     }
 
     /// The last page of the run from `first` (which the caller knows is paged out here) of
-    /// at most `window` pages that this node owns, has paged out, may read and waits for
-    /// nothing.
+    /// at most `window` pages that this node owns, has paged out (not after a failed
+    /// write-back: those come from their kept contents), may read and waits for nothing.
     fn paged_out_until(&self, st: &State, first: PageNo, window: u32) -> PageNo {
         let mut last = first;
         while last - first + 1 < window {
@@ -232,7 +233,8 @@ impl NodeRuntime {
                 .coherence
                 .page(q)
                 .is_some_and(|s| s.paged_out() && s.pending.is_none())
-                && st.coherence.allowed(q) >= Access::Read;
+                && st.coherence.allowed(q) >= Access::Read
+                && !st.unwritten.contains(q);
             if !ok {
                 break;
             }
@@ -316,7 +318,8 @@ impl NodeRuntime {
             .coherence
             .page(first)
             .is_some_and(|s| s.paged_out() && s.pending.is_none())
-            && st.coherence.allowed(first) >= Access::Read;
+            && st.coherence.allowed(first) >= Access::Read
+            && !st.unwritten.contains(first);
         if !ready || window < 2 || !self.mappable(&mut st, marker, window) {
             return;
         }

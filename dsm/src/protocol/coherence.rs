@@ -112,6 +112,9 @@ pub struct Coherence {
     /// The most pages this node may hold at once (`None`: no limit); a hand-off is refused
     /// when they are all in use.
     frames: Option<u32>,
+    /// Frames of the budget the node's runtime holds outside the protocol: the contents of
+    /// pages whose write-back failed, kept until written ([`super::Unwritten`]).
+    reserved: u32,
     /// Whether pages are held for Δt after they arrive ([`Coherence::set_hold`]).
     hold: bool,
     /// Per page: the messages that arrived while it was held, in arrival order.
@@ -155,6 +158,7 @@ impl Coherence {
             managed: Vec::new(),
             dynamic: Vec::new(),
             frames: None,
+            reserved: 0,
             hold: false,
             deferred: vec![Vec::new(); pages as usize],
             rights: RightsTable::default(),
@@ -292,7 +296,21 @@ impl Coherence {
 
     /// Whether a page may come in without an eviction first.
     pub fn has_free_frame(&self) -> bool {
-        self.frames.is_none_or(|f| self.frames_in_use() < f)
+        self.frames
+            .is_none_or(|f| self.frames_in_use() + self.reserved < f)
+    }
+
+    /// Set the frames of the budget that the node holds outside the protocol: the pages
+    /// whose write-back failed, whose contents it keeps until a write of them reaches the
+    /// store ([`super::Unwritten`]). A hand-off is refused when they and the pages here
+    /// take every frame.
+    pub fn set_reserved(&mut self, frames: u32) {
+        self.reserved = frames;
+    }
+
+    /// The frames set aside by [`Coherence::set_reserved`].
+    pub fn reserved(&self) -> u32 {
+        self.reserved
     }
 
     /// Whether [`Coherence::evict`] may start on `page` now: it is held here (readable, or

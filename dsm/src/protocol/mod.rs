@@ -52,11 +52,13 @@ pub mod manager;
 pub mod message;
 pub mod rights;
 pub mod sim;
+pub mod unwritten;
 
 pub use coherence::{Coherence, MAX_NODES, PageState, ProtocolError};
 pub use manager::{ManagerEntry, NodeSet, Transaction};
 pub use message::{Effect, Message};
 pub use rights::{CapId, CapRecord, RightsTable};
+pub use unwritten::Unwritten;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use super::coherence::{Coherence, PageState, ProtocolError};
 use super::manager::Busy;
 use super::message::{Effect, Message};
 use super::rights::{CapId, CapRecord};
+use super::unwritten::Unwritten;
 use crate::types::{Access, ManagerKind, NodeId, PageNo};
 
 /// A message in flight.
@@ -51,6 +52,13 @@ pub struct SimCluster {
     /// Faults failed since the caller last emptied it: (node, page), from
     /// [`Effect::DataError`].
     pub data_errors: Vec<(NodeId, PageNo)>,
+    /// Whether the backing store's pager fails every write (`data_write`) now: a write-back
+    /// keeps the page's version at its node instead ([`SimCluster::kept`]).
+    pub write_fails: bool,
+    /// Per node: the versions of the pages whose write-back failed there, kept until written
+    /// ([`SimCluster::retry`]) or no longer owned, as the runtime keeps their contents
+    /// ([`Unwritten`]). A read of such a page from the store at that node gets them.
+    pub kept: Vec<Unwritten<u64>>,
 }
 
 /// The contents of a frame that was given up: any read of it is a bug the checks see.
@@ -72,6 +80,8 @@ impl SimCluster {
             cap_done: Vec::new(),
             store_fails: false,
             data_errors: Vec::new(),
+            write_fails: false,
+            kept: vec![Unwritten::new(); nodes],
         })
     }
 
@@ -136,7 +146,7 @@ impl SimCluster {
                     }
                     let data = msg.carries_data().then(|| {
                         if stored {
-                            self.store[msg.page() as usize]
+                            self.stored(node, msg.page())
                         } else {
                             self.contents[node as usize][msg.page() as usize]
                         }
@@ -159,10 +169,16 @@ impl SimCluster {
                     }
                 },
                 Effect::PageIn { page, .. } => {
-                    self.contents[node as usize][page as usize] = self.store[page as usize];
+                    self.contents[node as usize][page as usize] = self.stored(node, page);
                 }
                 Effect::WriteBack { page } => {
-                    self.store[page as usize] = self.contents[node as usize][page as usize];
+                    let version = self.contents[node as usize][page as usize];
+                    if self.write_fails {
+                        self.kept[node as usize].failed(page, version);
+                    } else {
+                        self.store[page as usize] = version;
+                        self.kept[node as usize].written(page);
+                    }
                 }
                 Effect::Evicted { page, .. } => {
                     self.contents[node as usize][page as usize] = EVICTED;
@@ -175,7 +191,47 @@ impl SimCluster {
                 Effect::SetAccess { .. } | Effect::Served { .. } | Effect::Hold { .. } => {}
             }
         }
+        self.settle_kept(node);
         Ok(())
+    }
+
+    /// What a read of `page` from the store gets at `node`: the version it kept when its
+    /// write-back failed, else the store's.
+    pub fn stored(&self, node: NodeId, page: PageNo) -> u64 {
+        self.kept[node as usize]
+            .get(page)
+            .copied()
+            .unwrap_or(self.store[page as usize])
+    }
+
+    /// After a step at `node`: versions it kept for pages it no longer owns are dropped
+    /// ([`Unwritten::settle`]), and its protocol counts the frames the others take.
+    fn settle_kept(&mut self, node: NodeId) {
+        let (c, kept) = (
+            &mut self.nodes[node as usize],
+            &mut self.kept[node as usize],
+        );
+        for page in 0..c.pages() {
+            if let Some(st) = c.page(page) {
+                kept.settle(page, &st);
+            }
+        }
+        c.set_reserved(kept.len());
+    }
+
+    /// Node `node` writes the versions it kept again (the runtime's retry): unless the
+    /// store's writes fail, they reach it and their frames are free.
+    pub fn retry(&mut self, node: NodeId) {
+        if self.write_fails {
+            return;
+        }
+        let kept = &mut self.kept[node as usize];
+        for page in kept.pages().collect::<Vec<_>>() {
+            if let Some(version) = kept.written(page) {
+                self.store[page as usize] = version;
+            }
+        }
+        self.nodes[node as usize].set_reserved(0);
     }
 
     /// Node `node` faults on `page` for `access`.
@@ -325,15 +381,17 @@ impl SimCluster {
     ///   whose transaction the manager is still finishing.
     pub fn check(&self) -> Result<(), String> {
         for page in 0..self.latest.len() as u32 {
-            let paged_out = self
-                .nodes
-                .iter()
-                .any(|n| n.page(page).is_some_and(|s| s.paged_out()));
-            if paged_out && self.store[page as usize] != self.latest[page as usize] {
-                return Err(format!(
-                    "page {page}: paged out, but the store holds version {} and {} was written",
-                    self.store[page as usize], self.latest[page as usize]
-                ));
+            let paged_out = (0..self.nodes.len())
+                .find(|&n| self.nodes[n].page(page).is_some_and(|s| s.paged_out()));
+            if let Some(n) = paged_out {
+                let stored = self.stored(n as NodeId, page);
+                if stored != self.latest[page as usize] {
+                    return Err(format!(
+                        "page {page}: paged out at node {n}, but its store holds version \
+                         {stored} and {} was written",
+                        self.latest[page as usize]
+                    ));
+                }
             }
             let states: Vec<_> = self
                 .nodes

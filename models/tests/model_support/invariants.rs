@@ -4,7 +4,7 @@
 //! schedules check the very same statements.
 
 use memlink_dsm::protocol::sim::{Envelope, SimCluster};
-use memlink_dsm::protocol::{Coherence, Message, PageState};
+use memlink_dsm::protocol::{Coherence, Message, PageState, Unwritten};
 use memlink_dsm::{Access, ManagerKind, NodeId, PageNo};
 
 /// A cluster at one instant.
@@ -22,6 +22,8 @@ pub struct ClusterView<'a> {
     pub in_flight: &'a [Envelope],
     /// The backing store: the version of each page last written back.
     pub store: &'a [u64],
+    /// Per node: the versions of pages whose write-back failed there, kept until written.
+    pub kept: &'a [Unwritten<u64>],
 }
 
 impl<'a> ClusterView<'a> {
@@ -34,6 +36,7 @@ impl<'a> ClusterView<'a> {
             latest: &c.latest,
             in_flight: &c.in_flight,
             store: &c.store,
+            kept: &c.kept,
         }
     }
 
@@ -136,7 +139,12 @@ pub fn no_lost_write(v: &ClusterView<'_>) -> Result<(), String> {
         for n in 0..v.nodes.len() {
             let s = v.state(n, page);
             let have = if s.paged_out() {
-                v.store[page as usize]
+                // What a read from its store gets: the version it kept, if its write-back
+                // failed.
+                v.kept[n]
+                    .get(page)
+                    .copied()
+                    .unwrap_or(v.store[page as usize])
             } else {
                 v.contents[n][page as usize]
             };

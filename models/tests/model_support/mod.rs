@@ -70,6 +70,12 @@ pub struct CoherenceModel {
     /// the store is undone (`Coherence::data_error`) and the faults that waited on it fail.
     /// Its writes still reach it.
     pub pager_fails: bool,
+    /// Whether the pager may start failing every write (`data_write`) at any step of a run,
+    /// once, and recover at any later step: a write-back that fails keeps the page's version
+    /// at its node, taking a frame, and every read of the page from the store there gets it
+    /// (`memlink_dsm::protocol::Unwritten`); once the pager recovered, a node writes what it
+    /// kept again at any step.
+    pub write_fails: bool,
 }
 
 /// One state of the cluster.
@@ -96,6 +102,8 @@ pub struct ClusterState {
     pub error: Option<String>,
     /// Faults that failed because the pager could not provide their page.
     pub failed_faults: u8,
+    /// Whether the pager may still start failing writes.
+    pub write_failure_left: bool,
 }
 
 impl ClusterState {
@@ -108,6 +116,7 @@ impl ClusterState {
             latest: &self.sim.latest,
             in_flight: &self.sim.in_flight,
             store: &self.sim.store,
+            kept: &self.sim.kept,
         }
     }
 
@@ -194,6 +203,15 @@ pub enum Step {
     },
     /// The pager fails every read from now on.
     PagerFails,
+    /// The pager fails every write from now on.
+    WritesFail,
+    /// The pager's writes work again.
+    WritesRecover,
+    /// `node` writes the pages whose write-back failed again.
+    Retry {
+        /// The node.
+        node: NodeId,
+    },
     /// The Δt timer of `page` at `node` fires: the messages that waited are handled.
     Expire {
         /// The node.
@@ -259,6 +277,11 @@ impl fmt::Display for Step {
                 write!(f, "node {node}'s hold of page {page} expires")
             }
             Step::PagerFails => write!(f, "the pager fails every read from now on"),
+            Step::WritesFail => write!(f, "the pager fails every write from now on"),
+            Step::WritesRecover => write!(f, "the pager's writes work again"),
+            Step::Retry { node } => {
+                write!(f, "node {node} writes the pages it kept again")
+            }
             Step::Clean { node, page } => {
                 write!(f, "the pager asks node {node} to clean page {page}")
             }
@@ -312,6 +335,7 @@ impl Model for CoherenceModel {
             runs_left: self.runs,
             error: None,
             failed_faults: 0,
+            write_failure_left: self.write_fails,
         }]
     }
 
@@ -321,6 +345,18 @@ impl Model for CoherenceModel {
         }
         if self.pager_fails && !s.sim.store_fails {
             actions.push(Step::PagerFails);
+        }
+        if s.write_failure_left {
+            actions.push(Step::WritesFail);
+        }
+        if s.sim.write_fails {
+            actions.push(Step::WritesRecover);
+        } else {
+            for (n, kept) in s.sim.kept.iter().enumerate() {
+                if !kept.is_empty() {
+                    actions.push(Step::Retry { node: n as NodeId });
+                }
+            }
         }
         let in_flight = &s.sim.in_flight;
         for (i, e) in in_flight.iter().enumerate() {
@@ -423,6 +459,12 @@ impl Model for CoherenceModel {
         let mut s = last.clone();
         match step {
             Step::PagerFails => s.sim.store_fails = true,
+            Step::WritesFail => {
+                s.write_failure_left = false;
+                s.sim.write_fails = true;
+            }
+            Step::WritesRecover => s.sim.write_fails = false,
+            Step::Retry { node } => s.sim.retry(node),
             Step::Fault { node, page, access } => {
                 s.faults_left -= 1;
                 if access == Access::Write {
@@ -579,8 +621,11 @@ impl Model for CoherenceModel {
             Property::always(
                 "no node holds more pages than its budget",
                 |m: &CoherenceModel, s: &ClusterState| {
-                    m.frames
-                        .is_none_or(|f| s.sim.nodes.iter().all(|n| n.frames_in_use() <= f))
+                    // (With the pages kept after a failed write-back: they take frames too.)
+                    m.frames.is_none_or(|f| {
+                        (s.sim.nodes.iter().zip(&s.sim.kept))
+                            .all(|(n, kept)| n.frames_in_use() + kept.len() <= f)
+                    })
                 },
             ),
             Property::always(
@@ -623,9 +668,9 @@ impl Model for CoherenceModel {
 fn run_steps(m: &CoherenceModel, s: &ClusterState, n: usize, actions: &mut Vec<Step>) {
     let c = &s.sim.nodes[n];
     let node = n as NodeId;
-    let free = m
-        .frames
-        .map_or(m.pages, |f| f.saturating_sub(c.frames_in_use()));
+    let free = m.frames.map_or(m.pages, |f| {
+        f.saturating_sub(c.frames_in_use() + c.reserved())
+    });
     for first in 0..m.pages {
         for count in 1..=m.pages - first {
             let end = first + count;
@@ -669,6 +714,7 @@ impl CoherenceModel {
             runs: 0,
             hold: false,
             pager_fails: false,
+            write_fails: false,
         }
     }
 

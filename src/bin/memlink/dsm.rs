@@ -655,7 +655,7 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
         budget / 1024
     );
     println!(
-        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>8} {:>9}",
+        "{:>6} {:>8} {:>9} {:>10} {:>12} {:>13} {:>9} {:>8} {:>9} {:>12}",
         "node",
         "dropped",
         "passed",
@@ -664,7 +664,8 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
         "dropped clean",
         "accepted",
         "refused",
-        "paged in"
+        "paged in",
+        "write failed"
     );
     for r in reports {
         let [
@@ -676,10 +677,11 @@ fn print_evictions(budget: u64, reports: &[NodeReport]) {
             accepted,
             refused,
             paged_in,
+            write_failed,
         ] = r.stats.evictions.named().map(|(_, value)| value);
         println!(
             "{:>6} {dropped:>8} {passed:>9} {handed_off:>10} {written_back:>12} {dropped_clean:>13} {accepted:>9} \
-             {refused:>8} {paged_in:>9}",
+             {refused:>8} {paged_in:>9} {write_failed:>12}",
             r.id
         );
     }
