@@ -867,6 +867,17 @@ fn a_task_that_asks_to_move_twice_keeps_its_stack() {
     check_all(m, &ALL_WITNESSES[3..]);
 }
 
+/// Under the central manager (whose hand-offs wait for the manager's answer, so each
+/// `Migrate` waits in its carrier) with two-page stacks, both pages carried: idle nodes ask
+/// for the two tasks at once and in every order.
+#[test]
+#[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
+fn work_requests_under_a_central_manager_carry_both_stack_pages() {
+    let mut m = model(&[true, true], 2, ManagerKind::Central);
+    m.stack_pages = 2;
+    check_all(m, &ALL_WITNESSES);
+}
+
 /// Without hints an idle node asks the others in turn: more refusals, still no task lost.
 #[test]
 #[ignore = "a CPU-bound model: scripts/test-all.sh runs it beside the other tests; alone: cargo test -p memlink-models -- --ignored"]
