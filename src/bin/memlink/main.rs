@@ -43,7 +43,8 @@ enum Command {
     /// kind and the pipe/socket baselines, then a table compares them.
     Demo(demo::DemoArgs),
     /// Distributed shared memory: `memlink dsm run` starts a local cluster and runs an app;
-    /// `memlink dsm node` runs one node of a multi-host cluster; `bench` and `scale` measure.
+    /// `memlink dsm node` runs one node of a multi-host cluster; `bench` and `scale` measure;
+    /// `pager` serves a file to the nodes as their external pager.
     Dsm(dsm::DsmArgs),
 }
 
