@@ -544,3 +544,47 @@ fn runs_the_node_may_not_take_alone_are_refused_whole() {
     settle(&mut c);
     c.check().unwrap();
 }
+
+/// An owner evicting its page that gives it away to a writer first (the manager's forward,
+/// sent after its eviction reply, overtook the reply) keeps the frame until the reply, and
+/// the reply ends the eviction with no effect on the page but `Served`: the frame is left by a
+/// step with neither `Evicted` nor an access change. The runtime therefore returns a page's
+/// memory whenever the page stops taking a frame (`Lru::update`), not only at such effects (a
+/// page one over the budget, in memory_budget's test, before that).
+#[test]
+fn an_eviction_overtaken_by_a_forward_leaves_the_frame_without_an_evicted() {
+    for kind in [ManagerKind::Central, ManagerKind::Fixed] {
+        let mut c = SimCluster::with_budget(3, 1, kind, 4).unwrap();
+        let manager = c.nodes[0].manager_of(0) as usize;
+        assert_eq!(manager, 0, "{kind:?}: page 0's manager");
+        c.fault(1, 0, Access::Write).unwrap();
+        settle(&mut c);
+        c.write(1, 0).unwrap();
+        c.evict(1, 0, None).unwrap();
+        // The manager answers the eviction (write it back), then serves node 2's write.
+        let at = |c: &SimCluster, f: &dyn Fn(&Message) -> bool| {
+            c.in_flight.iter().position(|e| f(&e.msg)).unwrap()
+        };
+        let evict = at(&c, &|m| matches!(m, Message::Evict { .. }));
+        c.deliver(evict).unwrap();
+        c.fault(2, 0, Access::Write).unwrap();
+        let request = at(&c, &|m| matches!(m, Message::WriteRequest { .. }));
+        c.deliver(request).unwrap();
+        // The forward overtakes the reply: node 1 gives the page away, still evicting.
+        let forward = at(&c, &|m| matches!(m, Message::WriteForward { .. }));
+        c.deliver(forward).unwrap();
+        let st = c.nodes[1].page(0).unwrap();
+        assert!(
+            !st.owner && st.access == Access::None && st.uses_frame(),
+            "{kind:?}: {st:?}"
+        );
+        let reply = at(&c, &|m| matches!(m, Message::EvictReply { .. }));
+        let env = c.in_flight.remove(reply);
+        let effects = c.nodes[1].handle(env.from, env.msg).unwrap();
+        assert_eq!(effects, vec![Effect::Served { page: 0 }], "{kind:?}");
+        assert!(!c.nodes[1].page(0).unwrap().uses_frame(), "{kind:?}");
+        c.apply(1, effects, None).unwrap();
+        settle(&mut c);
+        c.check().unwrap();
+    }
+}
