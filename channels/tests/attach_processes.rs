@@ -1,7 +1,7 @@
 //! A process that did not inherit the region attaches it from its descriptor at the creator's
 //! address and opens channels by reference (scheme 2 offset + scheme 1 fixed address).
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::{LoanChannel, Region, RegionError, SyncChannel, WaitMode};
 use memlink_test_support::isolated;

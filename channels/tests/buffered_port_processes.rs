@@ -1,7 +1,7 @@
 //! BufferedChannel and Port between real processes: FIFO delivery, many senders, the receive
 //! right moving to another process inside a message, and dead peers.
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::{
     BufferedChannel, Port, ReceiveRight, ReceiveRightToken, RecvError, RecvTimeoutError, Region,

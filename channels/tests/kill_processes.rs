@@ -4,7 +4,7 @@
 //! from a seeded generator (printed, so a failure can be replayed with `MEMLINK_KILL_SEED`);
 //! no sleep synchronises anything.
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::{
     LoanChannel, Port, Region, TryRecvError, TrySendError, WaitMode, protocol::loan::FREE,

@@ -1,7 +1,7 @@
 //! LoanChannel between real processes: zero copy (the receiver reads at the address the sender
 //! wrote), 16 MiB slots, back-pressure, and a sender SIGKILLed while holding loans.
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::protocol::loan::FREE;
 use memlink_channels::{LoanChannel, LoanError, RecvTimeoutError, Region, TryRecvError, WaitMode};

@@ -3,7 +3,7 @@
 //! and dropped at random, checked against a FIFO model: every message arrives exactly once,
 //! in its sender's order, intact, and every slot ends up back in its pool.
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::protocol::loan::FREE;
 use memlink_channels::{LoanChannel, Port, Region, Sample, TryRecvError, WaitMode};

@@ -1,7 +1,7 @@
 //! SyncChannel between real processes (fork), in both arrival orders, with every waiting mode,
 //! and with a sender killed by SIGKILL mid-rendezvous.
 
-mod fork;
+use crate::fork;
 
 use memlink_channels::{RecvError, Region, SendError, SyncChannel, WaitMode};
 use memlink_test_support::isolated;

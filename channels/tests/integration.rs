@@ -1,0 +1,31 @@
+//! The channels crate's integration tests, in one test binary: one module per file of
+//! `channels/tests/` (declared below, and as the crate's only test binary in
+//! `channels/Cargo.toml`, which turns cargo's one binary per file off). Each test binary
+//! costs a link against the libraries and its own copies of their generic code.
+//!
+//! The tests that fork run in a process of their own through
+//! [`isolated`](memlink_test_support::isolated), which starts this binary again with the
+//! running test's path here (`module::test`), taken from its thread name.
+
+mod fork;
+
+mod attach_processes;
+mod buffered_port_processes;
+mod fuzz_corpus;
+mod kill_processes;
+mod layout_validation;
+mod loan_processes;
+mod named_processes;
+mod proptest_processes;
+mod sync_processes;
+
+/// Every file of `channels/tests/` is a module of this binary (cargo no longer finds them by
+/// itself, so a new file left out would silently never run).
+#[test]
+fn every_test_file_runs() {
+    memlink_test_support::assert_every_test_file_runs(
+        env!("CARGO_MANIFEST_DIR"),
+        include_str!("integration.rs"),
+        include_str!("../Cargo.toml"),
+    );
+}
