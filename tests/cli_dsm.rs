@@ -1,10 +1,6 @@
 //! `memlink dsm`: a local cluster run with --json, bad arguments, and an unreachable peer.
 
-// Shared by the CLI tests, each of which uses only part of it.
-#[allow(dead_code)]
-mod cli_support;
-
-use cli_support::{json_of, memlink};
+use crate::cli_support::{json_of, memlink};
 
 #[test]
 fn dsm_run_json_prints_one_verified_object() {

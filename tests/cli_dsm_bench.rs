@@ -2,11 +2,7 @@
 //! with every figure positive, bad arguments are refused; and `memlink dsm run --app jacobi`
 //! at a chosen --size and --iters verifies.
 
-// Shared by the CLI tests, each of which uses only part of it.
-#[allow(dead_code)]
-mod cli_support;
-
-use cli_support::{json_of, memlink, stderr_of_failure, stdout_of};
+use crate::cli_support::{json_of, memlink, stderr_of_failure, stdout_of};
 
 const FIGURES: [&str; 14] = [
     "read_miss_us",

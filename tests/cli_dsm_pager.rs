@@ -14,10 +14,6 @@
 //! - errors a user can act on: a missing file, a socket path in use or not a socket; a stale
 //!   socket is replaced; `--help` shows an example.
 
-// Shared by the CLI tests, each of which uses only part of it.
-#[allow(dead_code)]
-mod cli_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +21,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cli_support::{memlink, stdout_of};
+use crate::cli_support::{memlink, stdout_of};
 use memlink_test_support::wait_process;
 
 /// Long enough for any step on a loaded machine; a hang fails the test instead of blocking it.

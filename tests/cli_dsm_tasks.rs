@@ -2,13 +2,9 @@
 //! node processes, report per node what their schedulers did (tasks run, migrated in and out,
 //! work requests and refusals, hints), and their flags are checked like every app's.
 
-// Shared by the CLI tests, each of which uses only part of it.
-#[allow(dead_code)]
-mod cli_support;
-
 use std::process::Command;
 
-use cli_support::{json_of, memlink};
+use crate::cli_support::{json_of, memlink};
 
 /// The sum of a task counter over the nodes of a run's JSON.
 fn total(v: &serde_json::Value, counter: &str) -> u64 {
