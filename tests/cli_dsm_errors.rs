@@ -5,11 +5,9 @@
 //! says how long it may take.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-fn memlink() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlink"))
-}
+use crate::cli_support::memlink;
 
 #[test]
 fn an_endless_connect_timeout_is_refused_not_a_panic() {

@@ -4,9 +4,10 @@
 //! launcher's variables, the nodes meeting at node 0's rendezvous.
 
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::cli_support::text;
 use memlink_dsm::init::{bind_slots, pass_listener};
 
 fn memlink() -> Command {
@@ -16,15 +17,6 @@ fn memlink() -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Two nodes that name each other `localhost:<port>` (one list written with a space after

@@ -9,6 +9,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::cli_support::text;
+
 const MEMLINK: &str = env!("CARGO_BIN_EXE_memlink");
 
 fn installed(tool: &str) -> bool {
@@ -25,15 +27,6 @@ fn skip(what: &str, why: &str) {
          (install with: apt-get install -y openmpi-bin slurm-wlm munge; .ci/run does)\n\
          !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
     );
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Every rank printed its verified jacobi result.

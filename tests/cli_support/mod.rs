@@ -9,6 +9,16 @@ pub fn memlink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memlink"))
 }
 
+/// `out` for a failed assertion: the exit status and both streams.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
