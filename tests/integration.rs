@@ -21,13 +21,4 @@ mod ipc_round_trips;
 mod netns_cluster;
 mod readme_commands;
 
-/// Every file of `tests/` is a module of this binary (cargo no longer finds them by itself, so
-/// a new file left out would silently never run).
-#[test]
-fn every_test_file_runs() {
-    memlink_test_support::assert_every_test_file_runs(
-        env!("CARGO_MANIFEST_DIR"),
-        include_str!("integration.rs"),
-        include_str!("../Cargo.toml"),
-    );
-}
+memlink_test_support::every_test_file_runs!();

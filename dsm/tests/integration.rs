@@ -39,13 +39,4 @@ mod remote_tcp;
 mod tasks_carried_pages;
 mod tasks_cluster;
 
-/// Every file of `dsm/tests/` is a module of this binary or a test binary of its own (cargo
-/// no longer finds them by itself, so a new file left out would silently never run).
-#[test]
-fn every_test_file_runs() {
-    memlink_test_support::assert_every_test_file_runs(
-        env!("CARGO_MANIFEST_DIR"),
-        include_str!("integration.rs"),
-        include_str!("../Cargo.toml"),
-    );
-}
+memlink_test_support::every_test_file_runs!();

@@ -222,6 +222,27 @@ pub fn assert_every_test_file_runs(crate_dir: &str, modules: &str, manifest: &st
     );
 }
 
+/// Defines the test `every_test_file_runs` in a crate's `tests/integration.rs`: it fails
+/// unless every file of the crate's `tests/` is a module of that binary or a `[[test]]` of its
+/// Cargo.toml (see [`assert_every_test_file_runs`]). A macro, because the file texts must be
+/// included where it is invoked.
+#[macro_export]
+macro_rules! every_test_file_runs {
+    () => {
+        /// Every file of this crate's `tests/` is a module of this binary or a test binary of
+        /// its own (cargo no longer finds them by itself, so a new file left out would
+        /// silently never run).
+        #[test]
+        fn every_test_file_runs() {
+            $crate::assert_every_test_file_runs(
+                env!("CARGO_MANIFEST_DIR"),
+                include_str!("integration.rs"),
+                include_str!("../Cargo.toml"),
+            );
+        }
+    };
+}
+
 /// The role this process was started with, if any.
 pub fn role() -> Option<String> {
     std::env::var(ROLE_ENV).ok()
