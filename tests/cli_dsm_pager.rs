@@ -231,6 +231,31 @@ fn a_pager_process_serves_a_cluster_and_ends_when_every_node_has_left() {
     assert_eq!(std::fs::read(&file).unwrap(), text, "the file changed");
 }
 
+/// A wordcount run whose nodes reach the pager at `socket` through a [`proxy`] at `front`,
+/// returned once the proxy holds a reply a node waits for (after 64 KiB of pages); send
+/// `true` on the sender to let it through, `false` to drop it as a dead pager would.
+fn held_run(
+    file: &Path,
+    socket: &Path,
+    front: &Path,
+    stdout: Stdio,
+) -> (std::process::Child, mpsc::Sender<bool>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let listener = UnixListener::bind(front).unwrap();
+    let upstream = socket.to_path_buf();
+    std::thread::spawn(move || proxy(listener, upstream, 64 * 1024, reached_tx, release_rx));
+    let run = wordcount_run(file, front)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start memlink dsm run");
+    reached
+        .recv_timeout(DEADLINE)
+        .expect("the nodes never got 64 KiB of pages from the pager");
+    (run, release)
+}
+
 /// Stands between the nodes (at `front`) and the pager (at `upstream`), forwarding every
 /// connection both ways, until the pager has sent the nodes `gate` bytes: then it holds the
 /// reply it is forwarding (a node waits for it), says so on `reached`, and waits on
@@ -301,19 +326,7 @@ fn a_pager_killed_mid_run_fails_the_waiting_faults_by_name_without_a_hang() {
         .expect("a read timeout");
     assert_eq!(garbage.read(&mut [0u8; 1]).unwrap(), 0, "not dropped");
     pager.line_with("dropped a node's connection");
-    let (reached_tx, reached) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel();
-    let listener = UnixListener::bind(&front).unwrap();
-    let upstream = socket.clone();
-    std::thread::spawn(move || proxy(listener, upstream, 64 * 1024, reached_tx, release_rx));
-    let mut run = wordcount_run(&file, &front)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start memlink dsm run");
-    reached
-        .recv_timeout(DEADLINE)
-        .expect("the nodes never got 64 KiB of pages from the pager");
+    let (mut run, release) = held_run(&file, &socket, &front, Stdio::null());
     // A node waits for the reply held: the pager dies now.
     pager.child.kill().expect("kill the pager");
     pager.child.wait().expect("reap the pager");
@@ -346,20 +359,8 @@ fn the_pager_commands_the_nodes_of_a_run_from_its_stdin() {
     std::fs::write(&file, &text).unwrap();
     let mut pager = PagerProcess::start_with(&file, &socket, &["--commands"]);
     pager.line_with("serving");
-    let (reached_tx, reached) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel();
-    let listener = UnixListener::bind(&front).unwrap();
-    let upstream = socket.clone();
-    std::thread::spawn(move || proxy(listener, upstream, 64 * 1024, reached_tx, release_rx));
-    let mut run = wordcount_run(&file, &front)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start memlink dsm run");
+    let (mut run, release) = held_run(&file, &socket, &front, Stdio::piped());
     // Held mid-run: every node has taken the pager's commands by now (before its app).
-    reached
-        .recv_timeout(DEADLINE)
-        .expect("the nodes never got 64 KiB of pages from the pager");
     pager.send("wait 3");
     assert_eq!(pager.answer(), "wait 3: 3 nodes take commands");
     pager.send("clean 1 2 3");
