@@ -38,6 +38,15 @@ fn all_words_match(dsm: &Dsm, block: usize, round: u64) -> bool {
     })
 }
 
+/// `holds`; when not, says on stderr which check failed (the launcher shows a failed node's
+/// stderr).
+fn expect(holds: bool, what: &str) -> bool {
+    if !holds {
+        eprintln!("check failed: {what}");
+    }
+    holds
+}
+
 fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
     let block_len = BLOCK_PAGES * PAGE_SIZE;
     if dsm.id() == 0 {
@@ -74,8 +83,15 @@ fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
             })
         });
         dsm.prefetch(&[(racing..racing + block_len, Access::Read)])?;
-        ok &= reader.join().unwrap_or(false);
-        ok &= dsm.stats().read_faults - before == BLOCK_PAGES as u64;
+        ok &= expect(
+            reader.join().unwrap_or(false),
+            "phase 0: the racing reader read every word right",
+        );
+        let faults = dsm.stats().read_faults - before;
+        ok &= expect(
+            faults == BLOCK_PAGES as u64,
+            &format!("phase 0: {faults} read faults for {BLOCK_PAGES} pages racing a prefetch"),
+        );
     }
 
     // Phase 1: nodes 1 and 2 fetch the whole block for reading in one call (node 2 starts
@@ -87,17 +103,35 @@ fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
             dsm.prefetch(&whole)?;
         } else {
             let fetching = dsm.prefetch_start(&whole)?;
-            ok &= fetching.requested() == BLOCK_PAGES;
+            let requested = fetching.requested();
+            ok &= expect(
+                requested == BLOCK_PAGES,
+                &format!("phase 1: prefetch_start requested {requested} pages"),
+            );
             fetching.wait()?;
         }
         let fetched = dsm.stats().read_faults - before;
-        ok &= fetched == BLOCK_PAGES as u64;
-        ok &= all_words_match(dsm, block, 0);
+        ok &= expect(
+            fetched == BLOCK_PAGES as u64,
+            &format!("phase 1: the prefetch fetched {fetched} pages of {BLOCK_PAGES}"),
+        );
+        ok &= expect(
+            all_words_match(dsm, block, 0),
+            "phase 1: the words node 0 wrote",
+        );
         // Everything was here already: reading took no fault.
-        ok &= dsm.stats().read_faults - before == BLOCK_PAGES as u64;
+        let after_reading = dsm.stats().read_faults - before;
+        ok &= expect(
+            after_reading == BLOCK_PAGES as u64,
+            &format!("phase 1: {after_reading} read faults after reading the prefetched pages"),
+        );
         // Asking again for what is held sends nothing.
         dsm.prefetch(&[(block..block + block_len, Access::Read)])?;
-        ok &= dsm.stats().read_faults - before == BLOCK_PAGES as u64;
+        let after_again = dsm.stats().read_faults - before;
+        ok &= expect(
+            after_again == BLOCK_PAGES as u64,
+            &format!("phase 1: {after_again} read faults after prefetching held pages again"),
+        );
     }
     dsm.barrier(2)?;
 
@@ -106,25 +140,35 @@ fn prefetch_body(dsm: &Dsm) -> Result<bool, DsmError> {
         let before = dsm.stats().write_faults;
         let written = block..block + WRITTEN_PAGES * PAGE_SIZE;
         dsm.prefetch(&[(written, Access::Write)])?;
-        ok &= dsm.stats().write_faults - before == WRITTEN_PAGES as u64;
+        let taken = dsm.stats().write_faults - before;
+        ok &= expect(
+            taken == WRITTEN_PAGES as u64,
+            &format!("phase 2: {taken} write faults prefetching {WRITTEN_PAGES} pages"),
+        );
         for i in 0..WRITTEN_PAGES * WORDS_PER_PAGE {
             // SAFETY: in the block; only node 1 writes between barriers 2 and 3.
             unsafe { word(dsm, block, i).write_volatile(expected(i, 1)) };
         }
-        ok &= dsm.stats().write_faults - before == WRITTEN_PAGES as u64;
+        let after_writing = dsm.stats().write_faults - before;
+        ok &= expect(
+            after_writing == WRITTEN_PAGES as u64,
+            &format!("phase 2: {after_writing} write faults after writing the taken pages"),
+        );
     }
     dsm.barrier(3)?;
 
     // Phase 3: everyone sees node 1's writes.
-    ok &= all_words_match(dsm, block, 1);
+    ok &= expect(all_words_match(dsm, block, 1), "phase 3: node 1's writes");
 
     // Bad ranges: past the region's end is refused, an empty one does nothing.
     let end = dsm.len();
-    ok &= matches!(
-        dsm.prefetch(&[(end - PAGE_SIZE..end + PAGE_SIZE, Access::Read)]),
-        Err(DsmError::PageOutOfRange { .. })
+    let past_end = dsm.prefetch(&[(end - PAGE_SIZE..end + PAGE_SIZE, Access::Read)]);
+    ok &= expect(
+        matches!(past_end, Err(DsmError::PageOutOfRange { .. })),
+        &format!("a range past the region: {past_end:?}"),
     );
-    ok &= dsm.prefetch(&[(block..block, Access::Write)]).is_ok();
+    let empty = dsm.prefetch(&[(block..block, Access::Write)]);
+    ok &= expect(empty.is_ok(), &format!("an empty range: {empty:?}"));
     dsm.barrier(4)?;
     Ok(ok)
 }
