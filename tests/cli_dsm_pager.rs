@@ -204,14 +204,7 @@ fn a_pager_process_serves_a_cluster_and_ends_when_every_node_has_left() {
         .spawn()
         .expect("start memlink dsm run");
     let pager = PagerProcess::start(&file, &socket);
-    let mut out = String::new();
-    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let mut err = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let status = wait_process(&mut run, DEADLINE).expect("the run ends");
-    assert!(status.success(), "the run failed: {out}\n{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
-    assert_eq!(v["verified"], true, "{v}");
+    assert_run_verified(&mut run);
     // The pager ends by itself once every node has left, and says what it served.
     let (code, said) = pager.wait();
     assert_eq!(code, Some(0), "the pager's exit; it said:\n{said}");
@@ -229,6 +222,19 @@ fn a_pager_process_serves_a_cluster_and_ends_when_every_node_has_left() {
     assert_eq!(figure(last, "failures"), 0, "{last}");
     assert!(!socket.exists(), "the pager removes its socket");
     assert_eq!(std::fs::read(&file).unwrap(), text, "the file changed");
+}
+
+/// Waits for `run` (stdout and stderr piped) to end and asserts that it succeeded and printed
+/// one JSON object saying `verified: true`.
+fn assert_run_verified(run: &mut std::process::Child) {
+    let mut out = String::new();
+    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = wait_process(run, DEADLINE).expect("the run ends");
+    assert!(status.success(), "the run failed: {out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["verified"], true, "{v}");
 }
 
 /// A wordcount run whose nodes reach the pager at `socket` through a [`proxy`] at `front`,
@@ -373,14 +379,7 @@ fn the_pager_commands_the_nodes_of_a_run_from_its_stdin() {
         "clean 1 100: node 0: 0; node 1: 0; node 2: 0; pages 0",
         "a read-only run has no page to write back"
     );
-    let mut out = String::new();
-    run.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let mut err = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let status = wait_process(&mut run, DEADLINE).expect("the run ends");
-    assert!(status.success(), "the run failed: {out}\n{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
-    assert_eq!(v["verified"], true, "{v}");
+    assert_run_verified(&mut run);
     let (code, said) = pager.wait();
     assert_eq!(code, Some(0), "the pager's exit; it said:\n{said}");
 }
